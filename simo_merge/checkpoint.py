@@ -1,0 +1,130 @@
+"""Checkpoint I/O: safetensors + JSON sidecar, safe loading of .pt/.pth/.bin files.
+
+A checkpoint ``merged.safetensors`` has a sidecar ``merged.json`` with what produced it (method,
+hyper-parameters, tasks, source files, package version). Pickle-based files are read with
+``torch.load(weights_only=True)``; files that need full unpickling (pickled ``nn.Module`` objects)
+load only when the caller passes ``allow_pickle=True``, because unpickling runs arbitrary code.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from simo_merge import __version__
+from simo_merge.atomic import atomic_path, write_json
+
+StateDict = dict[str, Tensor]
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file could not be read or does not hold what was expected."""
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def save_state(
+    path: str | os.PathLike, state: Mapping[str, Tensor], meta: Mapping[str, Any] | None = None
+) -> Path:
+    """Write ``state`` as safetensors and ``meta`` (+ package version, time) as a JSON sidecar, atomically."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{path}: checkpoints are written as .safetensors")
+    # safetensors refuses shared/non-contiguous storage: give every tensor its own contiguous copy
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+    sidecar = {
+        "format": "simo_merge.state/1",
+        "package_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "num_tensors": len(tensors),
+        **(dict(meta) if meta else {}),
+    }
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"simo_merge": json.dumps({"package_version": __version__})})
+    write_json(sidecar_path(path), sidecar)
+    return path
+
+
+def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON sidecar of ``path`` ({} when there is none)."""
+    side = sidecar_path(path)
+    if not side.is_file():
+        return {}
+    try:
+        return json.loads(side.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{side}: sidecar is not valid JSON ({err})") from err
+
+
+def _extract_state(obj: Any, path: Path) -> StateDict:
+    """Find the tensor dict inside a loaded object: a state dict, {"state_dict": ...}, or a module."""
+    if isinstance(obj, torch.nn.Module):
+        return dict(obj.state_dict())
+    if isinstance(obj, Mapping):
+        if obj and all(isinstance(v, Tensor) for v in obj.values()):
+            return dict(obj)
+        for key in ("state_dict", "model", "model_state_dict", "module"):
+            if key in obj:
+                return _extract_state(obj[key], path)
+    raise CheckpointError(f"{path}: no tensor state dict found (top-level type {type(obj).__name__})")
+
+
+def load_state(path: str | os.PathLike, allow_pickle: bool = False) -> StateDict:
+    """Load a tensor state dict from .safetensors or a torch pickle (.pt/.pth/.bin/.ckpt).
+
+    ``allow_pickle=True`` permits full unpickling for files that store whole modules; only use it on
+    files you trust.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as err:
+            raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
+    if path.suffix not in PICKLE_SUFFIXES:
+        raise CheckpointError(f"{path}: unknown checkpoint suffix {path.suffix!r}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if not allow_pickle:
+            found = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(err))
+            reason = found.group(1).strip() if found else ""
+            raise CheckpointError(
+                f"{path}: cannot be read with weights_only=True ({reason or 'not a tensor-only pickle'}). "
+                "If it stores Python objects (e.g. a pickled module), full unpickling can run arbitrary "
+                "code: pass allow_pickle=True (CLI: allow_pickle=true) only for files you trust"
+            ) from err
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        except (pickle.UnpicklingError, RuntimeError, EOFError) as err2:
+            raise CheckpointError(f"{path}: not a readable torch checkpoint ({err2})") from err2
+    except (RuntimeError, EOFError) as err:
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({err})") from err
+    return _extract_state(obj, path)
+
+
+def state_hash(state: Mapping[str, Tensor]) -> str:
+    """A short content hash of a state dict (keys, dtypes, shapes and values), for cache keys."""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]

@@ -1,0 +1,119 @@
+"""The ``simo-merge`` command line: a thin layer over the library functions."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+import time
+from pathlib import Path
+
+from simo_merge import __version__
+
+
+def _config_path(value: str | None, default: str) -> Path:
+    """A config given as a file path, or the name of a built-in config."""
+    from simo_merge.configs import builtin_config
+
+    if value is None:
+        return builtin_config(default)
+    path = Path(value)
+    return path if path.suffix in (".yaml", ".yml") or path.exists() else builtin_config(value)
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    """List the registered merge methods and task-vector transforms with their hyper-parameters."""
+    from simo_merge.merging import MERGE_METHODS, TV_TRANSFORMS
+
+    for title, registry in (("merge methods", MERGE_METHODS), ("task-vector transforms", TV_TRANSFORMS)):
+        print(f"{title}:")
+        for name in registry.names():
+            fn = registry.get(name)
+            params = [
+                f"{p.name}={p.default!r}"
+                for p in inspect.signature(fn).parameters.values()
+                if p.kind == p.KEYWORD_ONLY
+            ]
+            doc = (inspect.getmodule(fn).__doc__ or "").strip().splitlines()[0]
+            print(f"  {name:<18} {', '.join(params) or '(no hyper-parameters)':<24} {doc}")
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    """pool + method -> merged safetensors checkpoint (+ JSON sidecar and resolved config)."""
+    from simo_merge.atomic import write_text
+    from simo_merge.checkpoint import save_state
+    from simo_merge.config import MergeJobConfig, load_config, to_yaml
+    from simo_merge.experts import ExpertPool
+    from simo_merge.merging import merge
+    from simo_merge.toy_pool import make_toy_pool
+
+    cfg = load_config(MergeJobConfig, _config_path(args.config, "merge_toy"), args.overrides)
+    start = time.perf_counter()
+    if cfg.pool.kind == "toy":
+        pool = make_toy_pool(cfg.encoder, cfg.pool)
+    else:
+        pool = ExpertPool.from_files(cfg.pool.base, cfg.pool.experts, cfg.pool.heads, cfg.pool.allow_pickle)
+    merged = merge(pool, cfg.method.name, transforms=cfg.method.transforms, **cfg.method.params)
+    out_dir = Path(cfg.output_dir)
+    out = save_state(
+        out_dir / "merged.safetensors",
+        merged,
+        {
+            "method": cfg.method.name,
+            "hyperparameters": cfg.method.params,
+            "transforms": cfg.method.transforms,
+            "tasks": pool.tasks,
+            "sources": pool.sources,
+            "encoder": vars(cfg.encoder),
+        },
+    )
+    write_text(out_dir / "config.yaml", to_yaml(cfg))
+    n_params = sum(v.numel() for v in merged.values())
+    print(
+        f"merged {len(pool.tasks)} experts ({', '.join(pool.tasks)}) with {cfg.method.name} "
+        f"{cfg.method.params or ''} -> {out} ({n_params:,} values, {time.perf_counter() - start:.1f}s)"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="simo-merge", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"simo-merge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("methods", help="list merge methods and transforms")
+    p.set_defaults(func=cmd_methods)
+
+    p = sub.add_parser("merge", help="merge an expert pool into one encoder checkpoint")
+    p.add_argument("--config", help="YAML file or built-in config name (default: merge_toy)")
+    p.add_argument(
+        "overrides", nargs="*", help="key=value overrides, e.g. method.name=ties method.params.k=20"
+    )
+    p.set_defaults(func=cmd_merge)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from simo_merge.checkpoint import CheckpointError
+    from simo_merge.config import ConfigError
+    from simo_merge.experts import ExpertMismatchError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (
+        ConfigError,
+        CheckpointError,
+        ExpertMismatchError,
+        FileNotFoundError,
+        KeyError,
+        ValueError,
+    ) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"simo-merge {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

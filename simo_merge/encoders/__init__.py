@@ -1,0 +1,19 @@
+"""Encoders: one interface (:class:`Encoder`) over timm and open_clip ViTs, built by name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from simo_merge.registry import Registry
+
+ENCODERS: Registry = Registry("encoder", package=__name__)
+
+from simo_merge.encoders.base import Encoder, EncoderOutput, HookHandle  # noqa: E402
+
+
+def build_encoder(library: str, arch: str, **kwargs: Any) -> Encoder:
+    """Build an encoder: ``library`` is a registry name ("timm", "open_clip"), ``arch`` its model name."""
+    return ENCODERS.get(library)(arch, **kwargs)
+
+
+__all__ = ["ENCODERS", "Encoder", "EncoderOutput", "HookHandle", "build_encoder"]

@@ -1,0 +1,224 @@
+"""The Encoder seam: one interface over timm ViTs and open_clip visual towers.
+
+Everything later (merging, realignment adapters, Fisher/RegMean statistics, feature caches, t-SNE) goes
+through this class and never reaches into timm/open_clip internals.
+
+Hooks: each transformer block gets exactly one torch forward hook, installed at construction, that
+dispatches to the Encoder's own ordered hook lists. A hook ``fn(block_index, tokens) -> tokens | None``
+sees the block output as ``[B, N, D]`` (batch first, prefix tokens first, whatever layout the library
+uses internally); returning a tensor replaces the block output (that is how adapters are inserted and
+fed forward to the next block), returning None only observes it. ``"adapt"`` hooks run before
+``"record"`` hooks, so recorders see adapted features. Final-feature hooks work the same on the
+encoder's final features ``[B, F]``. Every ``add_*`` returns a handle with ``remove()``; handles are
+also context managers.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+BlockHook = Callable[[int, Tensor], "Tensor | None"]
+FeatureHook = Callable[[Tensor], "Tensor | None"]
+
+HOOK_KINDS = ("adapt", "record")
+
+
+@dataclass
+class EncoderOutput:
+    """What one forward pass returns: the final features and the requested block outputs."""
+
+    features: Tensor  # [B, F] pooled (and projected, for CLIP) final features
+    taps: dict[int, Tensor] = field(default_factory=dict)  # block index -> [B, N, D] tokens
+
+
+class HookHandle:
+    """Removes one registered hook; usable as a context manager."""
+
+    def __init__(self, hooks: list, entry: tuple) -> None:
+        self._hooks = hooks
+        self._entry = entry
+
+    def remove(self) -> None:
+        if self._entry in self._hooks:
+            self._hooks.remove(self._entry)
+
+    def __enter__(self) -> HookHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
+class Encoder(nn.Module):
+    """A ViT image encoder with ordered blocks, taps and block/feature hooks.
+
+    Subclasses wrap one library's model and implement ``_forward_impl`` (run the model, return final
+    features) plus the layout facts: ``blocks``, ``width``, ``num_prefix_tokens``, ``grid_size``.
+    Images enter in [0, 1]; the encoder applies its own mean/std normalisation.
+    """
+
+    #: prefix of the block parameters in :meth:`model_state` keys, e.g. ``"blocks."``
+    block_key_prefix: str = ""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        blocks: Sequence[nn.Module],
+        width: int,
+        feature_dim: int,
+        num_prefix_tokens: int,
+        grid_size: tuple[int, int],
+        mean: Sequence[float],
+        std: Sequence[float],
+        batch_first: bool = True,
+        name: str = "",
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.name = name
+        self.width = int(width)
+        self.feature_dim = int(feature_dim)
+        self.num_prefix_tokens = int(num_prefix_tokens)
+        self.grid_size = (int(grid_size[0]), int(grid_size[1]))
+        self._batch_first = batch_first
+        self._blocks = list(blocks)
+        self.register_buffer("pixel_mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), False)
+        self._block_hooks: list[tuple[int, str, int, BlockHook]] = []
+        self._feature_hooks: list[tuple[str, int, FeatureHook]] = []
+        self._hook_counter = 0
+        for block in self._blocks:
+            # a bound method (not a closure) so that copy.deepcopy(encoder) re-binds it to the copy
+            block.register_forward_hook(self._dispatch_block)
+
+    # ----------------------------------------------------------------------------------- layout facts
+    @property
+    def blocks(self) -> list[nn.Module]:
+        """The transformer blocks in execution order."""
+        return list(self._blocks)
+
+    @property
+    def depth(self) -> int:
+        return len(self._blocks)
+
+    @property
+    def has_cls_token(self) -> bool:
+        return self.num_prefix_tokens > 0
+
+    def default_taps(self) -> list[int]:
+        """Block indices ending the 1st..4th quarter of the trunk (0-based): 12 blocks -> [2, 5, 8, 11]."""
+        d = self.depth
+        return sorted({max(0, math.ceil(d * f) - 1) for f in (0.25, 0.5, 0.75, 1.0)})
+
+    def tokens_to_map(self, tokens: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Split ``[B, N, D]`` tokens into a ``[B, D, h, w]`` patch map and the CLS token (or None)."""
+        b, n, d = tokens.shape
+        h, w = self.grid_size
+        p = self.num_prefix_tokens
+        if n - p != h * w:
+            raise ValueError(f"{self.name}: {n} tokens do not fit {p} prefix + {h}x{w} patches")
+        cls = tokens[:, 0] if p > 0 else None
+        patches = tokens[:, p:].transpose(1, 2).reshape(b, d, h, w)
+        return patches, cls
+
+    # ------------------------------------------------------------------------------- state for merging
+    def model_state(self) -> dict[str, Tensor]:
+        """The wrapped library model's state dict (keys as timm/open_clip name them), detached."""
+        return {k: v.detach() for k, v in self.model.state_dict().items()}
+
+    def load_model_state(self, state: dict[str, Tensor], strict: bool = True) -> None:
+        self.model.load_state_dict(state, strict=strict)
+
+    def block_of_key(self, key: str) -> int | None:
+        """The block index a parameter key belongs to, or None for embeddings/norms/projections."""
+        match = re.match(re.escape(self.block_key_prefix) + r"(\d+)\.", key)
+        return int(match.group(1)) if match else None
+
+    # -------------------------------------------------------------------------------------- hooks
+    def add_block_hook(self, block: int | Iterable[int], fn: BlockHook, kind: str = "record") -> HookHandle:
+        """Call ``fn(i, tokens)`` on the output of block(s) ``block``; see the module docstring."""
+        if kind not in HOOK_KINDS:
+            raise ValueError(f"hook kind must be one of {HOOK_KINDS}, got {kind!r}")
+        indices = [block] if isinstance(block, int) else list(block)
+        for i in indices:
+            if not 0 <= i < self.depth:
+                raise IndexError(f"{self.name}: block {i} out of range 0..{self.depth - 1}")
+        entries = []
+        for i in indices:
+            self._hook_counter += 1
+            entries.append((i, kind, self._hook_counter, fn))
+        self._block_hooks.extend(entries)
+        self._block_hooks.sort(key=lambda e: (e[0], HOOK_KINDS.index(e[1]), e[2]))
+        return _MultiHandle([HookHandle(self._block_hooks, e) for e in entries])
+
+    def add_feature_hook(self, fn: FeatureHook, kind: str = "record") -> HookHandle:
+        """Call ``fn(features)`` on the final features; returning a tensor replaces them."""
+        if kind not in HOOK_KINDS:
+            raise ValueError(f"hook kind must be one of {HOOK_KINDS}, got {kind!r}")
+        self._hook_counter += 1
+        entry = (kind, self._hook_counter, fn)
+        self._feature_hooks.append(entry)
+        self._feature_hooks.sort(key=lambda e: (HOOK_KINDS.index(e[0]), e[1]))
+        return HookHandle(self._feature_hooks, entry)
+
+    def num_hooks(self) -> int:
+        return len(self._block_hooks) + len(self._feature_hooks)
+
+    def _dispatch_block(self, module: nn.Module, inputs: tuple, output: Tensor) -> Tensor | None:
+        if not self._block_hooks:
+            return None
+        index = next(i for i, b in enumerate(self._blocks) if b is module)
+        hooks = [e for e in self._block_hooks if e[0] == index]
+        if not hooks:
+            return None
+        tokens = output if self._batch_first else output.transpose(0, 1)
+        changed = False
+        for _, _, _, fn in hooks:
+            result = fn(index, tokens)
+            if result is not None:
+                tokens = result
+                changed = True
+        if not changed:
+            return None
+        return tokens if self._batch_first else tokens.transpose(0, 1)
+
+    # ------------------------------------------------------------------------------------ forward
+    def _forward_impl(self, pixels: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def normalize(self, images: Tensor) -> Tensor:
+        return (images - self.pixel_mean.to(images.dtype)) / self.pixel_std.to(images.dtype)
+
+    def forward(self, images: Tensor, taps: Sequence[int] | None = None) -> EncoderOutput:
+        """Encode ``[B, 3, H, W]`` images in [0, 1]; return final features and the outputs of ``taps``."""
+        recorded: dict[int, Tensor] = {}
+        handles = []
+        if taps:
+            handles.append(self.add_block_hook(list(taps), lambda i, t: recorded.__setitem__(i, t)))
+        try:
+            features = self._forward_impl(self.normalize(images))
+        finally:
+            for h in handles:
+                h.remove()
+        for _, _, fn in list(self._feature_hooks):  # kept sorted: adapt before record
+            result = fn(features)
+            if result is not None:
+                features = result
+        return EncoderOutput(features=features, taps={i: recorded[i] for i in (taps or [])})
+
+
+class _MultiHandle(HookHandle):
+    """Handle over several hook entries registered together."""
+
+    def __init__(self, handles: list[HookHandle]) -> None:
+        self._handles = handles
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()

@@ -1,0 +1,17 @@
+"""Merge methods: pure functions over state dicts, one file each, one registry.
+
+A method has the signature ``fn(base, task_vectors, **hyperparameters) -> merged`` where ``base`` maps
+keys to θ0's float tensors, ``task_vectors`` maps task -> (lazy) mapping key -> τt[key] (float32), and
+``merged`` maps every key of ``task_vectors`` to the merged float32 tensor. Non-float buffers and the
+output dtype are handled once, by :func:`simo_merge.merging.api.merge`, so methods stay small and
+readable next to their papers. Task-vector transforms (DARE) wrap ``task_vectors`` before a method runs.
+"""
+
+from simo_merge.registry import Registry
+
+MERGE_METHODS: Registry = Registry("merge method", package=__name__)
+TV_TRANSFORMS: Registry = Registry("task-vector transform", package=__name__)
+
+from simo_merge.merging.api import merge  # noqa: E402
+
+__all__ = ["MERGE_METHODS", "TV_TRANSFORMS", "merge"]

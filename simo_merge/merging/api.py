@@ -1,0 +1,51 @@
+"""One entry point for every merge: validate hyper-parameters, apply transforms, restore dtypes."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from torch import Tensor
+
+from simo_merge.experts import ExpertPool, is_mergeable
+
+StateDict = dict[str, Tensor]
+
+
+def check_hyperparameters(fn: Callable, given: Mapping[str, Any], what: str) -> None:
+    """Raise a ValueError naming any hyper-parameter ``fn`` does not accept."""
+    params = inspect.signature(fn).parameters
+    accepted = [n for n, p in params.items() if p.kind == p.KEYWORD_ONLY]
+    unknown = [k for k in given if k not in accepted]
+    if unknown:
+        raise ValueError(f"{what}: unknown hyper-parameter(s) {unknown}; accepted: {accepted}")
+
+
+def merge(
+    pool: ExpertPool,
+    method: str,
+    tasks: list[str] | None = None,
+    transforms: Mapping[str, Mapping[str, Any]] | None = None,
+    **hyperparameters: Any,
+) -> StateDict:
+    """Merge ``pool``'s experts (or ``tasks`` of them) with the registered ``method``.
+
+    ``transforms`` maps a task-vector transform name (e.g. ``"dare"``) to its arguments; they are applied
+    in order before the method. Float entries come back in θ0's dtype; non-float entries are θ0's.
+    """
+    from simo_merge.merging import MERGE_METHODS, TV_TRANSFORMS
+
+    fn = MERGE_METHODS.get(method)
+    check_hyperparameters(fn, hyperparameters, f"merge method {method!r}")
+    task_vectors: dict[str, Mapping[str, Tensor]] = dict(pool.task_vectors(tasks))
+    for name, args in (transforms or {}).items():
+        transform = TV_TRANSFORMS.get(name)
+        check_hyperparameters(transform, args, f"transform {name!r}")
+        task_vectors = transform(task_vectors, **args)
+    float_base = {k: v for k, v in pool.base.items() if is_mergeable(v)}
+    merged = fn(float_base, task_vectors, **hyperparameters)
+    out: StateDict = {}
+    for key, ref in pool.base.items():
+        out[key] = merged[key].to(ref.dtype) if key in merged else ref.clone()
+    return out

@@ -1,0 +1,62 @@
+"""A tiny name -> object registry, one per family (merge methods, datasets, heads, realigners).
+
+Each family lives in one package with one module per entry; modules register themselves with a
+decorator. The registry imports its package's modules on first lookup, so adding a method is adding
+one file, with no central list to edit.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Maps names to objects; `package` is scanned for self-registering modules on first use."""
+
+    def __init__(self, family: str, package: str | None = None) -> None:
+        self.family = family
+        self.package = package
+        self._entries: dict[str, T] = {}
+        self._scanned = package is None
+
+    def register(self, name: str) -> Callable[[T], T]:
+        def decorator(obj: T) -> T:
+            if name in self._entries and self._entries[name] is not obj:
+                raise ValueError(f"{self.family} {name!r} is already registered")
+            self._entries[name] = obj
+            return obj
+
+        return decorator
+
+    def _scan(self) -> None:
+        if self._scanned:
+            return
+        self._scanned = True
+        pkg = importlib.import_module(self.package)
+        for info in pkgutil.iter_modules(pkg.__path__):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"{self.package}.{info.name}")
+
+    def get(self, name: str) -> T:
+        self._scan()
+        try:
+            return self._entries[name]
+        except KeyError:
+            known = ", ".join(sorted(self._entries)) or "(none)"
+            raise KeyError(f"unknown {self.family} {name!r}; known: {known}") from None
+
+    def names(self) -> list[str]:
+        self._scan()
+        return sorted(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        self._scan()
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())

@@ -1,0 +1,87 @@
+"""Pick the metric for a task and evaluate several dense tasks at once."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+from simo_merge.metrics.normals import NormalMetric
+from simo_merge.metrics.regression import DepthMetric, RegressionL1Metric
+from simo_merge.metrics.segmentation import SegmentationMetric
+from simo_merge.tasks import TaskSpec
+
+#: Regression task names judged with depth errors (abs/rel) rather than a plain L1.
+DEPTH_LIKE_TASKS: frozenset[str] = frozenset({"depth", "disparity"})
+
+
+def build_task_metric(spec: TaskSpec) -> Metric:
+    """Return a fresh metric for ``spec``.
+
+    segmentation -> ``SegmentationMetric(spec.channels)``; regression named "depth" or "disparity" ->
+    ``DepthMetric``; any other regression -> ``RegressionL1Metric``; normals -> ``NormalMetric``.
+    """
+    if not isinstance(spec, TaskSpec):
+        raise TypeError(f"build_task_metric expects a TaskSpec, got {type(spec).__name__}")
+    if spec.kind == "segmentation":
+        return SegmentationMetric(spec.channels)
+    if spec.kind == "regression":
+        return DepthMetric() if spec.name in DEPTH_LIKE_TASKS else RegressionL1Metric()
+    if spec.kind == "normals":
+        return NormalMetric()
+    raise ValueError(f"task {spec.name!r}: no metric for kind {spec.kind!r}")
+
+
+class MultiTaskMetrics(torch.nn.Module):
+    """One metric per task, updated from a model's output dict and a data-loader batch.
+
+    It is an ``nn.Module`` (metrics live in a ``ModuleDict``) so ``.to(device)`` moves every state. Each
+    metric syncs its own states across processes in ``compute()``.
+    """
+
+    def __init__(self, specs: Mapping[str, TaskSpec]) -> None:
+        super().__init__()
+        if not specs:
+            raise ValueError("MultiTaskMetrics: specs is empty")
+        for task, spec in specs.items():
+            if not isinstance(spec, TaskSpec):
+                raise TypeError(f"MultiTaskMetrics: specs[{task!r}] is not a TaskSpec: {spec!r}")
+        self.specs = dict(specs)
+        self.metrics = torch.nn.ModuleDict(
+            {task: build_task_metric(spec) for task, spec in self.specs.items()}
+        )
+
+    @property
+    def tasks(self) -> list[str]:
+        """Task names, in the order given."""
+        return list(self.specs)
+
+    def update(self, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor]) -> None:
+        """Update every task from ``outputs[task]``, ``batch[task]`` and ``batch[f"{task}_mask"]``.
+
+        The mask is optional (missing = every pixel the metric itself deems valid). Raises KeyError naming
+        the task when its prediction or target is missing.
+        """
+        for task in self.specs:
+            if task not in outputs:
+                raise KeyError(f"MultiTaskMetrics.update: outputs has no prediction for task {task!r}")
+            if task not in batch:
+                raise KeyError(f"MultiTaskMetrics.update: batch has no target for task {task!r}")
+            pred = outputs[task]
+            target = batch[task]
+            mask = batch.get(f"{task}_mask")
+            try:
+                self.metrics[task].update(pred.detach(), target, mask)
+            except (ValueError, TypeError) as err:
+                raise type(err)(f"task {task!r}: {err}") from err
+
+    def compute(self) -> dict[str, dict[str, float]]:
+        """Return ``{task: {metric_name: float}}`` over everything seen since the last reset."""
+        return {task: {k: float(v) for k, v in m.compute().items()} for task, m in self.metrics.items()}
+
+    def reset(self) -> None:
+        """Clear every task's states."""
+        for m in self.metrics.values():
+            m.reset()

@@ -1,0 +1,118 @@
+"""Multi-task summary scores (ΔMTL, normalised performance) from per-task metric dicts.
+
+Pure Python functions on ``results: dict[task, dict[metric, float]]`` (the output of
+``MultiTaskMetrics.compute()``); no torch needed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+#: Direction of every metric key produced by this package: True when a higher value is better.
+HIGHER_IS_BETTER: dict[str, bool] = {
+    "miou": True,
+    "pixel_acc": True,
+    "abs_err": False,
+    "rel_err": False,
+    "mean_angle": False,
+    "median_angle": False,
+    "within_11.25": True,
+    "within_22.5": True,
+    "within_30": True,
+    "l1": False,
+}
+
+Results = Mapping[str, Mapping[str, float]]
+
+
+def _pairs(
+    results: Results,
+    baselines: Results,
+    higher_is_better: Mapping[str, bool] | None,
+) -> dict[str, list[tuple[str, float, float, bool]]]:
+    """Validate inputs and return, per task, (metric, value, baseline, higher_is_better) tuples."""
+    directions = dict(HIGHER_IS_BETTER)
+    if higher_is_better:
+        directions.update(higher_is_better)
+    if not results:
+        raise ValueError("results is empty: need at least one task")
+    out: dict[str, list[tuple[str, float, float, bool]]] = {}
+    for task, metrics in results.items():
+        if not metrics:
+            raise ValueError(f"results[{task!r}] has no metrics")
+        if task not in baselines:
+            raise KeyError(f"task {task!r} is missing from baselines (baseline tasks: {sorted(baselines)})")
+        rows = []
+        for name, value in metrics.items():
+            if name not in baselines[task]:
+                raise KeyError(
+                    f"metric {name!r} of task {task!r} is missing from baselines[{task!r}] "
+                    f"(has: {sorted(baselines[task])})"
+                )
+            if name not in directions:
+                raise KeyError(
+                    f"metric {name!r} of task {task!r} has no known direction; add it to "
+                    f"HIGHER_IS_BETTER or pass higher_is_better={{{name!r}: True/False}}"
+                )
+            v, b = float(value), float(baselines[task][name])
+            if not math.isfinite(v):
+                raise ValueError(f"results[{task!r}][{name!r}] is not finite: {v}")
+            if not math.isfinite(b) or b == 0.0:
+                raise ValueError(f"baselines[{task!r}][{name!r}] must be finite and non-zero, got {b}")
+            rows.append((name, v, b, bool(directions[name])))
+        out[task] = rows
+    return out
+
+
+def delta_mtl(
+    results: Results,
+    baselines: Results,
+    higher_is_better: Mapping[str, bool] | None = None,
+) -> float:
+    """Multi-task performance change ΔMTL (%) of ``results`` relative to single-task ``baselines``.
+
+    ΔMTL = (1/T) Σ_t (1/|M_t|) Σ_{m ∈ M_t} (−1)^{l_m} (M_m − M_b,m) / M_b,m × 100,
+
+    where T is the number of tasks in ``results``, M_t the metrics reported for task t, and l_m = 1 when
+    lower is better for metric m (0 otherwise): metrics are averaged within each task first, then over
+    tasks (Maninis et al., CVPR 2019; Vandenhende et al., TPAMI 2021). Positive = better than the
+    baselines. Every task/metric in ``results`` must exist in ``baselines`` (KeyError naming it
+    otherwise); extra baseline entries are ignored. Metric directions come from ``HIGHER_IS_BETTER``,
+    optionally extended/overridden by ``higher_is_better``. The result does not depend on whether both
+    dicts use fractions or percentages, as long as they use the same scale.
+    """
+    per_task = []
+    for rows in _pairs(results, baselines, higher_is_better).values():
+        terms = [(1.0 if hib else -1.0) * (v - b) / b for _, v, b, hib in rows]
+        per_task.append(sum(terms) / len(terms))
+    return 100.0 * sum(per_task) / len(per_task)
+
+
+def normalized_performance(
+    results: Results,
+    baselines: Results,
+    higher_is_better: Mapping[str, bool] | None = None,
+) -> dict[str, float]:
+    """Per-task normalised performance (%) of ``results`` relative to ``baselines``, plus their mean.
+
+    For each task, the mean over its metrics of ``M / M_b`` (higher is better) or ``M_b / M`` (lower is
+    better), × 100: 100 means on par with the baseline, above 100 better. The returned dict has one entry
+    per task of ``results`` and an extra ``"mean"`` entry, the unweighted mean over tasks (so no task may
+    be named ``"mean"``). Raises KeyError naming a task/metric missing from ``baselines`` and ValueError
+    for a zero lower-is-better result (ratio undefined).
+    """
+    if "mean" in results:
+        raise ValueError("a task named 'mean' clashes with the 'mean' summary key of normalized_performance")
+    out: dict[str, float] = {}
+    for task, rows in _pairs(results, baselines, higher_is_better).items():
+        ratios = []
+        for name, v, b, hib in rows:
+            if not hib and v == 0.0:
+                raise ValueError(
+                    f"results[{task!r}][{name!r}] is 0 for a lower-is-better metric: M_b/M undefined"
+                )
+            ratios.append(v / b if hib else b / v)
+        out[task] = 100.0 * sum(ratios) / len(ratios)
+    out["mean"] = sum(out.values()) / len(out)
+    return out

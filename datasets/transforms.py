@@ -1,0 +1,388 @@
+"""Joint (image + dense targets) augmentation with albumentations, and conversion to the sample contract.
+
+Every loader builds its numpy sample ``{"image": HxWx3 float32 in [0, 1], task: array, f"{task}_mask": HxW
+bool}``, optionally passes it through :class:`JointTransform`, then calls :func:`to_sample` to get the tensor
+dict described in :mod:`simo_merge.tasks`.
+
+Interpolation: bilinear for the image and continuous targets (depth, disparity, edge, keypoints2d), nearest
+(pixel-centre exact) for labels, masks and normals; normals are renormalised after resampling and their x
+component is negated when a horizontal flip happened. A continuous target that comes with a mask is
+resampled as ``interp(value * mask) / interp(mask)`` so invalid pixels (e.g. depth 0) never bleed into valid
+ones; its new mask is the nearest-resampled mask where some valid source pixel contributed.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+
+from simo_merge.tasks import IGNORE_INDEX
+
+#: Targets resampled bilinearly (one channel, HxW).
+CONTINUOUS_TASKS: tuple[str, ...] = ("depth", "disparity", "edge", "keypoints2d")
+#: Targets resampled with nearest neighbour.
+LABEL_TASKS: tuple[str, ...] = ("semseg",)
+VECTOR_TASKS: tuple[str, ...] = ("normal",)
+SPATIAL_TASKS: tuple[str, ...] = LABEL_TASKS + CONTINUOUS_TASKS + VECTOR_TASKS
+#: Targets derived from the (transformed) image by :func:`to_sample`.
+DERIVED_TASKS: tuple[str, ...] = ("autoencoding",)
+ALL_TASKS: tuple[str, ...] = SPATIAL_TASKS + DERIVED_TASKS
+
+_VALID = "_valid"  # internal: 1 where the pixel comes from the input (0 in padding)
+_NEAREST = cv2.INTER_NEAREST_EXACT
+_LINEAR = cv2.INTER_LINEAR
+_EPS = 1e-6
+
+
+def _num_key(task: str) -> str:
+    return f"_num_{task}"
+
+
+def _den_key(task: str) -> str:
+    return f"_den_{task}"
+
+
+def _additional_targets() -> dict[str, str]:
+    targets: dict[str, str] = {_VALID: "mask"}
+    for task in LABEL_TASKS + VECTOR_TASKS:
+        targets[task] = "mask"
+    for task in CONTINUOUS_TASKS:
+        targets[task] = "image"
+        targets[_num_key(task)] = "image"
+        targets[_den_key(task)] = "image"
+    for task in ALL_TASKS:
+        targets[f"{task}_mask"] = "mask"
+    return targets
+
+
+class JointTransform:
+    """Resize / random-scale-crop / horizontal-flip an image and its dense targets together.
+
+    Args:
+        size: output ``(H, W)``; None keeps the input size.
+        train: random augmentation (scale, crop, flip) when True; otherwise only a resize to ``size``.
+        hflip: in train mode, flip horizontally with probability ``flip_prob`` (0.5).
+        scale: in train mode, resize by a factor drawn uniformly from this range before cropping; needs
+            ``crop=True`` (otherwise the final resize would undo it).
+        crop: in train mode, random-crop to ``size`` (or the input size), zero-padding where the scaled
+            image is smaller; padded pixels are marked invalid in every mask (and 255 in ``semseg``).
+            Without crop, train mode resizes to ``size``.
+        seed: seed of the augmentation random state (None: nondeterministic). Inside a DataLoader worker
+            the state is reseeded once per worker from ``seed`` and the worker's torch seed, so workers
+            do not repeat each other.
+        scale_depth: after a random scale ``s``, divide depth and multiply disparity by ``s`` (a zoom
+            mimics a closer camera, as in MTAN / Auto-Lambda's RandomScaleCrop). Plain resizes never change
+            target values.
+        flip_prob: probability of the horizontal flip when ``hflip`` (1.0 forces it, e.g. in tests).
+    """
+
+    def __init__(
+        self,
+        size: tuple[int, int] | None = None,
+        train: bool = False,
+        hflip: bool = True,
+        scale: tuple[float, float] = (1.0, 1.0),
+        crop: bool = False,
+        seed: int | None = None,
+        scale_depth: bool = True,
+        flip_prob: float = 0.5,
+    ) -> None:
+        if size is not None:
+            if len(size) != 2 or any(int(s) != s or s < 1 for s in size):
+                raise ValueError(f"size must be (H, W) with positive integers, got {size!r}")
+            size = (int(size[0]), int(size[1]))
+        if len(scale) != 2 or not (0 < scale[0] <= scale[1]):
+            raise ValueError(f"scale must be (lo, hi) with 0 < lo <= hi, got {scale!r}")
+        if train and tuple(scale) != (1.0, 1.0) and not crop:
+            raise ValueError(
+                f"scale={tuple(scale)} needs crop=True: without a crop the resize undoes the scaling"
+            )
+        self.size = size
+        self.train = train
+        self.hflip = hflip
+        self.scale = (float(scale[0]), float(scale[1]))
+        self.crop = crop
+        self.seed = seed
+        self.scale_depth = scale_depth
+        if not 0.0 <= flip_prob <= 1.0:
+            raise ValueError(f"flip_prob must be in [0, 1], got {flip_prob}")
+        self.flip_prob = float(flip_prob)
+        self._rng = np.random.default_rng(seed)
+        self._py_rng = random.Random(seed)
+        self._rng_owner: tuple[int, int] | None = None
+        self._composes: dict[tuple[int, int], A.Compose] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"JointTransform(size={self.size}, train={self.train}, hflip={self.hflip}, scale={self.scale}, "
+            f"crop={self.crop}, seed={self.seed}, scale_depth={self.scale_depth}, flip_prob={self.flip_prob})"
+        )
+
+    # -- random state -------------------------------------------------------------------------------
+    def _maybe_reseed_for_worker(self) -> None:
+        info = torch.utils.data.get_worker_info()
+        if info is None:
+            return
+        owner = (os.getpid(), int(info.seed))
+        if self._rng_owner == owner:
+            return
+        self._rng_owner = owner
+        entropy = [int(info.seed) % (2**63)] + ([] if self.seed is None else [int(self.seed)])
+        ss = np.random.SeedSequence(entropy)
+        self._rng.bit_generator.state = np.random.default_rng(ss).bit_generator.state
+        self._py_rng.seed(int(ss.generate_state(1)[0]))
+
+    # -- pipeline -----------------------------------------------------------------------------------
+    def _compose_for(self, hw: tuple[int, int]) -> A.Compose:
+        out_hw = self.size or hw
+        key = out_hw
+        compose = self._composes.get(key)
+        if compose is not None:
+            return compose
+        ops: list[Any] = []
+        if self.train:
+            if self.scale != (1.0, 1.0):
+                limit = (self.scale[0] - 1.0, self.scale[1] - 1.0)
+                ops.append(
+                    A.RandomScale(
+                        scale_limit=limit, interpolation=_LINEAR, mask_interpolation=_NEAREST, p=1.0
+                    )
+                )
+            if self.crop:
+                ops.append(
+                    A.RandomCrop(
+                        height=out_hw[0],
+                        width=out_hw[1],
+                        pad_if_needed=True,
+                        pad_position="random",
+                        border_mode=cv2.BORDER_CONSTANT,
+                        fill=0.0,
+                        fill_mask=0.0,
+                    )
+                )
+            elif self.size is not None:
+                ops.append(A.Resize(*out_hw, interpolation=_LINEAR, mask_interpolation=_NEAREST))
+            if self.hflip:
+                ops.append(A.HorizontalFlip(p=self.flip_prob))
+        elif self.size is not None:
+            ops.append(A.Resize(*out_hw, interpolation=_LINEAR, mask_interpolation=_NEAREST))
+        compose = A.Compose(ops, additional_targets=_additional_targets(), save_applied_params=True)
+        compose.set_random_state(self._rng, self._py_rng)
+        self._composes[key] = compose
+        return compose
+
+    def __call__(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Transform ``arrays`` jointly; returns the same keys (see the module docstring for the rules)."""
+        data = validate_arrays(arrays)
+        self._maybe_reseed_for_worker()
+        hw = data["image"].shape[:2]
+        compose = self._compose_for(hw)
+
+        inputs: dict[str, np.ndarray] = {"image": data["image"], _VALID: np.ones(hw, dtype=np.uint8)}
+        for key, value in data.items():
+            if key == "image":
+                continue
+            if key.endswith("_mask"):
+                inputs[key] = value.astype(np.uint8)
+            elif key in CONTINUOUS_TASKS and f"{key}_mask" in data:
+                m = data[f"{key}_mask"]
+                inputs[_num_key(key)] = np.where(m, value, 0.0).astype(np.float32)
+                inputs[_den_key(key)] = m.astype(np.float32)
+            elif key in LABEL_TASKS:
+                inputs[key] = value.astype(np.int32)
+            else:
+                inputs[key] = value.astype(np.float32)
+
+        out = compose(**inputs)
+        applied = {name: params for name, params in out.get("applied_transforms", [])}
+        valid = out[_VALID].astype(bool)
+
+        result: dict[str, np.ndarray] = {"image": np.clip(out["image"], 0.0, 1.0).astype(np.float32)}
+        for key in data:
+            if key.endswith("_mask"):
+                result[key] = out[key].astype(bool) & valid
+        for key in data:
+            if key == "image" or key.endswith("_mask"):
+                continue
+            if key in CONTINUOUS_TASKS and _num_key(key) in inputs:
+                den = out[_den_key(key)]
+                ok = den > _EPS
+                value = np.where(ok, out[_num_key(key)] / np.where(ok, den, 1.0), 0.0)
+                result[f"{key}_mask"] &= ok
+                result[key] = np.where(result[f"{key}_mask"], value, 0.0).astype(np.float32)
+            elif key in LABEL_TASKS:
+                label = out[key].astype(np.int64)
+                invalid = ~valid
+                if f"{key}_mask" in result:
+                    invalid |= ~result[f"{key}_mask"]
+                label[invalid] = IGNORE_INDEX
+                result[key] = label
+            elif key in VECTOR_TASKS:
+                vec = out[key].astype(np.float32)
+                norm = np.linalg.norm(vec, axis=-1, keepdims=True)
+                ok = (norm[..., 0] > _EPS) & valid
+                vec = np.where(ok[..., None], vec / np.maximum(norm, _EPS), 0.0).astype(np.float32)
+                if "HorizontalFlip" in applied:
+                    vec[..., 0] = np.where(ok, -vec[..., 0], 0.0)
+                if f"{key}_mask" in result:
+                    result[f"{key}_mask"] &= ok
+                result[key] = vec
+            else:
+                result[key] = np.where(valid, out[key], 0.0).astype(np.float32)
+
+        if self.scale_depth and "RandomScale" in applied:
+            s = float(applied["RandomScale"]["scale"])
+            if "depth" in result:
+                result["depth"] = (result["depth"] / s).astype(np.float32)
+            if "disparity" in result:
+                result["disparity"] = (result["disparity"] * s).astype(np.float32)
+        return result
+
+
+def validate_arrays(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Check keys, shapes and dtypes of a numpy sample; returns a normalised shallow copy.
+
+    ``image`` may be uint8 (scaled to [0, 1]) or float; one-channel targets may be HxW or HxWx1.
+    """
+    if "image" not in arrays:
+        raise KeyError(f"sample has no 'image' key; keys: {sorted(arrays)}")
+    image = np.asarray(arrays["image"])
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"'image' must be HxWx3, got shape {image.shape}")
+    image = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
+    hw = image.shape[:2]
+    known_masks = {f"{t}_mask" for t in ALL_TASKS}
+    data: dict[str, np.ndarray] = {"image": image}
+    for key, value in arrays.items():
+        if key == "image":
+            continue
+        value = np.asarray(value)
+        if key in DERIVED_TASKS:
+            raise ValueError(f"{key!r} is derived from the image by to_sample; do not pass it as an array")
+        if key in known_masks:
+            if value.shape != hw:
+                raise ValueError(f"{key!r} must have shape {hw}, got {value.shape}")
+            data[key] = value.astype(bool)
+        elif key in LABEL_TASKS or key in CONTINUOUS_TASKS:
+            if value.ndim == 3 and value.shape[2] == 1:
+                value = value[..., 0]
+            if value.shape != hw:
+                raise ValueError(f"{key!r} must have shape {hw} (or {hw + (1,)}), got {value.shape}")
+            data[key] = value.astype(np.int64) if key in LABEL_TASKS else value.astype(np.float32)
+        elif key in VECTOR_TASKS:
+            if value.shape != hw + (3,):
+                raise ValueError(f"{key!r} must have shape {hw + (3,)}, got {value.shape}")
+            data[key] = value.astype(np.float32)
+        else:
+            raise ValueError(
+                f"unknown sample key {key!r}; known: image, {', '.join(SPATIAL_TASKS)} and <task>_mask"
+            )
+    return data
+
+
+def default_mask(task: str, value: np.ndarray) -> np.ndarray:
+    """Validity of a target when the loader gave no mask: labelled / positive finite / non-zero normal."""
+    if task in LABEL_TASKS:
+        return (value >= 0) & (value != IGNORE_INDEX)
+    if task in ("depth", "disparity"):
+        return np.isfinite(value) & (value > 0)
+    if task in CONTINUOUS_TASKS:
+        return np.isfinite(value)
+    if task in VECTOR_TASKS:
+        return np.isfinite(value).all(axis=-1) & (np.linalg.norm(np.nan_to_num(value), axis=-1) > 0)
+    raise ValueError(f"no default mask for task {task!r}")
+
+
+def _consistent(task: str, value: np.ndarray) -> np.ndarray:
+    """What a given mask is intersected with: a label must not be the ignore index, values must be finite,
+    a normal must be non-zero. (A zero disparity, i.e. infinitely far, stays valid if the mask says so.)"""
+    if task in LABEL_TASKS or task in VECTOR_TASKS:
+        return default_mask(task, value)
+    return np.isfinite(value)
+
+
+def to_sample(arrays: Mapping[str, np.ndarray], tasks: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Convert a numpy sample to the tensor contract for ``tasks``.
+
+    Returns ``image`` FloatTensor[3,H,W]; per task its target (``semseg`` LongTensor[H,W] with 255 where
+    invalid, one-channel targets FloatTensor[1,H,W], ``normal`` FloatTensor[3,H,W], ``autoencoding`` a
+    copy of the image) and ``f"{task}_mask"`` BoolTensor[H,W]. Invalid pixels of a target are set to 255
+    (labels) or 0 (others). A missing mask is derived with :func:`default_mask`; a given one is trusted
+    (intersected only with: label not 255, value finite, normal non-zero).
+    """
+    data = validate_arrays(arrays)
+    image = data["image"]
+    hw = image.shape[:2]
+    sample: dict[str, torch.Tensor] = {
+        "image": torch.from_numpy(np.ascontiguousarray(np.clip(image, 0.0, 1.0).transpose(2, 0, 1)))
+    }
+    for task in tasks:
+        if task not in ALL_TASKS:
+            raise ValueError(f"unknown task {task!r}; known: {', '.join(ALL_TASKS)}")
+        if task == "autoencoding":
+            sample[task] = sample["image"].clone()
+            sample[f"{task}_mask"] = torch.ones(hw, dtype=torch.bool)
+            continue
+        if task not in data:
+            raise KeyError(f"sample has no array for task {task!r}; keys: {sorted(data)}")
+        value = data[task]
+        given = data.get(f"{task}_mask")
+        mask = default_mask(task, value) if given is None else given & _consistent(task, value)
+        if task in LABEL_TASKS:
+            target = torch.from_numpy(np.where(mask, value, IGNORE_INDEX).astype(np.int64))
+        elif task in VECTOR_TASKS:
+            vec = np.where(mask[..., None], value, 0.0).astype(np.float32)
+            target = torch.from_numpy(np.ascontiguousarray(vec.transpose(2, 0, 1)))
+        else:
+            target = torch.from_numpy(np.where(mask, value, 0.0).astype(np.float32)[None])
+        sample[task] = target
+        sample[f"{task}_mask"] = torch.from_numpy(np.ascontiguousarray(mask))
+    return sample
+
+
+def resolve_tasks(tasks: Sequence[str] | None, supported: Sequence[str], dataset: str) -> list[str]:
+    """The task list a loader returns: ``supported`` when ``tasks`` is None, else ``tasks`` checked."""
+    if tasks is None:
+        return list(supported)
+    if isinstance(tasks, str):
+        raise TypeError(f"{dataset}: tasks must be a list of task names, got the string {tasks!r}")
+    tasks = list(tasks)
+    unknown = [t for t in tasks if t not in supported]
+    if unknown:
+        raise ValueError(f"{dataset}: unsupported task(s) {unknown}; supported: {list(supported)}")
+    if len(set(tasks)) != len(tasks):
+        raise ValueError(f"{dataset}: duplicate task names in {tasks}")
+    return tasks
+
+
+def finalize_sample(
+    arrays: Mapping[str, np.ndarray],
+    tasks: Sequence[str],
+    transform: Any = None,
+    pre: Any = None,
+) -> dict[str, torch.Tensor]:
+    """Loader tail: optional ``pre`` (e.g. a fixed resize), the user ``transform``, then :func:`to_sample`."""
+    if pre is not None:
+        arrays = pre(arrays)
+    if transform is not None:
+        arrays = transform(arrays)
+    return to_sample(arrays, tasks)
+
+
+__all__ = [
+    "ALL_TASKS",
+    "CONTINUOUS_TASKS",
+    "JointTransform",
+    "default_mask",
+    "finalize_sample",
+    "resolve_tasks",
+    "to_sample",
+    "validate_arrays",
+]

@@ -1,0 +1,332 @@
+"""Cityscapes loaders: the official folders ("cityscapes") and the MTAN-style npy layout ("cityscapes_npy").
+
+Tasks: ``semseg`` (19 train classes or the 7 categories; 255 = ignore) and ``disparity``.
+
+Facts used (checked against public sources):
+
+- Official layout: ``leftImg8bit/{split}/{city}/{city}_{seq}_{frame}_leftImg8bit.png``, ground truth
+  ``gtFine/{split}/{city}/{city}_{seq}_{frame}_gtFine_labelIds.png`` and
+  ``disparity/{split}/{city}/{city}_{seq}_{frame}_disparity.png``; 2048x1024.
+- Disparity PNGs are 16-bit: a pixel value ``p > 0`` means disparity ``(p - 1) / 256`` pixels, ``p = 0`` is
+  an invalid measurement (Cityscapes README).
+- The label table of cityscapesScripts ``helpers/labels.py`` (id, trainId, category, categoryId,
+  ignoreInEval) is reproduced in :data:`CITYSCAPES_LABELS`. trainIds 0..18 are the 19 evaluated classes;
+  the other ids map to 255.
+- The 7 categories are flat, construction, object, nature, sky, human, vehicle (categoryId 1..7; void = 0).
+  Choice: a pixel gets category ``categoryId - 1`` only when its class is one of the 19 evaluated classes
+  (ignoreInEval False); void and the ignoreInEval classes (parking, rail track, guard rail, bridge, tunnel,
+  polegroup, caravan, trailer) are 255, as in the official category-level evaluation.
+- MTAN npy layout (lorenmt/mtan README; loaders in follow-up MTL code such as nash-mtl):
+  ``{train,val}/{image,label_7,label_19,depth}/<i>.npy``; image HxWx3 float in [0, 1], labels HxW float with
+  -1 = ignore, ``depth`` HxWx1. The author states (lorenmt/mtan issues #15 and #25) that this "depth" is the
+  Cityscapes disparity used as inverse depth, rescaled (values about 0..0.5) and 0 = invalid. Choice: it is
+  served as the ``disparity`` task, values as stored (no unit conversion), mask = value > 0.
+
+Disparity of the official loader stays in pixels of the full-resolution 2048-wide image even when ``size``
+resizes the sample (values are never rescaled by a plain resize; see :mod:`.transforms`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image
+from simo_merge.datasets import DATASETS
+from simo_merge.datasets.nyuv2 import (
+    check_npy_files,
+    list_npy_indices,
+    load_npy,
+    npy_image,
+    npy_label,
+    npy_scalar_map,
+)
+from simo_merge.datasets.transforms import JointTransform, finalize_sample, resolve_tasks
+from torch.utils.data import Dataset
+
+from simo_merge.tasks import IGNORE_INDEX, TaskSpec, regression, segmentation
+
+
+class CityscapesLabel(NamedTuple):
+    name: str
+    id: int
+    train_id: int
+    category: str
+    category_id: int
+    ignore_in_eval: bool
+
+
+#: cityscapesScripts labels table, ids 0..33 (``license plate``, id -1, never appears in labelIds PNGs).
+CITYSCAPES_LABELS: tuple[CityscapesLabel, ...] = tuple(
+    CityscapesLabel(*row)
+    for row in (
+        ("unlabeled", 0, 255, "void", 0, True),
+        ("ego vehicle", 1, 255, "void", 0, True),
+        ("rectification border", 2, 255, "void", 0, True),
+        ("out of roi", 3, 255, "void", 0, True),
+        ("static", 4, 255, "void", 0, True),
+        ("dynamic", 5, 255, "void", 0, True),
+        ("ground", 6, 255, "void", 0, True),
+        ("road", 7, 0, "flat", 1, False),
+        ("sidewalk", 8, 1, "flat", 1, False),
+        ("parking", 9, 255, "flat", 1, True),
+        ("rail track", 10, 255, "flat", 1, True),
+        ("building", 11, 2, "construction", 2, False),
+        ("wall", 12, 3, "construction", 2, False),
+        ("fence", 13, 4, "construction", 2, False),
+        ("guard rail", 14, 255, "construction", 2, True),
+        ("bridge", 15, 255, "construction", 2, True),
+        ("tunnel", 16, 255, "construction", 2, True),
+        ("pole", 17, 5, "object", 3, False),
+        ("polegroup", 18, 255, "object", 3, True),
+        ("traffic light", 19, 6, "object", 3, False),
+        ("traffic sign", 20, 7, "object", 3, False),
+        ("vegetation", 21, 8, "nature", 4, False),
+        ("terrain", 22, 9, "nature", 4, False),
+        ("sky", 23, 10, "sky", 5, False),
+        ("person", 24, 11, "human", 6, False),
+        ("rider", 25, 12, "human", 6, False),
+        ("car", 26, 13, "vehicle", 7, False),
+        ("truck", 27, 14, "vehicle", 7, False),
+        ("bus", 28, 15, "vehicle", 7, False),
+        ("caravan", 29, 255, "vehicle", 7, True),
+        ("trailer", 30, 255, "vehicle", 7, True),
+        ("train", 31, 16, "vehicle", 7, False),
+        ("motorcycle", 32, 17, "vehicle", 7, False),
+        ("bicycle", 33, 18, "vehicle", 7, False),
+    )
+)
+CITYSCAPES_MAX_LABEL_ID = 33
+CITYSCAPES19_CLASS_NAMES: tuple[str, ...] = tuple(
+    lab.name for lab in sorted((x for x in CITYSCAPES_LABELS if x.train_id != 255), key=lambda x: x.train_id)
+)
+CITYSCAPES7_CLASS_NAMES: tuple[str, ...] = (
+    "flat",
+    "construction",
+    "object",
+    "nature",
+    "sky",
+    "human",
+    "vehicle",
+)
+CITYSCAPES_TASKS: tuple[str, ...] = ("semseg", "disparity")
+_SPLITS = ("train", "val", "test")
+
+
+def label_id_lut(num_classes: int) -> np.ndarray:
+    """uint8 lookup of 256 entries from labelIds to trainIds (19) or categories (7); unmapped ids -> 255."""
+    if num_classes not in (19, 7):
+        raise ValueError(f"num_classes must be 19 or 7, got {num_classes}")
+    lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+    for lab in CITYSCAPES_LABELS:
+        if not lab.ignore_in_eval:
+            lut[lab.id] = lab.train_id if num_classes == 19 else lab.category_id - 1
+    return lut
+
+
+def decode_disparity(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """16-bit disparity PNG values -> (disparity in pixels, valid mask): ``(p - 1) / 256`` where p > 0."""
+    raw = raw.astype(np.float64)
+    valid = raw > 0
+    return np.where(valid, (raw - 1.0) / 256.0, 0.0).astype(np.float32), valid
+
+
+def _specs(tasks: Sequence[str], num_classes: int) -> dict[str, TaskSpec]:
+    table = {"semseg": segmentation("semseg", num_classes), "disparity": regression("disparity", 1)}
+    return {t: table[t] for t in tasks}
+
+
+def _read_png(path: Path, rgb: bool = False) -> np.ndarray:
+    """Pixels of a PNG as stored (``rgb``: converted to 8-bit RGB); errors name the file."""
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB")) if rgb else np.asarray(im)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"file not found: {path}") from None
+    except Exception as exc:  # noqa: BLE001 - re-raised with the file name
+        raise ValueError(f"cannot read image {path}: {exc}") from exc
+
+
+@DATASETS.register("cityscapes")
+class Cityscapes(Dataset):
+    """Cityscapes from the official ``leftImg8bit`` / ``gtFine`` / ``disparity`` folders.
+
+    Args:
+        root: folder holding ``leftImg8bit/``, ``gtFine/`` and ``disparity/``.
+        split: ``train``, ``val`` or ``test`` (test ground truth is not public).
+        tasks: subset of ``("semseg", "disparity")``; default both.
+        transform: callable on the numpy sample or None (applied after the ``size`` resize).
+        num_classes: 19 (trainIds) or 7 (categories).
+        size: optional ``(H, W)`` every sample is first resized to (bilinear image / disparity, nearest
+            labels); disparity values stay in full-resolution pixels.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str = "train",
+        tasks: Sequence[str] | None = None,
+        transform: Any = None,
+        *,
+        num_classes: int = 19,
+        size: tuple[int, int] | None = None,
+    ) -> None:
+        self.root = Path(root)
+        if split not in _SPLITS:
+            raise ValueError(f"split must be one of {', '.join(_SPLITS)}, got {split!r}")
+        self.split = split
+        self.tasks = resolve_tasks(tasks, CITYSCAPES_TASKS, "cityscapes")
+        self.transform = transform
+        self.num_classes = num_classes
+        self._lut = label_id_lut(num_classes)
+        self.class_names = CITYSCAPES19_CLASS_NAMES if num_classes == 19 else CITYSCAPES7_CLASS_NAMES
+        self.task_specs = _specs(self.tasks, num_classes)
+        self.size = size
+        self._pre = JointTransform(size=size, train=False) if size is not None else None
+
+        image_dir = self.root / "leftImg8bit" / split
+        if not image_dir.is_dir():
+            raise FileNotFoundError(f"Cityscapes image folder not found: {image_dir}")
+        suffix = "_leftImg8bit.png"
+        self.images = sorted(p for p in image_dir.glob(f"*/*{suffix}") if p.is_file())
+        if not self.images:
+            raise FileNotFoundError(f"no */*{suffix} files under {image_dir}")
+        self.labels: list[Path] = []
+        self.disparities: list[Path] = []
+        for img in self.images:
+            city, stem = img.parent.name, img.name[: -len(suffix)]
+            self.labels.append(self.root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png")
+            self.disparities.append(self.root / "disparity" / split / city / f"{stem}_disparity.png")
+        needed = []
+        if "semseg" in self.tasks:
+            needed.append(("label", self.labels))
+        if "disparity" in self.tasks:
+            needed.append(("disparity", self.disparities))
+        for what, paths in needed:
+            missing = [p for p in paths if not p.is_file()]
+            if missing:
+                raise FileNotFoundError(
+                    f"missing {len(missing)} Cityscapes {what} file(s), e.g. {missing[0]}"
+                )
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def load_arrays(self, i: int) -> dict[str, np.ndarray]:
+        """The numpy sample of item ``i`` at full resolution, before any resize or transform."""
+        if not 0 <= i < len(self.images):
+            raise IndexError(f"index {i} out of range for {len(self.images)} items")
+        image = _read_png(self.images[i], rgb=True)
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"{self.images[i]}: expected an RGB image, got shape {image.shape}")
+        hw = image.shape[:2]
+        arrays: dict[str, np.ndarray] = {"image": image.astype(np.float32) / 255.0}
+        if "semseg" in self.tasks:
+            path = self.labels[i]
+            ids = _read_png(path)
+            if ids.shape != hw:
+                raise ValueError(
+                    f"{path}: labelIds must be a single-channel {hw} image, got shape {ids.shape}"
+                )
+            if ids.min() < 0 or ids.max() > CITYSCAPES_MAX_LABEL_ID:
+                raise ValueError(
+                    f"{path}: labelIds must be in 0..{CITYSCAPES_MAX_LABEL_ID}, got {ids.min()}..{ids.max()}"
+                )
+            label = self._lut[ids.astype(np.int64)].astype(np.int64)
+            arrays["semseg"], arrays["semseg_mask"] = label, label != IGNORE_INDEX
+        if "disparity" in self.tasks:
+            path = self.disparities[i]
+            raw = _read_png(path)
+            if raw.shape != hw or raw.dtype.kind not in "iu":
+                raise ValueError(
+                    f"{path}: disparity must be a 16-bit single-channel {hw} PNG, got shape {raw.shape} "
+                    f"dtype {raw.dtype}"
+                )
+            arrays["disparity"], arrays["disparity_mask"] = decode_disparity(raw)
+        return arrays
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return finalize_sample(self.load_arrays(i), self.tasks, self.transform, pre=self._pre)
+
+
+@DATASETS.register("cityscapes_npy")
+class CityscapesNpy(Dataset):
+    """Cityscapes in the preprocessed MTAN layout ``root/{train,val}/{image,label_7,label_19,depth}/<i>.npy``.
+
+    Args:
+        root: folder holding ``train/`` and ``val/``.
+        split: ``train`` or ``val``.
+        tasks: subset of ``("semseg", "disparity")``; default both. ``disparity`` reads the ``depth`` folder
+            (inverse depth, see the module docstring).
+        transform: callable on the numpy sample or None.
+        num_classes: 7 (``label_7``) or 19 (``label_19``).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str = "train",
+        tasks: Sequence[str] | None = None,
+        transform: Any = None,
+        *,
+        num_classes: int = 7,
+    ) -> None:
+        self.root = Path(root)
+        if split not in ("train", "val"):
+            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        if num_classes not in (7, 19):
+            raise ValueError(f"num_classes must be 7 or 19, got {num_classes}")
+        self.split = split
+        self.tasks = resolve_tasks(tasks, CITYSCAPES_TASKS, "cityscapes_npy")
+        self.transform = transform
+        self.num_classes = num_classes
+        self.class_names = CITYSCAPES19_CLASS_NAMES if num_classes == 19 else CITYSCAPES7_CLASS_NAMES
+        self.task_specs = _specs(self.tasks, num_classes)
+        self.label_folder = f"label_{num_classes}"
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"Cityscapes npy root folder not found: {self.root}")
+        self.data_dir = self.root / split
+        self.indices = list_npy_indices(self.data_dir / "image")
+        folders = {"semseg": self.label_folder, "disparity": "depth"}
+        check_npy_files(self.data_dir, [folders[t] for t in self.tasks], self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def load_arrays(self, i: int) -> dict[str, np.ndarray]:
+        """The numpy sample of item ``i`` before any transform."""
+        if not 0 <= i < len(self.indices):
+            raise IndexError(f"index {i} out of range for {len(self.indices)} items")
+        name = f"{self.indices[i]}.npy"
+        path = self.data_dir / "image" / name
+        image = npy_image(load_npy(path), path)
+        hw = image.shape[:2]
+        arrays: dict[str, np.ndarray] = {"image": image}
+        if "semseg" in self.tasks:
+            path = self.data_dir / self.label_folder / name
+            label = npy_label(load_npy(path), path, hw, self.num_classes)
+            arrays["semseg"], arrays["semseg_mask"] = label, label != IGNORE_INDEX
+        if "disparity" in self.tasks:
+            path = self.data_dir / "depth" / name
+            arrays["disparity"], arrays["disparity_mask"] = npy_scalar_map(
+                load_npy(path), path, hw, "disparity"
+            )
+        return arrays
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return finalize_sample(self.load_arrays(i), self.tasks, self.transform)
+
+
+__all__ = [
+    "CITYSCAPES19_CLASS_NAMES",
+    "CITYSCAPES7_CLASS_NAMES",
+    "CITYSCAPES_LABELS",
+    "Cityscapes",
+    "CityscapesNpy",
+    "decode_disparity",
+    "label_id_lut",
+]

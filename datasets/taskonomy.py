@@ -1,0 +1,447 @@
+"""Taskonomy loader (registered as ``"taskonomy"``): per-building PNG annotations of indoor scans.
+
+What it reads
+-------------
+One sample is one ``(building, point, view)`` camera that has an ``rgb`` image *and* a file for every
+requested task. Files are named as in the release, ``point_{p}_view_{v}_domain_{domain}.png``, one folder
+per (task, building). Two on-disk layouts produced by the official download paths are supported
+(``layout="auto"`` picks the one present):
+
+- ``"omnidata"``: ``{root}/{task}/taskonomy/{building}/point_{p}_view_{v}_domain_{task}.png``. This is what
+  ``omnitools.download ... --components taskonomy`` writes (the Omnidata download tool untars every
+  ``{task}__taskonomy__{building}`` archive into ``dest/{domain}/{component}/{building}``; repository
+  EPFL-VILAB/omnidata, ``omnidata_tools/dataset/download.py``, ``untar(output_structure=...)``; the same
+  layout is the one its torch dataloader expects, ``omnidata_tools/torch/dataloader/omnidata_dataset.py``).
+  The Taskonomy data README (StanfordVL/taskonomy, ``data/README.md``) points to this tool as the
+  download route since Oct 2021.
+- ``"building"``: ``{root}/{building}/{task}/point_...png``, i.e. each original per-building archive
+  ``{building}_{task}.tar`` (whose single top folder is ``{task}/``) extracted into a folder named after the
+  building; this is also how the official sample building (alexsax/taskonomy-sample-model-1) is laid out.
+- ``"building_task"``: ``{root}/{building}_{task}/[{task}/]point_...png``, each archive extracted into a
+  folder named after the archive.
+
+Older releases (and that sample building) use legacy folder/domain names; they are accepted as aliases:
+``segmentsemantic`` for ``segment_semantic``, ``edge2d`` for ``edge_texture``, ``keypoint2d`` for
+``keypoints2d`` and ``depth`` for ``depth_zbuffer`` (the sample README documents its ``depth/`` folder as
+z-buffer depth in 1/512 m).
+
+Tasks (Taskonomy name -> our name)
+----------------------------------
+``rgb`` is the input image (3-channel 8-bit PNG, returned in [0, 1]). Targets:
+
+- ``depth_zbuffer`` -> ``"depth"``: single-channel 16-bit PNG in units of 1/512 m, range 128 m
+  (StanfordVL/taskonomy ``data/README.md``: "Units of 1/512m with a max range of 128m"; the annotator's
+  settings, EPFL-VILAB/omnidata ``omnidata_annotator/scripts/settings.py``: 16-bit, 128 m max, "sensitivity
+  1/512m"; the Omnidata dataloader divides by 512, ``omnidata_tools/torch/dataloader/transforms.py``
+  ``transform_16bit_depth``). The saturated value 65535 marks missing geometry / beyond range: the Omnidata
+  task config masks ``depth_zbuffer`` where the value normalised by 2**16-1 equals 1.0
+  (``task_configs.py``, ``mask_val: 1.0``; ``masks.py``). We return metres, with ``depth_mask`` False where
+  the raw value is 65535 or 0 (zero depth is never a valid pinhole depth) and depth set to 0 there.
+- ``normal`` -> ``"normal"``: 3-channel 8-bit PNG, channel value c maps to ``2 * c / 255 - 1``
+  (EPFL-VILAB/omnidata issue #13, answered by the dataset author: "stored as RGB images with values
+  between 0 and 1, that should be remapped to between -1 and 1, and a vector of (0,0,1) faces towards the
+  camera"; same remap in ``transforms.py``). Invalid pixels are stored as (128, 128, 128): the Omnidata task
+  config masks normals at 0.502 = 128/255 in all channels (``task_configs.py`` ``mask_val: 0.502``,
+  ``masks.py`` ``build_mask``). Axis convention of the stored vectors, from the same issue and the docstring
+  of ``transform_normal_cam``: "+X right, +Y down, +Z from screen to me" (2D3DS convention). **We convert to
+  our camera frame (x right, y down, z forward = away from the camera)** by negating z:
+  ``n = (s_x, s_y, -s_z)`` (the signs are :data:`NORMAL_SIGNS`, overridable with ``normal_signs=``), then
+  renormalise to unit length; ``normal_mask`` is False (and the vector 0) at (128,128,128) pixels.
+- ``segment_semantic`` -> ``"semseg"``: single-channel 8-bit PNG of class ids. The data README
+  (StanfordVL/taskonomy ``data/README.md``): 18 labels, "The classes 0 and 1 mark uncertain and background
+  pixels, respectively"; uncertain pixels "should be masked during learning"; the other 16 are COCO classes
+  listed after "background" in ``taskbank/assets/web_assets/pseudosemantics/coco_selected_classes.txt``
+  (bottle, chair, couch, potted plant, bed, dining table, toilet, tv, microwave, oven, toaster, sink,
+  refrigerator, book, clock, vase). We map raw 0 -> 255 (ignore), raw k in 1..17 -> k - 1, i.e. 17 classes
+  with background = 0 and :data:`SEMSEG_CLASSES` in that order. Any raw value > 17 is an error.
+- ``keypoints2d`` -> ``"keypoints2d"`` and ``edge_texture`` -> ``"edge"``: single-channel 16-bit PNGs
+  decoded as ``value / 65535`` into [0, 1] (Omnidata ``transforms.py`` ``transform_16bit_single_channel``
+  for ``keypoints2d``/``edge_texture``). The Omnidata dataset README lists these two as 8-bit; 8-bit files
+  are therefore also accepted and decoded as ``value / 255``. Both are defined at every pixel (mask all
+  True); no further clipping/rescaling (papers rescale keypoints, e.g. clip at 0.005, but that is a
+  training choice, not the encoding).
+- ``"autoencoding"``: the target is the (transformed) image itself; it needs no extra file.
+
+Taskonomy names are accepted in ``tasks=`` as aliases of our names.
+
+Splits
+------
+:data:`TINY_SPLITS` is Taskonomy's "tiny" partition (25 train / 5 val / 5 test buildings; table in
+StanfordVL/taskonomy ``data/README.md``). The official per-split file (``data/assets/splits_taskonomy.zip``)
+is binary and could not be read here; the building lists were checked instead against (a) the
+"full" split CSV shipped with the Omnidata tools
+(``omnidata_tools/dataset/starter_dataset/component_datasets/taskonomy/train_val_test_full.csv``): every
+tiny building sits in the same train/val/test column there, (b) the 35 Gibson "tiny" scene names (the
+Gibson/3D-Scene-Graph tiny set is the same 35 buildings), and (c) two independent public Taskonomy
+loaders found in the code index (one of them the Visual Token Matching few-shot loader) that hard-code
+the same 25/5/5 assignment. Not verified: which buildings the SIMO paper itself used (no public
+split file was found), so ``buildings=`` overrides the list. Note that the Omnidata tool lists
+``woodbine`` (a tiny *train* building) among buildings it does not serve, so an Omnidata download of the
+tiny train split may lack it: pass ``skip_missing_buildings=True`` or ``buildings=`` in that case.
+
+Resizing/augmentation is the ``transform``'s job (``JointTransform`` in
+:mod:`simo_merge.datasets.transforms`, called on the decoded numpy arrays); the result goes through that
+module's ``to_sample`` (via ``finalize_sample``). Taskonomy images are 512x512. The data README calls the
+normals "127-centered"; the invalid value is nevertheless 128 in every channel (Omnidata's 0.502 mask
+value, tolerance 1e-3, excludes 127).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from simo_merge.datasets import DATASETS
+from torch.utils.data import Dataset
+
+from simo_merge.tasks import IGNORE_INDEX, TaskSpec, normals, regression, segmentation
+
+logger = logging.getLogger(__name__)
+
+TINY_SPLITS: dict[str, tuple[str, ...]] = {
+    "train": (
+        "allensville", "beechwood", "benevolence", "coffeen", "cosmos", "forkland", "hanson",
+        "hiteman", "klickitat", "lakeville", "leonardo", "lindenwood", "marstons", "merom",
+        "mifflinburg", "newfields", "onaga", "pinesdale", "pomaria", "ranchester", "shelbyville",
+        "stockman", "tolstoy", "wainscott", "woodbine",
+    ),
+    "val": ("collierville", "corozal", "darden", "markleeville", "wiconisco"),
+    "test": ("ihlen", "mcdade", "muleshoe", "noxapater", "uvalda"),
+}  # fmt: skip
+
+SEMSEG_CLASSES: tuple[str, ...] = (
+    "background", "bottle", "chair", "couch", "potted plant", "bed", "dining table", "toilet", "tv",
+    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase",
+)  # fmt: skip
+
+DEPTH_UNITS_PER_METRE = 512.0
+DEPTH_INVALID_RAW = 65535
+NORMAL_INVALID_RAW = 128
+NORMAL_SIGNS: tuple[float, float, float] = (1.0, 1.0, -1.0)  # stored (right, down, toward camera) -> ours
+
+# our task name -> (Taskonomy task, accepted folder / file-domain names, first is the current one)
+_TASKS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "semseg": ("segment_semantic", ("segment_semantic", "segmentsemantic")),
+    "depth": ("depth_zbuffer", ("depth_zbuffer", "depth")),
+    "normal": ("normal", ("normal",)),
+    "keypoints2d": ("keypoints2d", ("keypoints2d", "keypoint2d")),
+    "edge": ("edge_texture", ("edge_texture", "edge2d")),
+    "autoencoding": ("autoencoding", ()),
+}
+_RGB_NAMES: tuple[str, ...] = ("rgb",)
+_ALIASES: dict[str, str] = {tk: ours for ours, (tk, _) in _TASKS.items()}
+_TASK_SPECS: dict[str, TaskSpec] = {
+    "semseg": segmentation("semseg", len(SEMSEG_CLASSES)),
+    "depth": regression("depth", 1),
+    "normal": normals("normal"),
+    "keypoints2d": regression("keypoints2d", 1),
+    "edge": regression("edge", 1),
+    "autoencoding": regression("autoencoding", 3),
+}
+LAYOUTS = ("omnidata", "building", "building_task")
+_FILE_RE = re.compile(r"^point_(\d+)_view_(\d+)_domain_([A-Za-z0-9_]+)\.png$")
+
+
+# ----------------------------------------------------------------------------------------------- decoding
+def _read_png(path: str) -> tuple[np.ndarray, str]:
+    """Raw pixel array of a PNG and its PIL mode, with the path in any error."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode = img.mode
+            arr = np.array(img)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read image {path}: {exc}") from exc
+    return arr, mode
+
+
+def _single_channel(arr: np.ndarray, path: str) -> np.ndarray:
+    """HxW view of a label image; a 3-channel file is accepted only if its channels are identical."""
+    if arr.ndim == 2:
+        return arr
+    if arr.ndim == 3 and arr.shape[2] in (3, 4):
+        rgb = arr[..., :3]
+        if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
+            return rgb[..., 0]
+    raise ValueError(f"{path}: expected a single-channel image, got array of shape {arr.shape}")
+
+
+def _is_16bit(mode: str, arr: np.ndarray) -> bool:
+    return mode.startswith("I") or arr.dtype in (np.uint16, np.int32, np.uint32)
+
+
+def load_rgb(path: str) -> np.ndarray:
+    """HxWx3 float32 image in [0, 1] from an 8-bit RGB(A)/grey PNG."""
+    try:
+        with Image.open(path) as img:
+            if img.mode not in ("RGB", "RGBA", "L", "P"):
+                raise ValueError(f"{path}: expected an 8-bit RGB image, got PIL mode {img.mode!r}")
+            arr = np.asarray(img.convert("RGB"))
+    except OSError as exc:
+        raise ValueError(f"cannot read image {path}: {exc}") from exc
+    return arr.astype(np.float32) / 255.0
+
+
+def decode_depth_zbuffer(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Raw 16-bit z-buffer values -> (depth in metres float32, valid mask); invalid pixels get depth 0."""
+    raw = raw.astype(np.int64)
+    mask = (raw > 0) & (raw < DEPTH_INVALID_RAW)
+    depth = np.where(mask, raw / DEPTH_UNITS_PER_METRE, 0.0).astype(np.float32)
+    return depth, mask
+
+
+def decode_normal(raw: np.ndarray, signs: Sequence[float] = NORMAL_SIGNS) -> tuple[np.ndarray, np.ndarray]:
+    """Raw HxWx3 uint8 normals -> (unit normals in our camera frame float32 HxWx3, valid mask).
+
+    ``2 * c / 255 - 1`` per channel, times ``signs`` per axis, renormalised; (128, 128, 128) is invalid.
+    """
+    raw = raw[..., :3].astype(np.int64)
+    stored = raw.astype(np.float32) * (2.0 / 255.0) - 1.0
+    vec = stored * np.asarray(signs, dtype=np.float32)
+    norm = np.linalg.norm(vec, axis=-1)
+    mask = ~np.all(raw == NORMAL_INVALID_RAW, axis=-1) & (norm > 0.5)
+    out = np.zeros_like(vec)
+    out[mask] = vec[mask] / norm[mask][:, None]
+    return out, mask
+
+
+def decode_segment_semantic(raw: np.ndarray, path: str = "<array>") -> np.ndarray:
+    """Raw class ids (0 uncertain, 1 background, 2..17 objects) -> int64 labels, 255 where uncertain."""
+    raw = raw.astype(np.int64)
+    bad = raw > len(SEMSEG_CLASSES)
+    if bad.any():
+        values = sorted({int(v) for v in np.unique(raw[bad])})[:10]
+        raise ValueError(f"{path}: segment_semantic ids must be in 0..{len(SEMSEG_CLASSES)}, found {values}")
+    return np.where(raw == 0, IGNORE_INDEX, raw - 1).astype(np.int64)
+
+
+def decode_unit_16bit(raw: np.ndarray, sixteen_bit: bool = True) -> np.ndarray:
+    """keypoints2d / edge_texture raw values -> float32 in [0, 1] (divide by 65535, or 255 for 8-bit)."""
+    scale = 65535.0 if sixteen_bit else 255.0
+    return (raw.astype(np.float32) / scale).astype(np.float32)
+
+
+def _load_target(task: str, path: str, normal_signs: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """(target array, valid mask) for one of our task names from its Taskonomy file."""
+    arr, mode = _read_png(path)
+    if task == "normal":
+        if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.dtype != np.uint8:
+            raise ValueError(
+                f"{path}: normal must be an 8-bit RGB PNG, got shape {arr.shape}, dtype {arr.dtype}"
+            )
+        return decode_normal(arr, normal_signs)
+    arr1 = _single_channel(arr, path)
+    if task == "depth":
+        if not _is_16bit(mode, arr1):
+            raise ValueError(f"{path}: depth_zbuffer must be a 16-bit PNG, got PIL mode {mode!r}")
+        if arr1.min() < 0 or arr1.max() > 65535:
+            raise ValueError(f"{path}: depth values outside the 16-bit range")
+        return decode_depth_zbuffer(arr1)
+    if task == "semseg":
+        label = decode_segment_semantic(arr1, path)
+        return label, label != IGNORE_INDEX
+    if task in ("keypoints2d", "edge"):
+        value = decode_unit_16bit(arr1, _is_16bit(mode, arr1))
+        return value, np.ones(value.shape, dtype=bool)
+    raise KeyError(f"no file decoder for task {task!r}")
+
+
+# ----------------------------------------------------------------------------------------------- dataset
+def canonical_task(name: str) -> str:
+    """Our task name for ``name`` (ours or the Taskonomy one); ValueError naming it otherwise."""
+    if name in _TASKS:
+        return name
+    if name in _ALIASES:
+        return _ALIASES[name]
+    known = sorted(set(_TASKS) | set(_ALIASES))
+    raise ValueError(f"taskonomy: unknown task {name!r}; known: {', '.join(known)}")
+
+
+def _list_views(folder: str, domains: Sequence[str]) -> dict[tuple[int, int], str]:
+    """(point, view) -> file path for the release-named PNGs of ``domains`` in ``folder``."""
+    found: dict[tuple[int, int], str] = {}
+    for name in sorted(os.listdir(folder)):
+        m = _FILE_RE.match(name)
+        if m is None or m.group(3) not in domains:
+            continue
+        found.setdefault((int(m.group(1)), int(m.group(2))), os.path.join(folder, name))
+    return found
+
+
+@DATASETS.register("taskonomy")
+class TaskonomyDataset(Dataset):
+    """Taskonomy views of a building split; see the module docstring for layouts and encodings.
+
+    Args:
+        root: dataset root (layout detected unless ``layout`` is given).
+        split: "train", "val" or "test" of the tiny partition (ignored when ``buildings`` is given).
+        tasks: our task names (or Taskonomy aliases); default all six.
+        transform: callable on the dict of numpy arrays (``JointTransform`` interface) or None.
+        buildings: explicit building list overriding the split.
+        layout: "auto", "omnidata", "building" or "building_task".
+        strict: raise on an rgb view with a missing task file instead of skipping it (skips are counted in
+            ``skipped`` and logged).
+        skip_missing_buildings: skip (and log) buildings without an rgb folder instead of raising.
+        normal_signs: per-axis signs from the stored normal axes to ours (see :data:`NORMAL_SIGNS`).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str = "train",
+        tasks: Sequence[str] | None = None,
+        transform: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None,
+        *,
+        buildings: Sequence[str] | None = None,
+        layout: str = "auto",
+        strict: bool = False,
+        skip_missing_buildings: bool = False,
+        normal_signs: Sequence[float] = NORMAL_SIGNS,
+    ) -> None:
+        self.root = os.fspath(root)
+        if not os.path.isdir(self.root):
+            raise FileNotFoundError(f"taskonomy root folder not found: {self.root}")
+        if buildings is None:
+            if split not in TINY_SPLITS:
+                raise ValueError(f"taskonomy: unknown split {split!r}; expected one of {sorted(TINY_SPLITS)}")
+            buildings = TINY_SPLITS[split]
+        elif isinstance(buildings, str) or len(buildings) == 0:
+            raise ValueError(f"taskonomy: buildings must be a non-empty list of names, got {buildings!r}")
+        self.split = split
+        self.buildings = [str(b) for b in buildings]
+        names = list(_TASKS) if tasks is None else [canonical_task(t) for t in tasks]
+        if len(names) == 0:
+            raise ValueError("taskonomy: tasks must not be empty")
+        self.tasks: list[str] = list(dict.fromkeys(names))
+        self.task_specs: dict[str, TaskSpec] = {t: _TASK_SPECS[t] for t in self.tasks}
+        self.transform = transform
+        self.strict = strict
+        if len(normal_signs) != 3 or any(s not in (-1, 1) for s in normal_signs):
+            raise ValueError(f"taskonomy: normal_signs must be three of +-1, got {normal_signs!r}")
+        self.normal_signs = tuple(float(s) for s in normal_signs)
+        if layout != "auto" and layout not in LAYOUTS:
+            raise ValueError(f"taskonomy: unknown layout {layout!r}; expected 'auto' or one of {LAYOUTS}")
+        self.layout = self._detect_layout() if layout == "auto" else layout
+
+        self.samples: list[tuple[str, int, int]] = []
+        self._paths: list[dict[str, str]] = []
+        self.skipped: dict[str, int] = {t: 0 for t in self.tasks if t != "autoencoding"}
+        self.missing_buildings: list[str] = []
+        for building in self.buildings:
+            self._index_building(building, skip_missing_buildings)
+        n_skipped = sum(self.skipped.values())
+        if n_skipped:
+            logger.warning(
+                "taskonomy %s: skipped rgb views lacking task files (per task: %s); kept %d",
+                split,
+                {k: v for k, v in self.skipped.items() if v},
+                len(self.samples),
+            )
+        if not self.samples:
+            raise ValueError(
+                f"taskonomy: no samples with rgb and all of {self.tasks} under {self.root} "
+                f"(layout {self.layout!r}, buildings {self.buildings})"
+            )
+
+    # ------------------------------------------------------------------------------------------- index
+    def _candidates(self, names: Sequence[str], building: str, layout: str) -> list[str]:
+        dirs = []
+        for name in names:
+            if layout == "omnidata":
+                dirs.append(os.path.join(self.root, name, "taskonomy", building))
+            elif layout == "building":
+                dirs.append(os.path.join(self.root, building, name))
+            else:
+                outer = os.path.join(self.root, f"{building}_{name}")
+                dirs += [os.path.join(outer, name), outer]
+        return dirs
+
+    def _detect_layout(self) -> str:
+        for layout in LAYOUTS:
+            for building in self.buildings:
+                if any(os.path.isdir(d) for d in self._candidates(_RGB_NAMES, building, layout)):
+                    return layout
+        looked = [self._candidates(_RGB_NAMES, self.buildings[0], lay)[0] for lay in LAYOUTS]
+        raise FileNotFoundError(
+            f"taskonomy: no rgb folder for any of buildings {self.buildings} under {self.root}; "
+            f"looked for e.g. {looked}"
+        )
+
+    def _task_dir(self, names: Sequence[str], building: str) -> str | None:
+        for d in self._candidates(names, building, self.layout):
+            if os.path.isdir(d):
+                return d
+        return None
+
+    def _index_building(self, building: str, skip_missing: bool) -> None:
+        rgb_dir = self._task_dir(_RGB_NAMES, building)
+        if rgb_dir is None:
+            expected = self._candidates(_RGB_NAMES, building, self.layout)[0]
+            if skip_missing:
+                logger.warning(
+                    "taskonomy: skipping building %r, rgb folder not found: %s", building, expected
+                )
+                self.missing_buildings.append(building)
+                return
+            raise FileNotFoundError(f"taskonomy: rgb folder of building {building!r} not found: {expected}")
+        rgb = _list_views(rgb_dir, _RGB_NAMES)
+        per_task: dict[str, tuple[str, dict[tuple[int, int], str]]] = {}
+        for task in self.tasks:
+            if task == "autoencoding":
+                continue
+            tk_name, folder_names = _TASKS[task]
+            tdir = self._task_dir(folder_names, building)
+            if tdir is None:
+                expected = self._candidates(folder_names, building, self.layout)[0]
+                raise FileNotFoundError(
+                    f"taskonomy: {tk_name} folder of building {building!r} not found: {expected}"
+                )
+            per_task[task] = (tdir, _list_views(tdir, folder_names))
+        for key in sorted(rgb):
+            paths = {"image": rgb[key]}
+            missing = [t for t, (_, files) in per_task.items() if key not in files]
+            for task in missing:
+                tdir = per_task[task][0]
+                expected = os.path.join(tdir, f"point_{key[0]}_view_{key[1]}_domain_{_TASKS[task][0]}.png")
+                if self.strict:
+                    raise FileNotFoundError(f"taskonomy: missing {_TASKS[task][0]} file {expected}")
+                self.skipped[task] += 1
+            if missing:
+                continue
+            paths.update({t: files[key] for t, (_, files) in per_task.items()})
+            self.samples.append((building, key[0], key[1]))
+            self._paths.append(paths)
+
+    # ------------------------------------------------------------------------------------------- access
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load_arrays(self, index: int) -> dict[str, np.ndarray]:
+        """Decoded numpy arrays of sample ``index`` before any transform (HWC image, HxW targets)."""
+        paths = self._paths[index]
+        image = load_rgb(paths["image"])
+        arrays: dict[str, np.ndarray] = {"image": image}
+        for task in self.tasks:
+            if task == "autoencoding":
+                continue
+            value, mask = _load_target(task, paths[task], self.normal_signs)
+            if value.shape[:2] != image.shape[:2]:
+                raise ValueError(
+                    f"{paths[task]}: size {value.shape[1]}x{value.shape[0]} differs from its rgb "
+                    f"{paths['image']} ({image.shape[1]}x{image.shape[0]})"
+                )
+            arrays[task] = value
+            arrays[f"{task}_mask"] = mask
+        return arrays
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"taskonomy: index {index} out of range for {len(self)} samples")
+        from simo_merge.datasets.transforms import finalize_sample  # shared tail: transform, to_sample
+
+        return finalize_sample(self.load_arrays(index), self.tasks, transform=self.transform)

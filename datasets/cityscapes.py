@@ -36,6 +36,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils.data import Dataset
+
 from simo_merge.datasets import DATASETS
 from simo_merge.datasets.nyuv2 import (
     check_npy_files,
@@ -46,8 +48,6 @@ from simo_merge.datasets.nyuv2 import (
     npy_scalar_map,
 )
 from simo_merge.datasets.transforms import JointTransform, finalize_sample, resolve_tasks
-from torch.utils.data import Dataset
-
 from simo_merge.tasks import IGNORE_INDEX, TaskSpec, regression, segmentation
 
 

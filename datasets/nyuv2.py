@@ -47,6 +47,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
+
 from simo_merge.datasets import DATASETS
 from simo_merge.datasets._geometry import (
     NYUV2_RGB_INTRINSICS,
@@ -55,8 +57,6 @@ from simo_merge.datasets._geometry import (
     normals_from_depth,
 )
 from simo_merge.datasets.transforms import finalize_sample, resolve_tasks
-from torch.utils.data import Dataset
-
 from simo_merge.tasks import IGNORE_INDEX, TaskSpec, normals, regression, segmentation
 
 NYU13_CLASS_NAMES: tuple[str, ...] = (

@@ -27,12 +27,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from simo_merge.datasets import DATASETS
-from simo_merge.datasets import _raycast as rc
-from simo_merge.datasets.transforms import to_sample
 from torch.utils.data import Dataset
 
 from simo_merge.atomic import atomic_path
+from simo_merge.datasets import DATASETS
+from simo_merge.datasets import _raycast as rc
+from simo_merge.datasets.transforms import to_sample
 from simo_merge.tasks import IGNORE_INDEX, TaskSpec, normals, regression, segmentation
 
 GENERATOR_VERSION = 1  # bump whenever the renderer or the scene sampler changes: invalidates disk caches

@@ -96,9 +96,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 from PIL import Image
-from simo_merge.datasets import DATASETS
 from torch.utils.data import Dataset
 
+from simo_merge.datasets import DATASETS
 from simo_merge.tasks import IGNORE_INDEX, TaskSpec, normals, regression, segmentation
 
 logger = logging.getLogger(__name__)

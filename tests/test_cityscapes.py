@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
 from simo_merge.datasets import DATASETS, build_dataset
 from simo_merge.datasets.cityscapes import (
     CITYSCAPES7_CLASS_NAMES,

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
+
 from simo_merge.datasets import DATASETS, build_dataset
 from simo_merge.datasets._geometry import (
     NYUV2_RGB_INTRINSICS,

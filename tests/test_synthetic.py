@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 import torch
+
 from simo_merge.datasets import DATASETS, build_dataset, synthetic
 from simo_merge.datasets import _raycast as rc
 from simo_merge.datasets.synthetic import SyntheticScenes, generate_sample, generate_scene

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
 from simo_merge.datasets import DATASETS, build_dataset
 from simo_merge.datasets.taskonomy import (
     SEMSEG_CLASSES,

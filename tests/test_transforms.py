@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from simo_merge.datasets._geometry import Intrinsics, normals_from_depth
 from simo_merge.datasets.transforms import JointTransform, to_sample
 

@@ -1,0 +1,98 @@
+"""What every task head shares: the encoder layout it reads, tap selection and the output activation.
+
+A head maps the encoder's taps ``{block: [B, N, D] tokens}`` to a dense prediction ``[B, C, H, W]`` at
+the input resolution. Heads are rebuilt from a plain config dict (:meth:`TaskHead.config`), so a saved
+expert is its encoder state, its head state and that dict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from simo_merge.tasks import TaskSpec
+
+
+@dataclass(frozen=True)
+class EncoderLayout:
+    """The facts about an encoder a head needs (kept separate so heads never hold the encoder)."""
+
+    width: int
+    num_prefix_tokens: int
+    grid_size: tuple[int, int]
+    patch_size: int
+    image_size: tuple[int, int]
+
+    @classmethod
+    def of(cls, encoder: Any, image_size: tuple[int, int]) -> EncoderLayout:
+        h, w = encoder.grid_size
+        return cls(encoder.width, encoder.num_prefix_tokens, (h, w), image_size[0] // h, tuple(image_size))
+
+
+def activate(spec: TaskSpec, raw: Tensor) -> Tensor:
+    """Per-task output activation: logits for segmentation, positive depth/disparity, unit normals."""
+    if spec.kind == "segmentation":
+        return raw
+    if spec.kind == "normals":
+        return F.normalize(raw, dim=1, eps=1e-6)
+    if spec.name in ("depth", "disparity"):
+        return F.softplus(raw) + 1e-4
+    return raw
+
+
+class TaskHead(nn.Module):
+    """Base class: splits taps into patch maps + CLS tokens, calls :meth:`decode`, resizes, activates."""
+
+    kind = ""
+
+    def __init__(self, task: TaskSpec, layout: EncoderLayout, taps: list[int], **options: Any) -> None:
+        super().__init__()
+        if not taps:
+            raise ValueError(f"head for task {task.name!r}: needs at least one tap")
+        self.task = task
+        self.layout = layout
+        self.taps = list(taps)
+        self.options = dict(options)
+
+    def config(self) -> dict[str, Any]:
+        """Everything needed to rebuild this head (see :func:`simo_merge.heads.head_from_config`)."""
+        return {
+            "kind": self.kind,
+            "task": asdict(self.task),
+            "layout": {
+                **asdict(self.layout),
+                "grid_size": list(self.layout.grid_size),
+                "image_size": list(self.layout.image_size),
+            },
+            "taps": self.taps,
+            "options": self.options,
+        }
+
+    def split(self, taps: dict[int, Tensor]) -> tuple[list[Tensor], list[Tensor | None]]:
+        """Turn each read tap ``[B, N, D]`` into a ``[B, D, h, w]`` map and its prefix tokens (or None)."""
+        missing = [i for i in self.taps if i not in taps]
+        if missing:
+            raise KeyError(f"head {self.task.name!r} reads taps {self.taps}; missing {missing}")
+        h, w = self.layout.grid_size
+        p = self.layout.num_prefix_tokens
+        maps, prefixes = [], []
+        for i in self.taps:
+            tokens = taps[i]
+            b, n, d = tokens.shape
+            if n != p + h * w:
+                raise ValueError(f"head {self.task.name!r}: tap {i} has {n} tokens, expected {p}+{h}x{w}")
+            maps.append(tokens[:, p:].transpose(1, 2).reshape(b, d, h, w))
+            prefixes.append(tokens[:, :p] if p else None)
+        return maps, prefixes
+
+    def decode(self, maps: list[Tensor], prefixes: list[Tensor | None]) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, taps: dict[int, Tensor]) -> Tensor:
+        raw = self.decode(*self.split(taps))
+        if tuple(raw.shape[-2:]) != tuple(self.layout.image_size):
+            raw = F.interpolate(raw, size=self.layout.image_size, mode="bilinear", align_corners=False)
+        return activate(self.task, raw)

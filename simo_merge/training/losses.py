@@ -1,0 +1,45 @@
+"""Per-task training losses over valid pixels (the ``f"{task}_mask"`` of each sample)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from simo_merge.tasks import IGNORE_INDEX, TaskSpec
+
+
+def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def task_loss(spec: TaskSpec, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Cross-entropy (segmentation), L1 (depth and other regression), 1 − cos (normals)."""
+    if spec.kind == "segmentation":
+        labels = target.long()
+        if mask is not None:
+            labels = torch.where(mask, labels, torch.full_like(labels, IGNORE_INDEX))
+        if not (labels != IGNORE_INDEX).any():
+            return pred.sum() * 0.0
+        return F.cross_entropy(pred, labels, ignore_index=IGNORE_INDEX)
+    valid = mask if mask is not None else torch.ones(pred.shape[0], *pred.shape[2:], dtype=torch.bool)
+    if spec.kind == "normals":
+        cos = F.cosine_similarity(pred, target, dim=1, eps=1e-6)
+        return _masked_mean(1.0 - cos, valid)
+    return _masked_mean((pred - target).abs().mean(1), valid)
+
+
+def multitask_loss(
+    specs: dict[str, TaskSpec],
+    preds: dict[str, Tensor],
+    batch: dict[str, Tensor],
+    weights: dict[str, float] | None = None,
+) -> tuple[Tensor, dict[str, float]]:
+    """Weighted mean of the task losses; also returns each task's value for logging."""
+    total, parts = 0.0, {}
+    for task, spec in specs.items():
+        loss = task_loss(spec, preds[task], batch[task], batch.get(f"{task}_mask"))
+        parts[task] = loss.item()
+        total = total + (weights or {}).get(task, 1.0) * loss
+    return total / len(specs), parts

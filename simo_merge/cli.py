@@ -77,6 +77,36 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The dense SIMO demo on the built-in synthetic scenes (or any dataset the config names)."""
+    from simo_merge.demo import run_demo
+
+    run_demo(_config_path(args.config, "demo"), args.overrides)
+    return 0
+
+
+def cmd_train_experts(args: argparse.Namespace) -> int:
+    """Pretrain θ0 and fine-tune one expert per task (the demo's first step) into a pool folder."""
+    from simo_merge.config import load_config
+    from simo_merge.demo import Demo, DemoConfig
+
+    demo = Demo(load_config(DemoConfig, _config_path(args.config, "demo"), args.overrides))
+    pool = demo.experts()
+    print(f"expert pool ({', '.join(pool.tasks)}) in {demo.pool_dir}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """A pool folder (+ a merged encoder checkpoint) -> per-task metrics table and JSON."""
+    from simo_merge.config import load_config
+    from simo_merge.evaluate_job import EvaluateConfig, run_evaluate
+
+    run_evaluate(
+        load_config(EvaluateConfig, args.config and _config_path(args.config, "demo"), args.overrides)
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="simo-merge", description=__doc__)
     parser.add_argument("--version", action="version", version=f"simo-merge {__version__}")
@@ -91,6 +121,25 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", help="key=value overrides, e.g. method.name=ties method.params.k=20"
     )
     p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("demo", help="dense SIMO demo: train experts, merge, evaluate, report")
+    p.add_argument("--config", help="YAML file or built-in config name (default: demo)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. expert.finetune_steps=200")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "train-experts", help="pretrain θ0 and fine-tune one expert per task into a pool folder"
+    )
+    p.add_argument("--config", help="YAML file or built-in config name (default: demo)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides")
+    p.set_defaults(func=cmd_train_experts)
+
+    p = sub.add_parser("evaluate", help="evaluate a pool folder and optionally a merged encoder checkpoint")
+    p.add_argument("--config", help="YAML file with an EvaluateConfig (optional)")
+    p.add_argument(
+        "overrides", nargs="*", help="e.g. pool_dir=runs/demo/experts checkpoint=merged.safetensors"
+    )
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

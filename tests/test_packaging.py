@@ -65,5 +65,7 @@ def test_wheel_contains_only_the_simo_merge_namespace(tmp_path):
         "simo_merge/encoders/open_clip_configs/ViT-Tiny-8.json",
     ):
         assert required in names
+    for init in (REPO / "simo_merge").rglob("__init__.py"):  # every subpackage is shipped
+        assert f"simo_merge/{init.relative_to(REPO / 'simo_merge').as_posix()}" in names, init
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "simo-merge = simo_merge.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -1,0 +1,70 @@
+"""A pool on disk: ``theta0.safetensors``, ``<task>.safetensors`` (encoder) and ``<task>_head.safetensors``.
+
+Each head's sidecar carries its config, so :func:`load_pool_dir` rebuilds heads without any code
+knowledge of how they were trained. Every file is written with the atomic safetensors writer.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from simo_merge.checkpoint import load_state, read_sidecar, save_state
+from simo_merge.experts import ExpertPool
+from simo_merge.heads import TaskHead, head_from_config
+
+
+def save_expert(
+    pool_dir: str | os.PathLike,
+    task: str,
+    encoder_state: dict[str, Tensor],
+    head: TaskHead,
+    meta: dict[str, Any] | None = None,
+) -> None:
+    pool_dir = Path(pool_dir)
+    save_state(
+        pool_dir / f"{task}_head.safetensors", head.state_dict(), {"head": head.config(), **(meta or {})}
+    )
+    save_state(pool_dir / f"{task}.safetensors", encoder_state, {"task": task, **(meta or {})})
+
+
+def load_head(path: str | os.PathLike) -> TaskHead:
+    """Rebuild a head from its safetensors file and the config in its sidecar."""
+    meta = read_sidecar(path)
+    if "head" not in meta:
+        raise KeyError(f"{path}: sidecar has no 'head' config; was it written by save_expert?")
+    head = head_from_config(meta["head"])
+    head.load_state_dict(load_state(path))
+    return head.eval()
+
+
+def load_pool_dir(pool_dir: str | os.PathLike, tasks: list[str] | None = None) -> ExpertPool:
+    """Load θ0, the experts and their heads from ``pool_dir`` (tasks default: every ``*_head`` file)."""
+    pool_dir = Path(pool_dir)
+    if not (pool_dir / "theta0.safetensors").is_file():
+        raise FileNotFoundError(f"{pool_dir}: no theta0.safetensors (not a pool folder)")
+    if tasks is None:
+        tasks = sorted(p.name[: -len("_head.safetensors")] for p in pool_dir.glob("*_head.safetensors"))
+    if not tasks:
+        raise FileNotFoundError(f"{pool_dir}: no <task>_head.safetensors files")
+    pool = ExpertPool.from_files(
+        pool_dir / "theta0.safetensors",
+        {t: pool_dir / f"{t}.safetensors" for t in tasks},
+        {t: pool_dir / f"{t}_head.safetensors" for t in tasks},
+        encoder_config=read_sidecar(pool_dir / "theta0.safetensors").get("encoder", {}),
+    )
+    pool.head_configs = {t: read_sidecar(pool_dir / f"{t}_head.safetensors")["head"] for t in tasks}
+    return pool
+
+
+def pool_heads(pool: ExpertPool) -> dict[str, TaskHead]:
+    """The pool's frozen heads as modules (in eval mode, no grad)."""
+    heads = {}
+    for task in pool.tasks:
+        head = head_from_config(pool.head_configs[task])
+        head.load_state_dict(pool.heads[task])
+        heads[task] = head.eval().requires_grad_(False)
+    return heads

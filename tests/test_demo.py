@@ -1,0 +1,100 @@
+"""The dense demo end to end on a tiny config, its cache, and the train-experts / evaluate commands."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from simo_merge.cli import main
+
+TINY = [
+    "encoder.kwargs={img_size: 32, patch_size: 8, depth: 2, embed_dim: 32, num_heads: 2}",
+    "data.size=[32,32]",
+    "data.num_samples={train: 24, val: 8, test: 8}",
+    "data.batch_size=8",
+    "pretrain.steps=2",
+    "expert.probe_steps=1",
+    "expert.finetune_steps=2",
+    "mtl.probe_steps=1",
+    "mtl.finetune_steps=2",
+    "merge.lam_grid=[0.3,1.0]",
+    "progress=false",
+]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    assert main(["demo", *TINY, f"output_dir={out}"]) == 0
+    return out
+
+
+def test_demo_writes_the_run_folder(demo_run):
+    for name in (
+        "config.yaml",
+        "metrics.json",
+        "report.md",
+        "results.png",
+        "experts/theta0.safetensors",
+        "experts/semseg.safetensors",
+        "experts/normal_head.safetensors",
+        "mtl/encoder.safetensors",
+    ):
+        assert (demo_run / name).is_file(), name
+    result = json.loads((demo_run / "metrics.json").read_text())
+    assert list(result["rows"]) == ["Individual", "MTL", "Pretrained θ0 + expert heads", "WA", "TA", "TIES"]
+    assert result["summary"]["Individual"]["norm_perf"] == pytest.approx(100.0)
+    assert result["summary"]["Individual"]["delta_mtl"] == pytest.approx(0.0)
+    assert result["merge_params"]["TA"]["lam"] in (0.3, 1.0)
+    assert set(result["rows"]["TIES"]) == {"semseg", "depth", "normal"}
+    report = (demo_run / "report.md").read_text()
+    assert "| TIES |" in report and "semseg miou ↑" in report
+
+
+def test_rerun_reuses_trained_models(demo_run, capsys):
+    assert main(["demo", *TINY, f"output_dir={demo_run}"]) == 0
+    out = capsys.readouterr().out
+    assert "fine-tuned" not in out and "pretrained θ0" not in out and "trained the MTL" not in out
+    assert "| TA |" in out
+
+
+def test_changed_recipe_retrains_only_what_depends_on_it(demo_run, capsys):
+    assert main(["demo", *TINY, "expert.finetune_steps=3", f"output_dir={demo_run}"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("fine-tuned the") == 3 and "pretrained θ0" not in out and "trained the MTL" not in out
+
+
+def test_evaluate_command_on_a_merged_checkpoint(demo_run, tmp_path, capsys):
+    pool = demo_run / "experts"
+    assert (
+        main(
+            [
+                "merge",
+                "pool.kind=files",
+                f"pool.base={pool}/theta0.safetensors",
+                f"pool.experts={{semseg: {pool}/semseg.safetensors, depth: {pool}/depth.safetensors, "
+                f"normal: {pool}/normal.safetensors}}",
+                "method.name=task_arithmetic",
+                f"output_dir={tmp_path}",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "evaluate",
+                f"pool_dir={pool}",
+                f"checkpoint={tmp_path}/merged.safetensors",
+                "data.size=[32,32]",
+                "data.num_samples={test: 8}",
+                "progress=false",
+            ]
+        )
+        == 0
+    )
+    text = capsys.readouterr().out
+    assert "| task_arithmetic |" in text and "| Individual |" in text
+    result = json.loads((tmp_path / "merged.metrics.json").read_text())
+    assert set(result["rows"]["task_arithmetic"]) == {"semseg", "depth", "normal"}

@@ -1,0 +1,112 @@
+"""Measured pairwise interference: merge every pair with task arithmetic and see what each task loses.
+
+For each unordered pair {s, t}: θ(λ) = θ0 + λ(τs + τt) (``merge(pool, "task_arithmetic", tasks=[s, t])``),
+λ* = the candidate with the best mean normalised performance of s and t on the *selection* evaluator
+(a validation split; ties go to the first candidate), then on the test evaluator
+
+    I[s, t] = 100 − P_t(θ(λ*))   (loss of t, in percentage points of its expert, when merged with s),
+    I[t, s] = 100 − P_s(θ(λ*)),  I[t, t] = 0.
+
+Negative entries mean the pair merge beats that task's expert. I is not symmetric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from simo_merge.affinity._evaluate import Evaluator, Results, check_baselines, evaluate_tasks, normalise
+from simo_merge.experts import ExpertPool
+from simo_merge.merging import merge
+
+DEFAULT_SELECT_LAMBDAS: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+def pairwise_interference(
+    pool: ExpertPool,
+    evaluate_state: Evaluator,
+    baselines: Results,
+    lambdas: Sequence[float] = DEFAULT_SELECT_LAMBDAS,
+    evaluate_val: Evaluator | None = None,
+    val_baselines: Results | None = None,
+    tasks: Sequence[str] | None = None,
+    higher_is_better: Mapping[str, bool] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """T×T interference matrix from pairwise task-arithmetic merges (definition in the module docstring).
+
+    ``evaluate_val`` (with ``val_baselines``, the experts' metrics on that split; default ``baselines``)
+    selects λ; without it λ is selected on ``evaluate_state`` itself, which is optimistic and recorded
+    in ``"selection"``. Returns ``{"tasks", "lambdas", "matrix" T×T, "norm" T×T (P_t merged with s; NaN
+    diagonal), "selected_lambda" T×T (symmetric, NaN diagonal), "val_scores" {"s|t": [per λ]},
+    "test_metrics" {"s|t": {task: {metric: value}}}, "selection"}``.
+    """
+    names = list(tasks) if tasks is not None else pool.tasks
+    missing = [t for t in names if t not in pool.experts]
+    if missing:
+        raise KeyError(f"pairwise_interference: tasks not in the pool: {missing}; pool has {pool.tasks}")
+    grid = [float(x) for x in lambdas]
+    if not grid:
+        raise ValueError("pairwise_interference: lambdas (the λ candidates) is empty")
+    check_baselines(baselines, names, "pairwise_interference")
+    select = evaluate_val or evaluate_state
+    select_baselines = (
+        val_baselines if (evaluate_val is not None and val_baselines is not None) else baselines
+    )
+    check_baselines(select_baselines, names, "pairwise_interference (selection)")
+    size = len(names)
+    matrix = np.zeros((size, size))
+    norm = np.full((size, size), np.nan)
+    chosen = np.full((size, size), np.nan)
+    val_scores: dict[str, list[float]] = {}
+    test_metrics: dict[str, dict[str, dict[str, float]]] = {}
+    pairs = list(combinations(range(size), 2))
+    bar = tqdm(
+        total=len(pairs) * len(grid),
+        desc="pairwise merges",
+        disable=not progress,
+        leave=False,
+        dynamic_ncols=True,
+    )
+    for i, j in pairs:
+        s, t = names[i], names[j]
+        scores: list[float] = []
+        best, best_state, best_res = -1, None, None
+        for lam in grid:
+            bar.set_postfix_str(f"{s}+{t} λ={lam:.2f}")
+            state = merge(pool, "task_arithmetic", tasks=[s, t], lam=lam)
+            res = evaluate_tasks(select, state, [s, t], f"pairwise_interference ({s}+{t}, λ={lam})")
+            values = normalise(res, select_baselines, higher_is_better)
+            scores.append((values[s] + values[t]) / 2)
+            if best < 0 or scores[-1] > scores[best]:  # only the best state is kept (memory: one encoder)
+                best, best_state, best_res = len(scores) - 1, state, res
+            bar.update()
+        if evaluate_val is None:
+            test = best_res
+        else:
+            test = evaluate_tasks(
+                evaluate_state, best_state, [s, t], f"pairwise_interference ({s}+{t}, test)"
+            )
+        values = normalise(test, baselines, higher_is_better)
+        norm[i, j], norm[j, i] = values[t], values[s]
+        matrix[i, j], matrix[j, i] = 100.0 - values[t], 100.0 - values[s]
+        chosen[i, j] = chosen[j, i] = grid[best]
+        val_scores[f"{s}|{t}"] = scores
+        test_metrics[f"{s}|{t}"] = test
+    bar.close()
+    return {
+        "tasks": names,
+        "lambdas": grid,
+        "matrix": matrix,
+        "norm": norm,
+        "selected_lambda": chosen,
+        "val_scores": val_scores,
+        "test_metrics": test_metrics,
+        "selection": "validation evaluator"
+        if evaluate_val is not None
+        else "test evaluator (no validation evaluator given: optimistic)",
+    }

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -32,12 +33,18 @@ class EncoderLayout:
         return cls(encoder.width, encoder.num_prefix_tokens, (h, w), image_size[0] // h, tuple(image_size))
 
 
+def unit_channels(x: Tensor, eps: float = 1e-6) -> Tensor:
+    """``x / ‖x‖`` over dim 1. Same as ``F.normalize(x, dim=1)`` but with a sum of squares, which is ~10x
+    faster on CPU for the 3-channel normal maps (vector_norm over a short dim is slow there)."""
+    return x * torch.rsqrt((x * x).sum(1, keepdim=True).clamp_min(eps * eps))
+
+
 def activate(spec: TaskSpec, raw: Tensor) -> Tensor:
     """Per-task output activation: logits for segmentation, positive depth/disparity, unit normals."""
     if spec.kind == "segmentation":
         return raw
     if spec.kind == "normals":
-        return F.normalize(raw, dim=1, eps=1e-6)
+        return unit_channels(raw)
     if spec.name in ("depth", "disparity"):
         return F.softplus(raw) + 1e-4
     return raw

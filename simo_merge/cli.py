@@ -107,6 +107,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_realign(args: argparse.Namespace) -> int:
+    """Train a realigner on a merged encoder; write adapters, bias diagnostics, t-SNE and metrics."""
+    from simo_merge.config import load_config
+    from simo_merge.realign.job import RealignJobConfig, run_realign_job
+
+    run_realign_job(
+        load_config(RealignJobConfig, args.config and _config_path(args.config, "demo"), args.overrides)
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="simo-merge", description=__doc__)
     parser.add_argument("--version", action="version", version=f"simo-merge {__version__}")
@@ -133,6 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML file or built-in config name (default: demo)")
     p.add_argument("overrides", nargs="*", help="key=value overrides")
     p.set_defaults(func=cmd_train_experts)
+
+    p = sub.add_parser("realign", help="realign a merged encoder to each task's frozen head (adapters)")
+    p.add_argument("--config", help="YAML file with a RealignJobConfig (optional)")
+    p.add_argument(
+        "overrides", nargs="*", help="e.g. realigner=deep objective=unsupervised rank=16 steps=500"
+    )
+    p.set_defaults(func=cmd_realign)
 
     p = sub.add_parser("evaluate", help="evaluate a pool folder and optionally a merged encoder checkpoint")
     p.add_argument("--config", help="YAML file with an EvaluateConfig (optional)")

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from simo_merge.atomic import write_json, write_text
 from simo_merge.checkpoint import load_state, read_sidecar, save_state
 from simo_merge.config import EncoderConfig, load_config, to_yaml
-from simo_merge.datasets import build_dataset
+from simo_merge.data import DataConfig, build_split
 from simo_merge.encoders import Encoder, build_encoder
 from simo_merge.experts import ExpertPool
 from simo_merge.heads import TaskHead, build_head
@@ -31,21 +31,6 @@ from simo_merge.training.evaluate import evaluate
 from simo_merge.training.experts import FinetuneRecipe, finetune
 from simo_merge.training.model import MultiTaskModel
 from simo_merge.training.pretrain import pretrain_masked_reconstruction
-
-
-@dataclass
-class DataConfig:
-    """Which registered dataset, its root and options, splits and loader settings."""
-
-    name: str = "synthetic_scenes"
-    root: str | None = None
-    tasks: list[str] = field(default_factory=lambda: ["semseg", "depth", "normal"])
-    size: list[int] = field(default_factory=lambda: [64, 64])
-    splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "val": "val", "test": "test"})
-    num_samples: dict[str, int] = field(default_factory=lambda: {"train": 1600, "val": 160, "test": 240})
-    options: dict[str, Any] = field(default_factory=dict)
-    batch_size: int = 32
-    augment: bool = True
 
 
 @dataclass
@@ -72,6 +57,21 @@ class MergeSweepConfig:
 
 
 @dataclass
+class DemoRealignConfig:
+    """Realigners stacked on merged rows of the table (unlabelled test inputs, as the papers do)."""
+
+    realigners: list[str] = field(default_factory=lambda: ["surgery", "deep", "shared-deep", "taps", "heads"])
+    apply_to: list[str] = field(default_factory=lambda: ["TA", "TIES"])
+    steps: int = 100
+    rank: int = 16
+    batch_size: int = 16
+    lr: float = 1e-3
+    objectives: dict[str, str] = field(default_factory=lambda: {"heads": "supervised"})
+    split: str = "test"
+    label_split: str = "val"
+
+
+@dataclass
 class DemoConfig:
     encoder: EncoderConfig = field(
         default_factory=lambda: EncoderConfig(
@@ -83,9 +83,10 @@ class DemoConfig:
     data: DataConfig = field(default_factory=DataConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    expert: FinetuneRecipe = field(default_factory=lambda: FinetuneRecipe(probe_steps=50, finetune_steps=300))
-    mtl: FinetuneRecipe = field(default_factory=lambda: FinetuneRecipe(probe_steps=50, finetune_steps=300))
+    expert: FinetuneRecipe = field(default_factory=lambda: FinetuneRecipe(probe_steps=50, finetune_steps=250))
+    mtl: FinetuneRecipe = field(default_factory=lambda: FinetuneRecipe(probe_steps=50, finetune_steps=250))
     merge: MergeSweepConfig = field(default_factory=MergeSweepConfig)
+    realign: DemoRealignConfig = field(default_factory=DemoRealignConfig)
     output_dir: str = "runs/demo"
     seed: int = 0
     threads: int = 2
@@ -96,26 +97,6 @@ def config_key(*parts: Any) -> str:
     """A short stable hash of config sections, used to decide whether a cached artefact is reusable."""
     text = json.dumps([asdict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def build_split(cfg: DataConfig, role: str, seed: int, cache_dir: Path | None = None):
-    """The dataset of split ``role`` ("train", "val", "test") as ``cfg`` describes it."""
-    from simo_merge.datasets.transforms import JointTransform
-
-    if role not in cfg.splits:
-        raise KeyError(f"data.splits has no {role!r} entry: {cfg.splits}")
-    kwargs = dict(cfg.options)
-    if cfg.name == "synthetic_scenes":
-        kwargs.update(
-            size=tuple(cfg.size),
-            num_samples=cfg.num_samples.get(role),
-            seed=seed,
-            cache_dir=str(cache_dir) if cache_dir else None,
-        )
-    transform = JointTransform(size=tuple(cfg.size), train=role == "train" and cfg.augment)
-    return build_dataset(
-        cfg.name, root=cfg.root, split=cfg.splits[role], tasks=cfg.tasks, transform=transform, **kwargs
-    )
 
 
 class DemoData:
@@ -306,6 +287,73 @@ class Demo:
                 best = (score, lam, state)
         return best[2], {**params, "lam": best[1], "val_norm_perf": round(best[0], 2)}
 
+    def realign_rows(
+        self, pool: ExpertPool, states: dict[str, dict[str, torch.Tensor]], rows: dict, info: dict
+    ) -> dict[str, Any]:
+        """Add a ``<merge>+<realigner>`` row per configured pair; return representation-bias numbers."""
+        from simo_merge.realign.diagnostics import representation_bias
+        from simo_merge.realign.job import dataset_inputs, expert_encoders, mean_bias
+        from simo_merge.realign.train import RealignConfig, realign
+
+        rc = self.cfg.realign
+        if not rc.realigners or not rc.apply_to:
+            return {}
+        specs = self.data.specs
+        unlabelled = dataset_inputs(self.data.sets[rc.split], list(specs), f"{self.cfg.data.name}-{rc.split}")
+        labelled = dataset_inputs(
+            self.data.sets[rc.label_split],
+            list(specs),
+            f"{self.cfg.data.name}-{rc.label_split}",
+            with_labels=True,
+        )
+        experts = expert_encoders(pool, self.new_encoder)
+        test_images = dataset_inputs(self.data.sets["test"], list(specs), "test").images
+        heads = pool_heads(pool)
+        bias: dict[str, Any] = {}
+        for name in rc.apply_to:
+            if name not in states:
+                raise KeyError(
+                    f"realign.apply_to names {name!r}, which is not a merged row: {sorted(states)}"
+                )
+            merged = self.new_encoder()
+            merged.load_model_state(states[name])
+            before = representation_bias(merged, experts, test_images)
+            bias[name] = {"before": mean_bias(before), "per_layer_before": before}
+            info[name]["bias"] = f"{mean_bias(before):.4f}"
+            for realigner in rc.realigners:
+                t0 = time.perf_counter()
+                objective = rc.objectives.get(realigner, "unsupervised")
+                cfg = RealignConfig(
+                    realigner=realigner,
+                    objective=objective,
+                    rank=rc.rank,
+                    steps=rc.steps,
+                    lr=rc.lr,
+                    batch_size=rc.batch_size,
+                    seed=self.cfg.seed,
+                    progress=self.cfg.progress,
+                )
+                inputs = labelled if objective == "supervised" else unlabelled
+                model, curve = realign(self.new_encoder, states[name], pool.experts, heads, inputs, cfg)
+                row = f"{name}+{realigner}"
+                rows[row] = evaluate(
+                    model, self.data.test, specs, desc=f"test {row}", progress=self.cfg.progress
+                )
+                after = representation_bias(model, experts, test_images)
+                bias[row] = {"after": mean_bias(after), "per_layer_after": after}
+                info[row] = {
+                    "trained params": f"{model.num_trainable():,}",
+                    "bias": f"{mean_bias(after):.4f}",
+                    "params": objective if objective == "supervised" else f"{objective}, {model.plan.match}",
+                }
+                self.timings[f"realign {row}"] = time.perf_counter() - t0
+                self.say(
+                    f"{row}: {rc.steps} steps {info[row]['params']}, loss {curve[0]:.3f} -> "
+                    f"{curve[-1]:.3f}, bias {mean_bias(before):.4f} -> {mean_bias(after):.4f}, "
+                    f"{self.timings[f'realign {row}']:.0f}s"
+                )
+        return bias
+
     # ------------------------------------------------------------------------------------- run
     def run(self) -> dict[str, Any]:
         start = time.perf_counter()
@@ -326,6 +374,7 @@ class Demo:
             progress=self.cfg.progress,
         )
         chosen: dict[str, dict[str, Any]] = {}
+        states: dict[str, dict[str, torch.Tensor]] = {}
         for method in self.cfg.merge.methods:
             t0 = time.perf_counter()
             state, params = self.merge_with_selection(pool, method, val_individual)
@@ -340,6 +389,8 @@ class Demo:
             chosen[name] = params
             info[name] = {"params": ", ".join(f"{k}={v}" for k, v in params.items() if k != "val_norm_perf")}
             self.timings[f"merge {name}"] = time.perf_counter() - t0
+            states[name] = state
+        bias = self.realign_rows(pool, states, rows, info)
         summary = summarize(rows, "Individual")
         table = markdown_table(rows, summary, info)
         self.timings["total"] = time.perf_counter() - start
@@ -347,6 +398,7 @@ class Demo:
             "rows": rows,
             "summary": summary,
             "merge_params": chosen,
+            "representation_bias": bias,
             "timings": self.timings,
             "tasks": list(specs),
         }

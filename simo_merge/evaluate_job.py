@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from simo_merge.atomic import write_json
 from simo_merge.checkpoint import load_state, read_sidecar
-from simo_merge.demo import DataConfig, build_split
+from simo_merge.data import DataConfig, build_split
 from simo_merge.encoders import build_encoder
 from simo_merge.experts import ExpertPool
 from simo_merge.pool_io import load_pool_dir, pool_heads
@@ -28,6 +28,7 @@ from simo_merge.training.model import MultiTaskModel
 class EvaluateConfig:
     pool_dir: str = "runs/demo/experts"
     checkpoint: str | None = None  # merged encoder; None evaluates the experts only
+    adapters: str | None = None  # realigned adapters/heads (simo-merge realign) applied on the checkpoint
     data: DataConfig = field(default_factory=DataConfig)
     split: str = "test"
     batch_size: int = 64
@@ -62,9 +63,18 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         rows["Individual"][task] = evaluate(
             model, loader, {task: specs[task]}, f"expert {task}", cfg.progress
         )[task]
+    if cfg.adapters and not cfg.checkpoint:
+        raise ValueError("adapters= needs checkpoint= (the merged encoder they were trained on)")
     if cfg.checkpoint:
         name = read_sidecar(cfg.checkpoint).get("method", Path(cfg.checkpoint).stem)
-        rows[name] = evaluate(model_for(pool, load_state(cfg.checkpoint)), loader, specs, name, cfg.progress)
+        merged = model_for(pool, load_state(cfg.checkpoint))
+        rows[name] = evaluate(merged, loader, specs, name, cfg.progress)
+        if cfg.adapters:
+            from simo_merge.realign.io import load_realigned
+
+            realigned = load_realigned(cfg.adapters, merged.encoder, dict(merged.heads))
+            label = f"{name}+{read_sidecar(cfg.adapters)['realigner']}"
+            rows[label] = evaluate(realigned, loader, specs, label, cfg.progress)
     summary = summarize(rows, "Individual")
     print(markdown_table(rows, summary))
     out = (

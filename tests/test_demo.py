@@ -19,6 +19,8 @@ TINY = [
     "mtl.probe_steps=1",
     "mtl.finetune_steps=2",
     "merge.lam_grid=[0.3,1.0]",
+    "realign.steps=2",
+    "realign.apply_to=[TA]",
     "progress=false",
 ]
 
@@ -43,13 +45,33 @@ def test_demo_writes_the_run_folder(demo_run):
     ):
         assert (demo_run / name).is_file(), name
     result = json.loads((demo_run / "metrics.json").read_text())
-    assert list(result["rows"]) == ["Individual", "MTL", "Pretrained θ0 + expert heads", "WA", "TA", "TIES"]
+    assert list(result["rows"]) == [
+        "Individual",
+        "MTL",
+        "Pretrained θ0 + expert heads",
+        "WA",
+        "TA",
+        "TIES",
+        "TA+surgery",
+        "TA+deep",
+        "TA+shared-deep",
+        "TA+taps",
+        "TA+heads",
+    ]
+    assert set(result["representation_bias"]) == {
+        "TA",
+        "TA+surgery",
+        "TA+deep",
+        "TA+shared-deep",
+        "TA+taps",
+        "TA+heads",
+    }
     assert result["summary"]["Individual"]["norm_perf"] == pytest.approx(100.0)
     assert result["summary"]["Individual"]["delta_mtl"] == pytest.approx(0.0)
     assert result["merge_params"]["TA"]["lam"] in (0.3, 1.0)
     assert set(result["rows"]["TIES"]) == {"semseg", "depth", "normal"}
     report = (demo_run / "report.md").read_text()
-    assert "| TIES |" in report and "semseg miou ↑" in report
+    assert "| TIES |" in report and "semseg miou ↑" in report and "| TA+deep |" in report
 
 
 def test_rerun_reuses_trained_models(demo_run, capsys):
@@ -98,3 +120,71 @@ def test_evaluate_command_on_a_merged_checkpoint(demo_run, tmp_path, capsys):
     assert "| task_arithmetic |" in text and "| Individual |" in text
     result = json.loads((tmp_path / "merged.metrics.json").read_text())
     assert set(result["rows"]["task_arithmetic"]) == {"semseg", "depth", "normal"}
+
+
+def test_realign_command_then_evaluate_with_its_adapters(demo_run, tmp_path, capsys):
+    pool = demo_run / "experts"
+    experts = "{" + ", ".join(f"{t}: {pool}/{t}.safetensors" for t in ("semseg", "depth", "normal")) + "}"
+    assert (
+        main(
+            [
+                "merge",
+                "pool.kind=files",
+                f"pool.base={pool}/theta0.safetensors",
+                f"pool.experts={experts}",
+                "method.name=ties",
+                f"output_dir={tmp_path}",
+            ]
+        )
+        == 0
+    )
+    data = ["data.size=[32,32]", "data.num_samples={val: 8, test: 8}", "progress=false"]
+    out = tmp_path / "realign"
+    assert (
+        main(
+            [
+                "realign",
+                f"pool_dir={pool}",
+                f"checkpoint={tmp_path}/merged.safetensors",
+                "realigner=deep",
+                "objective=unsupervised",
+                "rank=4",
+                "steps=3",
+                *data,
+                f"output_dir={out}",
+            ]
+        )
+        == 0
+    )
+    for name in (
+        "adapters.safetensors",
+        "adapters.json",
+        "bias.png",
+        "tsne.png",
+        "metrics.json",
+        "report.md",
+    ):
+        assert (out / name).is_file(), name
+    realigned = json.loads((out / "metrics.json").read_text())
+    assert realigned["trainable_parameters"] == 3 * 2 * (2 * 4 * 32)  # 3 tasks x 2 blocks x (down + up)
+    assert set(realigned["bias_after"]["depth"]) == {"block0", "block1", "final"}
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "evaluate",
+                f"pool_dir={pool}",
+                f"checkpoint={tmp_path}/merged.safetensors",
+                f"adapters={out}/adapters.safetensors",
+                f"output={tmp_path}/eval.json",
+                *data,
+            ]
+        )
+        == 0
+    )
+    evaluated = json.loads((tmp_path / "eval.json").read_text())
+    for task, metrics in realigned["rows"]["ties+deep"].items():
+        for key, value in metrics.items():
+            assert evaluated["rows"]["ties+deep"][task][key] == pytest.approx(value, rel=1e-5, abs=1e-6)
+    assert main(["realign", f"pool_dir={pool}", "realigner=nope", *data, f"output_dir={out}"]) == 2
+    assert "unknown realigner 'nope'" in capsys.readouterr().err

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from simo_merge.heads.base import unit_channels
 from simo_merge.tasks import IGNORE_INDEX, TaskSpec
 
 
@@ -25,7 +26,7 @@ def task_loss(spec: TaskSpec, pred: Tensor, target: Tensor, mask: Tensor | None 
         return F.cross_entropy(pred, labels, ignore_index=IGNORE_INDEX)
     valid = mask if mask is not None else torch.ones(pred.shape[0], *pred.shape[2:], dtype=torch.bool)
     if spec.kind == "normals":
-        cos = F.cosine_similarity(pred, target, dim=1, eps=1e-6)
+        cos = (unit_channels(pred) * unit_channels(target)).sum(1)
         return _masked_mean(1.0 - cos, valid)
     return _masked_mean((pred - target).abs().mean(1), valid)
 

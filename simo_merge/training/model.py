@@ -20,10 +20,11 @@ class MultiTaskModel(nn.Module):
     def tasks(self) -> list[str]:
         return list(self.heads)
 
-    def taps(self, tasks: list[str] | None = None) -> list[int]:
-        return sorted({i for t in (tasks or self.tasks) for i in self.heads[t].taps})
+    def taps(self, tasks: list[str] | None = None) -> list[int | str]:
+        return sorted({i for t in (tasks or self.tasks) for i in self.heads[t].taps}, key=str)
 
     def forward(self, images: Tensor, tasks: list[str] | None = None) -> dict[str, Tensor]:
         tasks = tasks or self.tasks
-        out = self.encoder(images, taps=self.taps(tasks))
-        return {t: self.heads[t](out.taps) for t in tasks}
+        out = self.encoder(images, taps=[i for i in self.taps(tasks) if i != "final"])
+        feats = {**out.taps, "final": out.features}  # dense heads read block taps, classifiers "final"
+        return {t: self.heads[t](feats) for t in tasks}

@@ -1,0 +1,88 @@
+"""Representation bias (Surgery, Eq. 1) per layer, before and after realignment, and t-SNE plots.
+
+Bias of task t at a site = mean |merged features − expert features| over the task's inputs, computed
+for every block output and the final features. "Before" is the plain merged encoder; "after" is the
+realigned model's features for that task (adapters applied as at inference).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from simo_merge.atomic import atomic_path
+from simo_merge.encoders import Encoder
+from simo_merge.realign.model import RealignedModel, run_encoder
+from simo_merge.realign.plan import Site
+
+
+@torch.no_grad()
+def representation_bias(
+    merged: Encoder | RealignedModel,
+    experts: dict[str, Encoder],
+    images: dict[str, Tensor],
+    batch_size: int = 64,
+) -> dict[str, dict[str, float]]:
+    """``{task: {"block0": ..., ..., "final": ...}}`` mean L1 between merged (or realigned) and expert."""
+    result: dict[str, dict[str, float]] = {}
+    for task, expert in experts.items():
+        depth = expert.depth
+        sites: list[Site] = [*range(depth), "final"]
+        sums = {s: 0.0 for s in sites}
+        count = 0
+        x_all = images[task]
+        for start in range(0, x_all.shape[0], batch_size):
+            x = x_all[start : start + batch_size]
+            ref = run_encoder(expert, x, sites)
+            if isinstance(merged, RealignedModel):
+                owner = merged.plan.owner(task)
+                if merged.plan.feed_forward and owner is not None:
+                    with merged.attached(owner):
+                        got = run_encoder(merged.encoder, x, sites)
+                else:
+                    got = merged.apply_post_hoc(owner, run_encoder(merged.encoder, x, sites))
+            else:
+                got = run_encoder(merged, x, sites)
+            for s in sites:
+                sums[s] += (got[s] - ref[s]).abs().mean().item() * x.shape[0]
+            count += x.shape[0]
+        result[task] = {("final" if s == "final" else f"block{s}"): sums[s] / count for s in sites}
+    return result
+
+
+def tsne_plot(
+    groups: dict[str, dict[str, Tensor]], path: str | os.PathLike, title: str = "", seed: int = 0
+) -> Path:
+    """One panel per key of ``groups`` (e.g. "semseg before"); each holds named ``[N, F]`` feature sets
+    (e.g. {"merged": ..., "expert": ...}) embedded jointly with scikit-learn's t-SNE."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.manifold import TSNE
+
+    fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * len(groups), 3.2), squeeze=False)
+    for ax, (panel, sets) in zip(axes[0], groups.items(), strict=True):
+        names = list(sets)
+        data = torch.cat([sets[n].reshape(sets[n].shape[0], -1) for n in names]).float().numpy()
+        perplexity = max(2.0, min(30.0, (data.shape[0] - 1) / 3))
+        emb = TSNE(n_components=2, perplexity=perplexity, random_state=seed, init="pca").fit_transform(data)
+        start = 0
+        for name in names:
+            n = sets[name].shape[0]
+            ax.scatter(emb[start : start + n, 0], emb[start : start + n, 1], s=6, label=name, alpha=0.7)
+            start += n
+        ax.set_title(panel, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return path

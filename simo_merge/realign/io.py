@@ -1,0 +1,50 @@
+"""Save / load what a realignment trained (adapters, or re-trained heads) with the safe checkpoint I/O."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from torch import nn
+
+from simo_merge.checkpoint import load_state, read_sidecar, save_state
+from simo_merge.encoders import Encoder
+from simo_merge.realign import REALIGNERS
+from simo_merge.realign.model import RealignedModel, head_sites
+
+
+def trained_state(model: RealignedModel) -> dict:
+    """Only the trained tensors: ``adapters.<owner>.<site>.*`` or ``heads.<task>.*``."""
+    part = "heads" if model.plan.trains_heads else "adapters"
+    return {f"{part}.{k}": v for k, v in getattr(model, part).state_dict().items()}
+
+
+def save_realigned(
+    path: str | os.PathLike, model: RealignedModel, realigner: str, meta: dict[str, Any] | None = None
+):
+    return save_state(
+        path,
+        trained_state(model),
+        {
+            "realigner": realigner,
+            "rank": model.rank,
+            "token_reduce": model.plan.token_reduce,
+            "tasks": model.tasks,
+            "trainable_parameters": model.num_trainable(),
+            **(meta or {}),
+        },
+    )
+
+
+def load_realigned(path: str | os.PathLike, encoder: Encoder, heads: dict[str, nn.Module]) -> RealignedModel:
+    """Rebuild the realigned model around ``encoder`` (already holding the merged state) and ``heads``."""
+    meta = read_sidecar(path)
+    for key in ("realigner", "rank"):
+        if key not in meta:
+            raise KeyError(f"{path}: sidecar lacks {key!r}; not written by save_realigned?")
+    plan = REALIGNERS.get(meta["realigner"])(encoder.depth, {t: head_sites(h) for t, h in heads.items()})
+    model = RealignedModel(encoder, heads, plan, int(meta["rank"]))
+    state = load_state(path)
+    part = "heads" if plan.trains_heads else "adapters"
+    getattr(model, part).load_state_dict({k[len(part) + 1 :]: v for k, v in state.items()})
+    return model.eval()

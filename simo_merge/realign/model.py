@@ -1,0 +1,128 @@
+"""The realigned model: merged encoder + frozen heads + a plan's adapters (or re-trained heads).
+
+It is both the training-time feature source (:meth:`RealignedModel.features`) and the inference wrapper
+(:meth:`RealignedModel.forward`, same interface as :class:`~simo_merge.training.model.MultiTaskModel`).
+Adapters are attached only through the encoder's hooks and removed right after each pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator
+
+from torch import Tensor, nn
+
+from simo_merge.encoders import Encoder
+from simo_merge.realign.adapter import Adapter
+from simo_merge.realign.plan import SHARED, Plan, Site, site_name
+
+Features = dict[Site, Tensor]
+
+
+def head_sites(head: nn.Module) -> list[Site]:
+    """The sites a head reads (``head.taps``: block indices and/or ``"final"``)."""
+    return list(head.taps)
+
+
+def run_encoder(encoder: Encoder, images: Tensor, sites: list[Site]) -> Features:
+    """One encoder pass returning the requested sites (block outputs and/or final features)."""
+    out = encoder(images, taps=sorted({s for s in sites if s != "final"}))
+    feats: Features = dict(out.taps)
+    feats["final"] = out.features
+    return feats
+
+
+class RealignedModel(nn.Module):
+    def __init__(self, encoder: Encoder, heads: dict[str, nn.Module], plan: Plan, rank: int = 16) -> None:
+        super().__init__()
+        self.encoder = encoder.requires_grad_(False)
+        self.plan = plan
+        self.rank = rank
+        if plan.trains_heads:
+            self.heads = nn.ModuleDict({t: copy.deepcopy(h).requires_grad_(True) for t, h in heads.items()})
+        else:
+            self.heads = nn.ModuleDict({t: h.requires_grad_(False) for t, h in heads.items()})
+        self.adapters = nn.ModuleDict()
+        for owner, sites in plan.adapters.items():
+            self.adapters[owner] = nn.ModuleDict(
+                {
+                    site_name(s): Adapter(encoder.feature_dim if s == "final" else encoder.width, rank)
+                    for s in sites
+                }
+            )
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.heads)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return list(self.heads.parameters()) if self.plan.trains_heads else list(self.adapters.parameters())
+
+    def num_trainable(self) -> int:
+        return sum(p.numel() for p in self.trainable_parameters())
+
+    def sites_needed(self, task: str) -> list[Site]:
+        """Everything the loss or the head of ``task`` reads."""
+        return sorted(set(self.plan.loss_sites.get(task, [])) | set(head_sites(self.heads[task])), key=str)
+
+    # ------------------------------------------------------------------------------ adapters on
+    @contextlib.contextmanager
+    def attached(self, owner: str) -> Iterator[None]:
+        """Attach ``owner``'s adapters to the encoder's blocks/final features as "adapt" hooks."""
+        handles = []
+        for name, adapter in self.adapters[owner].items():
+            if name == "final":
+                handles.append(self.encoder.add_feature_hook(lambda f, a=adapter: a(f), kind="adapt"))
+            else:
+                handles.append(
+                    self.encoder.add_block_hook(int(name[5:]), lambda i, t, a=adapter: a(t), kind="adapt")
+                )
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    def apply_post_hoc(self, owner: str | None, raw: Features) -> Features:
+        """Apply ``owner``'s adapters to recorded (frozen) features; other sites pass through."""
+        if owner is None:
+            return raw
+        feats = dict(raw)
+        for site in list(raw):
+            name = site_name(site)
+            if name in self.adapters[owner]:
+                feats[site] = self.adapters[owner][name](raw[site])
+        return feats
+
+    def features(self, task: str, images: Tensor | None = None, merged: Features | None = None) -> Features:
+        """Adapted merged features for ``task``: from images, or from cached merged features (post-hoc)."""
+        owner = self.plan.owner(task)
+        sites = self.sites_needed(task)
+        if owner == SHARED:  # the same features serve every task: record what any of them reads
+            sites = sorted({s for t in self.tasks for s in self.sites_needed(t)}, key=str)
+        if self.plan.feed_forward and owner is not None:
+            if images is None:
+                raise ValueError(
+                    f"realigner adapters are fed forward: task {task!r} needs images, not cached features"
+                )
+            with self.attached(owner):
+                return run_encoder(self.encoder, images, sites)
+        raw = merged if merged is not None else run_encoder(self.encoder, images, sites)
+        return self.apply_post_hoc(owner, raw)
+
+    # -------------------------------------------------------------------------------- inference
+    def forward(self, images: Tensor, tasks: list[str] | None = None) -> dict[str, Tensor]:
+        tasks = tasks or self.tasks
+        if self.plan.feed_forward and self.plan.shared:
+            with self.attached("shared"):
+                feats = run_encoder(
+                    self.encoder, images, sorted({s for t in tasks for s in self.sites_needed(t)}, key=str)
+                )
+            return {t: self.heads[t](feats) for t in tasks}
+        if self.plan.feed_forward:  # per-task adapters inside the trunk: one pass per task
+            return {t: self.heads[t](self.features(t, images)) for t in tasks}
+        raw = run_encoder(
+            self.encoder, images, sorted({s for t in tasks for s in self.sites_needed(t)}, key=str)
+        )
+        return {t: self.heads[t](self.apply_post_hoc(self.plan.owner(t), raw)) for t in tasks}

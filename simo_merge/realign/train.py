@@ -1,0 +1,319 @@
+"""The shared realignment loop: any plan, either objective, cached or recomputed features.
+
+Unsupervised (default): L1 between the adapted merged features and the expert's at the plan's loss
+sites (the heads realigner distils the expert model's outputs instead). Supervised: the task losses of
+the frozen heads (or re-trained heads) on a small labelled set. Recipe defaults follow the papers:
+Adam, lr 1e-3, batch 16, 500 iterations, each iteration visiting every task.
+
+``use_cache=False`` recomputes the expert's (and, where frozen, the merged) features at every step, as
+the reference implementations do; for the same seed it sees the same batches and gives the same loss
+curve up to float rounding (``benchmarks/realign_speed.py`` times both).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from simo_merge.checkpoint import state_hash
+from simo_merge.encoders import Encoder
+from simo_merge.heads.base import unit_channels
+from simo_merge.realign import REALIGNERS
+from simo_merge.realign.cache import FeatureCache, compute_in_batches, tensor_hash
+from simo_merge.realign.model import Features, RealignedModel, head_sites, run_encoder
+from simo_merge.realign.plan import Plan, Site
+from simo_merge.training.losses import task_loss
+
+OBJECTIVES = ("unsupervised", "supervised")
+
+
+@dataclass
+class RealignConfig:
+    """One realignment run (the CLI's ``realigner=deep objective=unsupervised rank=16`` etc.)."""
+
+    realigner: str = "surgery"
+    objective: str = "unsupervised"
+    rank: int = 16
+    steps: int = 500
+    lr: float = 1e-3
+    batch_size: int = 16
+    token_reduce: str | None = None  # None: the realigner's default ("mean" for deep, else per token)
+    match: str | None = None  # expert "features", expert head "outputs", "both"; None: realigner default
+    fraction: float = 1.0  # use this fraction of the inputs (a seeded subset)
+    online: bool = False  # batch size 1, one pass, each sample used once
+    use_cache: bool = True
+    seed: int = 0
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.match not in (None, "features", "outputs", "both"):
+            raise ValueError(f"match must be 'features', 'outputs' or 'both', got {self.match!r}")
+        if self.token_reduce not in (None, "none", "mean"):
+            raise ValueError(f"token_reduce must be 'none' or 'mean', got {self.token_reduce!r}")
+        if not 0 < self.fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
+        if self.rank < 1 or self.steps < 0 or self.batch_size < 1:
+            raise ValueError(
+                f"rank, batch_size must be >= 1 and steps >= 0 (got {self.rank}, {self.batch_size}, "
+                f"{self.steps})"
+            )
+
+
+@dataclass
+class RealignInputs:
+    """Per-task inputs (SIMO: the same tensor for every task) and, for ``supervised``, their labels.
+
+    ``labels[task]`` maps batch keys (``task``, ``f"{task}_mask"``) to tensors indexed like the images.
+    ``name`` identifies the input set in cache keys (e.g. ``"synthetic_scenes/test"``).
+    """
+
+    images: dict[str, Tensor]
+    labels: dict[str, dict[str, Tensor]] = field(default_factory=dict)
+    name: str = "inputs"
+
+
+class IndexSampler:
+    """Seeded index batches over ``n`` inputs: shuffled epochs, a ``fraction`` subset, or one online pass."""
+
+    def __init__(
+        self, n: int, batch_size: int, seed: int, fraction: float = 1.0, online: bool = False
+    ) -> None:
+        self.gen = torch.Generator().manual_seed(seed)
+        subset = torch.randperm(n, generator=self.gen)[: max(1, round(n * fraction))]
+        self.pool = subset.sort().values
+        self.batch_size = 1 if online else min(batch_size, len(self.pool))
+        self.online = online
+
+    def __iter__(self) -> Iterator[Tensor]:
+        if self.online:
+            yield from (self.pool[i : i + 1] for i in torch.randperm(len(self.pool), generator=self.gen))
+            return
+        while True:
+            order = self.pool[torch.randperm(len(self.pool), generator=self.gen)]
+            for start in range(0, len(order) - self.batch_size + 1, self.batch_size):
+                yield order[start : start + self.batch_size]
+
+
+def feature_l1(adapted: Tensor, target: Tensor, token_reduce: str) -> Tensor:
+    """Mean L1; block tokens ``[B, N, D]`` are averaged over tokens first when ``token_reduce="mean"``."""
+    if adapted.dim() == 3 and token_reduce == "mean":
+        adapted, target = adapted.mean(1), target.mean(1)
+    return (adapted - target).abs().mean()
+
+
+def distill_output_loss(spec, pred: Tensor, target: Tensor) -> Tensor:
+    """Match the expert model's outputs: KL(expert ‖ model) for logits (0 when they agree), L1 / 1−cos for
+    regression / normals."""
+    if spec.kind == "segmentation":
+        log_target = target.log_softmax(1)
+        return (log_target.exp() * (log_target - pred.log_softmax(1))).sum(1).mean()
+    if spec.kind == "normals":
+        return (1 - (unit_channels(pred) * unit_channels(target)).sum(1)).mean()
+    return (pred - target).abs().mean()
+
+
+class Realignment:
+    """Holds the model, caches and samplers of one run; :meth:`train` runs it."""
+
+    def __init__(
+        self,
+        make_encoder: Callable[[], Encoder],
+        merged_state: dict[str, Tensor],
+        expert_states: dict[str, dict[str, Tensor]],
+        heads: dict[str, nn.Module],
+        inputs: RealignInputs,
+        cfg: RealignConfig,
+        cache: FeatureCache | None = None,
+    ) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.make_encoder = make_encoder
+        self.inputs = inputs
+        self.cache = cache or FeatureCache()
+        encoder = make_encoder()
+        encoder.load_model_state(merged_state)
+        self.merged_hash = state_hash(merged_state)
+        tasks = list(heads)
+        plan: Plan = REALIGNERS.get(cfg.realigner)(encoder.depth, {t: head_sites(heads[t]) for t in tasks})
+        if cfg.token_reduce is not None:
+            plan = dataclasses.replace(plan, token_reduce=cfg.token_reduce)
+        if cfg.match is not None and not plan.trains_heads:
+            plan = dataclasses.replace(plan, match=cfg.match)
+        self.plan = plan
+        torch.manual_seed(cfg.seed)
+        self.model = RealignedModel(encoder, heads, plan, cfg.rank).eval()
+        self.expert_heads = heads
+        self.expert_states = expert_states
+        self._experts: dict[str, Encoder] = {}
+        self._hashes: dict = {}
+        missing = [t for t in tasks if t not in inputs.images]
+        if missing:
+            raise KeyError(f"no realignment inputs for task(s) {missing}")
+        if cfg.objective == "supervised":
+            absent = [t for t in tasks if t not in inputs.labels]
+            if absent:
+                raise KeyError(f"objective=supervised needs labels for task(s) {absent}")
+        # one sampler per distinct input tensor: SIMO tasks share inputs and see the same batches
+        self.store_of = {t: id(inputs.images[t]) for t in tasks}
+        self.samplers = {}
+        for offset, store in enumerate(dict.fromkeys(self.store_of.values())):
+            task = next(t for t, s in self.store_of.items() if s == store)
+            n = inputs.images[task].shape[0]
+            self.samplers[store] = iter(
+                IndexSampler(n, cfg.batch_size, cfg.seed + offset, cfg.fraction, cfg.online)
+            )
+        self.num_inputs = {t: inputs.images[t].shape[0] for t in tasks}
+
+    # ----------------------------------------------------------------------------- feature sources
+    def expert_encoder(self, task: str) -> Encoder:
+        if task not in self._experts:
+            enc = self.make_encoder()
+            enc.load_model_state(self.expert_states[task])
+            self._experts[task] = enc.eval().requires_grad_(False)
+        return self._experts[task]
+
+    def _target_sites(self, task: str) -> tuple[list[Site], bool]:
+        """Expert feature sites the loss compares, and whether it also needs the expert's head outputs."""
+        if self.plan.trains_heads:
+            return [], True
+        sites = [] if self.plan.match == "outputs" else list(self.plan.loss_sites[task])
+        return sites, self.plan.match in ("outputs", "both")
+
+    def _expert_targets_fn(self, task: str) -> Callable[[Tensor], Features]:
+        encoder = self.expert_encoder(task)
+        head = self.expert_heads[task]
+        sites, outputs = self._target_sites(task)
+
+        def targets(x: Tensor) -> Features:
+            feats = run_encoder(encoder, x, sites + (head_sites(head) if outputs else []))
+            found = {s: feats[s] for s in sites}
+            if outputs:
+                found["output"] = head(feats)
+            return found
+
+        return targets
+
+    def _cache_key(self, task: str, state: dict[str, Tensor] | None, what: str) -> str:
+        """(inputs name, input hash, checkpoint hash, what); hashes are computed once per run."""
+        store = self.store_of[task]
+        if store not in self._hashes:
+            self._hashes[store] = tensor_hash(self.inputs.images[task])
+        if state is None:
+            checkpoint = self.merged_hash
+        else:
+            if task not in self._hashes:
+                self._hashes[task] = state_hash(state)
+            checkpoint = self._hashes[task]
+        return f"{self.inputs.name.replace('/', '_')}-{self._hashes[store]}-{checkpoint}-{what}"
+
+    def _merged_sites(self) -> list[Site]:
+        return sorted({s for t in self.model.tasks for s in self.model.sites_needed(t)}, key=str)
+
+    def expert_targets(self, task: str, idx: Tensor) -> Features:
+        images = self.inputs.images[task]
+        if not self.cfg.use_cache:
+            with torch.no_grad():
+                return self._expert_targets_fn(task)(images[idx])
+        sites, outputs = self._target_sites(task)
+        key = self._cache_key(
+            task, self.expert_states[task], f"{'_'.join(map(str, sites))}-{int(outputs)}-{task}"
+        )
+        feats = self.cache.get(key, lambda: compute_in_batches(self._expert_targets_fn(task), images))
+        return {s: v[idx] for s, v in feats.items()}
+
+    def merged_features(self, task: str, idx: Tensor) -> Features | None:
+        """Frozen merged features (post-hoc plans only), cached unless ``use_cache=False``."""
+        if self.plan.feed_forward and self.plan.owner(task) is not None:
+            return None
+        images = self.inputs.images[task]
+        sites = self._merged_sites()
+        if not self.cfg.use_cache:
+            with torch.no_grad():
+                return run_encoder(self.model.encoder, images[idx], sites)
+        key = self._cache_key(task, None, f"{'_'.join(map(str, sites))}-merged")
+        feats = self.cache.get(
+            key, lambda: compute_in_batches(lambda x: run_encoder(self.model.encoder, x, sites), images)
+        )
+        return {s: v[idx] for s, v in feats.items()}
+
+    # ------------------------------------------------------------------------------------- loss
+    def task_loss(self, task: str, idx: Tensor, shared: dict) -> Tensor:
+        images = self.inputs.images[task]
+        owner = self.plan.owner(task)
+        if self.plan.feed_forward and owner is not None:
+            key = (owner, self.store_of[task]) if owner == "shared" else None
+            if key is not None and key in shared:
+                adapted = shared[key]
+            else:
+                adapted = self.model.features(task, images=images[idx])
+                if key is not None:
+                    shared[key] = adapted
+        else:
+            adapted = self.model.features(task, merged=self.merged_features(task, idx))
+        head = self.model.heads[task]
+        if self.cfg.objective == "supervised":
+            labels = self.inputs.labels[task]
+            mask = labels.get(f"{task}_mask")
+            return task_loss(head.task, head(adapted), labels[task][idx], None if mask is None else mask[idx])
+        targets = self.expert_targets(task, idx)
+        sites, outputs = self._target_sites(task)
+        loss = sum(
+            (feature_l1(adapted[s], targets[s], self.plan.token_reduce) for s in sites), torch.zeros(())
+        )
+        if outputs:
+            loss = loss + distill_output_loss(head.task, head(adapted), targets["output"])
+        return loss
+
+    def step_loss(self) -> tuple[Tensor, dict[str, float]]:
+        batches = {store: next(sampler) for store, sampler in self.samplers.items()}
+        shared: dict = {}
+        parts = {t: self.task_loss(t, batches[self.store_of[t]], shared) for t in self.model.tasks}
+        return sum(parts.values()), {t: v.item() for t, v in parts.items()}
+
+    def train(self) -> list[float]:
+        """Adam on the adapters (or heads); returns the per-step total loss."""
+        params = self.model.trainable_parameters()
+        if not params:
+            raise ValueError(f"realigner {self.cfg.realigner!r} has nothing to train")
+        steps = min(self.num_inputs.values()) if self.cfg.online else self.cfg.steps
+        optimizer = torch.optim.Adam(params, lr=self.cfg.lr)
+        if self.plan.trains_heads:
+            self.model.heads.train()
+        curve = []
+        bar = tqdm(
+            range(steps),
+            desc=f"realign {self.cfg.realigner}",
+            disable=not self.cfg.progress,
+            leave=False,
+            dynamic_ncols=True,
+        )
+        for _ in bar:
+            loss, parts = self.step_loss()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            curve.append(loss.item())
+            bar.set_postfix(loss=f"{curve[-1]:.4f}")
+        self.model.eval()
+        return curve
+
+
+def realign(
+    make_encoder: Callable[[], Encoder],
+    merged_state: dict[str, Tensor],
+    expert_states: dict[str, dict[str, Tensor]],
+    heads: dict[str, nn.Module],
+    inputs: RealignInputs,
+    cfg: RealignConfig,
+    cache: FeatureCache | None = None,
+) -> tuple[RealignedModel, list[float]]:
+    """Train ``cfg.realigner`` on ``inputs``; return the realigned (inference) model and the loss curve."""
+    run = Realignment(make_encoder, merged_state, expert_states, heads, inputs, cfg, cache)
+    return run.model, run.train()

@@ -1,0 +1,259 @@
+"""AdaMerging (Yang et al., ICLR 2024): merge coefficients learned on unlabelled inputs.
+
+Task-wise (``"adamerging"``): θ = θ0 + Σ_t λ_t τ_t, one λ per task.
+Layer-wise (``"adamerging_layerwise"``): θ^g = θ0^g + Σ_t λ_t^g τ_t^g, one λ per (task, group) where the
+groups are the encoder's transformer blocks (``"block 0"``, ``"block 1"``, ...; a key's block comes from
+``probe.encoder.block_of_key``) plus one group ``"non-block"`` holding every other parameter (patch /
+position embeddings, CLS token, final norm, projection). So a depth-D ViT has T × (D + 1) coefficients.
+
+λ starts at ``init`` (0.3, the paper's choice) and is learned with Adam (lr 1e-3) by minimising, summed
+over tasks, an unsupervised objective on each task's inputs, one batch per task per step from
+``probe.batches(task)``; λ is clipped to [0, 1] after every step. Objectives
+(:mod:`simo_merge.probes.entropy`): Shannon entropy of the softmax predictions for logit tasks
+(segmentation, per pixel; classification), as in the paper; regression and normals have no predictive
+entropy, so by default they distil the expert model's outputs instead (L1 / 1 − cos). ``objectives``
+overrides the choice per task.
+
+At each step the merged parameters are built as tensors from λ (differentiable, no model copy) and run
+through ``probe.functional_outputs``; tasks sharing one input tensor and batch (SIMO) share one encoder
+pass. Memory: every τ_t is read once from the lazy task vectors and kept, stacked per key as [T, N]
+(T models' worth of float32), which AdaMerging needs since every step touches every τ_t.
+
+The learned coefficients come back through the optional ``record`` dict: ``record["lambdas"]`` [T][G]
+(nested list), ``record["groups"]`` (G names), ``record["tasks"]``, ``record["objectives"]`` (task ->
+objective), ``record["objective_curve"]`` (the summed objective at each step, before its update).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from simo_merge.merging import MERGE_METHODS
+from simo_merge.probes.entropy import resolve_objectives, task_objective
+
+NON_BLOCK = "non-block"
+ALL = "all"
+
+
+def lambda_groups(
+    keys: list[str], block_of: Callable[[str], int | None] | None
+) -> tuple[list[str], dict[str, int]]:
+    """Group names and key -> group index: one group per block present in ``keys`` (in block order) then
+    ``"non-block"`` (if any key has no block); ``block_of=None`` gives the single task-wise group."""
+    if block_of is None:
+        return [ALL], dict.fromkeys(keys, 0)
+    blocks = {key: block_of(key) for key in keys}
+    indices = sorted({b for b in blocks.values() if b is not None})
+    names = [f"block {b}" for b in indices]
+    position = {b: i for i, b in enumerate(indices)}
+    if any(b is None for b in blocks.values()):
+        names.append(NON_BLOCK)
+    return names, {key: (len(indices) if b is None else position[b]) for key, b in blocks.items()}
+
+
+class AdaMergingProblem:
+    """θ0, the stacked task vectors, the λ grouping and the per-task objectives of one AdaMerging run.
+
+    :meth:`params` builds the merged parameters from λ (differentiable); :meth:`objective` evaluates the
+    summed objective of λ on given per-task index batches; :meth:`merged_state` is the final state.
+    """
+
+    def __init__(
+        self,
+        base: Mapping[str, Tensor],
+        task_vectors: Mapping[str, Mapping[str, Tensor]],
+        probe: Any,
+        layerwise: bool,
+        objectives: Mapping[str, str] | None = None,
+    ) -> None:
+        method = "adamerging_layerwise" if layerwise else "adamerging"
+        if probe is None:
+            raise ValueError(
+                f"{method} is data-dependent and needs a probe: merge(pool, {method!r}, "
+                "probe=ModelProbe(...)) with the pool's encoder, frozen heads, expert states and unlabelled "
+                "inputs"
+            )
+        if not task_vectors:
+            raise ValueError(f"{method}: no task vectors to merge")
+        self.probe = probe
+        self.tasks = list(task_vectors)
+        missing = [t for t in self.tasks if t not in probe.heads or t not in probe.images]
+        if missing:
+            raise ValueError(
+                f"{method}: the probe has no head or inputs for task(s) {missing}; probe tasks: "
+                f"{list(probe.heads)}"
+            )
+        self.objectives = resolve_objectives({t: probe.heads[t].task for t in self.tasks}, objectives)
+        self.keys = list(base)
+        block_of = probe.encoder.block_of_key if layerwise else None
+        self.groups, self.group_of = lambda_groups(self.keys, block_of)
+        self.theta0 = {k: base[k].float() for k in self.keys}
+        self.taus: dict[str, Tensor] = {}  # key -> [T, numel]
+        for key, theta0 in self.theta0.items():
+            rows = []
+            for task, tv in task_vectors.items():
+                try:
+                    tau = tv[key]
+                except KeyError:
+                    raise ValueError(f"{method}: task vector {task!r} has no key {key!r}") from None
+                if tau.shape != theta0.shape:
+                    raise ValueError(
+                        f"{method}: task vector {task!r} key {key!r} has shape {tuple(tau.shape)}, "
+                        f"θ0 has {tuple(theta0.shape)}"
+                    )
+                rows.append(tau.float().reshape(-1))
+            self.taus[key] = torch.stack(rows)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(tasks, groups): the shape of λ."""
+        return len(self.tasks), len(self.groups)
+
+    def params(self, lam: Tensor) -> dict[str, Tensor]:
+        """θ0 + Σ_t λ[t, g(key)] τ_t[key] for every key, differentiable in ``lam`` [T, G]."""
+        return {
+            key: theta0 + (lam[:, self.group_of[key]] @ self.taus[key]).view_as(theta0)
+            for key, theta0 in self.theta0.items()
+        }
+
+    @torch.no_grad()
+    def merged_state(self, lam: Tensor) -> dict[str, Tensor]:
+        """The merged float32 state for ``lam``, accumulated as task arithmetic does (θ0, then + λ τ_t)."""
+        values = lam.detach().cpu().tolist()
+        merged = {}
+        for key, theta0 in self.theta0.items():
+            acc = theta0.clone()
+            g = self.group_of[key]
+            for t in range(len(self.tasks)):
+                acc.add_(self.taus[key][t].view_as(theta0), alpha=values[t][g])
+            merged[key] = acc
+        return merged
+
+    def batch_iterators(self, seed: int = 0) -> dict[str, Iterator[Tensor]]:
+        """One endless seeded index-batch iterator per task (``probe.batches(task, seed)``)."""
+        return {t: self.probe.batches(t, seed) for t in self.tasks}
+
+    def objective(self, lam: Tensor, idx: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        """Summed objective of ``lam`` on per-task index batches ``idx``, and each task's value.
+
+        Tasks whose inputs are the same tensor and whose batches are equal share one encoder pass.
+        """
+        params = self.params(lam)
+        passes: list[tuple[Tensor, Tensor, list[str]]] = []
+        for task in self.tasks:
+            images = self.probe.images[task]
+            for entry in passes:
+                if entry[0] is images and torch.equal(entry[1], idx[task]):
+                    entry[2].append(task)
+                    break
+            else:
+                passes.append((images, idx[task], [task]))
+        total = lam.new_zeros(())
+        parts: dict[str, float] = {}
+        for images, batch, tasks in passes:
+            outputs = self.probe.functional_outputs(params, images[batch], tasks)
+            for task in tasks:
+                value = task_objective(self.probe, task, self.objectives[task], outputs[task], batch)
+                parts[task] = value.item()
+                total = total + value
+        return total, parts
+
+
+def adamerge(
+    base: Mapping[str, Tensor],
+    task_vectors: Mapping[str, Mapping[str, Tensor]],
+    *,
+    probe: Any,
+    layerwise: bool,
+    steps: int = 500,
+    lr: float = 1e-3,
+    init: float = 0.3,
+    objectives: Mapping[str, str] | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    record: dict | None = None,
+) -> dict[str, Tensor]:
+    """Learn λ (task-wise or layer-wise) with Adam on the probe's inputs; return the merged state."""
+    method = "adamerging_layerwise" if layerwise else "adamerging"
+    if steps < 0:
+        raise ValueError(f"{method}: steps must be >= 0, got {steps}")
+    if not lr > 0:
+        raise ValueError(f"{method}: lr must be > 0, got {lr}")
+    if not 0.0 <= init <= 1.0:
+        raise ValueError(f"{method}: init must be in [0, 1] (λ is clipped there), got {init}")
+    if record is not None and not isinstance(record, dict):
+        raise ValueError(f"{method}: record must be a dict to fill (or None), got {type(record).__name__}")
+    problem = AdaMergingProblem(base, task_vectors, probe, layerwise, objectives)
+    device = next(iter(problem.theta0.values())).device
+    lam = torch.full(problem.shape, float(init), device=device, requires_grad=True)
+    optimizer = torch.optim.Adam([lam], lr=lr)
+    iterators = problem.batch_iterators(seed)
+    curve: list[float] = []
+    bar = tqdm(range(steps), desc=method, disable=not progress)
+    for _ in bar:
+        idx = {t: next(it) for t, it in iterators.items()}
+        loss, _ = problem.objective(lam, idx)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            lam.clamp_(0.0, 1.0)
+        curve.append(loss.item())
+        bar.set_postfix(objective=f"{curve[-1]:.4f}")
+    if record is not None:
+        record.update(
+            method=method,
+            lambdas=lam.detach().cpu().tolist(),
+            groups=list(problem.groups),
+            tasks=list(problem.tasks),
+            objectives=dict(problem.objectives),
+            objective_curve=curve,
+        )
+    return problem.merged_state(lam)
+
+
+@MERGE_METHODS.register("adamerging")
+def adamerging(
+    base: Mapping[str, Tensor],
+    task_vectors: Mapping[str, Mapping[str, Tensor]],
+    *,
+    probe: Any = None,
+    steps: int = 500,
+    lr: float = 1e-3,
+    init: float = 0.3,
+    objectives: Mapping[str, str] | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    record: dict | None = None,
+) -> dict[str, Tensor]:
+    """Task-wise AdaMerging: one λ per task (see the module docstring)."""
+    return adamerge(
+        base, task_vectors, probe=probe, layerwise=False, steps=steps, lr=lr, init=init,
+        objectives=objectives, seed=seed, progress=progress, record=record,
+    )  # fmt: skip
+
+
+@MERGE_METHODS.register("adamerging_layerwise")
+def adamerging_layerwise(
+    base: Mapping[str, Tensor],
+    task_vectors: Mapping[str, Mapping[str, Tensor]],
+    *,
+    probe: Any = None,
+    steps: int = 500,
+    lr: float = 1e-3,
+    init: float = 0.3,
+    objectives: Mapping[str, str] | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    record: dict | None = None,
+) -> dict[str, Tensor]:
+    """Layer-wise AdaMerging: one λ per (task, block) plus one per task for non-block parameters."""
+    return adamerge(
+        base, task_vectors, probe=probe, layerwise=True, steps=steps, lr=lr, init=init,
+        objectives=objectives, seed=seed, progress=progress, record=record,
+    )  # fmt: skip

@@ -1,0 +1,117 @@
+"""The model probe: encoder architecture + frozen heads + expert states + unlabelled inputs per task.
+
+It offers the pieces data-dependent methods share:
+- :meth:`ModelProbe.functional_outputs`: head outputs of the encoder run with *given* parameter
+  tensors through ``torch.func.functional_call`` (no model copy; gradients flow to those tensors);
+- :meth:`ModelProbe.expert_outputs`: each expert model's own head outputs, cached once per input;
+- :meth:`ModelProbe.batches`: seeded index batches over a task's inputs;
+- ``encoder`` / ``heads``: modules to register statistics hooks on.
+Statistics a method computes from these (Fisher diagonals, Gram matrices) are cached through
+:attr:`ModelProbe.cache` (the realignment feature cache), keyed by inputs and checkpoint hashes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from simo_merge.checkpoint import state_hash
+from simo_merge.encoders import Encoder
+from simo_merge.realign.cache import FeatureCache, compute_in_batches, tensor_hash
+from simo_merge.realign.model import head_sites, run_encoder
+from simo_merge.realign.train import IndexSampler
+
+
+class ModelProbe:
+    """``make_encoder()`` builds the pool's architecture; ``images[task]`` are that task's unlabelled inputs
+    (SIMO: one tensor shared by all tasks)."""
+
+    def __init__(
+        self,
+        make_encoder: Callable[[], Encoder],
+        heads: dict[str, nn.Module],
+        expert_states: dict[str, dict[str, Tensor]],
+        images: dict[str, Tensor],
+        name: str = "inputs",
+        batch_size: int = 16,
+        seed: int = 0,
+        cache: FeatureCache | None = None,
+        progress: bool = True,
+    ) -> None:
+        missing = [t for t in heads if t not in images or t not in expert_states]
+        if missing:
+            raise KeyError(f"probe: task(s) {missing} lack inputs or an expert state")
+        self.make_encoder = make_encoder
+        self.encoder = make_encoder().eval().requires_grad_(False)
+        self.heads = {t: h.eval().requires_grad_(False) for t, h in heads.items()}
+        self.expert_states = expert_states
+        self.images = images
+        self.name = name
+        self.batch_size = batch_size
+        self.seed = seed
+        self.cache = cache or FeatureCache()
+        self.progress = progress
+        self._hashes: dict[str, str] = {}
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.heads)
+
+    def sites(self, tasks: list[str] | None = None) -> list:
+        return sorted({s for t in (tasks or self.tasks) for s in head_sites(self.heads[t])}, key=str)
+
+    def input_hash(self, task: str) -> str:
+        key = f"images:{id(self.images[task])}"
+        if key not in self._hashes:
+            self._hashes[key] = tensor_hash(self.images[task])
+        return self._hashes[key]
+
+    def expert_hash(self, task: str) -> str:
+        key = f"expert:{task}"
+        if key not in self._hashes:
+            self._hashes[key] = state_hash(self.expert_states[task])
+        return self._hashes[key]
+
+    def cache_key(self, task: str, what: str) -> str:
+        return f"{self.name.replace('/', '_')}-{self.input_hash(task)}-{self.expert_hash(task)}-{what}-{task}"
+
+    def batches(self, task: str, seed_offset: int = 0) -> Iterator[Tensor]:
+        """Endless seeded index batches over ``task``'s inputs."""
+        return iter(IndexSampler(self.images[task].shape[0], self.batch_size, self.seed + seed_offset))
+
+    def expert_encoder(self, task: str) -> Encoder:
+        encoder = self.make_encoder()
+        encoder.load_model_state(self.expert_states[task])
+        return encoder.eval().requires_grad_(False)
+
+    def expert_outputs(self, task: str, idx: Tensor) -> Tensor:
+        """The expert model's (its encoder + its head) outputs on inputs ``idx``; computed once, cached."""
+
+        def compute() -> dict:
+            encoder, head = self.expert_encoder(task), self.heads[task]
+            return compute_in_batches(
+                lambda x: {"output": head(run_encoder(encoder, x, head_sites(head)))}, self.images[task]
+            )
+
+        return self.cache.get(self.cache_key(task, "outputs"), compute)["output"][idx]
+
+    def functional_outputs(
+        self, params: dict[str, Tensor], images: Tensor, tasks: list[str]
+    ) -> dict[str, Tensor]:
+        """Head outputs of the encoder whose model state is ``params`` (keys as in ``model_state()``)."""
+        named = {f"model.{k}": v for k, v in params.items()}
+        sites = self.sites(tasks)
+        out = functional_call(
+            self.encoder, named, (images,), {"taps": [s for s in sites if s != "final"]}, strict=False
+        )
+        feats = {**out.taps, "final": out.features}
+        return {t: self.heads[t](feats) for t in tasks}
+
+    @torch.no_grad()
+    def outputs_of_state(
+        self, state: dict[str, Tensor], images: Tensor, tasks: list[str]
+    ) -> dict[str, Tensor]:
+        return self.functional_outputs(state, images, tasks)

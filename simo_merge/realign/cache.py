@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,7 +28,7 @@ def _to_name(site: Site) -> str:
 
 
 def _from_name(name: str) -> Site:
-    return int(name[5:]) if name.startswith("block") else name
+    return int(name[5:]) if re.fullmatch(r"block\d+", name) else name
 
 
 def tensor_hash(t: Tensor) -> str:

@@ -7,5 +7,7 @@ Tests can pass a hand-made probe; :class:`ModelProbe` is the real one for any po
 """
 
 from simo_merge.probes.base import ModelProbe
+from simo_merge.probes.fisher import diagonal_fisher
+from simo_merge.probes.gram import gram_matrices
 
-__all__ = ["ModelProbe"]
+__all__ = ["ModelProbe", "diagonal_fisher", "gram_matrices"]

@@ -118,6 +118,17 @@ def cmd_realign(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_affinity(args: argparse.Namespace) -> int:
+    """Task affinity of a pool: task-vector cosines / sign conflicts / clusters, transfer, interference."""
+    from simo_merge.affinity_job import AffinityJobConfig, run_affinity_job
+    from simo_merge.config import load_config
+
+    run_affinity_job(
+        load_config(AffinityJobConfig, args.config and _config_path(args.config, "demo"), args.overrides)
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="simo-merge", description=__doc__)
     parser.add_argument("--version", action="version", version=f"simo-merge {__version__}")
@@ -151,6 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", help="e.g. realigner=deep objective=unsupervised rank=16 steps=500"
     )
     p.set_defaults(func=cmd_realign)
+
+    p = sub.add_parser(
+        "affinity", help="task affinity from task vectors, checked against measured interference"
+    )
+    p.add_argument("--config", help="YAML file with an AffinityJobConfig (optional)")
+    p.add_argument("overrides", nargs="*", help="e.g. pool_dir=runs/demo/experts measured=false k=20")
+    p.set_defaults(func=cmd_affinity)
 
     p = sub.add_parser("evaluate", help="evaluate a pool folder and optionally a merged encoder checkpoint")
     p.add_argument("--config", help="YAML file with an EvaluateConfig (optional)")

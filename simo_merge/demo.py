@@ -71,6 +71,32 @@ class DemoRealignConfig:
     label_split: str = "val"
 
 
+DATA_DEPENDENT_NAMES = {
+    "adamerging": "AdaMerging",
+    "adamerging_layerwise": "AdaMerging-LW",
+    "fisher": "Fisher",
+    "regmean": "RegMean",
+}
+
+
+@dataclass
+class DataDependentConfig:
+    """``full=true`` rows: data-dependent merges on unlabelled inputs, then realigners on ``realign_on``."""
+
+    methods: list[str] = field(default_factory=lambda: list(DATA_DEPENDENT_NAMES))
+    params: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {
+            "adamerging": {"steps": 100},
+            "adamerging_layerwise": {"steps": 100},
+            "fisher": {"num_batches": 8},
+            "regmean": {"alpha": 0.9, "num_batches": 8},
+        }
+    )
+    realign_on: list[str] = field(default_factory=lambda: ["AdaMerging-LW"])
+    split: str = "test"
+    batch_size: int = 16
+
+
 @dataclass
 class DemoConfig:
     encoder: EncoderConfig = field(
@@ -87,6 +113,8 @@ class DemoConfig:
     mtl: FinetuneRecipe = field(default_factory=lambda: FinetuneRecipe(probe_steps=50, finetune_steps=250))
     merge: MergeSweepConfig = field(default_factory=MergeSweepConfig)
     realign: DemoRealignConfig = field(default_factory=DemoRealignConfig)
+    full: bool = False  # also the data-dependent merges (AdaMerging, Fisher, RegMean) and realigners on them
+    data_dependent: DataDependentConfig = field(default_factory=DataDependentConfig)
     output_dir: str = "runs/demo"
     seed: int = 0
     threads: int = 2
@@ -288,15 +316,21 @@ class Demo:
         return best[2], {**params, "lam": best[1], "val_norm_perf": round(best[0], 2)}
 
     def realign_rows(
-        self, pool: ExpertPool, states: dict[str, dict[str, torch.Tensor]], rows: dict, info: dict
+        self,
+        pool: ExpertPool,
+        states: dict[str, dict[str, torch.Tensor]],
+        rows: dict,
+        info: dict,
+        apply_to: list[str],
+        realigners: list[str],
     ) -> dict[str, Any]:
-        """Add a ``<merge>+<realigner>`` row per configured pair; return representation-bias numbers."""
+        """Add a ``<merge>+<realigner>`` row per pair; return representation-bias numbers."""
         from simo_merge.realign.diagnostics import representation_bias
         from simo_merge.realign.job import dataset_inputs, expert_encoders, mean_bias
         from simo_merge.realign.train import RealignConfig, realign
 
         rc = self.cfg.realign
-        if not rc.realigners or not rc.apply_to:
+        if not realigners or not apply_to:
             return {}
         specs = self.data.specs
         unlabelled = dataset_inputs(self.data.sets[rc.split], list(specs), f"{self.cfg.data.name}-{rc.split}")
@@ -310,7 +344,7 @@ class Demo:
         test_images = dataset_inputs(self.data.sets["test"], list(specs), "test").images
         heads = pool_heads(pool)
         bias: dict[str, Any] = {}
-        for name in rc.apply_to:
+        for name in apply_to:
             if name not in states:
                 raise KeyError(
                     f"realign.apply_to names {name!r}, which is not a merged row: {sorted(states)}"
@@ -320,7 +354,7 @@ class Demo:
             before = representation_bias(merged, experts, test_images)
             bias[name] = {"before": mean_bias(before), "per_layer_before": before}
             info[name]["bias"] = f"{mean_bias(before):.4f}"
-            for realigner in rc.realigners:
+            for realigner in realigners:
                 t0 = time.perf_counter()
                 objective = rc.objectives.get(realigner, "unsupervised")
                 cfg = RealignConfig(
@@ -353,6 +387,52 @@ class Demo:
                     f"{self.timings[f'realign {row}']:.0f}s"
                 )
         return bias
+
+    def data_dependent_rows(
+        self, pool: ExpertPool, states: dict[str, dict[str, torch.Tensor]], rows: dict, info: dict
+    ) -> None:
+        """AdaMerging (task-/layer-wise), Fisher and RegMean rows, on unlabelled test inputs."""
+        from simo_merge.probes import ModelProbe
+        from simo_merge.probes.plots import lambda_heatmap
+        from simo_merge.realign.cache import FeatureCache
+        from simo_merge.realign.job import dataset_inputs
+
+        dd = self.cfg.data_dependent
+        specs = self.data.specs
+        inputs = dataset_inputs(self.data.sets[dd.split], list(specs), f"{self.cfg.data.name}-{dd.split}")
+        probe = ModelProbe(
+            self.new_encoder,
+            pool_heads(pool),
+            pool.experts,
+            inputs.images,
+            name=inputs.name,
+            batch_size=dd.batch_size,
+            seed=self.cfg.seed,
+            cache=FeatureCache(self.out / "stats"),
+            progress=self.cfg.progress,
+        )
+        for method in dd.methods:
+            t0 = time.perf_counter()
+            params: dict[str, Any] = dict(dd.params.get(method, {}))
+            record: dict[str, Any] = {}
+            if method.startswith("adamerging"):
+                params.update(record=record, progress=self.cfg.progress)
+            state = merge(pool, method, probe=probe, **params)
+            name = DATA_DEPENDENT_NAMES.get(method, method)
+            rows[name] = evaluate(
+                self.merged_model(pool, state),
+                self.data.test,
+                specs,
+                desc=f"test {name}",
+                progress=self.cfg.progress,
+            )
+            states[name] = state
+            shown = {k: v for k, v in params.items() if k not in ("record", "progress")}
+            info[name] = {"params": ", ".join(f"{k}={v}" for k, v in shown.items())}
+            if record:
+                lambda_heatmap(record, self.out / f"lambdas_{method}.png")
+            self.timings[f"merge {name}"] = time.perf_counter() - t0
+            self.say(f"{name}: merged in {self.timings[f'merge {name}']:.0f}s")
 
     # ------------------------------------------------------------------------------------- run
     def run(self) -> dict[str, Any]:
@@ -390,7 +470,11 @@ class Demo:
             info[name] = {"params": ", ".join(f"{k}={v}" for k, v in params.items() if k != "val_norm_perf")}
             self.timings[f"merge {name}"] = time.perf_counter() - t0
             states[name] = state
-        bias = self.realign_rows(pool, states, rows, info)
+        if self.cfg.full:
+            self.data_dependent_rows(pool, states, rows, info)
+        rc = self.cfg.realign
+        apply_to = rc.apply_to + (self.cfg.data_dependent.realign_on if self.cfg.full else [])
+        bias = self.realign_rows(pool, states, rows, info, apply_to, rc.realigners)
         summary = summarize(rows, "Individual")
         table = markdown_table(rows, summary, info)
         self.timings["total"] = time.perf_counter() - start

@@ -188,3 +188,51 @@ def test_realign_command_then_evaluate_with_its_adapters(demo_run, tmp_path, cap
             assert evaluated["rows"]["ties+deep"][task][key] == pytest.approx(value, rel=1e-5, abs=1e-6)
     assert main(["realign", f"pool_dir={pool}", "realigner=nope", *data, f"output_dir={out}"]) == 2
     assert "unknown realigner 'nope'" in capsys.readouterr().err
+
+
+def test_affinity_command_writes_every_file(demo_run, tmp_path, capsys):
+    out = tmp_path / "affinity"
+    assert (
+        main(
+            [
+                "affinity",
+                f"pool_dir={demo_run / 'experts'}",
+                "data.size=[32,32]",
+                "data.num_samples={val: 8, test: 8}",
+                "transfer_lambdas=[0.0,0.5,1.0]",
+                "select_lambdas=[0.5,1.0]",
+                "progress=false",
+                f"output_dir={out}",
+            ]
+        )
+        == 0
+    )
+    for name in (
+        "affinity.json",
+        "affinity.md",
+        "cosine.png",
+        "cosine_blocks.png",
+        "sign_conflict.png",
+        "dendrogram.png",
+        "interference.png",
+        "transfer_curves.png",
+    ):
+        assert (out / name).is_file(), name
+    result = json.loads((out / "affinity.json").read_text())
+    cosine = result["cosine"]["global"]["cosine"]
+    assert [round(cosine[i][i], 6) for i in range(3)] == [1.0, 1.0, 1.0]
+    assert result["agreement"]["cosine"]["n_pairs"] == 3
+    assert "Spearman" in capsys.readouterr().out
+
+
+def test_full_demo_adds_data_dependent_rows(tmp_path):
+    out = tmp_path / "full"
+    steps = (
+        "data_dependent.params={adamerging: {steps: 2}, adamerging_layerwise: {steps: 2}, "
+        "fisher: {num_batches: 1}, regmean: {num_batches: 1}}"
+    )
+    assert main(["demo", *TINY, "realign.realigners=[surgery]", "full=true", steps, f"output_dir={out}"]) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    for row in ("AdaMerging", "AdaMerging-LW", "Fisher", "RegMean", "AdaMerging-LW+surgery"):
+        assert row in result["rows"], row
+    assert (out / "lambdas_adamerging_layerwise.png").is_file()

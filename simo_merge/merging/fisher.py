@@ -22,19 +22,17 @@ from simo_merge.merging import MERGE_METHODS
 def _fishers_for(
     tasks: list[str], probe, fishers: Mapping[str, Mapping[str, Tensor]] | None, num_batches: int
 ) -> Mapping[str, Mapping[str, Tensor]]:
-    if fishers is None:
-        if probe is None:
-            raise ValueError(
-                "fisher: needs per-task Fisher diagonals; pass probe=ModelProbe(...) to estimate them "
-                "or fishers={task: {key: tensor}}"
-            )
-        from simo_merge.probes.fisher import diagonal_fisher
+    from simo_merge.probes.base import per_task_statistics
+    from simo_merge.probes.fisher import diagonal_fisher
 
-        fishers = {t: diagonal_fisher(probe, t, num_batches=num_batches) for t in tasks}
-    missing = [t for t in tasks if t not in fishers]
-    if missing:
-        raise KeyError(f"fisher: no Fisher for task(s) {missing}; given for {list(fishers)}")
-    return fishers
+    return per_task_statistics(
+        "fisher",
+        "Fisher diagonals",
+        tasks,
+        probe,
+        fishers,
+        lambda p, t: diagonal_fisher(p, t, num_batches=num_batches),
+    )
 
 
 @MERGE_METHODS.register("fisher")

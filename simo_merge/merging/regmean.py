@@ -53,19 +53,17 @@ def regmean_linear(weights: list[Tensor], grams: list[Tensor], alpha: float = 1.
 def _grams_for(
     tasks: list[str], probe, grams: Mapping[str, Mapping[str, Tensor]] | None, num_batches: int
 ) -> Mapping[str, Mapping[str, Tensor]]:
-    if grams is None:
-        if probe is None:
-            raise ValueError(
-                "regmean: needs per-task Gram matrices; pass probe=ModelProbe(...) to collect them "
-                "or grams={task: {weight_key: tensor}}"
-            )
-        from simo_merge.probes.gram import gram_matrices
+    from simo_merge.probes.base import per_task_statistics
+    from simo_merge.probes.gram import gram_matrices
 
-        grams = {t: gram_matrices(probe, t, num_batches=num_batches) for t in tasks}
-    missing = [t for t in tasks if t not in grams]
-    if missing:
-        raise KeyError(f"regmean: no Gram matrices for task(s) {missing}; given for {list(grams)}")
-    return grams
+    return per_task_statistics(
+        "regmean",
+        "Gram matrices",
+        tasks,
+        probe,
+        grams,
+        lambda p, t: gram_matrices(p, t, num_batches=num_batches),
+    )
 
 
 @MERGE_METHODS.register("regmean")

@@ -12,7 +12,7 @@ Statistics a method computes from these (Fisher diagonals, Gram matrices) are ca
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -115,3 +115,25 @@ class ModelProbe:
         self, state: dict[str, Tensor], images: Tensor, tasks: list[str]
     ) -> dict[str, Tensor]:
         return self.functional_outputs(state, images, tasks)
+
+
+def per_task_statistics(
+    method: str,
+    what: str,
+    tasks: list[str],
+    probe: ModelProbe | None,
+    given: Mapping[str, Mapping[str, Tensor]] | None,
+    compute: Callable[[ModelProbe, str], Mapping[str, Tensor]],
+) -> Mapping[str, Mapping[str, Tensor]]:
+    """``given`` statistics per task, or ``compute(probe, task)`` for each; errors name method and task."""
+    if given is None:
+        if probe is None:
+            raise ValueError(
+                f"{method}: needs per-task {what}; pass probe=ModelProbe(...) to compute them "
+                f"or the {what} as {{task: {{key: tensor}}}}"
+            )
+        given = {t: compute(probe, t) for t in tasks}
+    missing = [t for t in tasks if t not in given]
+    if missing:
+        raise KeyError(f"{method}: no {what} for task(s) {missing}; given for {list(given)}")
+    return given

@@ -6,8 +6,9 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from simo_merge.atomic import atomic_path, write_text
+from simo_merge.atomic import write_text
 from simo_merge.metrics.summary import HIGHER_IS_BETTER, delta_mtl, normalized_performance
+from simo_merge.plotting import pyplot, save_png
 
 Results = Mapping[str, Mapping[str, float]]
 
@@ -58,11 +59,7 @@ def bar_chart(
     summary: Mapping[str, Mapping[str, float]], tasks: list[str], path: str | os.PathLike, title: str = ""
 ) -> Path:
     """Grouped bars: normalised performance per task for every row (100 = the baseline)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names = list(summary)
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(names) + 2), 4))
     width = 0.8 / (len(tasks) + 1)
@@ -76,11 +73,7 @@ def bar_chart(
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def write_markdown(path: str | os.PathLike, text: str) -> Path:

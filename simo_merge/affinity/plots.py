@@ -10,27 +10,14 @@ from typing import Any
 
 import numpy as np
 
-from simo_merge.atomic import atomic_path
+from simo_merge.plotting import pyplot, save_png
 
 #: Cells are annotated with their value up to this many tasks.
 ANNOTATE_MAX = 12
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _save(fig, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    _pyplot().close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def heatmap(
@@ -47,7 +34,7 @@ def heatmap(
     """Draw ``matrix`` on ``ax`` (NaN cells grey), rows/cols labelled, values written in small tasks."""
     col_names = list(col_names) if col_names is not None else list(names)
     data = np.ma.masked_invalid(np.asarray(matrix, dtype=np.float64))
-    colormap = _pyplot().get_cmap(cmap).with_extremes(bad="#d0d0d0")
+    colormap = pyplot().get_cmap(cmap).with_extremes(bad="#d0d0d0")
     image = ax.imshow(data, vmin=vmin, vmax=vmax, cmap=colormap)
     ax.set_xticks(range(len(col_names)), col_names, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(len(names)), names, fontsize=8)
@@ -85,7 +72,7 @@ def _symmetric_limit(matrices: Sequence[np.ndarray], floor: float = 0.05) -> flo
 
 def plot_cosine(cosine: dict[str, Any], path: str | os.PathLike) -> Path:
     """Global cosine plus the attention / mlp / other cosines, one shared colour scale."""
-    plt = _pyplot()
+    plt = pyplot()
     names = cosine["tasks"]
     panels = [("whole encoder", cosine["global"]["cosine"])]
     panels += [(g, part["cosine"]) for g, part in cosine["groups"].items()]
@@ -104,7 +91,7 @@ def plot_cosine(cosine: dict[str, Any], path: str | os.PathLike) -> Path:
 
 def plot_cosine_blocks(cosine: dict[str, Any], path: str | os.PathLike) -> Path:
     """Small multiples: one cosine heatmap per block (and the non-block keys), shared colour scale."""
-    plt = _pyplot()
+    plt = pyplot()
     names = cosine["tasks"]
     panels = [(f"block {b}", part["cosine"]) for b, part in cosine["blocks"].items()]
     if cosine.get("non_block") is not None:
@@ -143,7 +130,7 @@ def plot_matrix(
     fmt: str = "{:.2f}",
 ) -> Path:
     """One annotated heatmap; ``diverging`` centres the colour scale on 0."""
-    plt = _pyplot()
+    plt = pyplot()
     m = np.asarray(matrix, dtype=np.float64)
     finite = m[np.isfinite(m)]
     if diverging:
@@ -166,7 +153,7 @@ def plot_dendrogram(clusters: dict[str, Any], path: str | os.PathLike) -> Path:
     """The average-linkage dendrogram on 1 − cosine, with the suggested cut heights as dashed lines."""
     from scipy.cluster.hierarchy import dendrogram
 
-    plt = _pyplot()
+    plt = pyplot()
     names = clusters["names"]
     fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * len(names) + 2), 3.6))
     if len(clusters["linkage"]):
@@ -188,7 +175,7 @@ def plot_dendrogram(clusters: dict[str, Any], path: str | os.PathLike) -> Path:
 
 def plot_transfer_curves(transfer: dict[str, Any], path: str | os.PathLike) -> Path:
     """One subplot per source task s: normalised performance of every target t along θ0 + λ·τs."""
-    plt = _pyplot()
+    plt = pyplot()
     sources, targets, grid = transfer["sources"], transfer["targets"], transfer["lambdas"]
     norm = np.asarray(transfer["norm"], dtype=np.float64)
     cols = min(3, len(sources))

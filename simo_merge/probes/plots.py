@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from simo_merge.atomic import atomic_path
+from simo_merge.plotting import save_png
 
 
 def lambda_heatmap(record: Mapping[str, Any], path: str | os.PathLike, title: str | None = None) -> Path:
@@ -46,6 +46,4 @@ def lambda_heatmap(record: Mapping[str, Any], path: str | os.PathLike, title: st
                     color="black" if value > 0.6 else "white")  # fmt: skip
     fig.colorbar(image, ax=ax, label="λ")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    return Path(path)
+    return save_png(fig, path, dpi=120)

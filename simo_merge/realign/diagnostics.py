@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from simo_merge.atomic import atomic_path
 from simo_merge.encoders import Encoder
+from simo_merge.plotting import pyplot, save_png
 from simo_merge.realign.model import RealignedModel, run_encoder
 from simo_merge.realign.plan import Site
 
@@ -58,11 +58,9 @@ def tsne_plot(
 ) -> Path:
     """One panel per key of ``groups`` (e.g. "semseg before"); each holds named ``[N, F]`` feature sets
     (e.g. {"merged": ..., "expert": ...}) embedded jointly with scikit-learn's t-SNE."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from sklearn.manifold import TSNE
+
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * len(groups), 3.2), squeeze=False)
     for ax, (panel, sets) in zip(axes[0], groups.items(), strict=True):
@@ -81,8 +79,4 @@ def tsne_plot(
     axes[0][0].legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return path
+    return save_png(fig, path, dpi=100)

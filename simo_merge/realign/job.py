@@ -15,13 +15,14 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from simo_merge.atomic import atomic_path, write_json, write_text
+from simo_merge.atomic import write_json, write_text
 from simo_merge.checkpoint import load_state, read_sidecar
 from simo_merge.config import MethodConfig
 from simo_merge.data import DataConfig, build_split
 from simo_merge.encoders import Encoder, build_encoder
 from simo_merge.experts import ExpertPool
 from simo_merge.merging import merge
+from simo_merge.plotting import pyplot, save_png
 from simo_merge.pool_io import load_pool_dir, pool_heads
 from simo_merge.realign.cache import FeatureCache
 from simo_merge.realign.diagnostics import representation_bias, tsne_plot
@@ -88,12 +89,7 @@ def bias_plot(
     before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], path: Path, title: str
 ):
     """Per task, representation bias per layer before (dashed) and after (solid) realignment."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = pyplot().subplots(figsize=(6, 3.5))
     for i, task in enumerate(before):
         sites = list(before[task])
         color = f"C{i}"
@@ -104,9 +100,7 @@ def bias_plot(
     ax.tick_params(axis="x", rotation=45)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_png(fig, path, dpi=100)
 
 
 @torch.no_grad()

@@ -6,7 +6,6 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from simo_merge.atomic import write_text
 from simo_merge.metrics.summary import HIGHER_IS_BETTER, delta_mtl, normalized_performance
 from simo_merge.plotting import pyplot, save_png
 
@@ -74,7 +73,3 @@ def bar_chart(
     ax.legend(fontsize=8)
     fig.tight_layout()
     return save_png(fig, path)
-
-
-def write_markdown(path: str | os.PathLike, text: str) -> Path:
-    return write_text(path, text)

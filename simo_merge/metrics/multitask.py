@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from simo_merge.metrics.classification import ClassificationMetric
 from simo_merge.metrics.normals import NormalMetric
 from simo_merge.metrics.regression import DepthMetric, RegressionL1Metric
 from simo_merge.metrics.segmentation import SegmentationMetric
@@ -21,7 +22,8 @@ def build_task_metric(spec: TaskSpec) -> Metric:
     """Return a fresh metric for ``spec``.
 
     segmentation -> ``SegmentationMetric(spec.channels)``; regression named "depth" or "disparity" ->
-    ``DepthMetric``; any other regression -> ``RegressionL1Metric``; normals -> ``NormalMetric``.
+    ``DepthMetric``; any other regression -> ``RegressionL1Metric``; normals -> ``NormalMetric``;
+    classification -> ``ClassificationMetric(spec.channels)``.
     """
     if not isinstance(spec, TaskSpec):
         raise TypeError(f"build_task_metric expects a TaskSpec, got {type(spec).__name__}")
@@ -31,6 +33,8 @@ def build_task_metric(spec: TaskSpec) -> Metric:
         return DepthMetric() if spec.name in DEPTH_LIKE_TASKS else RegressionL1Metric()
     if spec.kind == "normals":
         return NormalMetric()
+    if spec.kind == "classification":
+        return ClassificationMetric(spec.channels)
     raise ValueError(f"task {spec.name!r}: no metric for kind {spec.kind!r}")
 
 

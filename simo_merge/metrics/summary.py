@@ -21,6 +21,7 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "within_22.5": True,
     "within_30": True,
     "l1": False,
+    "accuracy": True,
 }
 
 Results = Mapping[str, Mapping[str, float]]

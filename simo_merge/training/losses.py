@@ -16,7 +16,25 @@ def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
 
 
 def task_loss(spec: TaskSpec, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
-    """Cross-entropy (segmentation), L1 (depth and other regression), 1 − cos (normals)."""
+    """Cross-entropy (segmentation, classification), L1 (depth and other regression), 1 − cos (normals).
+
+    Classification: ``pred`` logits [B, C], ``target`` class ids [B]; ``mask`` (optional, [B] bool) drops
+    samples.
+    """
+    if spec.kind == "classification":
+        if pred.dim() != 2 or target.dim() != 1 or target.shape[0] != pred.shape[0]:
+            raise ValueError(
+                f"task {spec.name!r}: classification needs logits [B, C] and targets [B], got "
+                f"{tuple(pred.shape)} and {tuple(target.shape)}"
+            )
+        labels = target.long()
+        if mask is not None:
+            if mask.shape != labels.shape:
+                raise ValueError(f"task {spec.name!r}: mask shape {tuple(mask.shape)} != targets [B]")
+            if not mask.any():
+                return pred.sum() * 0.0
+            pred, labels = pred[mask], labels[mask]
+        return F.cross_entropy(pred, labels)
     if spec.kind == "segmentation":
         labels = target.long()
         if mask is not None:

@@ -1,0 +1,407 @@
+"""Reading the CLIP checkpoints of the eight-task merging benchmark into open_clip visual-tower states.
+
+Three published layouts:
+
+(a) open_clip state dicts (``.pt``/``.bin``/``.safetensors``, whole CLIP or visual tower only):
+    :func:`load_open_clip_visual_state` returns the visual tower's state (``visual.`` prefix stripped).
+(b) the task-arithmetic layout of Ilharco et al. (``mlfoundations/task_vectors``):
+    ``<root>/<model>/zeroshot.pt``, ``<root>/<model>/<Dataset>/finetuned.pt`` and
+    ``<root>/<model>/head_<Dataset>.pt``. These are *pickled whole modules* (that project's
+    ``src.modeling.ImageEncoder`` / ``ClassificationHead``), so they load only with an explicit
+    ``allow_pickle=True``, through :class:`RestrictedUnpickler`: torch's tensor/module classes resolve
+    normally, every other class (that project's ``src.*``, open_clip's, torchvision's transforms, ...)
+    becomes a :class:`StandIn` that only records its pickled state, so neither that source tree nor a
+    matching open_clip version is needed and no foreign constructor runs. This narrows, but does not
+    remove, the risk of unpickling: only use it on files you trust.
+(c) Hugging Face ``CLIPVisionModel`` (+ ``visual_projection``) states, the format FusionBench
+    publishes: :func:`hf_clip_vision_to_open_clip` is a pure key/shape conversion to the open_clip
+    visual layout (:func:`open_clip_visual_to_hf` is its inverse). Note that OpenAI's CLIP weights use
+    QuickGELU: build the open_clip tower as ``ViT-B-32-quickgelu`` (etc.) when loading them.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import types
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from simo_merge.checkpoint import CheckpointError, StateDict, load_state
+
+# ----------------------------------------------------------------------------- (a) open_clip states
+
+_VISUAL_MARKER = "conv1.weight"
+
+
+def _visual_from_clip_state(state: Mapping[str, Tensor], source: str) -> StateDict:
+    """The visual tower's entries of an open_clip state (whole CLIP, visual only, or HF layout)."""
+    for prefix in ("visual.", "model.visual.", "module.visual.", ""):
+        if prefix + _VISUAL_MARKER in state:
+            return (
+                {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+                if prefix
+                else dict(state)
+            )
+    if any(k.endswith("embeddings.class_embedding") for k in state):
+        return hf_clip_vision_to_open_clip(state)
+    sample = ", ".join(sorted(state)[:5])
+    raise CheckpointError(
+        f"{source}: no open_clip visual tower (no '{_VISUAL_MARKER}' key; keys start {sample})"
+    )
+
+
+def load_open_clip_visual_state(path: str | os.PathLike, allow_pickle: bool = False) -> StateDict:
+    """The open_clip visual-tower state in ``path`` (keys as ``model.visual.state_dict()`` names them).
+
+    Accepts a whole open_clip CLIP state (``visual.*`` keys), a visual-only state, or a Hugging Face CLIP
+    vision state (converted with :func:`hf_clip_vision_to_open_clip`).
+    """
+    return _visual_from_clip_state(load_state(path, allow_pickle=allow_pickle), str(path))
+
+
+# ---------------------------------------------------------------------- (b) task_vectors pickles
+
+
+class StandIn:
+    """Placeholder for a pickled object whose class is not resolved; it only records what it was given.
+
+    ``pickled_class`` is ``"module.Name"``; constructor arguments go to ``pickled_args``; the pickled state
+    (usually the instance ``__dict__``) to ``pickled_state`` and, when it is a dict, into ``__dict__`` so
+    module trees (``_parameters``/``_buffers``/``_modules``) can be walked like real modules.
+    """
+
+    pickled_class = "?"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> StandIn:
+        obj = object.__new__(cls)
+        obj.__dict__["pickled_args"] = args
+        obj.__dict__["pickled_state"] = None
+        obj.__dict__["pickled_items"] = []
+        return obj
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        self.__dict__["pickled_state"] = state
+        if isinstance(state, tuple) and len(state) == 2:  # (dict state, slot state)
+            for part in state:
+                if isinstance(part, dict):
+                    self.__dict__.update(part)
+        elif isinstance(state, dict):
+            self.__dict__.update(state)
+
+    # list/dict subclasses are rebuilt by APPEND(S)/SETITEMS on the new object
+    def append(self, item: Any) -> None:
+        self.pickled_items.append(item)
+
+    def extend(self, items: Any) -> None:
+        self.pickled_items.extend(items)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.pickled_items.append((key, value))
+
+    def __repr__(self) -> str:
+        return f"<StandIn {self.pickled_class}>"
+
+
+_standins: dict[tuple[str, str], type] = {}
+
+
+def _standin_class(module: str, name: str) -> type:
+    key = (module, name)
+    if key not in _standins:
+        _standins[key] = type(name, (StandIn,), {"pickled_class": f"{module}.{name}", "__module__": __name__})
+    return _standins[key]
+
+
+_SAFE_BUILTINS = frozenset(
+    {"set", "frozenset", "list", "dict", "tuple", "bytearray", "bytes", "complex", "slice", "range", "object"}
+    | {"int", "float", "bool", "str"}
+)
+#: torch modules whose classes resolve normally (tensors, parameters, storages, nn layers, dtypes)
+_TORCH_CLASS_MODULE = re.compile(r"^torch(\.nn(\..*)?|\._tensor|\.storage|\.nn\.parameter|\.types)?$")
+_TORCH_REBUILD_MODULES = frozenset({"torch._utils", "torch._tensor"})
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Resolves torch's classes (and ``torch._utils._rebuild_*``), plain containers and
+    ``collections.OrderedDict``; maps every other global to a :class:`StandIn` subclass."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        # protocol <= 2 pickles name Python 2 modules; the default find_class maps them (fix_imports)
+        module = {"__builtin__": "builtins", "copy_reg": "copyreg"}.get(module, module)
+        if module == "collections" and name == "OrderedDict":
+            return OrderedDict
+        if module == "builtins" and name in _SAFE_BUILTINS:
+            return super().find_class(module, name)
+        if module == "copyreg" and name == "_reconstructor":
+            return super().find_class(module, name)
+        if module in _TORCH_REBUILD_MODULES and name.startswith("_rebuild_"):
+            return super().find_class(module, name)
+        if module == "torch.nn.functional" and not name.startswith("_"):
+            return super().find_class(module, name)
+        if _TORCH_CLASS_MODULE.match(module):
+            obj = super().find_class(module, name)
+            if isinstance(obj, (type, torch.dtype, torch.layout, torch.memory_format)):
+                return obj
+        return _standin_class(module, name)
+
+
+def _restricted_load(file: Any, **kwargs: Any) -> Any:
+    return RestrictedUnpickler(file, **kwargs).load()
+
+
+#: a pickle-module look-alike for ``torch.load(pickle_module=...)``
+restricted_pickle = types.ModuleType("simo_merge_restricted_pickle")
+restricted_pickle.Unpickler = RestrictedUnpickler  # type: ignore[attr-defined]
+restricted_pickle.load = _restricted_load  # type: ignore[attr-defined]
+restricted_pickle.UnpicklingError = pickle.UnpicklingError  # type: ignore[attr-defined]
+
+
+def load_pickled_object(path: str | os.PathLike, allow_pickle: bool = False) -> Any:
+    """Unpickle a torch file that stores whole objects, with :class:`RestrictedUnpickler`.
+
+    Refuses (CheckpointError) unless ``allow_pickle=True``: unpickling is only for files you trust.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if not allow_pickle:
+        raise CheckpointError(
+            f"{path}: task_vectors checkpoints are pickled modules; pass allow_pickle=True "
+            "(CLI: allow_pickle=true) only for files you trust"
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=restricted_pickle)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError) as err:
+        raise CheckpointError(f"{path}: not a readable torch pickle ({err})") from err
+
+
+def module_tree_state(obj: Any) -> StateDict:
+    """``state_dict()``-like tensors of a module tree made of real modules and/or :class:`StandIn`s.
+
+    Walks ``_parameters``, persistent ``_buffers`` and ``_modules`` of each object's ``__dict__``.
+    """
+    out: StateDict = {}
+
+    def walk(node: Any, prefix: str, stack: tuple[int, ...]) -> None:
+        attrs = getattr(node, "__dict__", None)
+        if not isinstance(attrs, dict) or id(node) in stack:
+            return
+        for key, value in (attrs.get("_parameters") or {}).items():
+            if isinstance(value, Tensor):
+                out[prefix + key] = value.detach()
+        skip = attrs.get("_non_persistent_buffers_set") or set()
+        for key, value in (attrs.get("_buffers") or {}).items():
+            if isinstance(value, Tensor) and key not in skip:
+                out[prefix + key] = value.detach()
+        for key, child in (attrs.get("_modules") or {}).items():
+            if child is not None:
+                walk(child, f"{prefix}{key}.", (*stack, id(node)))
+
+    if isinstance(obj, Mapping) and obj and all(isinstance(v, Tensor) for v in obj.values()):
+        return dict(obj)
+    walk(obj, "", ())
+    return out
+
+
+def _describe(obj: Any) -> str:
+    return getattr(obj, "pickled_class", None) or type(obj).__name__
+
+
+def load_task_vectors_encoder(path: str | os.PathLike, allow_pickle: bool = False) -> StateDict:
+    """The open_clip visual state of a task_vectors ``zeroshot.pt`` / ``finetuned.pt`` (ImageEncoder).
+
+    Uses the ``model.visual.*`` tensors (else ``model.*``, else ``visual.*``), prefix stripped.
+    """
+    obj = load_pickled_object(path, allow_pickle=allow_pickle)
+    state = module_tree_state(obj)
+    if not state:
+        raise CheckpointError(f"{path}: no tensors found in the pickled {_describe(obj)}")
+    for prefix in ("model.visual.", "visual.", "model.", ""):
+        sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        if _VISUAL_MARKER in sub:
+            return sub
+    sample = ", ".join(sorted(state)[:5])
+    raise CheckpointError(
+        f"{path}: pickled {_describe(obj)} holds no open_clip visual tower (keys: {sample}, ...)"
+    )
+
+
+def load_task_vectors_head(
+    path: str | os.PathLike, allow_pickle: bool = False
+) -> tuple[Tensor, Tensor | None]:
+    """``(weight [C, D], bias [C] or None)`` of a task_vectors ``head_<Dataset>.pt`` (ClassificationHead).
+
+    The weight already includes CLIP's logit scale. Raises CheckpointError for a head that does not
+    normalise its input (the zero-shot head always does).
+    """
+    obj = load_pickled_object(path, allow_pickle=allow_pickle)
+    state = module_tree_state(obj)
+    weight = state.get("weight")
+    if weight is None or weight.dim() != 2:
+        found = {k: tuple(v.shape) for k, v in state.items()}
+        raise CheckpointError(f"{path}: pickled {_describe(obj)} has no 2-D 'weight' (tensors: {found})")
+    if getattr(obj, "normalize", True) is False:
+        raise CheckpointError(f"{path}: head has normalize=False; only normalising CLIP heads are supported")
+    bias = state.get("bias", state.get("biases"))
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise CheckpointError(
+            f"{path}: bias shape {tuple(bias.shape)} does not match weight {tuple(weight.shape)}"
+        )
+    return weight, bias
+
+
+def load_task_vectors_zeroshot_head(
+    path: str | os.PathLike, task_name: str, allow_pickle: bool = False
+) -> Any:
+    """A :class:`simo_merge.heads.zeroshot.ZeroShotHead` holding a task_vectors ``head_<Dataset>.pt``."""
+    from simo_merge.heads.zeroshot import zeroshot_head_from_weights
+
+    weight, bias = load_task_vectors_head(path, allow_pickle=allow_pickle)
+    return zeroshot_head_from_weights(weight, bias, task_name=task_name)
+
+
+def task_vectors_paths(root: str | os.PathLike, model: str, dataset: str) -> dict[str, Path]:
+    """``{"zeroshot", "finetuned", "head"}`` paths of ``dataset`` under the task_vectors layout.
+
+    Tries ``<Dataset>`` then ``<Dataset>Val`` (the name task_vectors trains and saves under); raises
+    FileNotFoundError naming every path tried when one is missing.
+    """
+    base = Path(root) / model
+    candidates = {
+        "zeroshot": [base / "zeroshot.pt"],
+        "finetuned": [base / dataset / "finetuned.pt", base / f"{dataset}Val" / "finetuned.pt"],
+        "head": [base / f"head_{dataset}.pt", base / f"head_{dataset}Val.pt"],
+    }
+    out: dict[str, Path] = {}
+    for role, paths in candidates.items():
+        hit = next((p for p in paths if p.is_file()), None)
+        if hit is None:
+            raise FileNotFoundError(
+                f"task_vectors {role} checkpoint not found; tried {[str(p) for p in paths]}"
+            )
+        out[role] = hit
+    return out
+
+
+# ---------------------------------------------------------------------- (c) Hugging Face CLIP vision
+
+#: per-layer HF name -> open_clip name (q/k/v projections are handled separately)
+_HF_LAYER_MAP = {
+    "layer_norm1": "ln_1",
+    "layer_norm2": "ln_2",
+    "self_attn.out_proj": "attn.out_proj",
+    "mlp.fc1": "mlp.c_fc",
+    "mlp.fc2": "mlp.c_proj",
+}
+_HF_TOP_MAP = {
+    "embeddings.class_embedding": "class_embedding",
+    "embeddings.patch_embedding.weight": "conv1.weight",
+    "embeddings.position_embedding.weight": "positional_embedding",
+    "pre_layrnorm.weight": "ln_pre.weight",
+    "pre_layrnorm.bias": "ln_pre.bias",
+    "post_layernorm.weight": "ln_post.weight",
+    "post_layernorm.bias": "ln_post.bias",
+}
+_HF_IGNORED = ("embeddings.position_ids",)
+_LAYER_KEY = re.compile(r"^encoder\.layers\.(\d+)\.(.+)\.(weight|bias)$")
+
+
+def hf_clip_vision_to_open_clip(state: Mapping[str, Tensor], projection: Tensor | None = None) -> StateDict:
+    """Convert a Hugging Face CLIP vision state (``CLIPVisionModel``/``CLIPModel``/
+    ``CLIPVisionModelWithProjection``, any outer prefix) to open_clip's ``VisionTransformer`` keys.
+
+    q/k/v projections are concatenated into ``attn.in_proj_weight``/``in_proj_bias``; the projection
+    (``visual_projection.weight`` [P, D] in ``state``, or ``projection`` given separately, e.g. from the
+    pre-trained ``CLIPModel`` for FusionBench's vision-only checkpoints) becomes ``proj`` [D, P]. Without
+    either, the result has no ``proj`` entry. Keys outside the vision tower (text model) are ignored;
+    an unknown key inside it raises ValueError naming it.
+    """
+    anchors = [k for k in state if k.endswith("embeddings.class_embedding")]
+    if len(anchors) != 1:
+        raise ValueError(
+            f"HF CLIP vision state: expected one '*embeddings.class_embedding' key, found {anchors}"
+        )
+    prefix = anchors[0][: -len("embeddings.class_embedding")]
+    out: StateDict = {}
+    qkv: dict[tuple[int, str], dict[str, Tensor]] = {}
+    for key, value in state.items():
+        if not key.startswith(prefix):
+            continue
+        name = key[len(prefix) :]
+        if name in _HF_TOP_MAP:
+            out[_HF_TOP_MAP[name]] = value
+            continue
+        if name in _HF_IGNORED:
+            continue
+        match = _LAYER_KEY.match(name)
+        if match is None:
+            raise ValueError(f"HF CLIP vision state: unknown key {key!r}")
+        index, module, kind = int(match.group(1)), match.group(2), match.group(3)
+        if module in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"):
+            qkv.setdefault((index, kind), {})[module[10]] = value
+        elif module in _HF_LAYER_MAP:
+            out[f"transformer.resblocks.{index}.{_HF_LAYER_MAP[module]}.{kind}"] = value
+        else:
+            raise ValueError(f"HF CLIP vision state: unknown key {key!r}")
+    for (index, kind), parts in sorted(qkv.items()):
+        if set(parts) != {"q", "k", "v"}:
+            raise ValueError(
+                f"HF CLIP vision state: layer {index} {kind} lacks q/k/v parts (has {sorted(parts)})"
+            )
+        out[f"transformer.resblocks.{index}.attn.in_proj_{kind}"] = torch.cat(
+            [parts["q"], parts["k"], parts["v"]]
+        )
+    if projection is None:
+        projection = next((v for k, v in state.items() if k.endswith("visual_projection.weight")), None)
+    if projection is not None:
+        if projection.dim() != 2 or projection.shape[1] != out["class_embedding"].shape[0]:
+            raise ValueError(
+                f"HF CLIP visual projection must be [proj_dim, {out['class_embedding'].shape[0]}], "
+                f"got {tuple(projection.shape)}"
+            )
+        out["proj"] = projection.t().contiguous()
+    missing = [k for k in _HF_TOP_MAP.values() if k not in out]
+    if missing:
+        raise ValueError(f"HF CLIP vision state (prefix {prefix!r}) lacks entries for {missing}")
+    return out
+
+
+def open_clip_visual_to_hf(state: Mapping[str, Tensor], prefix: str = "vision_model.") -> StateDict:
+    """Inverse of :func:`hf_clip_vision_to_open_clip`: open_clip visual keys -> HF CLIP vision keys
+    (``proj`` becomes ``visual_projection.weight``, transposed; ``in_proj_*`` is split into q/k/v)."""
+    top = {v: k for k, v in _HF_TOP_MAP.items()}
+    layer = {v: k for k, v in _HF_LAYER_MAP.items()}
+    out: StateDict = {}
+    block = re.compile(r"^transformer\.resblocks\.(\d+)\.(.+)\.(weight|bias)$")
+    for key, value in state.items():
+        if key in top:
+            out[prefix + top[key]] = value
+        elif key == "proj":
+            out["visual_projection.weight"] = value.t().contiguous()
+        elif (match := block.match(key)) is not None:
+            index, module, kind = match.groups()
+            base = f"{prefix}encoder.layers.{index}."
+            if module in layer:
+                out[f"{base}{layer[module]}.{kind}"] = value
+            else:
+                raise ValueError(f"open_clip visual state: key {key!r} has no HF counterpart")
+        elif (
+            match := re.match(r"^transformer\.resblocks\.(\d+)\.attn\.in_proj_(weight|bias)$", key)
+        ) is not None:
+            index, kind = match.groups()
+            q, k, v = value.chunk(3, dim=0)
+            for letter, part in zip("qkv", (q, k, v), strict=True):
+                out[f"{prefix}encoder.layers.{index}.self_attn.{letter}_proj.{kind}"] = part.contiguous()
+        else:
+            raise ValueError(f"open_clip visual state: key {key!r} has no HF counterpart")
+    return out

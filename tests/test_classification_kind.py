@@ -70,3 +70,21 @@ def test_cross_entropy_loss():
     assert zero.item() == 0.0 and zero.requires_grad
     with pytest.raises(ValueError, match="classification needs logits"):
         task_loss(spec, logits, target[:, None])
+
+
+def test_classification_heads_work_with_fisher_sampling_and_output_distillation():
+    import torch
+
+    from simo_merge.probes.fisher import sampled_log_likelihood
+    from simo_merge.realign.train import distill_output_loss
+    from simo_merge.tasks import classification
+
+    spec = classification("mnist", 10)
+    logits = torch.randn(4, 10, requires_grad=True)
+    ll = sampled_log_likelihood(spec, logits, torch.Generator().manual_seed(0))
+    assert ll.shape == (4,) and bool((ll <= 0).all())
+    ll.sum().backward()
+    assert logits.grad is not None and torch.isfinite(logits.grad).all()
+    same = torch.randn(4, 10)
+    assert distill_output_loss(spec, same, same).item() == pytest.approx(0.0, abs=1e-6)
+    assert distill_output_loss(spec, same, torch.randn(4, 10)).item() > 0

@@ -41,10 +41,12 @@ _PREFIX = "fisher:"
 
 def sampled_log_likelihood(spec: TaskSpec, output: Tensor, generator: torch.Generator) -> Tensor:
     """Per-image log-likelihood ``[B]`` of targets sampled from the model's own predictive distribution."""
+    if spec.kind == "classification" and output.dim() == 2:  # logits [B, C]: one "pixel" per image
+        output = output[:, :, None, None]
     if output.dim() != 4:
         raise ValueError(f"task {spec.name!r}: expected head outputs [B, C, H, W], got {tuple(output.shape)}")
     b, c = output.shape[:2]
-    if spec.kind == "segmentation":
+    if spec.kind in ("segmentation", "classification"):
         log_p = output.float().log_softmax(1)
         with torch.no_grad():  # inverse-CDF sampling: class k where cdf[k-1] <= u < cdf[k]
             cdf = log_p.exp().permute(0, 2, 3, 1).reshape(-1, c).cumsum(1)

@@ -111,7 +111,7 @@ def feature_l1(adapted: Tensor, target: Tensor, token_reduce: str) -> Tensor:
 def distill_output_loss(spec, pred: Tensor, target: Tensor) -> Tensor:
     """Match the expert model's outputs: KL(expert ‖ model) for logits (0 when they agree), L1 / 1−cos for
     regression / normals."""
-    if spec.kind == "segmentation":
+    if spec.kind in ("segmentation", "classification"):
         log_target = target.log_softmax(1)
         return (log_target.exp() * (log_target - pred.log_softmax(1))).sum(1).mean()
     if spec.kind == "normals":

@@ -1,0 +1,67 @@
+"""Data-dependent merges on a classification (SISO, CLIP-style) pool: open_clip tower + zero-shot heads."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from simo_merge.encoders import build_encoder
+from simo_merge.experts import ExpertPool
+from simo_merge.heads.zeroshot import zeroshot_head_from_weights
+from simo_merge.merging import merge
+from simo_merge.probes import ModelProbe
+from simo_merge.training.evaluate import evaluate
+from simo_merge.training.model import MultiTaskModel
+
+
+def make_clip():
+    torch.manual_seed(0)
+    return build_encoder("open_clip", "ViT-Tiny-8")
+
+
+@pytest.fixture(scope="module")
+def clip_pool():
+    base = make_clip().model_state()
+    gen = torch.Generator().manual_seed(1)
+    experts = {
+        t: {
+            k: v + 0.05 * torch.randn(v.shape, generator=gen) if v.is_floating_point() else v
+            for k, v in base.items()
+        }
+        for t in ("mnist", "svhn")
+    }
+    heads = {
+        t: zeroshot_head_from_weights(10 * torch.randn(c, 32, generator=gen), task_name=t).eval()
+        for t, c in (("mnist", 10), ("svhn", 4))
+    }
+    images = {t: torch.rand(12, 3, 32, 32, generator=gen) for t in heads}  # each task its own inputs (SISO)
+    probe = ModelProbe(make_clip, heads, experts, images, batch_size=4, progress=False)
+    return ExpertPool(base, experts), heads, images, probe
+
+
+@pytest.mark.parametrize(
+    ("method", "params"),
+    [
+        ("adamerging", {"steps": 3, "progress": False}),
+        ("adamerging_layerwise", {"steps": 3, "progress": False}),
+        ("fisher", {"num_batches": 1}),
+        ("regmean", {"num_batches": 1}),
+    ],
+)
+def test_data_dependent_merges_run_on_a_classification_pool(clip_pool, method, params):
+    pool, heads, images, probe = clip_pool
+    record: dict = {}
+    if method.startswith("adamerging"):
+        params = {**params, "record": record}
+    merged = merge(pool, method, probe=probe, **params)
+    assert set(merged) == set(pool.base)
+    if record:
+        assert record["objectives"] == {"mnist": "entropy", "svhn": "entropy"}
+    encoder = make_clip()
+    encoder.load_model_state(merged)
+    model = MultiTaskModel(encoder, heads)
+    for task, head in heads.items():
+        labels = torch.randint(0, head.task.channels, (12,))
+        batches = [{"image": images[task], task: labels}]
+        accuracy = evaluate(model, batches, {task: head.task}, progress=False)[task]["accuracy"]
+        assert 0.0 <= accuracy <= 1.0

@@ -129,6 +129,21 @@ def cmd_affinity(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """``bench clip8``: the eight-task CLIP classification benchmark as the Surgery papers lay it out."""
+    from simo_merge.clip_bench import Clip8Config, run_clip8
+    from simo_merge.config import load_config
+
+    flags = [
+        f"{key}={value}"
+        for key, value in (("model", args.model), ("checkpoints", args.checkpoints), ("data", args.data))
+        if value is not None
+    ]
+    config = _config_path(args.config, "clip8") if args.config else None
+    run_clip8(load_config(Clip8Config, config, flags + args.overrides))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="simo-merge", description=__doc__)
     parser.add_argument("--version", action="version", version=f"simo-merge {__version__}")
@@ -170,6 +185,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="e.g. pool_dir=runs/demo/experts measured=false k=20")
     p.set_defaults(func=cmd_affinity)
 
+    p = sub.add_parser("bench", help="benchmarks: clip8 (eight-task CLIP classification, papers' table)")
+    p.add_argument("suite", choices=["clip8"])
+    p.add_argument("--config", help="YAML file or built-in config name (e.g. clip8, clip8_standin)")
+    p.add_argument("--model", help="open_clip architecture, e.g. ViT-B-32, ViT-B-16, ViT-L-14")
+    p.add_argument(
+        "--checkpoints",
+        help="folder with <model>/zeroshot.pt and <model>/<Dataset>/finetuned.pt (or .safetensors)",
+    )
+    p.add_argument("--data", help="folder with the eight datasets in their on-disk layouts")
+    p.add_argument(
+        "overrides", nargs="*", help="e.g. methods=[task_arithmetic,ties,adamerging] realign=[surgery,deep]"
+    )
+    p.set_defaults(func=cmd_bench)
+
     p = sub.add_parser("evaluate", help="evaluate a pool folder and optionally a merged encoder checkpoint")
     p.add_argument("--config", help="YAML file with an EvaluateConfig (optional)")
     p.add_argument(
@@ -184,7 +213,16 @@ def main(argv: list[str] | None = None) -> int:
     from simo_merge.config import ConfigError
     from simo_merge.experts import ExpertMismatchError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # key=value overrides may follow options (``bench clip8 --model M methods=[...]``): collect them too
+    args, extra = parser.parse_known_args(argv)
+    unknown = [a for a in extra if "=" not in a or a.startswith("-")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra:
+        if not hasattr(args, "overrides"):
+            parser.error(f"{args.command} takes no key=value overrides: {' '.join(extra)}")
+        args.overrides = list(args.overrides) + extra
     try:
         return args.func(args)
     except (

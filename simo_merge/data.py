@@ -38,7 +38,8 @@ def build_split(cfg: DataConfig, role: str, seed: int, cache_dir: Path | None = 
             seed=seed,
             cache_dir=str(cache_dir) if cache_dir else None,
         )
-    transform = JointTransform(size=tuple(cfg.size), train=role == "train" and cfg.augment)
+    # seeded so that a run (augmentation included) is reproducible from its config
+    transform = JointTransform(size=tuple(cfg.size), train=role == "train" and cfg.augment, seed=seed)
     return build_dataset(
         cfg.name, root=cfg.root, split=cfg.splits[role], tasks=cfg.tasks, transform=transform, **kwargs
     )

@@ -236,3 +236,12 @@ def test_full_demo_adds_data_dependent_rows(tmp_path):
     for row in ("AdaMerging", "AdaMerging-LW", "Fisher", "RegMean", "AdaMerging-LW+surgery"):
         assert row in result["rows"], row
     assert (out / "lambdas_adamerging_layerwise.png").is_file()
+
+
+def test_demo_is_reproducible_from_its_config(tmp_path):
+    small = [*TINY, "realign.realigners=[taps]"]
+    results = []
+    for name in ("a", "b"):
+        assert main(["demo", *small, f"output_dir={tmp_path / name}"]) == 0
+        results.append(json.loads((tmp_path / name / "metrics.json").read_text())["rows"])
+    assert results[0] == results[1]

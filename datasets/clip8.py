@@ -291,6 +291,13 @@ class _FileListDataset(ClassificationDataset):
         except FileNotFoundError:
             raise FileNotFoundError(f"{self.name}: image file {path} not found") from None
 
+    def _dataset_folder(self, dirname: str) -> Path:
+        """``root/dirname``, which must exist (the error names it)."""
+        base = self.root / dirname
+        if not base.is_dir():
+            raise FileNotFoundError(f"{self.name}: folder {base} not found")
+        return base
+
     def _scan_folder(self, folder: Path, class_to_idx: dict[str, int]) -> None:
         """Fill ``_files``/``_labels`` from ``folder/<class>/<image>`` (sorted, recursive as ImageFolder)."""
         files: list[Path] = []
@@ -429,9 +436,7 @@ class RESISC45(_FileListDataset):
 
     def __init__(self, root: str | os.PathLike, split: str = "train", **kwargs: Any) -> None:
         super().__init__(root, split, **kwargs)
-        base = self.root / "resisc45"
-        if not base.is_dir():
-            raise FileNotFoundError(f"resisc45: folder {base} not found")
+        base = self._dataset_folder("resisc45")
         if any((base / s).is_dir() for s in SPLITS):
             self._image_folder(base, _underscores)
             return
@@ -472,9 +477,7 @@ class DTD(_FileListDataset):
         self, root: str | os.PathLike, split: str = "train", partition: int = 1, **kwargs: Any
     ) -> None:
         super().__init__(root, split, **kwargs)
-        base = self.root / "dtd"
-        if not base.is_dir():
-            raise FileNotFoundError(f"dtd: folder {base} not found")
+        base = self._dataset_folder("dtd")
         if any((base / s).is_dir() for s in SPLITS):
             self._image_folder(base, _underscores)
             return
@@ -517,9 +520,7 @@ class SUN397(_FileListDataset):
 
     def __init__(self, root: str | os.PathLike, split: str = "train", **kwargs: Any) -> None:
         super().__init__(root, split, **kwargs)
-        base = self.root / "sun397"
-        if not base.is_dir():
-            raise FileNotFoundError(f"sun397: folder {base} not found")
+        base = self._dataset_folder("sun397")
         self._image_folder(base, lambda c: c[2:].replace("_", " "))
 
 
@@ -531,9 +532,7 @@ class GTSRB(_FileListDataset):
 
     def __init__(self, root: str | os.PathLike, split: str = "train", **kwargs: Any) -> None:
         super().__init__(root, split, **kwargs)
-        base = self.root / "gtsrb"
-        if not base.is_dir():
-            raise FileNotFoundError(f"gtsrb: folder {base} not found")
+        base = self._dataset_folder("gtsrb")
         self.classnames = list(GTSRB_CLASSNAMES)
         if any((base / s).is_dir() for s in SPLITS):
             folder = base / split
@@ -589,9 +588,7 @@ class StanfordCars(_FileListDataset):
 
     def __init__(self, root: str | os.PathLike, split: str = "train", **kwargs: Any) -> None:
         super().__init__(root, split, **kwargs)
-        base = self.root / "stanford_cars"
-        if not base.is_dir():
-            raise FileNotFoundError(f"cars: folder {base} not found")
+        base = self._dataset_folder("stanford_cars")
         if any((base / s).is_dir() for s in SPLITS):
             self._image_folder(base, lambda c: c)
             return

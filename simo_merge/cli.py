@@ -21,6 +21,14 @@ def _config_path(value: str | None, default: str) -> Path:
     return path if path.suffix in (".yaml", ".yml") or path.exists() else builtin_config(value)
 
 
+def _job_config(schema: type, args: argparse.Namespace, default: str | None = None):
+    """``schema`` from ``--config`` (file or built-in name; ``default`` if absent) + key=value overrides."""
+    from simo_merge.config import load_config
+
+    path = _config_path(args.config, default) if (args.config or default) else None
+    return load_config(schema, path, args.overrides)
+
+
 def cmd_methods(args: argparse.Namespace) -> int:
     """List the registered merge methods and task-vector transforms with their hyper-parameters."""
     from simo_merge.merging import MERGE_METHODS, TV_TRANSFORMS
@@ -43,12 +51,12 @@ def cmd_merge(args: argparse.Namespace) -> int:
     """pool + method -> merged safetensors checkpoint (+ JSON sidecar and resolved config)."""
     from simo_merge.atomic import write_text
     from simo_merge.checkpoint import save_state
-    from simo_merge.config import MergeJobConfig, load_config, to_yaml
+    from simo_merge.config import MergeJobConfig, to_yaml
     from simo_merge.experts import ExpertPool
     from simo_merge.merging import merge
     from simo_merge.toy_pool import make_toy_pool
 
-    cfg = load_config(MergeJobConfig, _config_path(args.config, "merge_toy"), args.overrides)
+    cfg = _job_config(MergeJobConfig, args, "merge_toy")
     start = time.perf_counter()
     if cfg.pool.kind == "toy":
         pool = make_toy_pool(cfg.encoder, cfg.pool)
@@ -87,10 +95,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_train_experts(args: argparse.Namespace) -> int:
     """Pretrain θ0 and fine-tune one expert per task (the demo's first step) into a pool folder."""
-    from simo_merge.config import load_config
     from simo_merge.demo import Demo, DemoConfig
 
-    demo = Demo(load_config(DemoConfig, _config_path(args.config, "demo"), args.overrides))
+    demo = Demo(_job_config(DemoConfig, args, "demo"))
     pool = demo.experts()
     print(f"expert pool ({', '.join(pool.tasks)}) in {demo.pool_dir}")
     return 0
@@ -98,34 +105,25 @@ def cmd_train_experts(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """A pool folder (+ a merged encoder checkpoint) -> per-task metrics table and JSON."""
-    from simo_merge.config import load_config
     from simo_merge.evaluate_job import EvaluateConfig, run_evaluate
 
-    run_evaluate(
-        load_config(EvaluateConfig, args.config and _config_path(args.config, "demo"), args.overrides)
-    )
+    run_evaluate(_job_config(EvaluateConfig, args))
     return 0
 
 
 def cmd_realign(args: argparse.Namespace) -> int:
     """Train a realigner on a merged encoder; write adapters, bias diagnostics, t-SNE and metrics."""
-    from simo_merge.config import load_config
     from simo_merge.realign.job import RealignJobConfig, run_realign_job
 
-    run_realign_job(
-        load_config(RealignJobConfig, args.config and _config_path(args.config, "demo"), args.overrides)
-    )
+    run_realign_job(_job_config(RealignJobConfig, args))
     return 0
 
 
 def cmd_affinity(args: argparse.Namespace) -> int:
     """Task affinity of a pool: task-vector cosines / sign conflicts / clusters, transfer, interference."""
     from simo_merge.affinity_job import AffinityJobConfig, run_affinity_job
-    from simo_merge.config import load_config
 
-    run_affinity_job(
-        load_config(AffinityJobConfig, args.config and _config_path(args.config, "demo"), args.overrides)
-    )
+    run_affinity_job(_job_config(AffinityJobConfig, args))
     return 0
 
 

@@ -2,8 +2,8 @@
 
 A checkpoint ``merged.safetensors`` has a sidecar ``merged.json`` with what produced it (method,
 hyper-parameters, tasks, source files, package version). Pickle-based files are read with
-``torch.load(weights_only=True)``; files that need full unpickling (pickled ``nn.Module`` objects)
-load only when the caller passes ``allow_pickle=True``, because unpickling runs arbitrary code.
+``torch.load(weights_only=True)``; files that store pickled objects (whole ``nn.Module``s) load only when
+the caller passes ``allow_pickle=True``, and then only through :mod:`simo_merge.unpickler`'s allow-list.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from torch import Tensor
 
 from simo_merge import __version__
 from simo_merge.atomic import atomic_path, write_json
+from simo_merge.unpickler import StandIn, UnsafePickleError, module_tree_state, restricted_torch_load
 
 StateDict = dict[str, Tensor]
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
@@ -81,14 +82,19 @@ def _extract_state(obj: Any, path: Path) -> StateDict:
         for key in ("state_dict", "model", "model_state_dict", "module"):
             if key in obj:
                 return _extract_state(obj[key], path)
+    elif isinstance(obj, StandIn):  # a pickled module read by the restricted unpickler
+        state = module_tree_state(obj)
+        if state:
+            return state
+        raise CheckpointError(f"{path}: the pickled {obj.pickled_class} holds no tensors")
     raise CheckpointError(f"{path}: no tensor state dict found (top-level type {type(obj).__name__})")
 
 
 def load_state(path: str | os.PathLike, allow_pickle: bool = False) -> StateDict:
     """Load a tensor state dict from .safetensors or a torch pickle (.pt/.pth/.bin/.ckpt).
 
-    ``allow_pickle=True`` permits full unpickling for files that store whole modules; only use it on
-    files you trust.
+    ``allow_pickle=True`` also reads files that store whole modules, through the restricted unpickler
+    of :mod:`simo_merge.unpickler` (no pickled code runs; module classes become stand-ins).
     """
     path = Path(path)
     if not path.is_file():
@@ -112,9 +118,9 @@ def load_state(path: str | os.PathLike, allow_pickle: bool = False) -> StateDict
                 "code: pass allow_pickle=True (CLI: allow_pickle=true) only for files you trust"
             ) from err
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
-        except (pickle.UnpicklingError, RuntimeError, EOFError) as err2:
-            raise CheckpointError(f"{path}: not a readable torch checkpoint ({err2})") from err2
+            obj = restricted_torch_load(path)
+        except UnsafePickleError as err2:
+            raise CheckpointError(str(err2)) from err2
     except (RuntimeError, EOFError) as err:
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({err})") from err
     return _extract_state(obj, path)

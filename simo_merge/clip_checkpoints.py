@@ -8,11 +8,11 @@ Three published layouts:
     ``<root>/<model>/zeroshot.pt``, ``<root>/<model>/<Dataset>/finetuned.pt`` and
     ``<root>/<model>/head_<Dataset>.pt``. These are *pickled whole modules* (that project's
     ``src.modeling.ImageEncoder`` / ``ClassificationHead``), so they load only with an explicit
-    ``allow_pickle=True``, through :class:`RestrictedUnpickler`: torch's tensor/module classes resolve
-    normally, every other class (that project's ``src.*``, open_clip's, torchvision's transforms, ...)
-    becomes a :class:`StandIn` that only records its pickled state, so neither that source tree nor a
-    matching open_clip version is needed and no foreign constructor runs. This narrows, but does not
-    remove, the risk of unpickling: only use it on files you trust.
+    ``allow_pickle=True``, through :mod:`simo_merge.unpickler`: only an explicit allow-list of
+    ``(module, name)`` globals (tensor rebuild functions, dtypes, ``OrderedDict``) resolves; every class
+    (torch.nn's, that project's ``src.*``, open_clip's, ...) becomes a :class:`StandIn` that only records
+    its pickled state, so neither that source tree nor a matching open_clip version is needed and no
+    foreign constructor or function runs.
 (c) Hugging Face ``CLIPVisionModel`` (+ ``visual_projection``) states, the format FusionBench
     publishes: :func:`hf_clip_vision_to_open_clip` is a pure key/shape conversion to the open_clip
     visual layout (:func:`open_clip_visual_to_hf` is its inverse). Note that OpenAI's CLIP weights use
@@ -22,10 +22,7 @@ Three published layouts:
 from __future__ import annotations
 
 import os
-import pickle
 import re
-import types
-from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,6 +31,14 @@ import torch
 from torch import Tensor
 
 from simo_merge.checkpoint import CheckpointError, StateDict, load_state
+from simo_merge.unpickler import (  # noqa: F401  (re-exported: the loaders' public names)
+    RestrictedUnpickler,
+    StandIn,
+    UnsafePickleError,
+    module_tree_state,
+    restricted_pickle,
+    restricted_torch_load,
+)
 
 # ----------------------------------------------------------------------------- (a) open_clip states
 
@@ -69,105 +74,8 @@ def load_open_clip_visual_state(path: str | os.PathLike, allow_pickle: bool = Fa
 # ---------------------------------------------------------------------- (b) task_vectors pickles
 
 
-class StandIn:
-    """Placeholder for a pickled object whose class is not resolved; it only records what it was given.
-
-    ``pickled_class`` is ``"module.Name"``; constructor arguments go to ``pickled_args``; the pickled state
-    (usually the instance ``__dict__``) to ``pickled_state`` and, when it is a dict, into ``__dict__`` so
-    module trees (``_parameters``/``_buffers``/``_modules``) can be walked like real modules.
-    """
-
-    pickled_class = "?"
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> StandIn:
-        obj = object.__new__(cls)
-        obj.__dict__["pickled_args"] = args
-        obj.__dict__["pickled_state"] = None
-        obj.__dict__["pickled_items"] = []
-        return obj
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def __setstate__(self, state: Any) -> None:
-        self.__dict__["pickled_state"] = state
-        if isinstance(state, tuple) and len(state) == 2:  # (dict state, slot state)
-            for part in state:
-                if isinstance(part, dict):
-                    self.__dict__.update(part)
-        elif isinstance(state, dict):
-            self.__dict__.update(state)
-
-    # list/dict subclasses are rebuilt by APPEND(S)/SETITEMS on the new object
-    def append(self, item: Any) -> None:
-        self.pickled_items.append(item)
-
-    def extend(self, items: Any) -> None:
-        self.pickled_items.extend(items)
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self.pickled_items.append((key, value))
-
-    def __repr__(self) -> str:
-        return f"<StandIn {self.pickled_class}>"
-
-
-_standins: dict[tuple[str, str], type] = {}
-
-
-def _standin_class(module: str, name: str) -> type:
-    key = (module, name)
-    if key not in _standins:
-        _standins[key] = type(name, (StandIn,), {"pickled_class": f"{module}.{name}", "__module__": __name__})
-    return _standins[key]
-
-
-_SAFE_BUILTINS = frozenset(
-    {"set", "frozenset", "list", "dict", "tuple", "bytearray", "bytes", "complex", "slice", "range", "object"}
-    | {"int", "float", "bool", "str"}
-)
-#: torch modules whose classes resolve normally (tensors, parameters, storages, nn layers, dtypes)
-_TORCH_CLASS_MODULE = re.compile(r"^torch(\.nn(\..*)?|\._tensor|\.storage|\.nn\.parameter|\.types)?$")
-_TORCH_REBUILD_MODULES = frozenset({"torch._utils", "torch._tensor"})
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """Resolves torch's classes (and ``torch._utils._rebuild_*``), plain containers and
-    ``collections.OrderedDict``; maps every other global to a :class:`StandIn` subclass."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        # protocol <= 2 pickles name Python 2 modules; the default find_class maps them (fix_imports)
-        module = {"__builtin__": "builtins", "copy_reg": "copyreg"}.get(module, module)
-        if module == "collections" and name == "OrderedDict":
-            return OrderedDict
-        if module == "builtins" and name in _SAFE_BUILTINS:
-            return super().find_class(module, name)
-        if module == "copyreg" and name == "_reconstructor":
-            return super().find_class(module, name)
-        if module in _TORCH_REBUILD_MODULES and name.startswith("_rebuild_"):
-            return super().find_class(module, name)
-        if module == "torch.nn.functional" and not name.startswith("_"):
-            return super().find_class(module, name)
-        if _TORCH_CLASS_MODULE.match(module):
-            obj = super().find_class(module, name)
-            if isinstance(obj, (type, torch.dtype, torch.layout, torch.memory_format)):
-                return obj
-        return _standin_class(module, name)
-
-
-def _restricted_load(file: Any, **kwargs: Any) -> Any:
-    return RestrictedUnpickler(file, **kwargs).load()
-
-
-#: a pickle-module look-alike for ``torch.load(pickle_module=...)``
-restricted_pickle = types.ModuleType("simo_merge_restricted_pickle")
-restricted_pickle.Unpickler = RestrictedUnpickler  # type: ignore[attr-defined]
-restricted_pickle.load = _restricted_load  # type: ignore[attr-defined]
-restricted_pickle.UnpicklingError = pickle.UnpicklingError  # type: ignore[attr-defined]
-
-
 def load_pickled_object(path: str | os.PathLike, allow_pickle: bool = False) -> Any:
-    """Unpickle a torch file that stores whole objects, with :class:`RestrictedUnpickler`.
+    """Unpickle a torch file that stores whole objects, with the restricted unpickler.
 
     Refuses (CheckpointError) unless ``allow_pickle=True``: unpickling is only for files you trust.
     """
@@ -180,37 +88,9 @@ def load_pickled_object(path: str | os.PathLike, allow_pickle: bool = False) -> 
             "(CLI: allow_pickle=true) only for files you trust"
         )
     try:
-        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=restricted_pickle)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError) as err:
-        raise CheckpointError(f"{path}: not a readable torch pickle ({err})") from err
-
-
-def module_tree_state(obj: Any) -> StateDict:
-    """``state_dict()``-like tensors of a module tree made of real modules and/or :class:`StandIn`s.
-
-    Walks ``_parameters``, persistent ``_buffers`` and ``_modules`` of each object's ``__dict__``.
-    """
-    out: StateDict = {}
-
-    def walk(node: Any, prefix: str, stack: tuple[int, ...]) -> None:
-        attrs = getattr(node, "__dict__", None)
-        if not isinstance(attrs, dict) or id(node) in stack:
-            return
-        for key, value in (attrs.get("_parameters") or {}).items():
-            if isinstance(value, Tensor):
-                out[prefix + key] = value.detach()
-        skip = attrs.get("_non_persistent_buffers_set") or set()
-        for key, value in (attrs.get("_buffers") or {}).items():
-            if isinstance(value, Tensor) and key not in skip:
-                out[prefix + key] = value.detach()
-        for key, child in (attrs.get("_modules") or {}).items():
-            if child is not None:
-                walk(child, f"{prefix}{key}.", (*stack, id(node)))
-
-    if isinstance(obj, Mapping) and obj and all(isinstance(v, Tensor) for v in obj.values()):
-        return dict(obj)
-    walk(obj, "", ())
-    return out
+        return restricted_torch_load(path)
+    except UnsafePickleError as err:
+        raise CheckpointError(str(err)) from err
 
 
 def _describe(obj: Any) -> str:

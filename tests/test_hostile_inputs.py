@@ -1,0 +1,210 @@
+"""Hostile and broken inputs (issue 13): malicious pickles, non-finite values, interrupted and
+concurrent runs, bad configs and output paths."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import struct
+import sys
+import types
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from simo_merge.checkpoint import CheckpointError, load_state
+
+# ------------------------------------------------------------------- a tiny protocol-4 pickle writer
+
+
+def _text(s: str) -> bytes:
+    raw = s.encode()
+    return pickle.BINUNICODE + struct.pack("<I", len(raw)) + raw
+
+
+def _value(v) -> bytes:
+    """Opcodes pushing ``v`` (None, bool, int, str, bytes, tuple, dict of str -> value)."""
+    if v is None:
+        return pickle.NONE
+    if isinstance(v, bool):
+        return pickle.NEWTRUE if v else pickle.NEWFALSE
+    if isinstance(v, int):
+        return pickle.BININT + struct.pack("<i", v)
+    if isinstance(v, str):
+        return _text(v)
+    if isinstance(v, bytes):
+        return pickle.BINBYTES + struct.pack("<I", len(v)) + v
+    if isinstance(v, tuple):
+        return pickle.MARK + b"".join(_value(x) for x in v) + pickle.TUPLE
+    if isinstance(v, dict):
+        items = b"".join(_value(k) + _value(x) for k, x in v.items())
+        return pickle.EMPTY_DICT + (pickle.MARK + items + pickle.SETITEMS if v else b"")
+    raise TypeError(type(v))
+
+
+def _global(module: str, name: str) -> bytes:
+    """STACK_GLOBAL: protocol 4 lets ``name`` be dotted; stock unpickling walks it attribute by attribute."""
+    return _text(module) + _text(name) + pickle.STACK_GLOBAL
+
+
+def _call(func: bytes, *args) -> bytes:
+    return func + _value(tuple(args)) + pickle.REDUCE
+
+
+def _pickle(body: bytes) -> bytes:
+    return pickle.PROTO + bytes([4]) + body + pickle.STOP
+
+
+def _code_args(code: types.CodeType) -> tuple:
+    names = ["co_argcount", "co_posonlyargcount", "co_kwonlyargcount", "co_nlocals", "co_stacksize"]
+    names += ["co_flags", "co_code", "co_consts", "co_names", "co_varnames", "co_filename", "co_name"]
+    names += ["co_qualname"] if sys.version_info >= (3, 11) else []
+    names += ["co_firstlineno", "co_linetable" if sys.version_info >= (3, 10) else "co_lnotab"]
+    names += ["co_exceptiontable"] if sys.version_info >= (3, 11) else []
+    names += ["co_freevars", "co_cellvars"]
+    return tuple(getattr(code, n) for n in names)
+
+
+def payloads(marker: Path) -> dict[str, bytes]:
+    """Pickles whose stock unpickling creates ``marker`` (the red team's families, and plain ones)."""
+    py = f"open({str(marker)!r}, 'w').close()"
+    sh = f"touch {marker}"
+    func = eval(f"lambda: {py}")  # noqa: S307 -- builds the code object the payload smuggles in
+    code_args = _code_args(func.__code__)
+
+    def via_function(code_type: bytes) -> bytes:
+        code = _call(code_type, *code_args)
+        function = _global("types", "FunctionType") + pickle.MARK + code + _value({}) + pickle.TUPLE
+        return _pickle(function + pickle.REDUCE + _value(()) + pickle.REDUCE)
+
+    return {
+        "os.system": _pickle(_call(_global("os", "system"), sh)),
+        "builtins.eval": _pickle(_call(_global("builtins", "eval"), py)),
+        "functional->torch.os.system": _pickle(_call(_global("torch.nn.functional", "torch.os.system"), sh)),
+        "dataclasses->builtins.eval": _pickle(_call(_global("dataclasses", "builtins.eval"), py)),
+        "torch->_classes...CodeType": via_function(_global("torch", "_classes.types.CodeType")),
+        "types.CodeType": via_function(_global("types", "CodeType")),
+        "torch.load->eval": _pickle(_call(_global("torch.serialization", "pickle.loads"), b"")),
+    }
+
+
+def _in_torch_zip(payload: bytes, path: Path) -> None:
+    """A real torch zip archive whose ``data.pkl`` is ``payload``."""
+    buf = io.BytesIO()
+    torch.save({"w": torch.ones(2)}, buf)
+    src = zipfile.ZipFile(io.BytesIO(buf.getvalue()))
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as out:
+        for name in src.namelist():
+            out.writestr(name, payload if name.endswith("data.pkl") else src.read(name))
+
+
+@pytest.fixture(scope="module")
+def payload_files(tmp_path_factory):
+    """Every payload as a raw pickle and inside a torch zip; checks first that stock unpickling runs it."""
+    root = tmp_path_factory.mktemp("payloads")
+    marker = root / "PWNED"
+    files = {}
+    for name, data in payloads(marker).items():
+        if name != "torch.load->eval":  # needs a nested payload; the others prove the marker mechanism
+            try:
+                pickle.loads(data)
+            except Exception:  # noqa: BLE001 -- the stock unpickler may fail *after* running the payload
+                pass
+            assert marker.exists(), f"payload {name} does not run under stock pickle: the test proves nothing"
+            marker.unlink()
+        for kind in ("raw", "zip"):
+            path = root / f"{name.replace('>', '_')}.{kind}.pt"
+            if kind == "raw":
+                path.write_bytes(data)
+            else:
+                _in_torch_zip(data, path)
+            files[(name, kind)] = path
+    return marker, files
+
+
+def _load_pool(path, allow):
+    from simo_merge.experts import ExpertPool
+
+    ExpertPool.from_files(path, {"a": path}, allow_pickle=allow)
+
+
+def _load_task_vectors_encoder(path, allow):
+    from simo_merge.clip_checkpoints import load_task_vectors_encoder
+
+    load_task_vectors_encoder(path, allow_pickle=allow)
+
+
+def _load_task_vectors_head(path, allow):
+    from simo_merge.clip_checkpoints import load_task_vectors_head
+
+    load_task_vectors_head(path, allow_pickle=allow)
+
+
+def _load_text(path, allow):
+    from simo_merge.clip_bench import Clip8Config, _text_heads
+
+    cfg = Clip8Config(model="ViT-Tiny-8", text_checkpoint=str(path), allow_pickle=allow)
+    ckpt = SimpleNamespace(head_weights={"mnist": None}, layout="task_vectors", sources={})
+    _text_heads(cfg, ckpt, {"mnist": ["0", "1"]})
+
+
+LOADERS = {
+    "pool": _load_pool,
+    "task_vectors_encoder": _load_task_vectors_encoder,
+    "task_vectors_head": _load_task_vectors_head,
+    "text_checkpoint": _load_text,
+}
+
+
+@pytest.mark.parametrize("allow", [False, True])
+@pytest.mark.parametrize("family", list(LOADERS))
+def test_no_pickle_payload_runs(payload_files, family, allow):
+    marker, files = payload_files
+    marker.unlink(missing_ok=True)
+    for (name, kind), path in files.items():
+        with pytest.raises(CheckpointError, match=path.name.replace("+", r"\+")):
+            LOADERS[family](path, allow)
+        assert not marker.exists(), f"{name} ({kind}) ran through the {family} loader (allow_pickle={allow})"
+
+
+def test_unpickler_refuses_dotted_names_and_returns_only_listed_callables():
+    from simo_merge.unpickler import ALLOWED, RestrictedUnpickler, StandIn
+
+    def find(module, name):
+        return RestrictedUnpickler(io.BytesIO(b"")).find_class(module, name)
+
+    for module, name in [("torch.nn.functional", "torch.os.system"), ("dataclasses", "builtins.eval")]:
+        with pytest.raises(pickle.UnpicklingError, match="dotted"):
+            find(module, name)
+    for module, name in [("os", "system"), ("builtins", "eval"), ("torch", "load"), ("types", "CodeType")]:
+        got = find(module, name)
+        assert issubclass(got, StandIn) and got.pickled_class == f"{module}.{name}"
+    assert issubclass(find("torch.nn.modules.linear", "Linear"), StandIn)  # modules become stand-ins
+    assert find("torch._utils", "_rebuild_tensor_v2") is torch._utils._rebuild_tensor_v2
+    assert find("__builtin__", "set") is set and find("collections", "OrderedDict").__name__ == "OrderedDict"
+    callables = {k for k, v in ALLOWED.items() if callable(v)}
+    assert all(k[0] in ("builtins", "collections", "_codecs", "torch._utils", "torch") for k in callables)
+    assert ("torch", "load") not in ALLOWED and ("builtins", "getattr") not in ALLOWED
+
+
+def test_real_pickled_modules_still_load(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    torch.save(model, tmp_path / "module.pt")
+    with pytest.raises(CheckpointError, match="allow_pickle=True"):
+        load_state(tmp_path / "module.pt")
+    state = load_state(tmp_path / "module.pt", allow_pickle=True)
+    expected = model.state_dict()
+    assert list(state) == list(expected)
+    assert all(torch.equal(state[k], expected[k]) for k in expected)
+    torch.save({"model": model, "epoch": 3}, tmp_path / "wrapped.pt")
+    assert set(load_state(tmp_path / "wrapped.pt", allow_pickle=True)) == set(expected)
+
+
+def test_torchscript_archives_are_refused(tmp_path):
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), tmp_path / "script.pt")
+    with pytest.raises(CheckpointError, match="TorchScript"):
+        load_state(tmp_path / "script.pt", allow_pickle=True)

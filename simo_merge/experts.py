@@ -15,6 +15,7 @@ from typing import Any
 from torch import Tensor
 
 from simo_merge.checkpoint import load_state
+from simo_merge.finite import check_finite
 
 StateDict = dict[str, Tensor]
 
@@ -83,8 +84,13 @@ class ExpertPool:
     def __post_init__(self) -> None:
         if not self.experts:
             raise ValueError("an expert pool needs at least one expert")
+        check_finite(self.base, f"θ0 ({self.sources.get('base', '<in memory>')})")
         for task, state in self.experts.items():
-            validate_expert(self.base, state, task, self.sources.get(task, "<in memory>"))
+            source = self.sources.get(task, "<in memory>")
+            validate_expert(self.base, state, task, source)
+            check_finite(state, f"expert {task!r} ({source})")
+        for task, state in self.heads.items():
+            check_finite(state, f"head {task!r}")
 
     @property
     def tasks(self) -> list[str]:

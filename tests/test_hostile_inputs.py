@@ -208,3 +208,87 @@ def test_torchscript_archives_are_refused(tmp_path):
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), tmp_path / "script.pt")
     with pytest.raises(CheckpointError, match="TorchScript"):
         load_state(tmp_path / "script.pt", allow_pickle=True)
+
+
+# ------------------------------------------------------------------------------ non-finite values
+
+
+def _tiny_pool_files(tmp_path, poison=None):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    base = {"w": torch.randn(4, 3), "b": torch.zeros(3), "step": torch.tensor(3)}
+    experts = {
+        t: {k: v + 0.1 * (i + 1) if v.is_floating_point() else v for k, v in base.items()}
+        for i, t in enumerate(("seg", "depth"))
+    }
+    if poison:
+        which, key, value = poison
+        target = base if which == "base" else experts[which]
+        target[key] = target[key].clone()
+        target[key][0, 0] = value
+    save_file(base, str(tmp_path / "theta0.safetensors"))
+    for t, s in experts.items():
+        save_file(s, str(tmp_path / f"{t}.safetensors"))
+    return tmp_path / "theta0.safetensors", {t: tmp_path / f"{t}.safetensors" for t in experts}
+
+
+@pytest.mark.parametrize(
+    "which,value", [("base", float("nan")), ("depth", float("inf")), ("seg", -float("inf"))]
+)
+def test_non_finite_experts_are_refused_naming_file_and_key(tmp_path, which, value):
+    from simo_merge.experts import ExpertPool
+    from simo_merge.finite import NonFiniteError
+
+    base, experts = _tiny_pool_files(tmp_path, (which, "w", value))
+    name = "theta0.safetensors" if which == "base" else f"{which}.safetensors"
+    with pytest.raises(NonFiniteError, match=rf"{name}\): key 'w' has"):
+        ExpertPool.from_files(base, experts)
+
+
+@pytest.mark.parametrize(
+    "method,params,transforms,message",
+    [
+        ("task_arithmetic", {"lam": float("nan")}, None, "lam=nan must be finite"),
+        ("task_arithmetic", {"lam": float("inf")}, None, "lam=inf must be finite"),
+        ("task_arithmetic", {"lam": "abc"}, None, "lam='abc' must be a number"),
+        ("task_arithmetic", {"lam": [1, 2]}, None, r"lam=\[1, 2\] must be a number"),
+        ("task_arithmetic", {"lam": True}, None, "lam=True must be a number"),
+        ("ties", {"k": float("nan")}, None, "k=nan must be finite"),
+        ("ties", {"k": 0}, None, r"k must be in \(0, 100\]"),
+        ("ties", {"k": 150}, None, r"k must be in \(0, 100\]"),
+        ("task_arithmetic", {}, {"dare": {"p": float("nan")}}, "p=nan must be finite"),
+        ("task_arithmetic", {}, {"dare": {"p": 1.0}}, r"p must be in \[0, 1\)"),
+        ("task_arithmetic", {}, {"dare": {"seed": 1.5}}, "seed=1.5 must be an integer"),
+        ("task_arithmetic", {"lam": 1e39}, None, "produced a merged state that: key 'w' has 0 NaN and"),
+    ],
+)
+def test_bad_hyperparameters_are_refused_before_merging(tmp_path, method, params, transforms, message):
+    from simo_merge.experts import ExpertPool
+    from simo_merge.merging import merge
+
+    pool = ExpertPool.from_files(*_tiny_pool_files(tmp_path))
+    with pytest.raises(ValueError, match=message):
+        merge(pool, method, transforms=transforms, **params)
+    defaults = {name: {} for name in transforms or {}}
+    merged = merge(pool, method, transforms=defaults)  # the defaults still merge
+    assert all(torch.isfinite(v).all() for v in merged.values() if v.is_floating_point())
+
+
+def test_cli_merge_with_nan_lambda_fails_and_writes_nothing(tmp_path, capsys):
+    from simo_merge.cli import main
+
+    base, experts = _tiny_pool_files(tmp_path)
+    args = [
+        "merge",
+        "pool.kind=files",
+        f"pool.base={base}",
+        f"pool.experts={{seg: {experts['seg']}, depth: {experts['depth']}}}",
+        "method.params.lam=nan",
+        f"output_dir={tmp_path / 'out'}",
+    ]
+    assert main(args) == 2
+    assert "lam=nan must be finite" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "merged.safetensors").exists()
+    assert main(args[:-2] + ["method.params.lam=abc", args[-1]]) == 2
+    assert "lam='abc' must be a number" in capsys.readouterr().err

@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import Tensor
 
 from simo_merge.experts import ExpertPool, is_mergeable
+from simo_merge.finite import check_finite
+from simo_merge.merging._hyperparams import check_values
 
 StateDict = dict[str, Tensor]
 
 
 def check_hyperparameters(fn: Callable, given: Mapping[str, Any], what: str) -> None:
-    """Raise a ValueError naming any hyper-parameter ``fn`` does not accept."""
-    params = inspect.signature(fn).parameters
-    accepted = [n for n, p in params.items() if p.kind == p.KEYWORD_ONLY]
-    unknown = [k for k in given if k not in accepted]
-    if unknown:
-        raise ValueError(f"{what}: unknown hyper-parameter(s) {unknown}; accepted: {accepted}")
+    """Raise a ValueError naming any hyper-parameter ``fn`` does not accept, or a mistyped or
+    non-finite value (see :mod:`simo_merge.merging._hyperparams`)."""
+    check_values(fn, given, what)
 
 
 def merge(
@@ -48,4 +46,5 @@ def merge(
     out: StateDict = {}
     for key, ref in pool.base.items():
         out[key] = merged[key].to(ref.dtype) if key in merged else ref.clone()
+    check_finite(out, f"merge method {method!r} {dict(hyperparameters)} produced a merged state that")
     return out

@@ -294,11 +294,12 @@ def test_cli_merge_with_nan_lambda_fails_and_writes_nothing(tmp_path, capsys):
         "pool.kind=files",
         f"pool.base={base}",
         f"pool.experts={{seg: {experts['seg']}, depth: {experts['depth']}}}",
-        "method.params.lam=nan",
+        "method.name=task_arithmetic",
+        "method.params.lam=.nan",
         f"output_dir={tmp_path / 'out'}",
     ]
     assert main(args) == 2
-    assert "lam=nan must be finite" in capsys.readouterr().err
+    assert "merge method 'task_arithmetic': lam=nan must be finite" in capsys.readouterr().err
     assert not (tmp_path / "out" / "merged.safetensors").exists()
     assert main(args[:-2] + ["method.params.lam=abc", args[-1]]) == 2
     assert "lam='abc' must be a number" in capsys.readouterr().err

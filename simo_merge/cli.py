@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import sys
 import time
@@ -27,6 +28,13 @@ def _job_config(schema: type, args: argparse.Namespace, default: str | None = No
 
     path = _config_path(args.config, default) if (args.config or default) else None
     return load_config(schema, path, args.overrides)
+
+
+def _claim(args: argparse.Namespace, folder: str, key: str = "output_dir") -> None:
+    """Check that ``folder`` is writable and hold its run lock until the command returns."""
+    from simo_merge.outputs import claim_output_dir
+
+    args.resources.enter_context(claim_output_dir(folder, key))
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
@@ -57,6 +65,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from simo_merge.toy_pool import make_toy_pool
 
     cfg = _job_config(MergeJobConfig, args, "merge_toy")
+    _claim(args, cfg.output_dir)
     start = time.perf_counter()
     if cfg.pool.kind == "toy":
         pool = make_toy_pool(cfg.encoder, cfg.pool)
@@ -97,7 +106,9 @@ def cmd_train_experts(args: argparse.Namespace) -> int:
     """Pretrain θ0 and fine-tune one expert per task (the demo's first step) into a pool folder."""
     from simo_merge.demo import Demo, DemoConfig
 
-    demo = Demo(_job_config(DemoConfig, args, "demo"))
+    cfg = _job_config(DemoConfig, args, "demo")
+    _claim(args, cfg.output_dir)
+    demo = Demo(cfg)
     pool = demo.experts()
     print(f"expert pool ({', '.join(pool.tasks)}) in {demo.pool_dir}")
     return 0
@@ -105,9 +116,12 @@ def cmd_train_experts(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """A pool folder (+ a merged encoder checkpoint) -> per-task metrics table and JSON."""
-    from simo_merge.evaluate_job import EvaluateConfig, run_evaluate
+    from simo_merge.evaluate_job import EvaluateConfig, output_path, run_evaluate
+    from simo_merge.outputs import check_output_file
 
-    run_evaluate(_job_config(EvaluateConfig, args))
+    cfg = _job_config(EvaluateConfig, args)
+    _claim(args, str(check_output_file(output_path(cfg), "output").parent), "the folder of output")
+    run_evaluate(cfg)
     return 0
 
 
@@ -115,7 +129,9 @@ def cmd_realign(args: argparse.Namespace) -> int:
     """Train a realigner on a merged encoder; write adapters, bias diagnostics, t-SNE and metrics."""
     from simo_merge.realign.job import RealignJobConfig, run_realign_job
 
-    run_realign_job(_job_config(RealignJobConfig, args))
+    cfg = _job_config(RealignJobConfig, args)
+    _claim(args, cfg.output_dir)
+    run_realign_job(cfg)
     return 0
 
 
@@ -123,7 +139,9 @@ def cmd_affinity(args: argparse.Namespace) -> int:
     """Task affinity of a pool: task-vector cosines / sign conflicts / clusters, transfer, interference."""
     from simo_merge.affinity_job import AffinityJobConfig, run_affinity_job
 
-    run_affinity_job(_job_config(AffinityJobConfig, args))
+    cfg = _job_config(AffinityJobConfig, args)
+    _claim(args, cfg.output_dir)
+    run_affinity_job(cfg)
     return 0
 
 
@@ -138,7 +156,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if value is not None
     ]
     config = _config_path(args.config, "clip8") if args.config else None
-    run_clip8(load_config(Clip8Config, config, flags + args.overrides))
+    cfg = load_config(Clip8Config, config, flags + args.overrides)
+    _claim(args, cfg.output_dir)
+    run_clip8(cfg)
     return 0
 
 
@@ -210,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     from simo_merge.checkpoint import CheckpointError
     from simo_merge.config import ConfigError
     from simo_merge.experts import ExpertMismatchError
+    from simo_merge.lock import OutputLockedError
 
     parser = build_parser()
     # key=value overrides may follow options (``bench clip8 --model M methods=[...]``): collect them too
@@ -222,14 +243,17 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{args.command} takes no key=value overrides: {' '.join(extra)}")
         args.overrides = list(args.overrides) + extra
     try:
-        return args.func(args)
+        with contextlib.ExitStack() as resources:  # output locks taken by the command (_claim)
+            args.resources = resources
+            return args.func(args)
     except (
         ConfigError,
         CheckpointError,
         ExpertMismatchError,
-        FileNotFoundError,
+        OutputLockedError,
         KeyError,
         ValueError,
+        OSError,  # FileNotFoundError, PermissionError, IsADirectoryError, ... (their message names the path)
     ) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"simo-merge {args.command}: error: {message}", file=sys.stderr)

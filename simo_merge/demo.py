@@ -25,6 +25,7 @@ from simo_merge.encoders import Encoder, build_encoder
 from simo_merge.experts import ExpertPool
 from simo_merge.heads import TaskHead, build_head
 from simo_merge.merging import merge
+from simo_merge.outputs import claim_output_dir
 from simo_merge.pool_io import load_head, load_pool_dir, pool_heads, save_expert
 from simo_merge.report import bar_chart, markdown_table, summarize
 from simo_merge.training.evaluate import evaluate
@@ -509,4 +510,5 @@ class Demo:
 
 def run_demo(config_path: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
     cfg = load_config(DemoConfig, config_path, overrides)
-    return Demo(cfg).run()
+    with claim_output_dir(cfg.output_dir):  # a writable folder no other run is writing
+        return Demo(cfg).run()

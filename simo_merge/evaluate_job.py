@@ -18,6 +18,7 @@ from simo_merge.checkpoint import load_state, read_sidecar
 from simo_merge.data import DataConfig, build_split
 from simo_merge.encoders import build_encoder
 from simo_merge.experts import ExpertPool
+from simo_merge.outputs import check_output_file
 from simo_merge.pool_io import load_pool_dir, pool_heads
 from simo_merge.report import markdown_table, summarize
 from simo_merge.training.evaluate import evaluate
@@ -51,8 +52,18 @@ def model_for(
     return MultiTaskModel(encoder, heads).eval()
 
 
+def output_path(cfg: EvaluateConfig) -> Path:
+    """Where the metrics JSON goes: ``output``, else next to the checkpoint, else in ``pool_dir``."""
+    if cfg.output:
+        return Path(cfg.output)
+    if cfg.checkpoint:
+        return Path(cfg.checkpoint).with_suffix(".metrics.json")
+    return Path(cfg.pool_dir) / "metrics.json"
+
+
 def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     torch.set_num_threads(cfg.threads)
+    out = check_output_file(output_path(cfg), "output")  # before any evaluation
     pool = load_pool_dir(cfg.pool_dir, cfg.data.tasks)
     dataset = build_split(cfg.data, cfg.split, cfg.seed)
     loader = DataLoader(dataset, cfg.batch_size)
@@ -77,15 +88,6 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
             rows[label] = evaluate(realigned, loader, specs, label, cfg.progress)
     summary = summarize(rows, "Individual")
     print(markdown_table(rows, summary))
-    out = (
-        Path(cfg.output)
-        if cfg.output
-        else (
-            Path(cfg.checkpoint).with_suffix(".metrics.json")
-            if cfg.checkpoint
-            else Path(cfg.pool_dir) / "metrics.json"
-        )
-    )
     result = {
         "rows": rows,
         "summary": summary,

@@ -303,3 +303,146 @@ def test_cli_merge_with_nan_lambda_fails_and_writes_nothing(tmp_path, capsys):
     assert not (tmp_path / "out" / "merged.safetensors").exists()
     assert main(args[:-2] + ["method.params.lam=abc", args[-1]]) == 2
     assert "lam='abc' must be a number" in capsys.readouterr().err
+
+
+# -------------------------------------------------------- file modes, stale temporaries, locks, paths
+
+
+TOY_MERGE = [
+    "merge",
+    "pool.kind=toy",
+    "method.name=task_arithmetic",
+    "encoder.kwargs={img_size: 32, patch_size: 8, depth: 2, embed_dim: 32, num_heads: 2}",
+]
+
+
+def _dead_pid() -> int:
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_written_files_get_the_umask_mode(tmp_path, umask, mode):
+    import os
+
+    from simo_merge.atomic import write_json
+    from simo_merge.checkpoint import save_state
+
+    old = os.umask(umask)
+    try:
+        write_json(tmp_path / "a.json", {"x": 1})
+        save_state(tmp_path / "s.safetensors", {"w": torch.ones(2)}, {"k": 1})
+    finally:
+        os.umask(old)
+    for name in ("a.json", "s.safetensors", "s.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == mode, name
+
+
+def test_stale_temporaries_of_dead_writers_are_removed_on_the_next_write(tmp_path):
+    import os
+
+    from simo_merge.atomic import write_json
+
+    dead = tmp_path / f".m.json.{_dead_pid()}.x1y2.tmp"
+    legacy = tmp_path / ".m.json.k3j4h5.tmp"  # the pre-pid naming
+    live = tmp_path / f".m.json.{os.getppid()}.a1b2.tmp"  # a running process may still be writing
+    other = tmp_path / f".n.json.{_dead_pid()}.zz.tmp"  # another target: not this write's business
+    for p in (dead, legacy, live, other):
+        p.write_text("partial")
+    write_json(tmp_path / "m.json", {"ok": True})
+    assert not dead.exists() and not legacy.exists()
+    assert live.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name, "m.json"])
+
+
+def test_kill_9_mid_write_leaves_no_target_and_the_next_write_cleans_up(tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    from simo_merge.atomic import write_json
+
+    target = tmp_path / "big.json"
+    script = (
+        "import sys, time\nfrom simo_merge.atomic import atomic_path\n"
+        f"with atomic_path({str(target)!r}) as tmp:\n"
+        "    tmp.write_text('half')\n    print('writing', flush=True)\n    time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    temps = list(tmp_path.glob(".big.json.*.tmp"))
+    assert len(temps) == 1 and not target.exists()
+    time.sleep(0.01)
+    write_json(target, [1, 2])
+    assert list(tmp_path.glob(".*.tmp")) == [] and target.read_text() == "[\n  1,\n  2\n]\n"
+
+
+def _hold_lock(folder: Path):
+    import subprocess
+
+    script = (
+        "import sys, time\nfrom simo_merge.lock import output_lock\n"
+        f"with output_lock({str(folder)!r}):\n    print('held', flush=True)\n    time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_second_run_into_a_locked_folder_is_refused(tmp_path, capsys):
+    from simo_merge.cli import main
+    from simo_merge.lock import OutputLockedError, output_lock
+
+    out = tmp_path / "run"
+    holder = _hold_lock(out)
+    try:
+        with pytest.raises(OutputLockedError, match=rf"{out}: another simo-merge run \(pid {holder.pid}\)"):
+            with output_lock(out):
+                pass
+        assert main([*TOY_MERGE, f"output_dir={out}"]) == 2
+        assert f"another simo-merge run (pid {holder.pid})" in capsys.readouterr().err
+        assert not (out / "merged.safetensors").exists()
+    finally:
+        holder.kill()  # kill -9: the OS drops the lock, nothing to clean by hand
+        holder.wait()
+    with output_lock(out), output_lock(out):  # free again, and re-entrant within a process
+        pass
+    assert main([*TOY_MERGE, f"output_dir={out}"]) == 0
+    assert (out / "merged.safetensors").is_file()
+
+
+def test_output_paths_that_cannot_work_fail_at_start(tmp_path, capsys):
+    from simo_merge.cli import main
+    from simo_merge.evaluate_job import EvaluateConfig, run_evaluate
+    from simo_merge.outputs import OutputPathError
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    assert main([*TOY_MERGE, f"output_dir={a_file}"]) == 2
+    assert f"output_dir={a_file}: exists and is not a folder" in capsys.readouterr().err
+    assert main([*TOY_MERGE, f"output_dir={a_file}/sub"]) == 2
+    assert f"output_dir={a_file}/sub: cannot write there" in capsys.readouterr().err
+    # evaluate checks its output before anything else (the pool folder does not even exist)
+    with pytest.raises(OutputPathError, match=rf"output={tmp_path}: is a folder"):
+        run_evaluate(EvaluateConfig(pool_dir=str(tmp_path / "nope"), output=str(tmp_path)))
+    assert main(["evaluate", f"pool_dir={tmp_path / 'nope'}", f"output={a_file}/m.json"]) == 2
+    assert f"the folder of output={a_file}: exists and is not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(__import__("os").geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_output_folder_fails_at_start(tmp_path, capsys):
+    from simo_merge.cli import main
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        assert main([*TOY_MERGE, f"output_dir={ro}"]) == 2
+        assert f"output_dir={ro}: cannot write there" in capsys.readouterr().err
+    finally:
+        ro.chmod(0o755)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -29,6 +29,7 @@ from simo_merge.unpickler import StandIn, UnsafePickleError, module_tree_state, 
 
 StateDict = dict[str, Tensor]
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+HEADER_KEY = "simo_merge"  # safetensors header entry holding the checkpoint's metadata (JSON)
 
 
 class CheckpointError(RuntimeError):
@@ -53,16 +54,39 @@ def save_state(
         "package_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "num_tensors": len(tensors),
+        "content_hash": state_hash(tensors),
         **(dict(meta) if meta else {}),
     }
+    # the metadata travels inside the file (one atomic rename); the JSON sidecar is a readable copy
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"simo_merge": json.dumps({"package_version": __version__})})
+        save_file(tensors, str(tmp), metadata={HEADER_KEY: json.dumps(sidecar, default=str)})
     write_json(sidecar_path(path), sidecar)
     return path
 
 
+def header_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The metadata :func:`save_state` stored inside a safetensors file's header ({} when none)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(HEADER_KEY)
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
+    if not raw:
+        return {}
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: header metadata is not valid JSON ({err})") from err
+    return meta if isinstance(meta, dict) and "format" in meta else {}
+
+
 def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
-    """The JSON sidecar of ``path`` ({} when there is none)."""
+    """The metadata of checkpoint ``path``: its header's copy when it has one (written in the same
+    atomic rename as the tensors, so it always describes them), else the JSON sidecar ({} if none)."""
+    if Path(path).suffix == ".safetensors" and Path(path).is_file():
+        meta = header_meta(path)
+        if meta:
+            return meta
     side = sidecar_path(path)
     if not side.is_file():
         return {}

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from simo_merge.atomic import write_json, write_text
-from simo_merge.checkpoint import load_state, read_sidecar, save_state
+from simo_merge.checkpoint import load_state, save_state, state_hash
 from simo_merge.config import EncoderConfig, load_config, to_yaml
 from simo_merge.data import DataConfig, build_split
 from simo_merge.encoders import Encoder, build_encoder
@@ -27,6 +27,7 @@ from simo_merge.heads import TaskHead, build_head
 from simo_merge.merging import merge
 from simo_merge.outputs import claim_output_dir
 from simo_merge.pool_io import load_head, load_pool_dir, pool_heads, save_expert
+from simo_merge.provenance import all_verified, verified_state
 from simo_merge.report import bar_chart, markdown_table, summarize
 from simo_merge.training.evaluate import evaluate
 from simo_merge.training.experts import FinetuneRecipe, finetune
@@ -175,8 +176,9 @@ class Demo:
     def theta0(self) -> dict[str, torch.Tensor]:
         path = self.pool_dir / "theta0.safetensors"
         key = config_key(self.cfg.encoder, self.cfg.pretrain, self.cfg.data, self.cfg.seed)
-        if path.is_file() and read_sidecar(path).get("key") == key:
-            return load_state(path)
+        cached = verified_state(path, key)
+        if cached is not None:
+            return cached
         start = time.perf_counter()
         encoder = self.new_encoder()
         curve = pretrain_masked_reconstruction(
@@ -208,8 +210,9 @@ class Demo:
 
     def experts(self) -> ExpertPool:
         base = self.theta0()
+        base_hash = state_hash(base)  # an expert is reused only if it was trained from this very θ0
         for i, task in enumerate(self.data.specs):
-            path = self.pool_dir / f"{task}_head.safetensors"
+            files = [self.pool_dir / f"{task}.safetensors", self.pool_dir / f"{task}_head.safetensors"]
             key = config_key(
                 self.cfg.encoder,
                 self.cfg.pretrain,
@@ -218,8 +221,9 @@ class Demo:
                 self.cfg.expert,
                 self.cfg.seed,
                 task,
+                base_hash,
             )
-            if path.is_file() and read_sidecar(path).get("key") == key:
+            if all_verified(files, key):
                 continue
             start = time.perf_counter()
             encoder = self.new_encoder()
@@ -243,11 +247,18 @@ class Demo:
     def mtl(self, base: dict[str, torch.Tensor]) -> MultiTaskModel:
         mtl_dir = self.out / "mtl"
         key = config_key(
-            self.cfg.encoder, self.cfg.pretrain, self.cfg.data, self.cfg.head, self.cfg.mtl, self.cfg.seed
+            self.cfg.encoder,
+            self.cfg.pretrain,
+            self.cfg.data,
+            self.cfg.head,
+            self.cfg.mtl,
+            self.cfg.seed,
+            state_hash(base),
         )
         enc_path = mtl_dir / "encoder.safetensors"
+        head_paths = [mtl_dir / f"{t}_head.safetensors" for t in self.data.specs]
         encoder = self.new_encoder()
-        if enc_path.is_file() and read_sidecar(enc_path).get("key") == key:
+        if all_verified([*head_paths, enc_path], key):
             encoder.load_model_state(load_state(enc_path))
             heads = {t: load_head(mtl_dir / f"{t}_head.safetensors") for t in self.data.specs}
             return MultiTaskModel(encoder, heads).eval()
@@ -259,8 +270,11 @@ class Demo:
         )
         for t, head in model.heads.items():
             save_state(
-                mtl_dir / f"{t}_head.safetensors", head.state_dict(), {"head": head.config(), "key": key}
+                mtl_dir / f"{t}_head.safetensors",
+                head.state_dict(),
+                {"head": head.config(), "key": key, "role": f"MTL head {t}"},
             )
+        # the encoder, written last, commits the stage (every file is verified on reuse anyway)
         save_state(enc_path, encoder.model_state(), {"key": key, "role": "MTL encoder"})
         self.timings["mtl"] = time.perf_counter() - start
         self.say(

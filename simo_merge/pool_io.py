@@ -24,11 +24,18 @@ def save_expert(
     head: TaskHead,
     meta: dict[str, Any] | None = None,
 ) -> None:
+    """Write an expert's encoder, then its head: the head file (what :func:`load_pool_dir` lists) is the
+    expert's commit marker, so a crash between the two never leaves a head without its encoder."""
     pool_dir = Path(pool_dir)
+    meta = dict(meta or {})
     save_state(
-        pool_dir / f"{task}_head.safetensors", head.state_dict(), {"head": head.config(), **(meta or {})}
+        pool_dir / f"{task}.safetensors", encoder_state, {"task": task, "role": "expert encoder", **meta}
     )
-    save_state(pool_dir / f"{task}.safetensors", encoder_state, {"task": task, **(meta or {})})
+    save_state(
+        pool_dir / f"{task}_head.safetensors",
+        head.state_dict(),
+        {"head": head.config(), "task": task, "role": "expert head", **meta},
+    )
 
 
 def load_head(path: str | os.PathLike) -> TaskHead:

@@ -126,6 +126,13 @@ class JointTransform:
         )
 
     # -- random state -------------------------------------------------------------------------------
+    def reseed(self, seed: int) -> None:
+        """Restart the augmentation random state from ``seed`` (e.g. at the start of a training stage)."""
+        self.seed = seed
+        self._rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state
+        self._py_rng.seed(seed)
+        self._rng_owner = None
+
     def _maybe_reseed_for_worker(self) -> None:
         info = torch.utils.data.get_worker_info()
         if info is None:

@@ -29,6 +29,7 @@ from simo_merge.outputs import claim_output_dir
 from simo_merge.pool_io import load_head, load_pool_dir, pool_heads, save_expert
 from simo_merge.provenance import all_verified, verified_state
 from simo_merge.report import bar_chart, markdown_table, summarize
+from simo_merge.seeding import stage_seed
 from simo_merge.training.evaluate import evaluate
 from simo_merge.training.experts import FinetuneRecipe, finetune
 from simo_merge.training.model import MultiTaskModel
@@ -141,6 +142,16 @@ class DemoData:
         )
         self.val = DataLoader(self.sets["val"], 64)
         self.test = DataLoader(self.sets["test"], 64)
+        self.batch_size = cfg.batch_size
+
+    def train_loader(self, seed: int) -> DataLoader:
+        """A training loader whose shuffle, augmentation and global torch draws all restart from ``seed``."""
+        torch.manual_seed(seed)
+        transform = getattr(self.sets["train"], "transform", None)
+        if hasattr(transform, "reseed"):
+            transform.reseed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        return DataLoader(self.sets["train"], self.batch_size, shuffle=True, drop_last=True, generator=gen)
 
 
 class Demo:
@@ -183,7 +194,7 @@ class Demo:
         encoder = self.new_encoder()
         curve = pretrain_masked_reconstruction(
             encoder,
-            self.data.train,
+            self.data.train_loader(stage_seed(self.cfg.seed, "theta0")),
             self.cfg.pretrain.steps,
             self.cfg.pretrain.lr,
             self.cfg.pretrain.mask_ratio,
@@ -231,7 +242,7 @@ class Demo:
             model, curve = finetune(
                 encoder,
                 {task: self.new_head(task, i)},
-                self.data.train,
+                self.data.train_loader(stage_seed(self.cfg.seed, "expert", task)),
                 self.cfg.expert,
                 desc=f"expert {task}",
                 progress=self.cfg.progress,
@@ -265,9 +276,8 @@ class Demo:
         start = time.perf_counter()
         encoder.load_model_state(base)
         heads = {t: self.new_head(t, i) for i, t in enumerate(self.data.specs)}
-        model, curve = finetune(
-            encoder, heads, self.data.train, self.cfg.mtl, desc="MTL", progress=self.cfg.progress
-        )
+        loader = self.data.train_loader(stage_seed(self.cfg.seed, "mtl"))
+        model, curve = finetune(encoder, heads, loader, self.cfg.mtl, desc="MTL", progress=self.cfg.progress)
         for t, head in model.heads.items():
             save_state(
                 mtl_dir / f"{t}_head.safetensors",
@@ -379,7 +389,7 @@ class Demo:
                     steps=rc.steps,
                     lr=rc.lr,
                     batch_size=rc.batch_size,
-                    seed=self.cfg.seed,
+                    seed=stage_seed(self.cfg.seed, "realign", f"{name}+{realigner}") % (2**31),
                     progress=self.cfg.progress,
                 )
                 inputs = labelled if objective == "supervised" else unlabelled

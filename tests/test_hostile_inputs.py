@@ -4,6 +4,7 @@ concurrent runs, bad configs and output paths."""
 from __future__ import annotations
 
 import io
+import json
 import pickle
 import struct
 import sys
@@ -446,3 +447,136 @@ def test_read_only_output_folder_fails_at_start(tmp_path, capsys):
         assert f"output_dir={ro}: cannot write there" in capsys.readouterr().err
     finally:
         ro.chmod(0o755)
+
+
+# ------------------------------------------------------- resume: provenance in the file, stage seeds
+
+TINY_DEMO = [
+    "encoder.kwargs={img_size: 32, patch_size: 8, depth: 2, embed_dim: 32, num_heads: 2}",
+    "data.size=[32,32]",
+    "data.tasks=[semseg,depth]",
+    "data.num_samples={train: 24, val: 8, test: 8}",
+    "data.batch_size=8",
+    "pretrain.steps=2",
+    "expert.probe_steps=1",
+    "expert.finetune_steps=2",
+    "progress=false",
+]
+
+
+def _demo(out: Path, *extra: str):
+    from simo_merge.config import load_config
+    from simo_merge.demo import Demo, DemoConfig
+
+    return Demo(load_config(DemoConfig, None, [*TINY_DEMO, f"output_dir={out}", *extra]))
+
+
+def _pool_states(folder: Path) -> dict[str, dict]:
+    return {p.name: load_state(p) for p in sorted(folder.glob("*.safetensors"))}
+
+
+def _same_states(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+        for x, y in zip(a.values(), b.values(), strict=True)
+    )
+
+
+def _crash_after_first_file(monkeypatch, module) -> None:
+    """Make the next ``save_state`` through ``module`` raise right after its file is on disk (a kill)."""
+    real = module.save_state
+
+    def crashing(path, *args, **kwargs):
+        real(path, *args, **kwargs)
+        monkeypatch.setattr(module, "save_state", real)
+        raise KeyboardInterrupt(f"killed after writing {path}")
+
+    monkeypatch.setattr(module, "save_state", crashing)
+
+
+@pytest.fixture(scope="module")
+def clean_runs(tmp_path_factory):
+    """Uninterrupted runs of configs A (defaults) and B (another expert recipe), for reference."""
+    root = tmp_path_factory.mktemp("clean")
+    _demo(root / "A").experts()
+    _demo(root / "B", "expert.lr_encoder=0.002").experts()
+    return {
+        "A": _pool_states(root / "A" / "experts"),
+        "B": _pool_states(root / "B" / "experts"),
+        "root": root,
+    }
+
+
+def test_crash_between_an_experts_files_then_changed_config_never_mixes_runs(
+    tmp_path, monkeypatch, clean_runs
+):
+    import simo_merge.pool_io as pool_io
+
+    out = tmp_path / "run"
+    _demo(out).experts()
+    assert _same_states(_pool_states(out / "experts"), clean_runs["A"])
+    _crash_after_first_file(monkeypatch, pool_io)
+    with pytest.raises(KeyboardInterrupt):
+        _demo(out, "expert.lr_encoder=0.002").experts()
+    _demo(out, "expert.lr_encoder=0.002").experts()  # resume with config B
+    assert _same_states(_pool_states(out / "experts"), clean_runs["B"])
+
+
+def test_crash_in_a_fresh_folder_does_not_leave_the_pool_stuck(tmp_path, monkeypatch, clean_runs):
+    import simo_merge.pool_io as pool_io
+
+    out = tmp_path / "run"
+    _crash_after_first_file(monkeypatch, pool_io)
+    with pytest.raises(KeyboardInterrupt):
+        _demo(out).experts()
+    pool = _demo(out).experts()  # no file deleted by hand
+    assert pool.tasks == ["semseg", "depth"]
+    assert _same_states(_pool_states(out / "experts"), clean_runs["A"])
+
+
+def test_crash_between_tensors_and_sidecar_or_a_swapped_file_is_recomputed(tmp_path, monkeypatch, clean_runs):
+    from safetensors.torch import save_file
+
+    import simo_merge.checkpoint as checkpoint
+    from simo_merge.checkpoint import HEADER_KEY, header_meta
+
+    out = tmp_path / "run"
+    theta0_a = _demo(out).theta0()
+    path = out / "experts" / "theta0.safetensors"
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed before the sidecar")
+
+    monkeypatch.setattr(checkpoint, "write_json", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _demo(out, "pretrain.steps=3").theta0()  # θ0 of B on disk, A's sidecar beside it
+    monkeypatch.undo()
+    assert not torch.equal(load_state(path)["cls_token"], theta0_a["cls_token"])
+    again = _demo(out).theta0()  # config A again: B's tensors must not pass for A's
+    assert _same_states({"t": again}, {"t": theta0_a})
+    # tensors swapped under a copied header (content hash no longer matches): recomputed too
+    meta = header_meta(path)
+    save_file(
+        {k: v + 1 for k, v in theta0_a.items()},
+        str(path),
+        metadata={HEADER_KEY: json.dumps(meta)},
+    )
+    assert _same_states({"t": _demo(out).theta0()}, {"t": theta0_a})
+    assert _same_states({"t": load_state(path)}, {"t": theta0_a})
+
+
+def test_skipping_a_cached_stage_does_not_change_the_next(tmp_path, clean_runs):
+    import shutil
+
+    # θ0 cached (copied from the clean run), experts trained: identical to the uninterrupted run
+    out = tmp_path / "run"
+    (out / "experts").mkdir(parents=True)
+    for name in ("theta0.safetensors", "theta0.json"):
+        shutil.copy(clean_runs["root"] / "A" / "experts" / name, out / "experts" / name)
+    _demo(out).experts()
+    assert _same_states(_pool_states(out / "experts"), clean_runs["A"])
+    # the first expert cached, the second deleted: the retrained second expert is identical too
+    for name in ("depth.safetensors", "depth_head.safetensors"):
+        (out / "experts" / name).unlink()
+    _demo(out).experts()
+    assert _same_states(_pool_states(out / "experts"), clean_runs["A"])

@@ -133,6 +133,9 @@ class Clip8Config:
         for m in self.method_params:
             if m not in self.methods:
                 raise ConfigError(f"method_params: {m!r} is not in methods {self.methods}")
+        from simo_merge.run_checks import check_method_params
+
+        check_method_params("method_params", self.method_params)  # types, finite values, known names
         for r in self.realign:
             if r not in REALIGNERS.names():
                 raise ConfigError(f"realign: unknown realigner {r!r}; known: {REALIGNERS.names()}")

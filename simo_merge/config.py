@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from omegaconf import OmegaConf
+import yaml
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 T = TypeVar("T")
@@ -85,7 +86,18 @@ def load_config(
             path = Path(path)
             if not path.is_file():
                 raise ConfigError(f"config file not found: {path}")
-            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+            try:
+                loaded = OmegaConf.load(path)
+            except yaml.YAMLError as err:
+                mark = getattr(err, "problem_mark", None)
+                at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+                problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+                raise ConfigError(f"{path}: not valid YAML{at}: {problem}") from err
+            except UnicodeDecodeError as err:
+                raise ConfigError(f"{path}: not a text file ({err})") from err
+            if not isinstance(loaded, DictConfig):
+                raise ConfigError(f"{path}: the top level must be a mapping of keys, got a list")
+            cfg = OmegaConf.merge(cfg, loaded)
         if overrides:
             bad = [o for o in overrides if "=" not in o]
             if bad:

@@ -74,6 +74,7 @@ class DemoRealignConfig:
     label_split: str = "val"
 
 
+MERGE_ROW_NAMES = {"weight_average": "WA", "task_arithmetic": "TA", "ties": "TIES"}
 DATA_DEPENDENT_NAMES = {
     "adamerging": "AdaMerging",
     "adamerging_layerwise": "AdaMerging-LW",
@@ -123,6 +124,12 @@ class DemoConfig:
     threads: int = 2
     progress: bool = True
 
+    def validate(self) -> None:
+        """Names, values and combinations that cannot work fail here, before any training."""
+        from simo_merge.run_checks import check_demo_config
+
+        check_demo_config(self)
+
 
 def config_key(*parts: Any) -> str:
     """A short stable hash of config sections, used to decide whether a cached artefact is reusable."""
@@ -158,6 +165,7 @@ class Demo:
     """Runs the demo step by step; each step can be called on its own (e.g. from a notebook)."""
 
     def __init__(self, cfg: DemoConfig) -> None:
+        cfg.validate()
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
         self.pool_dir = self.out / "experts"
@@ -483,7 +491,7 @@ class Demo:
         for method in self.cfg.merge.methods:
             t0 = time.perf_counter()
             state, params = self.merge_with_selection(pool, method, val_individual)
-            name = {"weight_average": "WA", "task_arithmetic": "TA", "ties": "TIES"}.get(method, method)
+            name = MERGE_ROW_NAMES.get(method, method)
             rows[name] = evaluate(
                 self.merged_model(pool, state),
                 self.data.test,

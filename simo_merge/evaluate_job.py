@@ -64,6 +64,13 @@ def output_path(cfg: EvaluateConfig) -> Path:
 def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     torch.set_num_threads(cfg.threads)
     out = check_output_file(output_path(cfg), "output")  # before any evaluation
+    if cfg.adapters and not cfg.checkpoint:
+        raise ValueError("adapters= needs checkpoint= (the merged encoder they were trained on)")
+    merged_state = load_state(cfg.checkpoint) if cfg.checkpoint else None
+    if cfg.adapters:
+        from simo_merge.realign.io import check_trained_on
+
+        check_trained_on(cfg.adapters, merged_state, cfg.checkpoint)
     pool = load_pool_dir(cfg.pool_dir, cfg.data.tasks)
     dataset = build_split(cfg.data, cfg.split, cfg.seed)
     loader = DataLoader(dataset, cfg.batch_size)
@@ -74,11 +81,9 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         rows["Individual"][task] = evaluate(
             model, loader, {task: specs[task]}, f"expert {task}", cfg.progress
         )[task]
-    if cfg.adapters and not cfg.checkpoint:
-        raise ValueError("adapters= needs checkpoint= (the merged encoder they were trained on)")
     if cfg.checkpoint:
         name = read_sidecar(cfg.checkpoint).get("method", Path(cfg.checkpoint).stem)
-        merged = model_for(pool, load_state(cfg.checkpoint))
+        merged = model_for(pool, merged_state)
         rows[name] = evaluate(merged, loader, specs, name, cfg.progress)
         if cfg.adapters:
             from simo_merge.realign.io import load_realigned

@@ -580,3 +580,123 @@ def test_skipping_a_cached_stage_does_not_change_the_next(tmp_path, clean_runs):
         (out / "experts" / name).unlink()
     _demo(out).experts()
     assert _same_states(_pool_states(out / "experts"), clean_runs["A"])
+
+
+# ------------------------------------------------------------- configs: errors at start, not tracebacks
+
+
+def test_yaml_syntax_errors_and_non_mappings_name_the_file(tmp_path, capsys):
+    from simo_merge.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method:\n  name: ties\n  params: {k: [1, 2\n")
+    assert main(["merge", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: not valid YAML at line" in err and "Traceback" not in err
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- a\n- b\n")
+    assert main(["merge", "--config", str(listed)]) == 2
+    assert f"{listed}: the top level must be a mapping" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("merge.methods=[task_arithmetic,tiez]", "merge.methods: unknown merge method 'tiez'"),
+        ("merge.lam_grid=[]", "merge.lam_grid: empty"),
+        ("merge.lam_grid=[0.3,.nan]", "merge.lam_grid: nan is not a finite number"),
+        ("merge.params={ties: {k: abc}}", "merge.params.ties: k='abc' must be a number"),
+        ("merge.params={ties: {kk: 3}}", r"merge.params.ties: unknown hyper-parameter\(s\) \['kk'\]"),
+        ("realign.realigners=[surgery,deeep]", "realign.realigners: unknown realigner 'deeep'"),
+        ("realign.apply_to=[TA,WAT]", r"realign.apply_to / realign_on name \['WAT'\]"),
+        ("realign.objectives={surgery: supervisd}", "realign.objectives.surgery='supervisd'"),
+        ("realign.rank=0", "realign: rank, batch_size must be >= 1"),
+        ("data.num_samples={train: 4, val: 8, test: 8}", "data.num_samples.train=4 < data.batch_size=8"),
+        ("full=true", None),  # valid: the defaults of the full demo pass
+        ("data_dependent.methods=[adamerging,fishr]", None),  # only checked when full=true
+    ],
+)
+def test_demo_settings_that_cannot_work_fail_before_any_training(tmp_path, capsys, override, message):
+    from simo_merge.cli import main
+    from simo_merge.config import ConfigError, load_config
+    from simo_merge.demo import DemoConfig
+
+    overrides = [*TINY_DEMO, f"output_dir={tmp_path / 'out'}", override]
+    if message is None:
+        load_config(DemoConfig, None, overrides)
+        return
+    with pytest.raises(ConfigError, match=message):
+        load_config(DemoConfig, None, overrides)
+    assert main(["train-experts", *overrides]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+    assert not (tmp_path / "out" / "experts").exists()  # nothing trained, nothing written
+
+
+def test_full_demo_checks_its_data_dependent_names(tmp_path):
+    from simo_merge.config import ConfigError, load_config
+    from simo_merge.demo import DemoConfig
+
+    with pytest.raises(ConfigError, match="data_dependent.methods: unknown merge method 'fishr'"):
+        load_config(DemoConfig, None, [*TINY_DEMO, "full=true", "data_dependent.methods=[adamerging,fishr]"])
+    with pytest.raises(ConfigError, match="data_dependent.params.fisher: num_batches=1.5 must be an integer"):
+        load_config(
+            DemoConfig, None, [*TINY_DEMO, "full=true", "data_dependent.params={fisher: {num_batches: 1.5}}"]
+        )
+
+
+def test_realign_and_bench_names_and_values_fail_at_load(tmp_path):
+    from simo_merge.clip_bench import Clip8Config
+    from simo_merge.config import ConfigError, load_config
+    from simo_merge.realign.job import RealignJobConfig
+
+    with pytest.raises(ConfigError, match="realigner: unknown realigner 'deeep'"):
+        load_config(RealignJobConfig, None, ["realigner=deeep"])
+    with pytest.raises(ConfigError, match="method.params.task_arithmetic: lam=nan must be finite"):
+        load_config(RealignJobConfig, None, ["method.params.lam=.nan"])
+    with pytest.raises(ConfigError, match="method.name: unknown merge method 'tsk'"):
+        load_config(RealignJobConfig, None, ["method.name=tsk"])
+    load_config(RealignJobConfig, None, ["method.name=tsk", "checkpoint=merged.safetensors"])  # not merged
+    with pytest.raises(ConfigError, match=r"method_params.ties: lam=\[1, 2\] must be a number"):
+        load_config(Clip8Config, None, ["method_params={ties: {lam: [1, 2]}}"])
+
+
+def test_an_empty_training_loader_is_an_error_not_a_hang():
+    from simo_merge.training.loop import forever
+
+    batches = forever([])
+    with pytest.raises(ValueError, match="yields no batch"):
+        next(batches)
+    assert [next(b) for b in [forever([1, 2])] for _ in range(3)] == [1, 2, 1]
+
+
+# ----------------------------------------------------------------- adapters tied to their merged model
+
+
+def test_adapters_trained_on_another_checkpoint_are_refused(tmp_path):
+    from simo_merge.checkpoint import save_state, state_hash
+    from simo_merge.evaluate_job import EvaluateConfig, run_evaluate
+
+    merged_a, merged_b = {"w": torch.ones(3)}, {"w": torch.full((3,), 2.0)}
+    save_state(tmp_path / "a.safetensors", merged_a, {"method": "ties"})
+    save_state(tmp_path / "b.safetensors", merged_b, {"method": "task_arithmetic"})
+    meta = {"realigner": "surgery", "rank": 4, "merged_hash": state_hash(merged_a)}
+    save_state(tmp_path / "adapters.safetensors", {"adapters.x": torch.zeros(1)}, meta)
+    save_state(
+        tmp_path / "old.safetensors", {"adapters.x": torch.zeros(1)}, {"realigner": "surgery", "rank": 4}
+    )
+
+    def run(checkpoint, adapters):
+        cfg = EvaluateConfig(
+            pool_dir=str(tmp_path / "no_pool"),
+            checkpoint=str(tmp_path / checkpoint),
+            adapters=str(tmp_path / adapters),
+            output=str(tmp_path / "m.json"),
+        )
+        run_evaluate(cfg)
+
+    with pytest.raises(ValueError, match=rf"trained on a merged model with hash {state_hash(merged_a)}, but"):
+        run("b.safetensors", "adapters.safetensors")
+    with pytest.raises(ValueError, match="records no merged_hash"):
+        run("a.safetensors", "old.safetensors")
+    with pytest.raises(FileNotFoundError, match="no_pool"):  # the right checkpoint passes the check
+        run("a.safetensors", "adapters.safetensors")

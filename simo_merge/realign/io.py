@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from simo_merge.checkpoint import load_state, read_sidecar, save_state
+from simo_merge.checkpoint import load_state, read_sidecar, save_state, state_hash
 from simo_merge.encoders import Encoder
 from simo_merge.realign import REALIGNERS
 from simo_merge.realign.model import RealignedModel, head_sites
@@ -34,6 +34,20 @@ def save_realigned(
             **(meta or {}),
         },
     )
+
+
+def check_trained_on(path: str | os.PathLike, merged_state: dict, checkpoint: str) -> None:
+    """Raise ValueError unless the adapters in ``path`` were trained on ``merged_state`` (its hash is in
+    their metadata): adapters of another merged model would give a mislabelled, meaningless row."""
+    recorded = read_sidecar(path).get("merged_hash")
+    if recorded is None:
+        raise ValueError(f"{path}: records no merged_hash (trained before it was recorded); re-run realign")
+    actual = state_hash(merged_state)
+    if recorded != actual:
+        raise ValueError(
+            f"adapters {path} were trained on a merged model with hash {recorded}, but checkpoint "
+            f"{checkpoint} has hash {actual}; pass the checkpoint they were trained on"
+        )
 
 
 def load_realigned(path: str | os.PathLike, encoder: Encoder, heads: dict[str, nn.Module]) -> RealignedModel:

@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from simo_merge.atomic import write_json, write_text
-from simo_merge.checkpoint import load_state, read_sidecar
+from simo_merge.checkpoint import load_state, read_sidecar, state_hash
 from simo_merge.config import MethodConfig
 from simo_merge.data import DataConfig, build_split
 from simo_merge.encoders import Encoder, build_encoder
@@ -49,6 +49,18 @@ class RealignJobConfig(RealignConfig):
     disk_cache: bool = True  # keep cached features in <output_dir>/cache as safetensors
     tsne: bool = True
     threads: int = 2
+
+    def validate(self) -> None:
+        """Names and values fail here, before any data is read or anything trained."""
+        from simo_merge.merging import MERGE_METHODS
+        from simo_merge.realign import REALIGNERS
+        from simo_merge.run_checks import check_method_params, check_names
+
+        super().validate()
+        check_names("realigner", [self.realigner], REALIGNERS)
+        if not self.checkpoint:
+            check_names("method.name", [self.method.name], MERGE_METHODS)
+            check_method_params("method.params", {self.method.name: self.method.params})
 
 
 def dataset_inputs(dataset: Any, tasks: list[str], name: str, with_labels: bool = False) -> RealignInputs:
@@ -157,6 +169,7 @@ def run_realign_job(cfg: RealignJobConfig) -> dict[str, Any]:
         {
             "objective": cfg.objective,
             "merged": cfg.checkpoint or f"{merged_name} {cfg.method.params}",
+            "merged_hash": state_hash(merged_state),  # evaluate refuses these adapters on another model
             "pool_dir": cfg.pool_dir,
             "steps": cfg.steps,
             "loss_first_last": [curve[0], curve[-1]] if curve else [],

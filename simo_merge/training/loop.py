@@ -15,9 +15,15 @@ from tqdm.auto import tqdm
 
 
 def forever(loader: Iterable) -> Iterator:
-    """Cycle over ``loader`` indefinitely (a new shuffle each epoch)."""
+    """Cycle over ``loader`` indefinitely (a new shuffle each epoch); an empty loader is an error
+    (a ValueError), not an endless loop."""
     while True:
-        yield from loader
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("the training loader yields no batch (fewer samples than one batch?)")
 
 
 def warmup_cosine(steps: int, warmup_fraction: float) -> Callable[[int], float]:

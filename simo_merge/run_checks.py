@@ -1,0 +1,89 @@
+"""Start-up checks of job configs: every name, value and combination that cannot work fails before any
+training, with the key and value named (a typo in the last realigner must not cost an hour of training).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from simo_merge.config import ConfigError
+
+
+def check_names(key: str, names: Iterable[str], registry: Any) -> None:
+    """Raise ConfigError for the first of ``names`` that ``registry`` does not know."""
+    for name in names:
+        if name not in registry:
+            raise ConfigError(
+                f"{key}: unknown {registry.family} {name!r}; known: {', '.join(registry.names())}"
+            )
+
+
+def check_method_params(key: str, params: Mapping[str, Mapping[str, Any]], extra: Iterable[str] = ()) -> None:
+    """Each ``method: {param: value}`` entry names a registered method and valid values for it."""
+    from simo_merge.merging import MERGE_METHODS
+    from simo_merge.merging._hyperparams import check_values
+
+    check_names(key, params, MERGE_METHODS)
+    for method, values in params.items():
+        given = {k: v for k, v in dict(values).items() if k not in extra}
+        try:
+            check_values(MERGE_METHODS.get(method), given, f"{key}.{method}")
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+
+
+def check_data(cfg: Any, roles: Iterable[str]) -> None:
+    """Splits the job reads exist; a training split holds at least one batch."""
+    for role in roles:
+        if role not in cfg.splits:
+            raise ConfigError(f"data.splits has no {role!r} entry: {dict(cfg.splits)}")
+    if cfg.batch_size < 1:
+        raise ConfigError(f"data.batch_size must be >= 1, got {cfg.batch_size}")
+    train = cfg.num_samples.get("train") if cfg.name == "synthetic_scenes" else None
+    if train is not None and train < cfg.batch_size:
+        raise ConfigError(
+            f"data.num_samples.train={train} < data.batch_size={cfg.batch_size}: "
+            "training drops incomplete batches, so not one batch would be drawn"
+        )
+
+
+def check_demo_config(cfg: Any) -> None:
+    """Every check :class:`simo_merge.demo.DemoConfig` needs before its run starts."""
+    from simo_merge.demo import DATA_DEPENDENT_NAMES, MERGE_ROW_NAMES
+    from simo_merge.merging import MERGE_METHODS
+    from simo_merge.realign import REALIGNERS
+    from simo_merge.realign.train import OBJECTIVES, RealignConfig
+
+    rc, dd = cfg.realign, cfg.data_dependent
+    check_names("merge.methods", cfg.merge.methods, MERGE_METHODS)
+    check_method_params("merge.params", cfg.merge.params)
+    if not cfg.merge.lam_grid:
+        raise ConfigError("merge.lam_grid: empty; λ is chosen on val from this grid")
+    bad = [v for v in cfg.merge.lam_grid if not math.isfinite(v)]
+    if bad:
+        raise ConfigError(f"merge.lam_grid: {bad[0]} is not a finite number")
+    check_names("realign.realigners", rc.realigners, REALIGNERS)
+    check_names("realign.objectives", rc.objectives, REALIGNERS)
+    for realigner in rc.realigners:
+        objective = rc.objectives.get(realigner, "unsupervised")
+        if objective not in OBJECTIVES:
+            raise ConfigError(f"realign.objectives.{realigner}={objective!r}: must be one of {OBJECTIVES}")
+        try:
+            RealignConfig(realigner, objective, rc.rank, rc.steps, rc.lr, rc.batch_size).validate()
+        except ValueError as err:
+            raise ConfigError(f"realign: {err}") from err
+    rows = [MERGE_ROW_NAMES.get(m, m) for m in cfg.merge.methods]
+    apply_to = list(rc.apply_to)
+    if cfg.full:
+        check_names("data_dependent.methods", dd.methods, MERGE_METHODS)
+        check_method_params("data_dependent.params", dd.params)
+        rows += [DATA_DEPENDENT_NAMES.get(m, m) for m in dd.methods]
+        apply_to += list(dd.realign_on)
+    missing = [name for name in apply_to if name not in rows]
+    if missing and rc.realigners:
+        raise ConfigError(f"realign.apply_to / realign_on name {missing}, which are not merged rows: {rows}")
+    check_data(
+        cfg.data, {"train", "val", "test", rc.split, rc.label_split} | ({dd.split} if cfg.full else set())
+    )

@@ -138,8 +138,8 @@ def load_state(path: str | os.PathLike, allow_pickle: bool = False) -> StateDict
             reason = found.group(1).strip() if found else ""
             raise CheckpointError(
                 f"{path}: cannot be read with weights_only=True ({reason or 'not a tensor-only pickle'}). "
-                "If it stores Python objects (e.g. a pickled module), full unpickling can run arbitrary "
-                "code: pass allow_pickle=True (CLI: allow_pickle=true) only for files you trust"
+                "If it stores Python objects (e.g. a pickled module), pass allow_pickle=True (CLI: "
+                "allow_pickle=true) to read it with the restricted unpickler (no pickled code runs)"
             ) from err
         try:
             obj = restricted_torch_load(path)

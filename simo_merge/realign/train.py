@@ -136,6 +136,8 @@ class RealignConfig:
             raise ValueError(f"epochs must be > 0 or None, got {self.epochs}")
         if self.batches_per_task < 1:
             raise ValueError(f"batches_per_task must be >= 1, got {self.batches_per_task}")
+        if self.online and self.schedule == "reference":
+            raise ValueError("online=true draws each input once in one joint pass; use schedule=joint")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.match not in (None, "features", "outputs", "both"):

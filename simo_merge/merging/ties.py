@@ -3,10 +3,10 @@
 1. Trim: keep each task vector's top-k% entries by magnitude over the *whole* vector, zero the rest.
    The count is the reference's: with N entries and n = int(N·k/100), the threshold is the (N−n)-th
    smallest magnitude (``kthvalue``) and every entry ``>=`` it is kept, i.e. n + 1 entries when
-   magnitudes are distinct (more on ties); k = 100 keeps everything. Reference:
-   prateeksha/TIES-Merging ``topk_values_mask``, copied unchanged into EnnengYang/RepresentationSurgery
-   ``src/ties_merging_utils.py`` (commit c5a032d) and FusionBench ``fusion_bench/method/ties_merging/
-   ties_merging_utils.py``.
+   magnitudes are distinct (more on ties); k = 100 keeps everything. Reference: ``topk_values_mask``
+   of the TIES authors' utilities as carried by EnnengYang/RepresentationSurgery
+   ``src/ties_merging_utils.py`` (commit c5a032d) and FusionBench
+   ``fusion_bench/method/ties_merging/ties_merging_utils.py`` (commit c2b8ecd).
 2. Elect: per entry, the sign of the summed trimmed values; where that sum is exactly 0 the sign is the
    majority sign (sign of the sum of all elected signs), as in ``resolve_sign``.
 3. Disjoint merge of the trimmed values whose sign agrees with the elected one, by ``merge_func``:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from simo_merge.affinity.transfer import SIMO_LAMBDAS
 from simo_merge.data import DataConfig, build_split
 from simo_merge.evaluate_job import model_for
 from simo_merge.pool_io import load_pool_dir
@@ -25,8 +26,9 @@ class AffinityJobConfig:
     k: float = 20.0  # top-k% magnitudes for the sign-conflict rate
     cluster_threshold: float = 1.0
     measured: bool = True  # transfer curves + pairwise interference (needs data)
-    transfer_lambdas: list[float] = field(default_factory=lambda: [float(x) for x in np.linspace(0, 1.5, 16)])
-    select_lambdas: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.6, 0.8, 1.0])
+    # λ sweeps: the SIMO paper's grid [0, 0.25, 0.5, 0.75, 1] by default (finer: np.linspace(0, 1.5, 16))
+    transfer_lambdas: list[float] = field(default_factory=lambda: list(SIMO_LAMBDAS))
+    select_lambdas: list[float] = field(default_factory=lambda: list(SIMO_LAMBDAS))
     output_dir: str = "runs/affinity"
     seed: int = 0
     threads: int = 2

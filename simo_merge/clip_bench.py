@@ -81,10 +81,11 @@ from simo_merge.training.model import MultiTaskModel
 StateDict = dict[str, Tensor]
 
 LAYOUTS = ("auto", "task_vectors", "open_clip")
-#: hyper-parameter defaults of the CLIP tables (Task Arithmetic: λ=0.3; TIES: top-20%, λ=0.3)
+#: hyper-parameter defaults of the CLIP tables (Task Arithmetic: λ=0.3; TIES: top-20%, disjoint sum,
+#: λ=0.3, as the AdaMerging / Surgery code runs it: ``ties_merging(..., merge_func="dis-sum")``)
 DEFAULT_METHOD_PARAMS: dict[str, dict[str, Any]] = {
     "task_arithmetic": {"lam": 0.3},
-    "ties": {"k": 20, "lam": 0.3},
+    "ties": {"k": 20, "lam": 0.3, "merge_func": "sum"},
 }
 #: task_vectors tests SUN397 and DTD on their ``val`` folders
 DEFAULT_TEST_SPLITS: dict[str, str] = {"sun397": "val", "dtd": "val"}

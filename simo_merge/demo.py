@@ -70,6 +70,9 @@ class DemoRealignConfig:
     batch_size: int = 16
     lr: float = 1e-3
     objectives: dict[str, str] = field(default_factory=lambda: {"heads": "supervised"})
+    # realigner -> recipe ("surgery": the papers' unsupervised recipe, the default; "simo": the SIMO
+    # paper's supervised recipe on label_split); each row's params name the recipe that produced it
+    recipes: dict[str, str] = field(default_factory=dict)
     split: str = "test"
     label_split: str = "val"
 
@@ -389,17 +392,19 @@ class Demo:
             info[name]["bias"] = f"{mean_bias(before):.4f}"
             for realigner in realigners:
                 t0 = time.perf_counter()
-                objective = rc.objectives.get(realigner, "unsupervised")
+                recipe = rc.recipes.get(realigner, "surgery")
                 cfg = RealignConfig(
                     realigner=realigner,
-                    objective=objective,
+                    objective=rc.objectives.get(realigner, "unsupervised"),
                     rank=rc.rank,
                     steps=rc.steps,
                     lr=rc.lr,
                     batch_size=rc.batch_size,
                     seed=stage_seed(self.cfg.seed, "realign", f"{name}+{realigner}") % (2**31),
                     progress=self.cfg.progress,
-                )
+                    recipe=recipe,
+                ).resolved()
+                objective = cfg.objective
                 inputs = labelled if objective == "supervised" else unlabelled
                 model, curve = realign(self.new_encoder, states[name], pool.experts, heads, inputs, cfg)
                 row = f"{name}+{realigner}"
@@ -411,11 +416,12 @@ class Demo:
                 info[row] = {
                     "trained params": f"{model.num_trainable():,}",
                     "bias": f"{mean_bias(after):.4f}",
-                    "params": objective if objective == "supervised" else f"{objective}, {model.plan.match}",
+                    "params": f"{recipe} recipe, "
+                    + (objective if objective == "supervised" else f"{objective}, {model.plan.match}"),
                 }
                 self.timings[f"realign {row}"] = time.perf_counter() - t0
                 self.say(
-                    f"{row}: {rc.steps} steps {info[row]['params']}, loss {curve[0]:.3f} -> "
+                    f"{row}: {len(curve)} iterations {info[row]['params']}, loss {curve[0]:.3f} -> "
                     f"{curve[-1]:.3f}, bias {mean_bias(before):.4f} -> {mean_bias(after):.4f}, "
                     f"{self.timings[f'realign {row}']:.0f}s"
                 )

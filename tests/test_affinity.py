@@ -431,3 +431,18 @@ def test_run_affinity_and_report_writes_every_file(tmp_path):
     assert "interference" not in data_free
     names = {p.name for p in write_affinity_report(tmp_path / "free", data_free).values()}
     assert names == expected - {"interference.png", "transfer_curves.png"}
+
+
+def test_default_sweep_is_the_simo_grid():
+    """SIMO (d23845jg/simomm evaluate_task_vector): np.linspace(0.0, 1.0, num_scaling_coef_samples=5)."""
+    import inspect
+
+    from simo_merge.affinity import DEFAULT_LAMBDAS, DEFAULT_SELECT_LAMBDAS, pairwise_interference
+    from simo_merge.affinity_job import AffinityJobConfig
+
+    simo = [float(x) for x in np.linspace(0.0, 1.0, 5)]
+    assert list(DEFAULT_LAMBDAS) == simo and list(DEFAULT_SELECT_LAMBDAS) == simo
+    assert list(inspect.signature(transfer_curves).parameters["lambdas"].default) == simo
+    assert list(inspect.signature(pairwise_interference).parameters["lambdas"].default) == simo
+    cfg = AffinityJobConfig()
+    assert cfg.transfer_lambdas == simo and cfg.select_lambdas == simo

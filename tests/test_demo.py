@@ -190,6 +190,23 @@ def test_realign_command_then_evaluate_with_its_adapters(demo_run, tmp_path, cap
     assert "unknown realigner 'nope'" in capsys.readouterr().err
 
 
+def test_realign_command_with_the_simo_recipe(demo_run, tmp_path):
+    """recipe=simo in one word: supervised on label_split, adapters and heads trained, one epoch."""
+    from simo_merge.checkpoint import load_state, read_sidecar
+
+    pool = demo_run / "experts"
+    data = ["data.size=[32,32]", "data.num_samples={val: 8, test: 8}", "progress=false"]
+    out = tmp_path / "simo"
+    args = ["realign", f"pool_dir={pool}", "realigner=shared-deep", "recipe=simo", "rank=4", "batch_size=4"]
+    assert main([*args, *data, f"output_dir={out}", "tsne=false"]) == 0
+    meta = read_sidecar(out / "adapters.safetensors")
+    assert meta["recipe"] == "simo" and meta["objective"] == "supervised" and meta["train_heads"]
+    keys = list(load_state(out / "adapters.safetensors"))
+    assert any(k.startswith("heads.") for k in keys) and any(k.startswith("adapters.") for k in keys)
+    realigned = json.loads((out / "metrics.json").read_text())
+    assert len(realigned["loss_curve"]) == 2  # one epoch of the 8 val images in batches of 4
+
+
 def test_affinity_command_writes_every_file(demo_run, tmp_path, capsys):
     out = tmp_path / "affinity"
     assert (

@@ -82,7 +82,7 @@ def test_fisher_with_equal_fishers_is_weight_averaging_and_weights_by_fisher():
         "t0": {k: torch.ones_like(v) for k, v in shared.items()},
         "t1": {k: 3 * torch.ones_like(v) for k, v in shared.items()},
     }
-    two = merge(pool, "fisher", tasks=["t0", "t1"], fishers=fishers)
+    two = merge(pool, "fisher", tasks=["t0", "t1"], fishers=fishers, normalize=False)
     expected = (pool.experts["t0"]["lin.weight"] + 3 * pool.experts["t1"]["lin.weight"]) / 4
     torch.testing.assert_close(two["lin.weight"], expected, rtol=0, atol=1e-6)
 
@@ -93,14 +93,17 @@ def test_fisher_dominated_by_one_task_returns_that_expert():
         t: {k: torch.full(v.shape, 1e6 if t == "t1" else 1e-3) for k, v in pool.base.items() if k != "ids"}
         for t in pool.tasks
     }
-    merged = merge(pool, "fisher", fishers=fishers)
+    merged = merge(pool, "fisher", fishers=fishers, normalize=False)
     for key, value in pool.experts["t1"].items():
         torch.testing.assert_close(merged[key], value, rtol=0, atol=1e-5)
-    # all-zero Fishers fall back (through the floor) to the plain average, not 0/0
+    # all-zero Fishers: with all_zero="floor" the floor gives the plain average, not 0/0 ...
     zeros = {t: {k: torch.zeros_like(v) for k, v in f.items()} for t, f in fishers.items()}
     torch.testing.assert_close(
-        merge(pool, "fisher", fishers=zeros)["lin.weight"], merge(pool, "weight_average")["lin.weight"]
+        merge(pool, "fisher", fishers=zeros, all_zero="floor")["lin.weight"],
+        merge(pool, "weight_average")["lin.weight"],
     )
+    # ... and by default (the reference's favor_target_model) the target model θ0 comes back
+    torch.testing.assert_close(merge(pool, "fisher", fishers=zeros)["lin.weight"], pool.base["lin.weight"])
 
 
 def test_fisher_bad_input_is_named():
@@ -115,7 +118,60 @@ def test_fisher_bad_input_is_named():
         merge(pool, "fisher", fishers={"t0": full, "t1": full, "t2": partial})
     with pytest.raises(ValueError, match="floor"):
         merge(pool, "fisher", fishers={t: full for t in pool.tasks}, floor=0.0)
+    with pytest.raises(ValueError, match="floor_mode"):
+        merge(pool, "fisher", fishers={t: full for t in pool.tasks}, floor_mode="max")
+    with pytest.raises(ValueError, match="all_zero"):
+        merge(pool, "fisher", fishers={t: full for t in pool.tasks}, all_zero="nan")
     assert "fisher" in MERGE_METHODS and "regmean" in MERGE_METHODS
+
+
+def test_fisher_normalised_matches_the_reference_formula():
+    """FusionBench ``merging_with_fisher_weights`` (normalize_fisher_weight=True, minimal 1e-6), written
+    out here in float64 over θ_t (not τ_t): Fishers whose scales differ by 10^4 get comparable say."""
+    pool = toy_pool()
+    gen = torch.Generator().manual_seed(11)
+    keys = [k for k in pool.base if k != "ids"]
+    scale = {"t0": 1e4, "t1": 1.0, "t2": 1e-2}
+    fishers = {
+        t: {k: scale[t] * torch.rand(pool.base[k].shape, generator=gen) for k in keys} for t in pool.tasks
+    }
+    fishers["t2"]["lin.bias"][1] = 0.0  # one zero entry: the floor keeps it in the sum
+    eps = 1e-6
+    norms = {t: sum((fishers[t][k].double() ** 2).sum() for k in keys).sqrt() for t in pool.tasks}
+    inv = {t: 1.0 / (norms[t] + eps) for t in pool.tasks}
+    coeff = {t: inv[t] / sum(inv.values()) for t in pool.tasks}
+    merged = merge(pool, "fisher", fishers=fishers)
+    unnormalised = merge(pool, "fisher", fishers=fishers, normalize=False, floor_mode="add")
+    for key in keys:
+        num = sum(
+            coeff[t] * (fishers[t][key].double() + eps) * pool.experts[t][key].double() for t in pool.tasks
+        )
+        den = sum(coeff[t] * (fishers[t][key].double() + eps) for t in pool.tasks)
+        torch.testing.assert_close(merged[key].double(), num / den, rtol=1e-5, atol=1e-5)
+        plain = sum((fishers[t][key].double() + eps) * pool.experts[t][key].double() for t in pool.tasks)
+        plain = plain / sum(fishers[t][key].double() + eps for t in pool.tasks)
+        torch.testing.assert_close(unnormalised[key].double(), plain, rtol=1e-5, atol=1e-5)
+    # without normalisation the 10^4-scaled task dominates: the two merges differ by far more than rounding
+    assert (merged["lin.weight"] - unnormalised["lin.weight"]).abs().max() > 0.1
+    # clamp floor (the previous default): max(F, 1e-6) instead of F + 1e-6
+    clamped = merge(pool, "fisher", fishers=fishers, normalize=False, floor_mode="clamp")
+    num = sum(fishers[t]["lin.bias"].clamp_min(eps) * pool.experts[t]["lin.bias"] for t in pool.tasks)
+    den = sum(fishers[t]["lin.bias"].clamp_min(eps) for t in pool.tasks)
+    torch.testing.assert_close(clamped["lin.bias"], num / den, rtol=1e-5, atol=1e-5)
+
+
+def test_fisher_entries_no_task_sees_keep_the_target_model():
+    pool = toy_pool()
+    keys = [k for k in pool.base if k != "ids"]
+    fishers = {t: {k: torch.ones(pool.base[k].shape) for k in keys} for t in pool.tasks}
+    for t in pool.tasks:
+        fishers[t]["lin.weight"][0, 0] = 0.0
+    merged = merge(pool, "fisher", fishers=fishers)
+    average = merge(pool, "weight_average")
+    assert merged["lin.weight"][0, 0] == pool.base["lin.weight"][0, 0]
+    torch.testing.assert_close(merged["lin.weight"][1:], average["lin.weight"][1:], rtol=0, atol=1e-6)
+    floored = merge(pool, "fisher", fishers=fishers, all_zero="floor")
+    torch.testing.assert_close(floored["lin.weight"][0, 0], average["lin.weight"][0, 0], rtol=0, atol=1e-6)
 
 
 def test_sampled_log_likelihood_by_hand():

@@ -26,8 +26,11 @@ def random_pool(num_tasks: int = 3, seed: int = 0, dtype=torch.float32) -> Exper
     return ExpertPool(base, experts)
 
 
-def reference_ties(pool: ExpertPool, k: float, lam: float) -> dict[str, torch.Tensor]:
-    """TIES from the paper's three steps on concatenated flat vectors (the simple, memory-hungry way)."""
+def reference_ties(
+    pool: ExpertPool, k: float, lam: float, merge_func: str = "mean"
+) -> dict[str, torch.Tensor]:
+    """TIES from the paper's three steps on concatenated flat vectors (the simple, memory-hungry way),
+    with the reference code's trim count: n = int(N·k/100), keep |τ| >= the (N−n)-th smallest."""
     keys = [key for key, v in pool.base.items() if v.is_floating_point()]
     flat = torch.stack(
         [
@@ -36,10 +39,10 @@ def reference_ties(pool: ExpertPool, k: float, lam: float) -> dict[str, torch.Te
         ]
     )
     n = flat.shape[1]
-    n_keep = max(1, int(n * k / 100))
+    n_small = n - int(n * (k / 100))  # 1-based rank, in ascending order, of the threshold
     trimmed = torch.zeros_like(flat)
     for row in range(flat.shape[0]):
-        threshold = flat[row].abs().sort(descending=True).values[n_keep - 1]
+        threshold = flat[row].abs().sort().values[n_small - 1] if n_small >= 1 else 0.0
         keep = flat[row].abs() >= threshold
         trimmed[row] = flat[row] * keep
     elected = torch.sign(trimmed.sum(0))
@@ -51,7 +54,12 @@ def reference_ties(pool: ExpertPool, k: float, lam: float) -> dict[str, torch.Te
             for r in range(flat.shape[0])
             if (elected[j] > 0 and trimmed[r, j] > 0) or (elected[j] <= 0 and trimmed[r, j] < 0)
         ]
-        merged[j] = sum(picks) / len(picks) if picks else 0.0
+        if merge_func == "sum":
+            merged[j] = sum(picks) if picks else 0.0
+        elif merge_func == "max":
+            merged[j] = max(abs(float(p)) for p in picks) * elected[j] if picks else 0.0
+        else:
+            merged[j] = sum(picks) / len(picks) if picks else 0.0
     out, offset = {}, 0
     for key in keys:
         size = pool.base[key].numel()
@@ -88,9 +96,10 @@ def test_weight_average_is_the_mean_of_experts():
     torch.testing.assert_close(merged["a.weight"], mean)
 
 
+@pytest.mark.parametrize("merge_func", ["mean", "sum", "max"])
 @pytest.mark.parametrize("k", [20, 100])
 @pytest.mark.parametrize("lam", [0.3, 1.0])
-def test_ties_matches_reference(k, lam):
+def test_ties_matches_reference(k, lam, merge_func):
     pool = random_pool(4, seed=k)
     # sign ties: two tasks with opposite values on one entry, the others zero there
     for t, sign in zip(pool.tasks, (1.0, -1.0, 0.0, 0.0), strict=True):
@@ -98,8 +107,8 @@ def test_ties_matches_reference(k, lam):
     # all-zero entries: every expert equals θ0 there
     for t in pool.tasks:
         pool.experts[t]["a.weight"][0] = pool.base["a.weight"][0]
-    merged = merge(pool, "ties", k=k, lam=lam)
-    expected = reference_ties(pool, k, lam)
+    merged = merge(pool, "ties", k=k, lam=lam, merge_func=merge_func)
+    expected = reference_ties(pool, k, lam, merge_func)
     for key, value in expected.items():
         assert (merged[key] - value).abs().max().item() <= 1e-6, key
     torch.testing.assert_close(merged["a.weight"][0], pool.base["a.weight"][0])
@@ -109,6 +118,32 @@ def test_ties_matches_reference(k, lam):
 def test_ties_rejects_bad_k():
     with pytest.raises(ValueError, match="k must be"):
         merge(random_pool(2), "ties", k=0)
+    with pytest.raises(ValueError, match="merge_func"):
+        merge(random_pool(2), "ties", merge_func="median")
+
+
+def test_ties_hand_sized_example():
+    """Three tasks, ten entries, k = 20: int(10·0.2) = 2, so the reference keeps 3 entries per task."""
+    base = {"w": torch.zeros(10)}
+    taus = {
+        "a": torch.tensor([5.0, -4, 3, 0.1, -0.2, 0.3, 0, 1, 2, -1]),
+        "b": torch.tensor([-1.0, -6, 0.5, 0, 7, 0.1, 8, -0.2, 0.3, 1]),
+        "c": torch.tensor([2.0, 0.5, -9, 0.4, 0.2, 0.1, 0, 0.3, 4, 0.6]),
+    }
+    pool = ExpertPool(base, {t: {"w": v.clone()} for t, v in taus.items()})
+    # trimmed (top 3 by magnitude): a {0: 5, 1: -4, 2: 3}; b {6: 8, 4: 7, 1: -6}; c {2: -9, 8: 4, 0: 2}
+    # sums: idx0 7 (+), idx1 -10 (-), idx2 -6 (-), idx4 7, idx6 8, idx8 4; all other entries 0
+    mean = torch.tensor([3.5, -5, -9, 0, 7, 0, 8, 0, 4, 0])  # idx0 (5+2)/2, idx1 (-4-6)/2, idx2 -9
+    total = torch.tensor([7.0, -10, -9, 0, 7, 0, 8, 0, 4, 0])
+    largest = torch.tensor([5.0, -6, -9, 0, 7, 0, 8, 0, 4, 0])
+    for merge_func, expected in (("mean", mean), ("sum", total), ("max", largest)):
+        got = merge(pool, "ties", k=20, lam=1.0, merge_func=merge_func)["w"]
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    from simo_merge.merging.ties import magnitude_threshold
+
+    kept = {t: int((v.abs() >= magnitude_threshold({"w": v}, 20)).sum()) for t, v in taus.items()}
+    assert kept == {"a": 3, "b": 3, "c": 3}
+    assert magnitude_threshold({"w": taus["a"]}, 20, count="exact") == 4.0  # exactly 2 kept
 
 
 def test_dare_zero_drop_is_identity():

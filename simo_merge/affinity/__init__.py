@@ -14,13 +14,14 @@ from simo_merge.affinity.clustering import cluster_tasks
 from simo_merge.affinity.interference import DEFAULT_SELECT_LAMBDAS, pairwise_interference
 from simo_merge.affinity.keys import PARAM_GROUPS, default_block_of, param_group
 from simo_merge.affinity.report import affinity_markdown, to_jsonable, write_affinity_report
-from simo_merge.affinity.transfer import DEFAULT_LAMBDAS, scaled_state, transfer_curves
+from simo_merge.affinity.transfer import DEFAULT_LAMBDAS, SIMO_LAMBDAS, scaled_state, transfer_curves
 from simo_merge.affinity.vectors import block_parts, cosine_matrices, recombine_cosine, sign_conflict
 
 __all__ = [
     "DEFAULT_LAMBDAS",
     "DEFAULT_SELECT_LAMBDAS",
     "PARAM_GROUPS",
+    "SIMO_LAMBDAS",
     "affinity_markdown",
     "agreement",
     "block_parts",

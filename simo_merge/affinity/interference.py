@@ -20,10 +20,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from simo_merge.affinity._evaluate import Evaluator, Results, check_baselines, evaluate_tasks, normalise
+from simo_merge.affinity.transfer import SIMO_LAMBDAS
 from simo_merge.experts import ExpertPool
 from simo_merge.merging import merge
 
-DEFAULT_SELECT_LAMBDAS: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
+#: λ candidates of each pairwise merge: the SIMO paper's sweep (the default before: 0.2, 0.4, ..., 1.0)
+DEFAULT_SELECT_LAMBDAS: tuple[float, ...] = SIMO_LAMBDAS
 
 
 def pairwise_interference(

@@ -32,7 +32,12 @@ from simo_merge.affinity._evaluate import (
 )
 from simo_merge.experts import ExpertPool, is_mergeable
 
-DEFAULT_LAMBDAS: tuple[float, ...] = tuple(float(x) for x in np.linspace(0.0, 1.5, 16))
+#: the SIMO paper's λ sweep: ``np.linspace(0.0, 1.0, num_scaling_coef_samples=5)`` in d23845jg/simomm
+#: ``evaluate_task_vector`` (``model_merging/eval_utils.py``; ``config/mtl.yaml.j2``), the default grid
+SIMO_LAMBDAS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+#: a finer grid for transfer curves (the default before; pass it as ``lambdas=FINE_LAMBDAS``)
+FINE_LAMBDAS: tuple[float, ...] = tuple(float(x) for x in np.linspace(0.0, 1.5, 16))
+DEFAULT_LAMBDAS: tuple[float, ...] = SIMO_LAMBDAS
 
 
 def scaled_state(pool: ExpertPool, task: str, lam: float) -> StateDict:

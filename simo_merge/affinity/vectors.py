@@ -161,9 +161,10 @@ def sign_conflict(
 ) -> dict[str, Any]:
     """Pairwise sign-conflict rate among the large entries of two task vectors.
 
-    Definition. Task t's *top-k% set* is the set of entries with |τt| ≥ h_t, where h_t is the TIES
-    threshold of the whole vector (:func:`simo_merge.merging.ties.magnitude_threshold`: the n-th largest
-    magnitude, n = max(1, int(N·k/100)), ties kept; computed one task at a time). For a pair (s, t) let
+    Definition. Task t's *top-k% set* is the set of entries with |τt| ≥ h_t, where h_t is the n-th
+    largest magnitude of the whole vector, n = max(1, int(N·k/100)), ties kept
+    (:func:`simo_merge.merging.ties.magnitude_threshold` with ``count="exact"``; TIES itself keeps one
+    more, as its reference code does; computed one task at a time). For a pair (s, t) let
     U = top(s) ∪ top(t). The conflict rate is
 
         C[s,t] = |{i ∈ U : τs_i ≠ 0, τt_i ≠ 0, sign(τs_i) ≠ sign(τt_i)}| / |U|,
@@ -174,7 +175,7 @@ def sign_conflict(
     """
     names = _tasks(pool, tasks)
     vectors = [pool.task_vector(t) for t in names]
-    thresholds = [magnitude_threshold(tv, k) for tv in vectors]
+    thresholds = [magnitude_threshold(tv, k, count="exact") for tv in vectors]
     size = len(names)
     conflicts = np.zeros((size, size), dtype=np.int64)
     union = np.zeros((size, size), dtype=np.int64)

@@ -1,14 +1,20 @@
 """AdaMerging (Yang et al., ICLR 2024): merge coefficients learned on unlabelled inputs.
 
 Task-wise (``"adamerging"``): θ = θ0 + Σ_t λ_t τ_t, one λ per task.
-Layer-wise (``"adamerging_layerwise"``): θ^g = θ0^g + Σ_t λ_t^g τ_t^g, one λ per (task, group) where the
-groups are the encoder's transformer blocks (``"block 0"``, ``"block 1"``, ...; a key's block comes from
-``probe.encoder.block_of_key``) plus one group ``"non-block"`` holding every other parameter (patch /
-position embeddings, CLS token, final norm, projection). So a depth-D ViT has T × (D + 1) coefficients.
+Layer-wise (``"adamerging_layerwise"``): θ^g = θ0^g + Σ_t λ_t^g τ_t^g, one λ per (task, group). With
+``granularity="tensor"`` (the default) every parameter tensor is its own group, as the reference code
+does (EnnengYang/AdaMerging ``src/main_layer_wise_adamerging.py``: ``lambdas_raw`` has one row per
+state-dict entry; FusionBench ``fusion_bench/method/adamerging/layer_wise_adamerging.py``:
+``num_layers`` = number of trainable parameter tensors). ``granularity="block"`` groups the tensors by
+transformer block (``"block 0"``, ...; from ``probe.encoder.block_of_key``) plus one group
+``"non-block"`` for every other parameter (patch / position embeddings, CLS token, final norm,
+projection), so a depth-D ViT has T × (D + 1) coefficients (the behaviour of this package before).
 
-λ starts at ``init`` (0.3, the paper's choice) and is learned with Adam (lr 1e-3) by minimising, summed
-over tasks, an unsupervised objective on each task's inputs, one batch per task per step from
-``probe.batches(task)``; λ is clipped to [0, 1] after every step. Objectives
+λ starts at ``init`` (0.3, the paper's choice) and is learned with Adam (lr 1e-3). Each step sums, over
+tasks and over ``batches_per_task`` batches per task (2, as the reference loop does: it breaks out of
+each task's shuffled loader after its second batch), an unsupervised objective, then takes one Adam
+step. As in the reference, λ is clamped to [0, 1] in the forward pass (``clamp(λ_raw, 0, 1)``; the raw
+parameter itself is not clipped), and the merged state uses the clamped values. Objectives
 (:mod:`simo_merge.probes.entropy`): Shannon entropy of the softmax predictions for logit tasks
 (segmentation, per pixel; classification), as in the paper; regression and normals have no predictive
 entropy, so by default they distil the expert model's outputs instead (L1 / 1 − cos). ``objectives``
@@ -20,8 +26,9 @@ pass. Memory: every τ_t is read once from the lazy task vectors and kept, stack
 (T models' worth of float32), which AdaMerging needs since every step touches every τ_t.
 
 The learned coefficients come back through the optional ``record`` dict: ``record["lambdas"]`` [T][G]
-(nested list), ``record["groups"]`` (G names), ``record["tasks"]``, ``record["objectives"]`` (task ->
-objective), ``record["objective_curve"]`` (the summed objective at each step, before its update).
+(nested list, clamped), ``record["groups"]`` (G names: tensor keys, or block names),
+``record["tasks"]``, ``record["objectives"]`` (task -> objective), ``record["objective_curve"]`` (the
+summed objective at each step, before its update).
 """
 
 from __future__ import annotations
@@ -38,15 +45,19 @@ from simo_merge.probes.entropy import resolve_objectives, task_objective
 
 NON_BLOCK = "non-block"
 ALL = "all"
+GRANULARITIES = ("tensor", "block")
 
 
 def lambda_groups(
-    keys: list[str], block_of: Callable[[str], int | None] | None
+    keys: list[str], block_of: Callable[[str], int | None] | None, granularity: str = "block"
 ) -> tuple[list[str], dict[str, int]]:
-    """Group names and key -> group index: one group per block present in ``keys`` (in block order) then
-    ``"non-block"`` (if any key has no block); ``block_of=None`` gives the single task-wise group."""
+    """Group names and key -> group index. ``granularity="tensor"``: one group per key (named by it).
+    ``"block"``: one group per block present in ``keys`` (in block order) then ``"non-block"`` (if any
+    key has no block). ``block_of=None`` gives the single task-wise group."""
     if block_of is None:
         return [ALL], dict.fromkeys(keys, 0)
+    if granularity == "tensor":
+        return list(keys), {key: i for i, key in enumerate(keys)}
     blocks = {key: block_of(key) for key in keys}
     indices = sorted({b for b in blocks.values() if b is not None})
     names = [f"block {b}" for b in indices]
@@ -70,8 +81,11 @@ class AdaMergingProblem:
         probe: Any,
         layerwise: bool,
         objectives: Mapping[str, str] | None = None,
+        granularity: str = "tensor",
     ) -> None:
         method = "adamerging_layerwise" if layerwise else "adamerging"
+        if granularity not in GRANULARITIES:
+            raise ValueError(f"{method}: granularity must be one of {GRANULARITIES}, got {granularity!r}")
         if probe is None:
             raise ValueError(
                 f"{method} is data-dependent and needs a probe: merge(pool, {method!r}, "
@@ -91,7 +105,7 @@ class AdaMergingProblem:
         self.objectives = resolve_objectives({t: probe.heads[t].task for t in self.tasks}, objectives)
         self.keys = list(base)
         block_of = probe.encoder.block_of_key if layerwise else None
-        self.groups, self.group_of = lambda_groups(self.keys, block_of)
+        self.groups, self.group_of = lambda_groups(self.keys, block_of, granularity)
         self.theta0 = {k: base[k].float() for k in self.keys}
         self.taus: dict[str, Tensor] = {}  # key -> [T, numel]
         for key, theta0 in self.theta0.items():
@@ -174,6 +188,8 @@ def adamerge(
     lr: float = 1e-3,
     init: float = 0.3,
     objectives: Mapping[str, str] | None = None,
+    granularity: str = "tensor",
+    batches_per_task: int = 2,
     seed: int = 0,
     progress: bool = True,
     record: dict | None = None,
@@ -182,13 +198,15 @@ def adamerge(
     method = "adamerging_layerwise" if layerwise else "adamerging"
     if steps < 0:
         raise ValueError(f"{method}: steps must be >= 0, got {steps}")
+    if batches_per_task < 1:
+        raise ValueError(f"{method}: batches_per_task must be >= 1, got {batches_per_task}")
     if not lr > 0:
         raise ValueError(f"{method}: lr must be > 0, got {lr}")
     if not 0.0 <= init <= 1.0:
         raise ValueError(f"{method}: init must be in [0, 1] (λ is clipped there), got {init}")
     if record is not None and not isinstance(record, dict):
         raise ValueError(f"{method}: record must be a dict to fill (or None), got {type(record).__name__}")
-    problem = AdaMergingProblem(base, task_vectors, probe, layerwise, objectives)
+    problem = AdaMergingProblem(base, task_vectors, probe, layerwise, objectives, granularity)
     device = next(iter(problem.theta0.values())).device
     lam = torch.full(problem.shape, float(init), device=device, requires_grad=True)
     optimizer = torch.optim.Adam([lam], lr=lr)
@@ -196,19 +214,20 @@ def adamerge(
     curve: list[float] = []
     bar = tqdm(range(steps), desc=method, disable=not progress)
     for _ in bar:
-        idx = {t: next(it) for t, it in iterators.items()}
-        loss, _ = problem.objective(lam, idx)
+        loss = lam.new_zeros(())
+        for _ in range(batches_per_task):
+            idx = {t: next(it) for t, it in iterators.items()}
+            loss = loss + problem.objective(lam.clamp(0.0, 1.0), idx)[0]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        with torch.no_grad():
-            lam.clamp_(0.0, 1.0)
         curve.append(loss.item())
         bar.set_postfix(objective=f"{curve[-1]:.4f}")
+    lam = lam.detach().clamp(0.0, 1.0)
     if record is not None:
         record.update(
             method=method,
-            lambdas=lam.detach().cpu().tolist(),
+            lambdas=lam.cpu().tolist(),
             groups=list(problem.groups),
             tasks=list(problem.tasks),
             objectives=dict(problem.objectives),
@@ -227,6 +246,7 @@ def adamerging(
     lr: float = 1e-3,
     init: float = 0.3,
     objectives: Mapping[str, str] | None = None,
+    batches_per_task: int = 2,
     seed: int = 0,
     progress: bool = True,
     record: dict | None = None,
@@ -234,7 +254,8 @@ def adamerging(
     """Task-wise AdaMerging: one λ per task (see the module docstring)."""
     return adamerge(
         base, task_vectors, probe=probe, layerwise=False, steps=steps, lr=lr, init=init,
-        objectives=objectives, seed=seed, progress=progress, record=record,
+        objectives=objectives, batches_per_task=batches_per_task, seed=seed, progress=progress,
+        record=record,
     )  # fmt: skip
 
 
@@ -248,12 +269,15 @@ def adamerging_layerwise(
     lr: float = 1e-3,
     init: float = 0.3,
     objectives: Mapping[str, str] | None = None,
+    granularity: str = "tensor",
+    batches_per_task: int = 2,
     seed: int = 0,
     progress: bool = True,
     record: dict | None = None,
 ) -> dict[str, Tensor]:
-    """Layer-wise AdaMerging: one λ per (task, block) plus one per task for non-block parameters."""
+    """Layer-wise AdaMerging: one λ per (task, parameter tensor), or per (task, block) + non-block."""
     return adamerge(
         base, task_vectors, probe=probe, layerwise=True, steps=steps, lr=lr, init=init,
-        objectives=objectives, seed=seed, progress=progress, record=record,
+        objectives=objectives, granularity=granularity, batches_per_task=batches_per_task, seed=seed,
+        progress=progress, record=record,
     )  # fmt: skip

@@ -1,12 +1,26 @@
-"""Fisher merging (Matena & Raffel, NeurIPS 2022): θ = Σ_t F_t θ_t / Σ_t F_t, elementwise.
+"""Fisher merging (Matena & Raffel, NeurIPS 2022): θ = Σ_t c_t F_t θ_t / Σ_t c_t F_t, elementwise.
 
 ``F_t`` is the diagonal Fisher information of expert t (encoder + its head) on its task's unlabelled
-inputs (see :mod:`simo_merge.probes.fisher`), floored at ``floor`` so that entries no task is sensitive
-to fall back to the plain average instead of 0/0. With ``θ_t = θ0 + τ_t`` this is computed as
-``θ0 + Σ_t F_t τ_t / Σ_t F_t`` (the same value, without cancelling large θ0 entries). Fishers are either
-passed in (``fishers={task: {key: F}}``) or estimated through ``probe`` with ``num_batches`` batches.
-Fisher magnitudes are not normalised across tasks: a task whose outputs are more sensitive to a weight
-gets more say on it, as in the paper (no per-model scaling coefficients).
+inputs (see :mod:`simo_merge.probes.fisher`). With ``θ_t = θ0 + τ_t`` the merge is computed as
+``θ0 + Σ_t c_t F'_t τ_t / Σ_t c_t F'_t`` (the same value, without cancelling large θ0 entries). Fishers
+are either passed in (``fishers={task: {key: F}}``) or estimated through ``probe`` (``num_batches``).
+
+Defaults reproduce the reference implementations:
+
+- ``normalize=True``: each task's Fisher is scaled by the inverse of its global L2 norm (over every
+  merged entry), ``c_t = (1 / (‖F_t‖ + floor)) / Σ_s 1 / (‖F_s‖ + floor)``, so that tasks whose Fishers
+  differ in scale by orders of magnitude (a segmentation head vs a regression head) still get comparable
+  say: mmatena/model_merging ``model_merging/merging.py`` (``normalize_fishers=True``,
+  ``_l2_norm_of_fisher``; commit f2d1677) and FusionBench
+  ``fusion_bench/method/fisher_merging/fisher_merging.py`` (``normalize_fisher_weight=True``,
+  ``get_models_fisher_norm``; commit 1a28175). ``normalize=False`` is the unnormalised merge (the
+  behaviour of this package before; a task with larger Fishers gets more say).
+- ``floor_mode="add"``: ``F'_t = F_t + floor`` (FusionBench's ``minimal_fisher_weight``, 1e-6);
+  ``"clamp"``: ``F'_t = max(F_t, floor)`` (the previous behaviour here, mmatena's ``tf.maximum``).
+- ``all_zero="target"``: where every task's Fisher is exactly 0 no expert has information, and the
+  entry keeps the target model's value, θ0 (mmatena's ``favor_target_model=True`` floors only the
+  target's Fisher, so such entries return the target model); if every Fisher is zero everywhere the
+  result is θ0. ``all_zero="floor"`` lets the floor decide (the plain average of the experts there).
 """
 
 from __future__ import annotations
@@ -17,6 +31,9 @@ import torch
 from torch import Tensor
 
 from simo_merge.merging import MERGE_METHODS
+
+FLOOR_MODES = ("add", "clamp")
+ALL_ZERO = ("target", "floor")
 
 
 def _fishers_for(
@@ -35,6 +52,32 @@ def _fishers_for(
     )
 
 
+def _checked(fishers: Mapping[str, Mapping[str, Tensor]], task: str, key: str, like: Tensor) -> Tensor:
+    if key not in fishers[task]:
+        raise KeyError(f"fisher: the Fisher of task {task!r} has no entry for key {key!r}")
+    weight = fishers[task][key].float()
+    if weight.shape != like.shape:
+        raise ValueError(
+            f"fisher: Fisher of task {task!r} for key {key!r} has shape {tuple(weight.shape)}, "
+            f"parameter has {tuple(like.shape)}"
+        )
+    if not torch.isfinite(weight).all():
+        raise ValueError(f"fisher: the Fisher of task {task!r} for key {key!r} is not finite")
+    return weight
+
+
+def task_coefficients(
+    fishers: Mapping[str, Mapping[str, Tensor]], keys: list[str], floor: float
+) -> dict[str, float]:
+    """c_t ∝ 1 / (‖F_t‖₂ + floor), summing to 1; the norm runs over every merged entry of task t."""
+    inverse = {}
+    for task, per_key in fishers.items():
+        squared = sum(float(per_key[k].double().square().sum()) for k in keys)
+        inverse[task] = 1.0 / (squared**0.5 + floor)
+    total = sum(inverse.values())
+    return {task: value / total for task, value in inverse.items()}
+
+
 @MERGE_METHODS.register("fisher")
 def fisher(
     base: Mapping[str, Tensor],
@@ -42,29 +85,39 @@ def fisher(
     *,
     probe=None,
     fishers: Mapping[str, Mapping[str, Tensor]] | None = None,
+    normalize: bool = True,
     floor: float = 1e-6,
+    floor_mode: str = "add",
+    all_zero: str = "target",
     num_batches: int = 8,
 ) -> dict[str, Tensor]:
     if not floor > 0:
         raise ValueError(f"fisher: floor must be > 0 (it keeps Σ_t F_t positive), got {floor}")
-    fishers = _fishers_for(list(task_vectors), probe, fishers, num_batches)
+    if floor_mode not in FLOOR_MODES:
+        raise ValueError(f"fisher: floor_mode must be one of {FLOOR_MODES}, got {floor_mode!r}")
+    if all_zero not in ALL_ZERO:
+        raise ValueError(f"fisher: all_zero must be one of {ALL_ZERO}, got {all_zero!r}")
+    tasks = list(task_vectors)
+    fishers = _fishers_for(tasks, probe, fishers, num_batches)
+    for key, theta0 in base.items():  # validate every entry before any arithmetic
+        for task in tasks:
+            _checked(fishers, task, key, theta0)
+    coeff = task_coefficients({t: fishers[t] for t in tasks}, list(base), floor) if normalize else None
     merged = {}
     for key, theta0 in base.items():
         numerator = torch.zeros(theta0.shape, dtype=torch.float32)
         denominator = torch.zeros(theta0.shape, dtype=torch.float32)
+        informed = torch.zeros(theta0.shape, dtype=torch.bool)
         for task, tv in task_vectors.items():
-            if key not in fishers[task]:
-                raise KeyError(f"fisher: the Fisher of task {task!r} has no entry for key {key!r}")
-            weight = fishers[task][key].float()
-            if weight.shape != theta0.shape:
-                raise ValueError(
-                    f"fisher: Fisher of task {task!r} for key {key!r} has shape {tuple(weight.shape)}, "
-                    f"parameter has {tuple(theta0.shape)}"
-                )
-            if not torch.isfinite(weight).all():
-                raise ValueError(f"fisher: the Fisher of task {task!r} for key {key!r} is not finite")
-            weight = weight.clamp_min(floor)
+            raw = fishers[task][key].float()
+            informed |= raw != 0
+            weight = raw + floor if floor_mode == "add" else raw.clamp_min(floor)
+            if coeff is not None:
+                weight = weight * coeff[task]
             numerator.add_(weight * tv[key])
             denominator.add_(weight)
-        merged[key] = theta0.float() + numerator / denominator
+        update = numerator / denominator
+        if all_zero == "target":
+            update = torch.where(informed, update, torch.zeros_like(update))
+        merged[key] = theta0.float() + update
     return merged

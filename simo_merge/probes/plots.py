@@ -31,16 +31,18 @@ def lambda_heatmap(record: Mapping[str, Any], path: str | os.PathLike, title: st
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(max(4.0, 0.6 * len(groups) + 2.5), max(2.5, 0.5 * len(tasks) + 1.5)))
+    # per-tensor λ (a ViT-B has ~150 tensors): cap the width and label only some columns
+    fig = Figure(figsize=(min(24.0, max(4.0, 0.6 * len(groups) + 2.5)), max(2.5, 0.5 * len(tasks) + 1.5)))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     image = ax.imshow(lambdas, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
-    ax.set_xticks(range(len(groups)), groups, rotation=45, ha="right")
+    every = max(1, len(groups) // 40)
+    ax.set_xticks(range(0, len(groups), every), groups[::every], rotation=45, ha="right", fontsize=7)
     ax.set_yticks(range(len(tasks)), tasks)
     ax.set_xlabel("parameter group")
     ax.set_ylabel("task")
     ax.set_title(title or f"{record.get('method', 'merge')} coefficients λ")
-    if lambdas.size <= 300:
+    if lambdas.size <= 300 and len(groups) <= 40:
         for (row, col), value in np.ndenumerate(lambdas):
             ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7,
                     color="black" if value > 0.6 else "white")  # fmt: skip

@@ -14,9 +14,9 @@ from simo_merge.realign.model import RealignedModel, head_sites
 
 
 def trained_state(model: RealignedModel) -> dict:
-    """Only the trained tensors: ``adapters.<owner>.<site>.*`` or ``heads.<task>.*``."""
-    part = "heads" if model.plan.trains_heads else "adapters"
-    return {f"{part}.{k}": v for k, v in getattr(model, part).state_dict().items()}
+    """Only the trained tensors: ``adapters.<owner>.<site>.*`` and/or ``heads.<task>.*``."""
+    parts = ["adapters"] + (["heads"] if model.train_heads else [])
+    return {f"{part}.{k}": v for part in parts for k, v in getattr(model, part).state_dict().items()}
 
 
 def save_realigned(
@@ -30,6 +30,7 @@ def save_realigned(
             "rank": model.rank,
             "token_reduce": model.plan.token_reduce,
             "tasks": model.tasks,
+            "train_heads": model.train_heads,
             "trainable_parameters": model.num_trainable(),
             **(meta or {}),
         },
@@ -57,8 +58,11 @@ def load_realigned(path: str | os.PathLike, encoder: Encoder, heads: dict[str, n
         if key not in meta:
             raise KeyError(f"{path}: sidecar lacks {key!r}; not written by save_realigned?")
     plan = REALIGNERS.get(meta["realigner"])(encoder.depth, {t: head_sites(h) for t, h in heads.items()})
-    model = RealignedModel(encoder, heads, plan, int(meta["rank"]))
+    model = RealignedModel(encoder, heads, plan, int(meta["rank"]), bool(meta.get("train_heads", False)))
     state = load_state(path)
-    part = "heads" if plan.trains_heads else "adapters"
-    getattr(model, part).load_state_dict({k[len(part) + 1 :]: v for k, v in state.items()})
+    for part in ("adapters", "heads") if model.train_heads else ("adapters",):
+        prefix = f"{part}."
+        getattr(model, part).load_state_dict(
+            {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        )
     return model.eval()

@@ -138,6 +138,8 @@ def tsne_groups(
 
 
 def run_realign_job(cfg: RealignJobConfig) -> dict[str, Any]:
+    cfg = cfg.resolved()  # recipe=simo: supervised on label_split, AdamW, OneCycle, clipping, one epoch
+    cfg.validate()
     torch.set_num_threads(cfg.threads)
     start = time.perf_counter()
     out = Path(cfg.output_dir)
@@ -168,6 +170,7 @@ def run_realign_job(cfg: RealignJobConfig) -> dict[str, Any]:
         cfg.realigner,
         {
             "objective": cfg.objective,
+            "recipe": cfg.recipe,
             "merged": cfg.checkpoint or f"{merged_name} {cfg.method.params}",
             "merged_hash": state_hash(merged_state),  # evaluate refuses these adapters on another model
             "pool_dir": cfg.pool_dir,
@@ -231,7 +234,8 @@ def run_realign_job(cfg: RealignJobConfig) -> dict[str, Any]:
     )
     print(table)
     print(
-        f"realigned with {cfg.realigner} ({model.num_trainable():,} trained parameters, {cfg.steps} steps, "
+        f"realigned with {cfg.realigner}, recipe {cfg.recipe} ({model.num_trainable():,} trained parameters, "
+        f"{len(curve)} iterations, "
         f"{train_s:.1f}s); mean bias {mean_bias(before):.4f} -> {mean_bias(after):.4f}; wrote {out}"
     )
     return result

@@ -34,12 +34,23 @@ def run_encoder(encoder: Encoder, images: Tensor, sites: list[Site]) -> Features
 
 
 class RealignedModel(nn.Module):
-    def __init__(self, encoder: Encoder, heads: dict[str, nn.Module], plan: Plan, rank: int = 16) -> None:
+    """``train_heads``: train copies of the heads next to the adapters (the SIMO recipe); plans with
+    ``trains_heads`` (the heads realigner) always do."""
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        heads: dict[str, nn.Module],
+        plan: Plan,
+        rank: int = 16,
+        train_heads: bool = False,
+    ) -> None:
         super().__init__()
         self.encoder = encoder.requires_grad_(False)
         self.plan = plan
         self.rank = rank
-        if plan.trains_heads:
+        self.train_heads = plan.trains_heads or train_heads
+        if self.train_heads:
             self.heads = nn.ModuleDict({t: copy.deepcopy(h).requires_grad_(True) for t, h in heads.items()})
         else:
             self.heads = nn.ModuleDict({t: h.requires_grad_(False) for t, h in heads.items()})
@@ -57,7 +68,8 @@ class RealignedModel(nn.Module):
         return list(self.heads)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        return list(self.heads.parameters()) if self.plan.trains_heads else list(self.adapters.parameters())
+        heads = list(self.heads.parameters()) if self.train_heads else []
+        return list(self.adapters.parameters()) + heads
 
     def num_trainable(self) -> int:
         return sum(p.numel() for p in self.trainable_parameters())

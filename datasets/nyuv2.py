@@ -5,11 +5,15 @@ invalid) and ``normal`` (camera frame, see :mod:`simo_merge.tasks`).
 
 Splits. ``protocol="standard"``: ``train`` (795 images) and ``test`` (654), the official split of Silberman
 et al. (``splits.mat``; the MTAN npy layout calls the test folder ``val``). ``protocol="simo"``: ``train``
-(795), ``val`` (400) and ``test`` (254): the 654 official test images, in their official order (the npy
-layout's ``val/0.npy`` ... ``val/653.npy``), are permuted with ``np.random.default_rng(42).permutation(654)``;
-the first 400 of the permutation form ``val`` and the other 254 ``test`` (each then kept in official order).
-The same permutation is used by both formats, so they agree whenever the npy folder follows the official
-test order. See :func:`simo_split`.
+(795), ``val`` (400) and ``test`` (254), index for index as the SIMO code draws them: it splits the 654
+official test images (the npy layout's ``val/0.npy`` ... ``val/653.npy``) with
+``torch.utils.data.random_split(val_set, [400, 254], torch.Generator().manual_seed(42))``
+(d23845jg/simo_merging ``utils.py`` ``get_data_loaders``, commit 2fcaa49a64461f036dc4a7fcc1fc0985d2cd5977).
+``random_split`` draws ``torch.randperm(654, generator=...)`` and hands out consecutive slices of it
+(checked in torch 2.x: ``indices = randperm(sum(lengths), generator=generator).tolist()``), so ``val`` is
+positions ``perm[:400]`` and ``test`` ``perm[400:]``, kept in permutation order as the SIMO ``SplitNYUv2``
+reads them. The same positions are used by both formats, so they agree whenever the npy folder follows
+the official test order (``splits.mat`` ``testNdxs``). See :func:`simo_split`.
 
 Facts used (checked against public sources):
 
@@ -88,16 +92,22 @@ PROTOCOLS: tuple[str, ...] = ("standard", "simo")
 def simo_split(
     test_indices: Sequence[int] | np.ndarray, num_val: int = SIMO_NUM_VAL, seed: int = SIMO_SEED
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Split the official test indices into SIMO ``(val, test)``.
+    """Split the official test indices into SIMO ``(val, test)`` exactly as ``torch`` ``random_split`` does.
 
-    ``perm = np.random.default_rng(seed).permutation(len(test_indices))``; ``val`` is
-    ``test_indices[perm[:num_val]]`` and ``test`` the rest, each sorted ascending.
+    ``perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))``; ``val`` is
+    ``test_indices[perm[:num_val]]`` and ``test`` ``test_indices[perm[num_val:]]``, both in permutation
+    order (item ``i`` of the SIMO val set is ``test_indices[perm[i]]``).
     """
     idx = np.asarray(test_indices)
     if not 0 < num_val < len(idx):
         raise ValueError(f"num_val must be in (0, {len(idx)}), got {num_val}")
-    perm = np.random.default_rng(seed).permutation(len(idx))
-    return np.sort(idx[perm[:num_val]]), np.sort(idx[perm[num_val:]])
+    perm = torch_random_split_indices(len(idx), seed)
+    return idx[perm[:num_val]], idx[perm[num_val:]]
+
+
+def torch_random_split_indices(n: int, seed: int) -> np.ndarray:
+    """The permutation ``torch.utils.data.random_split`` slices for ``n`` items and ``manual_seed(seed)``."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
 
 
 def _check_split(protocol: str, split: str) -> None:

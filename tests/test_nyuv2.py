@@ -239,11 +239,31 @@ def test_mat_simo_protocol_sizes_and_determinism(tmp_path: Path) -> None:
     assert len(idx("train", "simo")) == 795 and len(val) == 400 and len(tst) == 254
     assert np.intersect1d(val, tst).size == 0
     np.testing.assert_array_equal(np.sort(np.concatenate([val, tst])), test - 1)
-    perm = np.random.default_rng(42).permutation(654)
-    np.testing.assert_array_equal(val, np.sort((test - 1)[perm[:400]]))
+    # the SIMO code's torch random_split positions into the official test order, in permutation order
+    np.testing.assert_array_equal(val[:10], (test - 1)[SIMO_VAL_FIRST10])
+    np.testing.assert_array_equal(tst[:5], (test - 1)[SIMO_TEST_FIRST5])
     np.testing.assert_array_equal(val, idx("val", "simo"))  # deterministic
     with pytest.raises(ValueError, match="simo"):
         NYUv2Mat(tmp_path, split="val", tasks=["depth"])
+
+
+#: torch.randperm(654, generator=torch.Generator().manual_seed(42)): first val / test positions as the SIMO
+#: code's ``random_split(val_set, [400, 254], torch.Generator().manual_seed(42))`` hands them out.
+SIMO_VAL_FIRST10 = [282, 298, 610, 358, 580, 147, 634, 405, 450, 467]
+SIMO_TEST_FIRST5 = [271, 33, 448, 247, 427]
+
+
+def test_simo_split_is_torch_random_split_index_for_index() -> None:
+    val, test = simo_split(np.arange(654))
+    assert val[:10].tolist() == SIMO_VAL_FIRST10 and test[:5].tolist() == SIMO_TEST_FIRST5
+    ref_val, ref_test = torch.utils.data.random_split(
+        range(654), [400, 254], generator=torch.Generator().manual_seed(42)
+    )
+    assert val.tolist() == list(ref_val.indices) and test.tolist() == list(ref_test.indices)
+    assert set(val) | set(test) == set(range(654)) and not set(val) & set(test)
+    # the former NumPy split (default_rng(42)) is a different draw: most positions differ
+    old = np.random.default_rng(42).permutation(654)[:400]
+    assert len(set(old) & set(val)) < 300
 
 
 def test_simo_split_rejects_bad_sizes() -> None:
@@ -337,10 +357,12 @@ def test_npy_simo_split_selects_val_files(tmp_path: Path) -> None:
     val = NYUv2(root, split="val", protocol="simo", tasks=["semseg"])
     test = NYUv2(root, split="test", protocol="simo", tasks=["semseg"])
     assert len(val) == 400 and len(test) == 254
-    perm = np.random.default_rng(42).permutation(654)
-    np.testing.assert_array_equal(val.indices, np.sort(perm[:400]))
-    np.testing.assert_array_equal(test.indices, np.sort(perm[400:]))
+    perm = torch.randperm(654, generator=torch.Generator().manual_seed(42)).numpy()
+    np.testing.assert_array_equal(val.indices, perm[:400])  # file stems, in SIMO's item order
+    np.testing.assert_array_equal(test.indices, perm[400:])
+    assert val.indices[:10].tolist() == SIMO_VAL_FIRST10
     k = int(val.indices[5])
+    assert k == 147
     assert val[5]["image"][0, 0, 0] == pytest.approx((k % 100) / 100)
     assert len(NYUv2(root, split="test", tasks=["semseg"])) == 654
 

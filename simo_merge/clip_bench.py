@@ -32,7 +32,9 @@ with the text tower of ``text_checkpoint`` (a whole open_clip CLIP state; defaul
 layout's ``zeroshot.safetensors``). task_vectors' ``zeroshot.pt`` has no text tower.
 
 Test splits follow task_vectors: ``test`` except SUN397 and DTD, whose test sets are the ``val`` folders
-(see :mod:`simo_merge.datasets.clip8`); ``test_splits`` overrides per dataset.
+(see :mod:`simo_merge.datasets.clip8`); ``test_splits`` overrides per dataset. Those ``val`` folders hold
+the official test partitions (SUN397 ``Testing_01.txt``, DTD ``labels/test1.txt``; task_vectors issue #1),
+and the DTD loader reads the original archive the same way, so ``val`` is the official test set there too.
 
 Resumable: every finished row is stored as ``output_dir/rows/<row>.json`` with a hash of the config
 that determines it; a rerun reuses rows whose hash matches and recomputes the rest.

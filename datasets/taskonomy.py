@@ -104,8 +104,9 @@ is binary and could not be read here; the building lists were checked instead ag
 tiny building sits in the same train/val/test column there, (b) the 35 Gibson "tiny" scene names (the
 Gibson/3D-Scene-Graph tiny set is the same 35 buildings), and (c) two independent public Taskonomy
 loaders found in the code index (one of them the Visual Token Matching few-shot loader) that hard-code
-the same 25/5/5 assignment. Not verified: which buildings the SIMO paper itself used (no public
-split file was found), so ``buildings=`` overrides the list. Note that the Omnidata tool lists
+the same 25/5/5 assignment. The SIMO paper used other buildings (not the tiny split): those are
+:data:`SIMO_SPLITS`, read with ``protocol="simo"`` (see Protocols); ``buildings=`` overrides either list.
+Note that the Omnidata tool lists
 ``woodbine`` (a tiny *train* building) among buildings it does not serve, so an Omnidata download of the
 tiny train split may lack it: pass ``skip_missing_buildings=True`` or ``buildings=`` in that case.
 

@@ -22,6 +22,23 @@ Facts used (checked against public sources):
   Cityscapes disparity used as inverse depth, rescaled (values about 0..0.5) and 0 = invalid. Choice: it is
   served as the ``disparity`` task, values as stored (no unit conversion), mask = value > 0.
 
+- SIMO protocol (``cityscapes_npy``, ``protocol="simo"``; d23845jg/simo_merging ``utils.py``
+  ``get_data_loaders`` and ``training/create_dataset.py`` ``CityScapes`` / ``SplitCityScapes``, commit
+  2fcaa49a64461f036dc4a7fcc1fc0985d2cd5977): tasks ``label_19`` (19 classes, our ``semseg``), ``part_seg``
+  (10 classes) and ``depth`` (disparity, our ``disparity``), all read from the npy folders. ``train`` and
+  ``val`` are ``random_split`` of the 2975 files of ``train/`` into 2380 / 595 with
+  ``torch.Generator().manual_seed(42)`` (positions ``perm[:2380]`` / ``perm[2380:]`` of
+  ``torch.randperm(2975)``, in permutation order, file ``train/*/<position>.npy``); ``test`` is the whole
+  ``val/`` folder (the 500 official val images), in file order.
+- ``part_seg`` npy files hold the Auto-Lambda part classes (lorenmt/auto-lambda ``create_dataset.py``
+  ``map_part_seg_label``, from the Cityscapes-Panoptic-Parts ``sid_pid`` codes): 0 background (every pixel
+  that is not one of the parts below), 1..4 person/rider torso, head, arms, legs, 5..9 car/truck/bus
+  windows, wheels, lights, license plate, chassis; -1 = ignore (as for the labels). The SIMO loader reads
+  them with ``np.load(".../part_seg/<i>.npy")`` as integer class ids, so they are served as stored.
+- The SIMO metric for disparity counts a pixel when its stored value is non-zero (``training/utils.py``,
+  ``TaskMetric.update_metric``), so Auto-Lambda's ``-1`` invalid marker would be counted there. Choice:
+  we keep ``mask = value > 0`` (invalid measurements excluded), documented rather than reproduced.
+
 Disparity of the official loader stays in pixels of the full-resolution 2048-wide image even when ``size``
 resizes the sample (values are never rescaled by a plain resize; see :mod:`.transforms`).
 """
@@ -113,8 +130,18 @@ CITYSCAPES7_CLASS_NAMES: tuple[str, ...] = (
     "human",
     "vehicle",
 )
+CITYSCAPES_PART_CLASS_NAMES: tuple[str, ...] = (
+    "background", "human torso", "human head", "human arms", "human legs", "vehicle windows",
+    "vehicle wheels", "vehicle lights", "vehicle license plate", "vehicle chassis",
+)  # fmt: skip
 CITYSCAPES_TASKS: tuple[str, ...] = ("semseg", "disparity")
+CITYSCAPES_NPY_TASKS: tuple[str, ...] = ("semseg", "part_seg", "disparity")
 _SPLITS = ("train", "val", "test")
+#: SIMO protocol: ``random_split(train_set, [2380, 595], torch.Generator().manual_seed(42))``.
+SIMO_NUM_TRAIN_FILES = 2975
+SIMO_NUM_TRAIN = 2380
+SIMO_SEED = 42
+NPY_PROTOCOLS: tuple[str, ...] = ("standard", "simo")
 
 
 def label_id_lut(num_classes: int) -> np.ndarray:
@@ -136,7 +163,11 @@ def decode_disparity(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _specs(tasks: Sequence[str], num_classes: int) -> dict[str, TaskSpec]:
-    table = {"semseg": segmentation("semseg", num_classes), "disparity": regression("disparity", 1)}
+    table = {
+        "semseg": segmentation("semseg", num_classes),
+        "part_seg": segmentation("part_seg", len(CITYSCAPES_PART_CLASS_NAMES)),
+        "disparity": regression("disparity", 1),
+    }
     return {t: table[t] for t in tasks}
 
 
@@ -255,15 +286,18 @@ class Cityscapes(Dataset):
 
 @DATASETS.register("cityscapes_npy")
 class CityscapesNpy(Dataset):
-    """Cityscapes in the preprocessed MTAN layout ``root/{train,val}/{image,label_7,label_19,depth}/<i>.npy``.
+    """Cityscapes in the preprocessed npy layout ``root/{train,val}/{image,label_*,part_seg,depth}/<i>.npy``.
 
     Args:
         root: folder holding ``train/`` and ``val/``.
-        split: ``train`` or ``val``.
-        tasks: subset of ``("semseg", "disparity")``; default both. ``disparity`` reads the ``depth`` folder
-            (inverse depth, see the module docstring).
+        split: ``train`` / ``val`` (``protocol="standard"``: the two folders) or ``train`` / ``val`` /
+            ``test`` (``protocol="simo"``: see the module docstring).
+        tasks: subset of ``("semseg", "part_seg", "disparity")``; default ``("semseg", "disparity")``
+            for ``"standard"`` and all three for ``"simo"``. ``disparity`` reads the ``depth`` folder
+            (inverse depth, see the module docstring), ``part_seg`` the ``part_seg`` folder (10 classes).
         transform: callable on the numpy sample or None.
-        num_classes: 7 (``label_7``) or 19 (``label_19``).
+        num_classes: 7 (``label_7``) or 19 (``label_19``); default 7 for ``"standard"``, 19 for ``"simo"``.
+        protocol: ``"standard"`` or ``"simo"``.
     """
 
     def __init__(
@@ -273,15 +307,25 @@ class CityscapesNpy(Dataset):
         tasks: Sequence[str] | None = None,
         transform: Any = None,
         *,
-        num_classes: int = 7,
+        num_classes: int | None = None,
+        protocol: str = "standard",
     ) -> None:
         self.root = Path(root)
-        if split not in ("train", "val"):
-            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        if protocol not in NPY_PROTOCOLS:
+            raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(NPY_PROTOCOLS)}")
+        allowed = ("train", "val") if protocol == "standard" else _SPLITS
+        if split not in allowed:
+            hint = " (use protocol='simo' for a test split)" if split == "test" else ""
+            raise ValueError(f"protocol {protocol!r} has splits {', '.join(allowed)}; got {split!r}{hint}")
+        if num_classes is None:
+            num_classes = 19 if protocol == "simo" else 7
         if num_classes not in (7, 19):
             raise ValueError(f"num_classes must be 7 or 19, got {num_classes}")
         self.split = split
-        self.tasks = resolve_tasks(tasks, CITYSCAPES_TASKS, "cityscapes_npy")
+        self.protocol = protocol
+        if tasks is None:
+            tasks = CITYSCAPES_NPY_TASKS if protocol == "simo" else CITYSCAPES_TASKS
+        self.tasks = resolve_tasks(tasks, CITYSCAPES_NPY_TASKS, "cityscapes_npy")
         self.transform = transform
         self.num_classes = num_classes
         self.class_names = CITYSCAPES19_CLASS_NAMES if num_classes == 19 else CITYSCAPES7_CLASS_NAMES
@@ -289,9 +333,21 @@ class CityscapesNpy(Dataset):
         self.label_folder = f"label_{num_classes}"
         if not self.root.is_dir():
             raise FileNotFoundError(f"Cityscapes npy root folder not found: {self.root}")
-        self.data_dir = self.root / split
-        self.indices = list_npy_indices(self.data_dir / "image")
-        folders = {"semseg": self.label_folder, "disparity": "depth"}
+        folder = split if protocol == "standard" else ("val" if split == "test" else "train")
+        self.data_dir = self.root / folder
+        files = list_npy_indices(self.data_dir / "image")
+        if protocol == "simo" and split != "test":
+            if len(files) != SIMO_NUM_TRAIN_FILES:
+                raise ValueError(
+                    f"protocol 'simo' splits the {SIMO_NUM_TRAIN_FILES} training images, but "
+                    f"{self.data_dir / 'image'} has {len(files)}"
+                )
+            perm = torch.randperm(len(files), generator=torch.Generator().manual_seed(SIMO_SEED)).tolist()
+            positions = perm[:SIMO_NUM_TRAIN] if split == "train" else perm[SIMO_NUM_TRAIN:]
+            self.indices = [files[p] for p in positions]
+        else:
+            self.indices = files
+        folders = {"semseg": self.label_folder, "part_seg": "part_seg", "disparity": "depth"}
         check_npy_files(self.data_dir, [folders[t] for t in self.tasks], self.indices)
 
     def __len__(self) -> int:
@@ -310,6 +366,10 @@ class CityscapesNpy(Dataset):
             path = self.data_dir / self.label_folder / name
             label = npy_label(load_npy(path), path, hw, self.num_classes)
             arrays["semseg"], arrays["semseg_mask"] = label, label != IGNORE_INDEX
+        if "part_seg" in self.tasks:
+            path = self.data_dir / "part_seg" / name
+            label = npy_label(load_npy(path), path, hw, len(CITYSCAPES_PART_CLASS_NAMES))
+            arrays["part_seg"], arrays["part_seg_mask"] = label, label != IGNORE_INDEX
         if "disparity" in self.tasks:
             path = self.data_dir / "depth" / name
             arrays["disparity"], arrays["disparity_mask"] = npy_scalar_map(
@@ -323,6 +383,7 @@ class CityscapesNpy(Dataset):
 
 __all__ = [
     "CITYSCAPES19_CLASS_NAMES",
+    "CITYSCAPES_PART_CLASS_NAMES",
     "CITYSCAPES7_CLASS_NAMES",
     "CITYSCAPES_LABELS",
     "Cityscapes",

@@ -27,9 +27,15 @@ torchvision's dataset classes:
   layout ``resisc45/NWPU-RESISC45/<class>/<class>_NNN.jpg`` with ``resisc45/resisc45-<split>.txt`` listing
   the file names of each split. Classes are the sorted class folders; names with ``_`` -> space.
 - ``dtd``: ``dtd/{train,val,test}/<class>/`` (task_vectors; its "test" set is the ``val`` folder), or
-  the original archive ``dtd/images/<class>/*.jpg`` + ``dtd/labels/<split><partition>.txt`` (also under
-  ``dtd/dtd/`` as torchvision extracts it; ``partition`` 1..10, lines ``<class>/<file>``). Sorted classes,
-  ``_`` -> space.
+  the original archive ``dtd/images/<class>/*.jpg`` + ``dtd/labels/{train,val,test}<partition>.txt`` (also
+  under ``dtd/dtd/`` as torchvision extracts it; ``partition`` 1..10, lines ``<class>/<file>``). Sorted
+  classes, ``_`` -> space. task_vectors' code evaluates DTD on its ``dtd/val`` folder
+  (mlfoundations/task_vectors ``src/datasets/dtd.py``, commit 826a64c67082fab0f40628233287948f0f8d7fa3),
+  and its authors say what that folder holds (task_vectors issue #1, as in PAINT): the archive's **test**
+  files, unchanged, while ``dtd/train`` holds the archive's train + val files. The archive is read the
+  same way, so both layouts give the same sets: ``train`` = ``train<p>.txt`` + ``val<p>.txt``, ``val`` and
+  ``test`` = ``test<p>.txt`` (the official test partition). ``archive_split="official"`` reads each
+  ``<split><p>.txt`` as it is instead.
 - ``sun397``: ``sun397/{train,val[,test]}/<folder>/`` where ``<folder>`` is the image's directory in the
   SUN397 archive joined by ``_`` (``/a/abbey`` -> ``a_abbey``, ``/b/bakery/shop`` -> ``b_bakery_shop``);
   ``train`` holds ``Partitions/Training_01.txt`` and ``val`` ``Testing_01.txt`` (the task_vectors test
@@ -467,6 +473,14 @@ class RESISC45(_FileListDataset):
         self._files, self._labels = files, labels
 
 
+#: Which archive label files make each split: as task_vectors' folders hold them (train = train + val,
+#: val = test, its test set; issue #1 of mlfoundations/task_vectors) or the archive's own partition.
+DTD_ARCHIVE_SPLITS: dict[str, dict[str, tuple[str, ...]]] = {
+    "task_vectors": {"train": ("train", "val"), "val": ("test",), "test": ("test",)},
+    "official": {"train": ("train",), "val": ("val",), "test": ("test",)},
+}
+
+
 @DATASETS.register("dtd")
 class DTD(_FileListDataset):
     """Describable Textures: ``dtd/<split>/<class>/`` or the archive ``dtd/[dtd/]{images,labels}``."""
@@ -474,9 +488,18 @@ class DTD(_FileListDataset):
     name = "dtd"
 
     def __init__(
-        self, root: str | os.PathLike, split: str = "train", partition: int = 1, **kwargs: Any
+        self,
+        root: str | os.PathLike,
+        split: str = "train",
+        partition: int = 1,
+        archive_split: str = "task_vectors",
+        **kwargs: Any,
     ) -> None:
         super().__init__(root, split, **kwargs)
+        if archive_split not in DTD_ARCHIVE_SPLITS:
+            raise ValueError(
+                f"dtd: archive_split must be one of {sorted(DTD_ARCHIVE_SPLITS)}, got {archive_split!r}"
+            )
         base = self._dataset_folder("dtd")
         if any((base / s).is_dir() for s in SPLITS):
             self._image_folder(base, _underscores)
@@ -488,27 +511,35 @@ class DTD(_FileListDataset):
             raise FileNotFoundError(f"dtd: neither {base}/{{train,val,test}}/ nor {base}/labels found")
         archive = archive.parent
         images = archive / "images"
-        listing = archive / "labels" / f"{split}{partition}.txt"
         if not images.is_dir():
             raise FileNotFoundError(f"dtd: folder {images} not found")
-        if not listing.is_file():
-            raise FileNotFoundError(f"dtd: split file {listing} not found")
+        if split not in DTD_ARCHIVE_SPLITS[archive_split]:
+            raise ValueError(
+                f"dtd: unknown split {split!r}; expected one of {list(DTD_ARCHIVE_SPLITS[archive_split])}"
+            )
+        listings = [
+            archive / "labels" / f"{part}{partition}.txt" for part in DTD_ARCHIVE_SPLITS[archive_split][split]
+        ]
+        self.listings = listings
         classes = _subdirs(images)
         class_to_idx = {c: i for i, c in enumerate(classes)}
         self.class_folders = classes
         self.classnames = [_underscores(c) for c in classes]
         files, labels = [], []
-        for lineno, line in enumerate(listing.read_text().splitlines(), 1):
-            rel = line.strip()
-            if not rel:
-                continue
-            cls = rel.split("/", 1)[0]
-            if cls not in class_to_idx:
-                raise ValueError(f"dtd: {listing}:{lineno}: class {cls!r} has no folder in {images}")
-            files.append(images / rel)
-            labels.append(class_to_idx[cls])
+        for listing in listings:
+            if not listing.is_file():
+                raise FileNotFoundError(f"dtd: split file {listing} not found")
+            for lineno, line in enumerate(listing.read_text().splitlines(), 1):
+                rel = line.strip()
+                if not rel:
+                    continue
+                cls = rel.split("/", 1)[0]
+                if cls not in class_to_idx:
+                    raise ValueError(f"dtd: {listing}:{lineno}: class {cls!r} has no folder in {images}")
+                files.append(images / rel)
+                labels.append(class_to_idx[cls])
         if not files:
-            raise ValueError(f"dtd: split file {listing} lists no images")
+            raise ValueError(f"dtd: split files {[str(x) for x in listings]} list no images")
         self._files, self._labels = files, labels
 
 

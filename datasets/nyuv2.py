@@ -5,11 +5,15 @@ invalid) and ``normal`` (camera frame, see :mod:`simo_merge.tasks`).
 
 Splits. ``protocol="standard"``: ``train`` (795 images) and ``test`` (654), the official split of Silberman
 et al. (``splits.mat``; the MTAN npy layout calls the test folder ``val``). ``protocol="simo"``: ``train``
-(795), ``val`` (400) and ``test`` (254): the 654 official test images, in their official order (the npy
-layout's ``val/0.npy`` ... ``val/653.npy``), are permuted with ``np.random.default_rng(42).permutation(654)``;
-the first 400 of the permutation form ``val`` and the other 254 ``test`` (each then kept in official order).
-The same permutation is used by both formats, so they agree whenever the npy folder follows the official
-test order. See :func:`simo_split`.
+(795), ``val`` (400) and ``test`` (254), index for index as the SIMO code draws them: it splits the 654
+official test images (the npy layout's ``val/0.npy`` ... ``val/653.npy``) with
+``torch.utils.data.random_split(val_set, [400, 254], torch.Generator().manual_seed(42))``
+(d23845jg/simo_merging ``utils.py`` ``get_data_loaders``, commit 2fcaa49a64461f036dc4a7fcc1fc0985d2cd5977).
+``random_split`` draws ``torch.randperm(654, generator=...)`` and hands out consecutive slices of it
+(checked in torch 2.x: ``indices = randperm(sum(lengths), generator=generator).tolist()``), so ``val`` is
+positions ``perm[:400]`` and ``test`` ``perm[400:]``, kept in permutation order as the SIMO ``SplitNYUv2``
+reads them. The same positions are used by both formats, so they agree whenever the npy folder follows
+the official test order (``splits.mat`` ``testNdxs``). See :func:`simo_split`.
 
 Facts used (checked against public sources):
 
@@ -30,8 +34,15 @@ Facts used (checked against public sources):
 - Kinect RGB intrinsics at 640x480 from the NYU toolbox ``camera_params.m`` (see :mod:`._geometry`), and its
   projection mask (valid region rows 45..471, columns 41..601, 1-based) for ``crop_border``.
 
-Normals for the ``.mat`` format are not in the file: they are derived from the depth map with those
-intrinsics (:func:`._geometry.normals_from_depth`, oriented towards the camera). The npy layout's normals
+Normals for the ``.mat`` format are not in the file: by default they are derived from the depth map with
+those intrinsics (:func:`._geometry.normals_from_depth`, oriented towards the camera). Where the user has
+the standard precomputed normals of the 1449 labeled frames, ``normals_file=`` reads them instead (see
+:class:`NYUv2Mat`); no such file is distributed with NYUv2 itself, so none is assumed.
+
+Border crop. The labeled frames carry a white border where the Kinect projection left no data; the
+preprocessed npy layout the SIMO code reads (MTAN's) has none. ``crop_border`` (rows 45..471, columns
+41..601, 1-based, 427x561) is therefore **on by default for** ``protocol="simo"`` and off for
+``"standard"``; pass ``crop_border=`` to choose explicitly. The npy layout's normals
 (precomputed by Eigen & Fergus) are returned as stored; their axis convention could not be confirmed from
 sources, so ``normal_signs`` can flip axes and :func:`._geometry.normal_axis_agreement` checks it on real
 data.
@@ -88,16 +99,22 @@ PROTOCOLS: tuple[str, ...] = ("standard", "simo")
 def simo_split(
     test_indices: Sequence[int] | np.ndarray, num_val: int = SIMO_NUM_VAL, seed: int = SIMO_SEED
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Split the official test indices into SIMO ``(val, test)``.
+    """Split the official test indices into SIMO ``(val, test)`` exactly as ``torch`` ``random_split`` does.
 
-    ``perm = np.random.default_rng(seed).permutation(len(test_indices))``; ``val`` is
-    ``test_indices[perm[:num_val]]`` and ``test`` the rest, each sorted ascending.
+    ``perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))``; ``val`` is
+    ``test_indices[perm[:num_val]]`` and ``test`` ``test_indices[perm[num_val:]]``, both in permutation
+    order (item ``i`` of the SIMO val set is ``test_indices[perm[i]]``).
     """
     idx = np.asarray(test_indices)
     if not 0 < num_val < len(idx):
         raise ValueError(f"num_val must be in (0, {len(idx)}), got {num_val}")
-    perm = np.random.default_rng(seed).permutation(len(idx))
-    return np.sort(idx[perm[:num_val]]), np.sort(idx[perm[num_val:]])
+    perm = torch_random_split_indices(len(idx), seed)
+    return idx[perm[:num_val]], idx[perm[num_val:]]
+
+
+def torch_random_split_indices(n: int, seed: int) -> np.ndarray:
+    """The permutation ``torch.utils.data.random_split`` slices for ``n`` items and ``manual_seed(seed)``."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
 
 
 def _check_split(protocol: str, split: str) -> None:
@@ -348,7 +365,17 @@ class NYUv2Mat(Dataset):
         mat_file, splits_file, mapping40_file, mapping13_file: default ``root/nyu_depth_v2_labeled.mat``,
             ``root/splits.mat``, ``root/classMapping40.mat``, ``root/class13Mapping.mat``.
         raw_depth: use ``rawDepths`` (sensor depth with holes = 0) instead of the in-painted ``depths``.
-        crop_border: crop frames to the toolbox's valid region (427x561), dropping the white border.
+        crop_border: crop frames to the toolbox's valid region (427x561), dropping the white border;
+            default (None): on for ``protocol="simo"`` (when the frames are 480x640), off for
+            ``"standard"``.
+        normals_file: precomputed normals of all frames instead of depth-derived ones: a ``.npy`` array
+            (N, H, W, 3), or a MATLAB v7.3 / HDF5 file whose variable ``normals_key`` holds them as
+            MATLAB stores an (H, W, 3, N) array (h5py sees (N, 3, W, H)); H x W is 480x640 (cropped
+            like the frames when ``crop_border``) or already 427x561. Vectors are unit normals in the
+            camera frame (x right, y down, z forward); ``normal_signs`` flips axes of another
+            convention; zero or non-finite vectors are invalid.
+        normals_key: variable name in a ``.mat`` / HDF5 ``normals_file`` (default ``"normals"``).
+        normal_signs: per-axis factors (+1 / -1) applied to ``normals_file`` vectors.
         intrinsics: camera for the derived normals; default the Kinect RGB camera, rescaled when the
             file's frames are not 480x640 and shifted by ``crop_border``.
 
@@ -369,8 +396,11 @@ class NYUv2Mat(Dataset):
         mapping40_file: str | os.PathLike | None = None,
         mapping13_file: str | os.PathLike | None = None,
         raw_depth: bool = False,
-        crop_border: bool = False,
+        crop_border: bool | None = None,
         intrinsics: Intrinsics | None = None,
+        normals_file: str | os.PathLike | None = None,
+        normals_key: str = "normals",
+        normal_signs: tuple[float, float, float] = (1.0, 1.0, 1.0),
     ) -> None:
         import h5py
 
@@ -388,7 +418,6 @@ class NYUv2Mat(Dataset):
             Path(mat_file or self.root / "nyu_depth_v2_labeled.mat"), "NYUv2 labeled file"
         )
         self.depth_key = "rawDepths" if raw_depth else "depths"
-        self.crop_border = crop_border
 
         try:
             f = h5py.File(self.mat_file, "r")
@@ -396,7 +425,7 @@ class NYUv2Mat(Dataset):
             raise ValueError(f"{self.mat_file}: not an HDF5 / MATLAB v7.3 file ({exc})") from exc
         with f:
             needed = ["images"]
-            if {"depth", "normal"} & set(self.tasks):
+            if "depth" in self.tasks or ("normal" in self.tasks and normals_file is None):
                 needed.append(self.depth_key)
             if "semseg" in self.tasks:
                 needed.append("labels")
@@ -416,6 +445,9 @@ class NYUv2Mat(Dataset):
                     )
         self.num_frames = num
         self.frame_hw = (height, width)
+        if crop_border is None:  # the SIMO protocol crops full-size frames by default
+            crop_border = protocol == "simo" and self.frame_hw == NYUV2_RGB_SIZE
+        self.crop_border = crop_border
         if crop_border and self.frame_hw != NYUV2_RGB_SIZE:
             raise ValueError(f"crop_border needs 480x640 frames, {self.mat_file} has {height}x{width}")
         if intrinsics is None:
@@ -442,6 +474,17 @@ class NYUv2Mat(Dataset):
 
         self._h5: Any = None
         self._h5_pid: int | None = None
+        self._normals: Any = None
+        self._normals_pid: int | None = None
+        if len(normal_signs) != 3 or any(v not in (1, -1) for v in normal_signs):
+            raise ValueError(f"normal_signs must be three values of +1 or -1, got {normal_signs!r}")
+        self.normal_signs = np.asarray(normal_signs, dtype=np.float32)
+        self.normals_key = normals_key
+        self.normals_file = (
+            None if normals_file is None else _require_file(Path(normals_file), "NYUv2 normals")
+        )
+        if self.normals_file is not None and "normal" in self.tasks:
+            self._check_normals_file(num, (height, width))
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -449,7 +492,60 @@ class NYUv2Mat(Dataset):
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_h5"], state["_h5_pid"] = None, None  # h5py handles cannot be pickled
+        state["_normals"], state["_normals_pid"] = None, None
         return state
+
+    def _normals_source(self) -> Any:
+        """The normals array: a memory-mapped ``.npy`` (N, H, W, 3) or an h5py dataset (N, 3, W, H)."""
+        if self._normals is None or self._normals_pid != os.getpid():
+            path = self.normals_file
+            if path.suffix == ".npy":
+                self._normals = np.load(path, mmap_mode="r", allow_pickle=False)
+            else:
+                import h5py
+
+                try:
+                    f = h5py.File(path, "r")
+                except OSError as exc:
+                    raise ValueError(
+                        f"{path}: normals file is neither .npy nor HDF5 / MATLAB v7.3 ({exc})"
+                    ) from exc
+                if self.normals_key not in f or not isinstance(f[self.normals_key], h5py.Dataset):
+                    raise KeyError(f"{path}: no dataset {self.normals_key!r}; keys: {sorted(f.keys())}")
+                self._normals = f[self.normals_key]
+            self._normals_pid = os.getpid()
+        return self._normals
+
+    def _check_normals_file(self, num: int, frame_hw: tuple[int, int]) -> None:
+        arr = self._normals_source()
+        shape = tuple(arr.shape)
+        hw = (shape[1], shape[2]) if self.normals_file.suffix == ".npy" else (shape[3], shape[2])
+        channels = shape[3] if self.normals_file.suffix == ".npy" else shape[1]
+        crop_hw = (
+            NYU_BORDER_CROP[0].stop - NYU_BORDER_CROP[0].start,
+            NYU_BORDER_CROP[1].stop - NYU_BORDER_CROP[1].start,
+        )
+        allowed = [frame_hw] + ([crop_hw] if self.crop_border else [])
+        if len(shape) != 4 or shape[0] != num or channels != 3 or hw not in allowed:
+            layout = "(N, H, W, 3)" if self.normals_file.suffix == ".npy" else "(N, 3, W, H) as h5py reads it"
+            raise ValueError(
+                f"{self.normals_file}: normals must be {layout} with N={num} and HxW in {allowed}, "
+                f"got {shape}"
+            )
+
+    def _load_normals(self, frame: int) -> tuple[np.ndarray, np.ndarray]:
+        arr = self._normals_source()
+        n = np.asarray(arr[frame], dtype=np.float32)
+        if self.normals_file.suffix != ".npy":
+            n = n.transpose(2, 1, 0)  # (3, W, H) -> (H, W, 3)
+        if self.crop_border and n.shape[:2] == NYUV2_RGB_SIZE:
+            n = n[NYU_BORDER_CROP]
+        finite = np.isfinite(n).all(axis=-1)
+        n = np.where(finite[..., None], n, 0.0) * self.normal_signs
+        norm = np.linalg.norm(n, axis=-1)
+        mask = finite & (norm > 1e-6)
+        out = np.where(mask[..., None], n / np.where(mask, norm, 1.0)[..., None], 0.0)
+        return out.astype(np.float32), mask
 
     def _file(self) -> Any:
         if self._h5 is None or self._h5_pid != os.getpid():
@@ -468,14 +564,16 @@ class NYUv2Mat(Dataset):
         crop = NYU_BORDER_CROP if self.crop_border else (slice(None), slice(None))
         image = np.asarray(f["images"][frame]).transpose(2, 1, 0)[crop]
         arrays: dict[str, np.ndarray] = {"image": image.astype(np.float32) / 255.0}
-        if {"depth", "normal"} & set(self.tasks):
+        if "depth" in self.tasks or ("normal" in self.tasks and self.normals_file is None):
             depth = np.asarray(f[self.depth_key][frame], dtype=np.float32).T[crop]
             valid = np.isfinite(depth) & (depth > 0)
             depth = np.where(valid, depth, 0.0).astype(np.float32)
             if "depth" in self.tasks:
                 arrays["depth"], arrays["depth_mask"] = depth, valid
-            if "normal" in self.tasks:
+            if "normal" in self.tasks and self.normals_file is None:
                 arrays["normal"], arrays["normal_mask"] = normals_from_depth(depth, self.intrinsics, valid)
+        if "normal" in self.tasks and self.normals_file is not None:
+            arrays["normal"], arrays["normal_mask"] = self._load_normals(frame)
         if "semseg" in self.tasks:
             raw = np.asarray(f["labels"][frame]).T[crop].astype(np.int64)
             bad = (raw < 0) | (raw > NYU_NUM_RAW_CLASSES)

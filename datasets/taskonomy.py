@@ -42,11 +42,16 @@ Tasks (Taskonomy name -> our name)
   between 0 and 1, that should be remapped to between -1 and 1, and a vector of (0,0,1) faces towards the
   camera"; same remap in ``transforms.py``). Invalid pixels are stored as (128, 128, 128): the Omnidata task
   config masks normals at 0.502 = 128/255 in all channels (``task_configs.py`` ``mask_val: 0.502``,
-  ``masks.py`` ``build_mask``). Axis convention of the stored vectors, from the same issue and the docstring
-  of ``transform_normal_cam``: "+X right, +Y down, +Z from screen to me" (2D3DS convention). **We convert to
-  our camera frame (x right, y down, z forward = away from the camera)** by negating z:
-  ``n = (s_x, s_y, -s_z)`` (the signs are :data:`NORMAL_SIGNS`, overridable with ``normal_signs=``), then
-  renormalise to unit length; ``normal_mask`` is False (and the vector 0) at (128,128,128) pixels.
+  ``masks.py`` ``build_mask``). Axis convention: the stored vectors are used **as they are**, in our
+  camera frame (x right, y down, z forward), i.e. :data:`NORMAL_SIGNS` = (1, 1, 1). An earlier version
+  read the Omnidata issue's "+Z from screen to me" as a z to negate ((1, 1, -1)); measured on a real
+  Taskonomy view against normals derived from its z-buffer depth, that flip is wrong (mean angle 50.6°
+  with it; issue 11 of this project): the stored vectors already agree with the depth-derived normals,
+  which face the camera. The SIMO code, too, uses ``2 * c / 255 - 1`` without any flip
+  (``training/create_dataset.py`` ``Taskonomy.__getitem__``). ``normal_signs=`` overrides the signs;
+  :func:`simo_merge.datasets._geometry.normal_axis_agreement` checks them on real data (the view's
+  intrinsics follow from its ``field_of_view_rads`` in ``point_info``). Vectors are renormalised to unit
+  length; ``normal_mask`` is False (and the vector 0) at (128,128,128) pixels.
 - ``segment_semantic`` -> ``"semseg"``: single-channel 8-bit PNG of class ids. The data README
   (StanfordVL/taskonomy ``data/README.md``): 18 labels, "The classes 0 and 1 mark uncertain and background
   pixels, respectively"; uncertain pixels "should be masked during learning"; the other 16 are COCO classes
@@ -64,6 +69,31 @@ Tasks (Taskonomy name -> our name)
 
 Taskonomy names are accepted in ``tasks=`` as aliases of our names.
 
+Protocols
+---------
+``protocol="official"`` (default) decodes as above. ``protocol="simo"`` reproduces the SIMO paper's
+Taskonomy subset (d23845jg/simo_merging, ``utils.py`` ``get_data_loaders`` and ``training/create_dataset.py``
+``Taskonomy``, adapted there from tstandley/taskgrouping ``taskonomy_loader.py``; commit
+2fcaa49a64461f036dc4a7fcc1fc0985d2cd5977; the paper's appendix A gives the same buildings and counts):
+
+- buildings :data:`SIMO_SPLITS` (train 8, val 4, test 4) and, per building, the first
+  :data:`SIMO_PER_BUILDING` rgb files (2000 train, 1000 val / test) **in the string order of their file
+  names** (the SIMO loader sorts the full paths, so ``point_10_...`` precedes ``point_1_...``); buildings
+  follow the list order (the SIMO loader takes them in ``os.walk`` order, which the file system decides);
+  a missing task file is an error (``strict``), as it is there.
+- encodings as that code computes its targets: ``depth`` = ``log1p(raw) / log(2**16)`` of the raw
+  z-buffer value (mask: raw > 0, the SIMO metric counts every non-zero target); ``keypoints2d`` and
+  ``edge`` = ``raw`` clipped to [0, 3129] resp. [0, 11041] and mapped linearly to [-1, 1] (mask all True);
+  ``semseg`` = the 18 raw classes 0..17 as stored, class 0 (uncertain) masked (the SIMO segmentation head
+  has ``ignore_index=0`` for ``segment_semantic``; its confusion matrix, unlike ours, still counts
+  class-0 pixels); ``normal`` as in the official mode; ``autoencoding`` the image.
+- the layout ``"task_building"`` (``{root}/{task}/{building}/point_...png``, the taskgrouping layout the
+  SIMO loader walks) is supported besides the others.
+
+Not reproduced: the SIMO loader resizes every target bilinearly (labels included) to 256x256 and reads an
+optional ``mask_valid`` folder; here the ``transform`` resizes (nearest for labels) and ``mask_valid`` is
+not read.
+
 Splits
 ------
 :data:`TINY_SPLITS` is Taskonomy's "tiny" partition (25 train / 5 val / 5 test buildings; table in
@@ -74,8 +104,9 @@ is binary and could not be read here; the building lists were checked instead ag
 tiny building sits in the same train/val/test column there, (b) the 35 Gibson "tiny" scene names (the
 Gibson/3D-Scene-Graph tiny set is the same 35 buildings), and (c) two independent public Taskonomy
 loaders found in the code index (one of them the Visual Token Matching few-shot loader) that hard-code
-the same 25/5/5 assignment. Not verified: which buildings the SIMO paper itself used (no public
-split file was found), so ``buildings=`` overrides the list. Note that the Omnidata tool lists
+the same 25/5/5 assignment. The SIMO paper used other buildings (not the tiny split): those are
+:data:`SIMO_SPLITS`, read with ``protocol="simo"`` (see Protocols); ``buildings=`` overrides either list.
+Note that the Omnidata tool lists
 ``woodbine`` (a tiny *train* building) among buildings it does not serve, so an Omnidata download of the
 tiny train split may lack it: pass ``skip_missing_buildings=True`` or ``buildings=`` in that case.
 
@@ -122,7 +153,22 @@ SEMSEG_CLASSES: tuple[str, ...] = (
 DEPTH_UNITS_PER_METRE = 512.0
 DEPTH_INVALID_RAW = 65535
 NORMAL_INVALID_RAW = 128
-NORMAL_SIGNS: tuple[float, float, float] = (1.0, 1.0, -1.0)  # stored (right, down, toward camera) -> ours
+NORMAL_SIGNS: tuple[float, float, float] = (1.0, 1.0, 1.0)  # stored axes are ours (see the module docstring)
+
+PROTOCOLS = ("official", "simo")
+#: The SIMO paper's Taskonomy subset (``get_data_loaders``, ``model_whitelist``).
+SIMO_SPLITS: dict[str, tuple[str, ...]] = {
+    "train": (
+        "allensville", "coffeen", "collierville", "leonardo", "merom", "pinesdale", "ranchester", "stockman",
+    ),
+    "val": ("beechwood", "corozal", "klickitat", "shelbyville"),
+    "test": ("ihlen", "mcdade", "onaga", "tolstoy"),
+}  # fmt: skip
+#: rgb files per building (``model_limit``): first N in file-name order.
+SIMO_PER_BUILDING: dict[str, int] = {"train": 2000, "val": 1000, "test": 1000}
+SIMO_KEYPOINTS_MAX = 3129.0
+SIMO_EDGE_MAX = 11041.0
+SIMO_DEPTH_LOG_SCALE = float(np.log(2.0**16))
 
 # our task name -> (Taskonomy task, accepted folder / file-domain names, first is the current one)
 _TASKS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -143,7 +189,7 @@ _TASK_SPECS: dict[str, TaskSpec] = {
     "edge": regression("edge", 1),
     "autoencoding": regression("autoencoding", 3),
 }
-LAYOUTS = ("omnidata", "building", "building_task")
+LAYOUTS = ("omnidata", "building", "building_task", "task_building")
 _FILE_RE = re.compile(r"^point_(\d+)_view_(\d+)_domain_([A-Za-z0-9_]+)\.png$")
 
 
@@ -226,7 +272,31 @@ def decode_unit_16bit(raw: np.ndarray, sixteen_bit: bool = True) -> np.ndarray:
     return (raw.astype(np.float32) / scale).astype(np.float32)
 
 
-def _load_target(task: str, path: str, normal_signs: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+def decode_depth_simo(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """SIMO depth target: ``log1p(raw) / log(2**16)`` of the raw z-buffer values; valid where raw > 0."""
+    raw = raw.astype(np.float64)
+    return (np.log1p(raw) / SIMO_DEPTH_LOG_SCALE).astype(np.float32), raw > 0
+
+
+def decode_rescaled(raw: np.ndarray, max_value: float) -> np.ndarray:
+    """SIMO keypoints / edges target: ``raw`` clipped to ``[0, max_value]`` and mapped linearly to [-1, 1]."""
+    clipped = np.clip(raw.astype(np.float64), 0.0, max_value)
+    return (2.0 * clipped / max_value - 1.0).astype(np.float32)
+
+
+def decode_segment_semantic_simo(raw: np.ndarray, path: str = "<array>") -> tuple[np.ndarray, np.ndarray]:
+    """SIMO semseg: the 18 raw classes 0..17 as stored, class 0 (uncertain) masked out."""
+    raw = raw.astype(np.int64)
+    bad = raw > len(SEMSEG_CLASSES)
+    if bad.any():
+        values = sorted({int(v) for v in np.unique(raw[bad])})[:10]
+        raise ValueError(f"{path}: segment_semantic ids must be in 0..{len(SEMSEG_CLASSES)}, found {values}")
+    return raw, raw != 0
+
+
+def _load_target(
+    task: str, path: str, normal_signs: Sequence[float], protocol: str = "official"
+) -> tuple[np.ndarray, np.ndarray]:
     """(target array, valid mask) for one of our task names from its Taskonomy file."""
     arr, mode = _read_png(path)
     if task == "normal":
@@ -241,10 +311,15 @@ def _load_target(task: str, path: str, normal_signs: Sequence[float]) -> tuple[n
             raise ValueError(f"{path}: depth_zbuffer must be a 16-bit PNG, got PIL mode {mode!r}")
         if arr1.min() < 0 or arr1.max() > 65535:
             raise ValueError(f"{path}: depth values outside the 16-bit range")
-        return decode_depth_zbuffer(arr1)
+        return decode_depth_simo(arr1) if protocol == "simo" else decode_depth_zbuffer(arr1)
     if task == "semseg":
+        if protocol == "simo":
+            return decode_segment_semantic_simo(arr1, path)
         label = decode_segment_semantic(arr1, path)
         return label, label != IGNORE_INDEX
+    if task in ("keypoints2d", "edge") and protocol == "simo":
+        value = decode_rescaled(arr1, SIMO_KEYPOINTS_MAX if task == "keypoints2d" else SIMO_EDGE_MAX)
+        return value, np.ones(value.shape, dtype=bool)
     if task in ("keypoints2d", "edge"):
         value = decode_unit_16bit(arr1, _is_16bit(mode, arr1))
         return value, np.ones(value.shape, dtype=bool)
@@ -279,15 +354,20 @@ class TaskonomyDataset(Dataset):
 
     Args:
         root: dataset root (layout detected unless ``layout`` is given).
-        split: "train", "val" or "test" of the tiny partition (ignored when ``buildings`` is given).
+        split: "train", "val" or "test" of the tiny partition (``protocol="official"``) or of
+            :data:`SIMO_SPLITS` (``"simo"``); ignored when ``buildings`` is given.
         tasks: our task names (or Taskonomy aliases); default all six.
         transform: callable on the dict of numpy arrays (``JointTransform`` interface) or None.
         buildings: explicit building list overriding the split.
-        layout: "auto", "omnidata", "building" or "building_task".
+        layout: "auto", "omnidata", "building", "building_task" or "task_building".
         strict: raise on an rgb view with a missing task file instead of skipping it (skips are counted in
-            ``skipped`` and logged).
+            ``skipped`` and logged); default (None): True for ``"simo"``, False for ``"official"``.
         skip_missing_buildings: skip (and log) buildings without an rgb folder instead of raising.
         normal_signs: per-axis signs from the stored normal axes to ours (see :data:`NORMAL_SIGNS`).
+        protocol: "official" (release encodings, all views) or "simo" (the SIMO paper's subset and target
+            encodings; see the module docstring).
+        per_building: keep the first N rgb files of each building in file-name order; default None (all)
+            for ``"official"``, :data:`SIMO_PER_BUILDING` of the split for ``"simo"``.
     """
 
     def __init__(
@@ -299,17 +379,32 @@ class TaskonomyDataset(Dataset):
         *,
         buildings: Sequence[str] | None = None,
         layout: str = "auto",
-        strict: bool = False,
+        strict: bool | None = None,
         skip_missing_buildings: bool = False,
         normal_signs: Sequence[float] = NORMAL_SIGNS,
+        protocol: str = "official",
+        per_building: int | None = None,
     ) -> None:
         self.root = os.fspath(root)
         if not os.path.isdir(self.root):
             raise FileNotFoundError(f"taskonomy root folder not found: {self.root}")
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"taskonomy: unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
+        self.protocol = protocol
+        table = SIMO_SPLITS if protocol == "simo" else TINY_SPLITS
+        if per_building is None and protocol == "simo":
+            if split not in SIMO_PER_BUILDING:
+                raise ValueError(f"taskonomy: unknown split {split!r}; expected one of {sorted(SIMO_SPLITS)}")
+            per_building = SIMO_PER_BUILDING[split]
+        if per_building is not None and per_building < 1:
+            raise ValueError(f"taskonomy: per_building must be >= 1, got {per_building}")
+        self.per_building = per_building
+        if strict is None:
+            strict = protocol == "simo"
         if buildings is None:
-            if split not in TINY_SPLITS:
-                raise ValueError(f"taskonomy: unknown split {split!r}; expected one of {sorted(TINY_SPLITS)}")
-            buildings = TINY_SPLITS[split]
+            if split not in table:
+                raise ValueError(f"taskonomy: unknown split {split!r}; expected one of {sorted(table)}")
+            buildings = table[split]
         elif isinstance(buildings, str) or len(buildings) == 0:
             raise ValueError(f"taskonomy: buildings must be a non-empty list of names, got {buildings!r}")
         self.split = split
@@ -318,7 +413,11 @@ class TaskonomyDataset(Dataset):
         if len(names) == 0:
             raise ValueError("taskonomy: tasks must not be empty")
         self.tasks: list[str] = list(dict.fromkeys(names))
-        self.task_specs: dict[str, TaskSpec] = {t: _TASK_SPECS[t] for t in self.tasks}
+        specs = dict(_TASK_SPECS)
+        if protocol == "simo":  # the 18 raw classes, class 0 (uncertain) masked
+            specs["semseg"] = segmentation("semseg", len(SEMSEG_CLASSES) + 1)
+        self.task_specs: dict[str, TaskSpec] = {t: specs[t] for t in self.tasks}
+        self.class_names = ("uncertain",) + SEMSEG_CLASSES if protocol == "simo" else SEMSEG_CLASSES
         self.transform = transform
         self.strict = strict
         if len(normal_signs) != 3 or any(s not in (-1, 1) for s in normal_signs):
@@ -356,6 +455,8 @@ class TaskonomyDataset(Dataset):
                 dirs.append(os.path.join(self.root, name, "taskonomy", building))
             elif layout == "building":
                 dirs.append(os.path.join(self.root, building, name))
+            elif layout == "task_building":
+                dirs.append(os.path.join(self.root, name, building))
             else:
                 outer = os.path.join(self.root, f"{building}_{name}")
                 dirs += [os.path.join(outer, name), outer]
@@ -402,7 +503,12 @@ class TaskonomyDataset(Dataset):
                     f"taskonomy: {tk_name} folder of building {building!r} not found: {expected}"
                 )
             per_task[task] = (tdir, _list_views(tdir, folder_names))
-        for key in sorted(rgb):
+        keys = sorted(rgb)
+        if (
+            self.per_building is not None
+        ):  # first N in file-name (string) order, as the SIMO loader takes them
+            keys = sorted(rgb, key=lambda k: os.path.basename(rgb[k]))[: self.per_building]
+        for key in keys:
             paths = {"image": rgb[key]}
             missing = [t for t, (_, files) in per_task.items() if key not in files]
             for task in missing:
@@ -429,7 +535,7 @@ class TaskonomyDataset(Dataset):
         for task in self.tasks:
             if task == "autoencoding":
                 continue
-            value, mask = _load_target(task, paths[task], self.normal_signs)
+            value, mask = _load_target(task, paths[task], self.normal_signs, self.protocol)
             if value.shape[:2] != image.shape[:2]:
                 raise ValueError(
                     f"{paths[task]}: size {value.shape[1]}x{value.shape[0]} differs from its rgb "

@@ -28,7 +28,7 @@ from simo_merge.tasks import IGNORE_INDEX
 #: Targets resampled bilinearly (one channel, HxW).
 CONTINUOUS_TASKS: tuple[str, ...] = ("depth", "disparity", "edge", "keypoints2d")
 #: Targets resampled with nearest neighbour.
-LABEL_TASKS: tuple[str, ...] = ("semseg",)
+LABEL_TASKS: tuple[str, ...] = ("semseg", "part_seg")
 VECTOR_TASKS: tuple[str, ...] = ("normal",)
 SPATIAL_TASKS: tuple[str, ...] = LABEL_TASKS + CONTINUOUS_TASKS + VECTOR_TASKS
 #: Targets derived from the (transformed) image by :func:`to_sample`.

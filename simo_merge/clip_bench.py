@@ -32,7 +32,9 @@ with the text tower of ``text_checkpoint`` (a whole open_clip CLIP state; defaul
 layout's ``zeroshot.safetensors``). task_vectors' ``zeroshot.pt`` has no text tower.
 
 Test splits follow task_vectors: ``test`` except SUN397 and DTD, whose test sets are the ``val`` folders
-(see :mod:`simo_merge.datasets.clip8`); ``test_splits`` overrides per dataset.
+(see :mod:`simo_merge.datasets.clip8`); ``test_splits`` overrides per dataset. Those ``val`` folders hold
+the official test partitions (SUN397 ``Testing_01.txt``, DTD ``labels/test1.txt``; task_vectors issue #1),
+and the DTD loader reads the original archive the same way, so ``val`` is the official test set there too.
 
 Resumable: every finished row is stored as ``output_dir/rows/<row>.json`` with a hash of the config
 that determines it; a rerun reuses rows whose hash matches and recomputes the rest.
@@ -61,7 +63,7 @@ from simo_merge.atomic import write_json, write_text
 from simo_merge.checkpoint import load_state
 from simo_merge.clip_checkpoints import (
     load_open_clip_visual_state,
-    load_task_vectors_encoder,
+    load_task_vectors_encoder_and_activation,
     load_task_vectors_head,
 )
 from simo_merge.clip_templates import canonical_dataset, templates
@@ -96,7 +98,9 @@ PRETRAINED, INDIVIDUAL = "Pretrained", "Individual"
 class Clip8Config:
     """``simo-merge bench clip8``: where the checkpoints and data are, which rows to compute."""
 
-    model: str = "ViT-B-32"
+    model: str = "ViT-B-32"  # the checkpoint folder name <checkpoints>/<model>/
+    arch: str | None = None  # open_clip architecture; None: ``model`` (e.g. ViT-B-32-quickgelu for ViT-B-32)
+    quick_gelu: bool | None = None  # None: detected from task_vectors pickles, else from the arch name
     checkpoints: str | None = None
     data: str | None = None
     datasets: list[str] = field(default_factory=lambda: list(CLIP8_TASKS))
@@ -170,6 +174,36 @@ class Clip8Checkpoints:
     experts: dict[str, StateDict]
     head_weights: dict[str, tuple[Tensor, Tensor | None] | None]
     sources: dict[str, str]
+    activation: str | None = None  # "quick_gelu" / "gelu" as read from the pickles; None: unknown
+
+
+def resolve_architecture(cfg: Clip8Config, ckpt: Clip8Checkpoints | None = None) -> tuple[str, bool]:
+    """The open_clip architecture to build and whether it uses QuickGELU.
+
+    ``cfg.arch`` (default ``cfg.model``, the checkpoint folder name) is the architecture; QuickGELU is
+    ``cfg.quick_gelu`` when set, else what the task_vectors pickles use (``ckpt.activation``), else
+    whether the architecture name ends in ``-quickgelu``. A setting that contradicts the pickles is an
+    error naming the file.
+    """
+    arch = cfg.arch or cfg.model
+    named = arch.endswith("-quickgelu")
+    detected = None if ckpt is None or ckpt.activation is None else ckpt.activation == "quick_gelu"
+    quick = cfg.quick_gelu
+    if quick is None:
+        quick = detected if detected is not None else named
+    if named and not quick:
+        raise ConfigError(f"arch {arch!r} is a QuickGELU architecture but quick_gelu is false")
+    if detected is not None and quick != detected:
+        where = ckpt.sources.get("base", "the checkpoints") if ckpt else "the checkpoints"
+        raise ConfigError(
+            f"quick_gelu={quick} (arch {arch!r}) contradicts {where}, whose modules use "
+            f"{'QuickGELU' if detected else 'GELU'}; leave quick_gelu unset to follow the checkpoint"
+        )
+    return arch, quick
+
+
+def _open_clip_kwargs(quick_gelu: bool) -> dict[str, Any]:
+    return {"force_quick_gelu": True} if quick_gelu else {}
 
 
 def _tv_candidates(base: Path, name: str) -> dict[str, list[Path]]:
@@ -212,13 +246,16 @@ def load_checkpoints(cfg: Clip8Config) -> Clip8Checkpoints:
     experts: dict[str, StateDict] = {}
     heads: dict[str, tuple[Tensor, Tensor | None] | None] = {}
     sources: dict[str, str] = {}
+    activation: str | None = None
     if layout == "task_vectors":
         zs = _first([base_dir / "zeroshot.pt"], "task_vectors zeroshot checkpoint", True)
-        base = load_task_vectors_encoder(zs, allow_pickle=cfg.allow_pickle)
+        base, activation = load_task_vectors_encoder_and_activation(zs, allow_pickle=cfg.allow_pickle)
         for t in cfg.datasets:
             cands = _tv_candidates(base_dir, canonical_dataset(t))
             ft = _first(cands["finetuned"], f"task_vectors finetuned checkpoint of {t}", True)
-            experts[t] = load_task_vectors_encoder(ft, allow_pickle=cfg.allow_pickle)
+            experts[t], act = load_task_vectors_encoder_and_activation(ft, allow_pickle=cfg.allow_pickle)
+            if activation is not None and act is not None and act != activation:
+                raise ValueError(f"{ft} uses {act} but {zs} uses {activation}: not one architecture")
             head = _first(cands["head"], "", False)
             heads[t] = None if head is None else load_task_vectors_head(head, allow_pickle=cfg.allow_pickle)
             sources[t] = str(ft)
@@ -239,7 +276,7 @@ def load_checkpoints(cfg: Clip8Config) -> Clip8Checkpoints:
                 heads[t] = (state["weight"], state.get("bias"))
             sources[t] = str(ft)
     sources["base"] = str(zs)
-    return Clip8Checkpoints(layout, base, experts, heads, sources)
+    return Clip8Checkpoints(layout, base, experts, heads, sources, activation)
 
 
 def _text_heads(cfg: Clip8Config, ckpt: Clip8Checkpoints, classnames: dict[str, list[str]]) -> dict:
@@ -260,7 +297,8 @@ def _text_heads(cfg: Clip8Config, ckpt: Clip8Checkpoints, classnames: dict[str, 
             "open_clip CLIP state (task_vectors' zeroshot.pt has no text tower)"
         )
     register_small_configs()
-    clip = open_clip.create_model(cfg.model, pretrained=None)
+    arch, quick = resolve_architecture(cfg, ckpt)
+    clip = open_clip.create_model(arch, pretrained=None, **_open_clip_kwargs(quick))
     state = load_state(path, allow_pickle=cfg.allow_pickle)
     state = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
     need = [k for k in clip.state_dict() if not k.startswith("visual.")]
@@ -268,7 +306,7 @@ def _text_heads(cfg: Clip8Config, ckpt: Clip8Checkpoints, classnames: dict[str, 
     if absent:
         raise ValueError(f"text_checkpoint {path}: no CLIP text tower (missing {absent[:3]}...)")
     clip.load_state_dict({k: state[k] for k in need}, strict=False)
-    tokenizer = open_clip.get_tokenizer(cfg.model)
+    tokenizer = open_clip.get_tokenizer(arch)
     return {
         t: zeroshot_head(clip, tokenizer, classnames[t], templates(t), task_name=t).eval() for t in missing
     }
@@ -279,10 +317,13 @@ def _config_hash(parts: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def row_keys(cfg: Clip8Config) -> dict[str, str]:
+def row_keys(cfg: Clip8Config, ckpt: Clip8Checkpoints | None = None) -> dict[str, str]:
     """Row name -> hash of the config that determines that row (for resuming)."""
+    arch, quick = resolve_architecture(cfg, ckpt)
     common = {
         "model": cfg.model,
+        "arch": arch,
+        "quick_gelu": quick,
         "checkpoints": str(Path(cfg.checkpoints).expanduser().resolve()),
         "data": str(Path(cfg.data).expanduser().resolve()),
         "layout": cfg.layout,
@@ -324,7 +365,9 @@ class _Bench:
         self.cfg = cfg
         self.ckpt = ckpt
         self.tasks = list(cfg.datasets)
-        self.make_encoder: Callable[[], Encoder] = lambda: build_encoder("open_clip", cfg.model)
+        self.arch, self.quick_gelu = resolve_architecture(cfg, ckpt)
+        kwargs = _open_clip_kwargs(self.quick_gelu)
+        self.make_encoder: Callable[[], Encoder] = lambda: build_encoder("open_clip", self.arch, **kwargs)
         probe_enc = self.make_encoder()
         size = cfg.image_size or int(tuple(probe_enc.model.image_size)[0])
         self.datasets = {
@@ -479,8 +522,8 @@ def run_clip8(cfg: Clip8Config) -> dict:
     cfg.require_paths()
     out = Path(cfg.output_dir)
     rows_dir = out / "rows"
-    keys = row_keys(cfg)
     ckpt = load_checkpoints(cfg)
+    keys = row_keys(cfg, ckpt)
     bench = _Bench(cfg, ckpt)
     tasks = bench.tasks
     raw: dict[str, dict[str, float]] = {}
@@ -531,12 +574,15 @@ def run_clip8(cfg: Clip8Config) -> dict:
     rows = {n: _summarise(raw[n], raw[INDIVIDUAL], tasks) for n in keys}
     md, table_csv = format_tables(rows, tasks)
     header = (
-        f"# CLIP eight-task merging benchmark ({cfg.model})\n\n"
+        f"# CLIP eight-task merging benchmark ({cfg.model}; open_clip {bench.arch}"
+        f"{', QuickGELU' if bench.quick_gelu else ''})\n\n"
         f"checkpoints: `{cfg.checkpoints}` ({ckpt.layout} layout); data: `{cfg.data}`; "
         f"test splits: {', '.join(f'{canonical_dataset(t)}={split_of(cfg, t)}' for t in tasks)}\n\n"
     )
     result = {
         "model": cfg.model,
+        "arch": bench.arch,
+        "quick_gelu": bench.quick_gelu,
         "layout": ckpt.layout,
         "datasets": [canonical_dataset(t) for t in tasks],
         "rows": rows,

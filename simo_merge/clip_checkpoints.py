@@ -17,6 +17,12 @@ Three published layouts:
     publishes: :func:`hf_clip_vision_to_open_clip` is a pure key/shape conversion to the open_clip
     visual layout (:func:`open_clip_visual_to_hf` is its inverse). Note that OpenAI's CLIP weights use
     QuickGELU: build the open_clip tower as ``ViT-B-32-quickgelu`` (etc.) when loading them.
+
+Activation. OpenAI's CLIP (and so every task_vectors checkpoint, fine-tuned from it) uses QuickGELU,
+``x * sigmoid(1.702 x)``; open_clip's ``ViT-B-32`` config uses ``nn.GELU`` and ``ViT-B-32-quickgelu``
+QuickGELU. A state dict cannot tell them apart (the activation has no weights), but a task_vectors pickle
+can: :func:`pickled_activation` reads the class of the MLP activation modules in its module tree
+(``open_clip.transformer.QuickGELU`` vs ``torch.nn.GELU``).
 """
 
 from __future__ import annotations
@@ -97,12 +103,59 @@ def _describe(obj: Any) -> str:
     return getattr(obj, "pickled_class", None) or type(obj).__name__
 
 
+def _class_name(obj: Any) -> str:
+    """``module.Class`` of a real object or of the class a :class:`StandIn` stands in for."""
+    standin = getattr(type(obj), "pickled_class", None)
+    if isinstance(standin, str) and standin != "?":
+        return standin
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def pickled_activation(obj: Any) -> str | None:
+    """``"quick_gelu"`` / ``"gelu"`` from the activation modules of a (pickled) module tree, else None.
+
+    Looks at every module in ``_modules`` (real or :class:`StandIn`): a class named ``QuickGELU`` means
+    QuickGELU, ``torch.nn...GELU`` plain GELU. Raises ValueError when both occur.
+    """
+    found: set[str] = set()
+
+    def walk(node: Any, stack: tuple[int, ...]) -> None:
+        attrs = getattr(node, "__dict__", None)
+        if not isinstance(attrs, dict) or id(node) in stack:
+            return
+        for child in (attrs.get("_modules") or {}).values():
+            if child is None:
+                continue
+            name = _class_name(child).rsplit(".", 1)[-1]
+            if name == "QuickGELU":
+                found.add("quick_gelu")
+            elif name == "GELU":
+                found.add("gelu")
+            walk(child, (*stack, id(node)))
+
+    walk(obj, ())
+    if len(found) > 1:
+        raise ValueError(f"pickled {_describe(obj)} mixes QuickGELU and GELU activations")
+    return next(iter(found), None)
+
+
 def load_task_vectors_encoder(path: str | os.PathLike, allow_pickle: bool = False) -> StateDict:
     """The open_clip visual state of a task_vectors ``zeroshot.pt`` / ``finetuned.pt`` (ImageEncoder).
 
     Uses the ``model.visual.*`` tensors (else ``model.*``, else ``visual.*``), prefix stripped.
     """
+    return load_task_vectors_encoder_and_activation(path, allow_pickle)[0]
+
+
+def load_task_vectors_encoder_and_activation(
+    path: str | os.PathLike, allow_pickle: bool = False
+) -> tuple[StateDict, str | None]:
+    """:func:`load_task_vectors_encoder` plus the activation its modules use (:func:`pickled_activation`)."""
     obj = load_pickled_object(path, allow_pickle=allow_pickle)
+    return _visual_state_of(obj, path), pickled_activation(obj)
+
+
+def _visual_state_of(obj: Any, path: str | os.PathLike) -> StateDict:
     state = module_tree_state(obj)
     if not state:
         raise CheckpointError(f"{path}: no tensors found in the pickled {_describe(obj)}")

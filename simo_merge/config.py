@@ -75,6 +75,35 @@ class MergeJobConfig:
         self.pool.validate()
 
 
+REPLACED_KEYS = ("kwargs",)
+
+
+def _merge_replacing_kwargs(base: Any, update: Any) -> Any:
+    """``OmegaConf.merge`` except that a mapping given for a ``kwargs`` key replaces the one below it.
+
+    Constructor kwargs belong together: the default tiny ViT's ``encoder.kwargs`` must not leak
+    ``patch_size: 8`` into a DINOv2 config that sets only ``img_size``. (:func:`load_config` applies this
+    to a YAML file and to ``...kwargs={...}`` overrides; a dotted ``encoder.kwargs.img_size=...`` override
+    still updates one entry.)
+    """
+
+    def clear(node: Any, upd: Any) -> None:
+        if not (OmegaConf.is_dict(node) and OmegaConf.is_dict(upd)):
+            return
+        for key in upd:
+            if key not in node:
+                continue
+            if key in REPLACED_KEYS and OmegaConf.is_dict(upd[key]) and OmegaConf.is_dict(node[key]):
+                for old in list(node[key]):
+                    if old not in upd[key]:
+                        del node[key][old]
+            else:
+                clear(node[key], upd[key])
+
+    clear(base, update)
+    return OmegaConf.merge(base, update)
+
+
 def load_config(
     schema: type[T], path: str | os.PathLike | None = None, overrides: list[str] | None = None
 ) -> T:
@@ -97,12 +126,16 @@ def load_config(
                 raise ConfigError(f"{path}: not a text file ({err})") from err
             if not isinstance(loaded, DictConfig):
                 raise ConfigError(f"{path}: the top level must be a mapping of keys, got a list")
-            cfg = OmegaConf.merge(cfg, loaded)
+            cfg = _merge_replacing_kwargs(cfg, loaded)
         if overrides:
             bad = [o for o in overrides if "=" not in o]
             if bad:
                 raise ConfigError(f"override {bad[0]!r} is not of the form key=value")
             where = f"{where} + overrides {overrides}"
+            for item in overrides:  # ``encoder.kwargs={...}`` replaces; ``encoder.kwargs.x=1`` updates
+                key = item.split("=", 1)[0]
+                if key.rsplit(".", 1)[-1] in REPLACED_KEYS:
+                    cfg = _merge_replacing_kwargs(cfg, OmegaConf.from_dotlist([item]))
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
         obj = OmegaConf.to_object(cfg)
         if hasattr(obj, "validate"):

@@ -221,3 +221,79 @@ def test_npy_errors_name_the_file(tmp_path: Path) -> None:
     assert len(CityscapesNpy(root, split="val", num_classes=19, tasks=["disparity"])) == 3
     with pytest.raises(ValueError, match="split"):
         CityscapesNpy(root, split="test")
+
+
+# --------------------------------------------------------------------------------------------------------
+# SIMO protocol: label_19 + part_seg + depth npy folders; 2975 train files -> 2380 / 595; test = val folder
+# --------------------------------------------------------------------------------------------------------
+#: torch.randperm(2975, generator=torch.Generator().manual_seed(42)): what the SIMO code's
+#: ``random_split(train_set, [2380, 595], torch.Generator().manual_seed(42))`` hands out first.
+SIMO_TRAIN_FIRST8 = [1492, 38, 2190, 1909, 1598, 1060, 2277, 2203]
+SIMO_VAL_FIRST8 = [2015, 996, 268, 2628, 2066, 2450, 1135, 1264]
+
+
+def make_simo_npy_root(
+    root: Path, n_train: int = 2975, n_val: int = 500, hw: tuple[int, int] = (2, 3)
+) -> Path:
+    """The SIMO/Auto-Lambda npy folders; every file's pixel (0, 0) encodes its split and index."""
+    h, w = hw
+    for split, n in (("train", n_train), ("val", n_val)):
+        d = root / split
+        for sub in ("image", "label_19", "part_seg", "depth"):
+            (d / sub).mkdir(parents=True)
+        for i in range(n):
+            np.save(d / "image" / f"{i}.npy", np.full((h, w, 3), (i % 1000) / 1000, np.float32))
+            lab = np.full((h, w), float(i % 19), np.float32)
+            lab[0, 1] = -1.0
+            np.save(d / "label_19" / f"{i}.npy", lab)
+            part = np.full((h, w), float(i % 10), np.float32)
+            part[1, 0] = -1.0
+            np.save(d / "part_seg" / f"{i}.npy", part)
+            disp = np.full((h, w, 1), 0.001 * (i + 1), np.float32)
+            disp[1, 2, 0] = -1.0  # Auto-Lambda's invalid marker
+            np.save(d / "depth" / f"{i}.npy", disp)
+    return root
+
+
+def test_npy_simo_protocol_splits_tasks_and_part_seg(tmp_path: Path) -> None:
+    root = make_simo_npy_root(tmp_path)
+    train = CityscapesNpy(root, split="train", protocol="simo")
+    val = CityscapesNpy(root, split="val", protocol="simo")
+    test = CityscapesNpy(root, split="test", protocol="simo")
+    assert (len(train), len(val), len(test)) == (2380, 595, 500)
+    assert train.tasks == ["semseg", "part_seg", "disparity"] and train.num_classes == 19
+    assert train.task_specs["part_seg"].channels == 10 and train.task_specs["semseg"].channels == 19
+    assert train.indices[:8] == SIMO_TRAIN_FIRST8 and val.indices[:8] == SIMO_VAL_FIRST8
+    ref_train, ref_val = torch.utils.data.random_split(
+        range(2975), [2380, 595], generator=torch.Generator().manual_seed(42)
+    )
+    assert train.indices == list(ref_train.indices) and val.indices == list(ref_val.indices)
+    assert test.indices == list(range(500)) and test.data_dir == root / "val"
+    assert train.data_dir == val.data_dir == root / "train"
+
+    s = val[0]  # file train/*/2015.npy
+    assert s["image"][0, 0, 0] == pytest.approx(0.015)
+    assert s["semseg"][0, 0] == 2015 % 19 and s["semseg"][0, 1] == 255 and not s["semseg_mask"][0, 1]
+    assert s["part_seg"].dtype == torch.int64 and s["part_seg"][0, 0] == 2015 % 10
+    assert s["part_seg"][1, 0] == 255 and not s["part_seg_mask"][1, 0] and s["part_seg_mask"].sum() == 5
+    assert s["disparity"][0, 0, 0] == pytest.approx(2.016) and not s["disparity_mask"][1, 2]
+    t = test[7]
+    assert t["part_seg"][0, 0] == 7 and t["disparity"][0, 0, 0] == pytest.approx(0.008)
+
+    resized = CityscapesNpy(root, split="test", protocol="simo", transform=JointTransform(size=(4, 6)))[3]
+    assert resized["part_seg"].shape == (4, 6) and set(resized["part_seg"].unique().tolist()) == {3, 255}
+
+
+def test_npy_simo_protocol_errors(tmp_path: Path) -> None:
+    root = make_simo_npy_root(tmp_path, n_train=5, n_val=2)
+    with pytest.raises(ValueError, match=r"2975.*has 5"):
+        CityscapesNpy(root, split="train", protocol="simo")
+    assert len(CityscapesNpy(root, split="test", protocol="simo")) == 2
+    with pytest.raises(ValueError, match="protocol='simo'"):
+        CityscapesNpy(root, split="test")
+    (root / "val" / "part_seg" / "1.npy").unlink()
+    with pytest.raises(FileNotFoundError, match=r"part_seg[/\\]1\.npy"):
+        CityscapesNpy(root, split="test", protocol="simo")
+    np.save(root / "val" / "part_seg" / "1.npy", np.full((2, 3), 10.0, np.float32))
+    with pytest.raises(ValueError, match=r"part_seg[/\\]1\.npy.*10"):
+        CityscapesNpy(root, split="test", protocol="simo")[1]

@@ -204,6 +204,31 @@ def test_dtd_both_layouts(tmp_path):
         build_dataset("dtd", root=tmp_path / "b", split="train", partition=2)
 
 
+def test_dtd_archive_splits_are_task_vectors_folders(tmp_path):
+    """task_vectors' dtd/val (its test set) = the archive's test1.txt; dtd/train = train1 + val1."""
+    from simo_merge.clip_bench import DEFAULT_TEST_SPLITS
+
+    arch = tmp_path / "dtd"
+    parts = {"train": ["banded/banded_0001.jpg", "woven/woven_0001.jpg"], "val": ["woven/woven_0002.jpg"],
+             "test": ["banded/banded_0003.jpg", "woven/woven_0003.jpg", "woven/woven_0004.jpg"]}  # fmt: skip
+    for part, rels in parts.items():
+        for rel in rels:
+            _save(arch / "images" / rel, 40)
+        (arch / "labels").mkdir(exist_ok=True)
+        (arch / "labels" / f"{part}1.txt").write_text("\n".join(rels) + "\n")
+    bench_test = build_dataset("dtd", root=tmp_path, split=DEFAULT_TEST_SPLITS["dtd"])
+    assert DEFAULT_TEST_SPLITS["dtd"] == "val"
+    assert [p.relative_to(arch / "images").as_posix() for p in bench_test._files] == parts["test"]
+    assert bench_test.listings == [arch / "labels" / "test1.txt"] and _labels(bench_test) == [0, 1, 1]
+    train = build_dataset("dtd", root=tmp_path, split="train")
+    assert [p.relative_to(arch / "images").as_posix() for p in train._files] == parts["train"] + parts["val"]
+    assert len(build_dataset("dtd", root=tmp_path, split="test")) == 3
+    official = build_dataset("dtd", root=tmp_path, split="val", archive_split="official")
+    assert [p.name for p in official._files] == ["woven_0002.jpg"]
+    with pytest.raises(ValueError, match="archive_split"):
+        build_dataset("dtd", root=tmp_path, split="val", archive_split="paper")
+
+
 def test_gtsrb_torchvision_layout(tmp_path):
     base = tmp_path / "gtsrb"
     for cls, n in (("00000", 2), ("00002", 1)):

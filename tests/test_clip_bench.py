@@ -373,3 +373,66 @@ def test_bench_command_on_the_standin(fixture_dirs, tmp_path, capsys):
         == 2
     )
     assert "checkpoints" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------- QuickGELU
+def _write_quickgelu_task_vectors(root: Path) -> tuple[Path, torch.nn.Module]:
+    """A task_vectors layout (zeroshot.pt, MNIST/finetuned.pt, head_MNIST.pt) of a QuickGELU CLIP, as the
+    OpenAI-initialised task_vectors checkpoints are; returns the folder and the original visual tower."""
+    register_small_configs()
+    torch.manual_seed(3)
+    clip = open_clip.create_model(ARCH, pretrained=None, force_quick_gelu=True).eval()
+    del clip.transformer
+    image_encoder, head_cls = _tv_classes()
+    src, modeling = types.ModuleType("src"), types.ModuleType("src.modeling")
+    modeling.ImageEncoder, modeling.ClassificationHead, src.modeling = image_encoder, head_cls, modeling
+    sys.modules["src"], sys.modules["src.modeling"] = src, modeling
+    base = root / ARCH
+    try:
+        (base / "MNIST").mkdir(parents=True)
+        torch.save(image_encoder(clip), base / "zeroshot.pt")
+        torch.save(image_encoder(clip), base / "MNIST" / "finetuned.pt")
+        torch.save(head_cls(torch.randn(10, clip.visual.output_dim)), base / "head_MNIST.pt")
+    finally:
+        del sys.modules["src.modeling"], sys.modules["src"]
+    return root, clip.visual
+
+
+def test_task_vectors_row_builds_a_quickgelu_model(fixture_dirs, tmp_path):
+    from simo_merge.clip_checkpoints import load_task_vectors_encoder_and_activation
+
+    data_root, _ = fixture_dirs
+    ckpt_root, visual = _write_quickgelu_task_vectors(tmp_path / "ckpt")
+    _, act = load_task_vectors_encoder_and_activation(ckpt_root / ARCH / "zeroshot.pt", allow_pickle=True)
+    assert act == "quick_gelu"
+    _, gelu = load_task_vectors_encoder_and_activation(
+        data_root / "ckpt" / ARCH / "zeroshot.pt", allow_pickle=True
+    )
+    assert gelu == "gelu"  # the GELU fixture pool is told apart
+
+    cfg = Clip8Config(
+        model=ARCH, checkpoints=str(ckpt_root), data=str(data_root / "data"), datasets=["mnist"],
+        allow_pickle=True, image_size=32, methods=[], output_dir=str(tmp_path / "out"), progress=False,
+    )  # fmt: skip
+    ckpt = clip_bench.load_checkpoints(cfg)
+    assert ckpt.activation == "quick_gelu"
+    assert clip_bench.resolve_architecture(cfg, ckpt) == (ARCH, True)
+    bench = clip_bench._Bench(cfg, ckpt)
+    enc = bench.make_encoder().eval()
+    acts = {type(m).__name__ for m in enc.model.modules() if "GELU" in type(m).__name__}
+    assert acts == {"QuickGELU"}
+    enc.load_model_state(ckpt.base)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        reference = visual(enc.normalize(x))  # the checkpoint's own function
+        assert torch.allclose(enc(x).features, reference, atol=1e-5)
+        gelu_enc = build_encoder("open_clip", ARCH).eval()
+        gelu_enc.load_model_state(ckpt.base)
+        assert not torch.allclose(gelu_enc(x).features, reference, atol=1e-3)  # what GELU computed before
+    # the checkpoint folder name and the architecture are separate settings
+    named = Clip8Config(**{**cfg.__dict__, "arch": "ViT-B-32-quickgelu", "model": "ViT-B-32"})
+    assert clip_bench.resolve_architecture(named) == ("ViT-B-32-quickgelu", True)
+    assert clip_bench.resolve_architecture(Clip8Config(model="ViT-B-32")) == ("ViT-B-32", False)
+    assert row_keys(cfg, ckpt)["Pretrained"] != row_keys(cfg)["Pretrained"]  # GELU rows are not reused
+    with pytest.raises(ConfigError, match=r"zeroshot\.pt.*QuickGELU"):
+        clip_bench.resolve_architecture(Clip8Config(**{**cfg.__dict__, "quick_gelu": False}), ckpt)

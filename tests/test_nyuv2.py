@@ -239,11 +239,31 @@ def test_mat_simo_protocol_sizes_and_determinism(tmp_path: Path) -> None:
     assert len(idx("train", "simo")) == 795 and len(val) == 400 and len(tst) == 254
     assert np.intersect1d(val, tst).size == 0
     np.testing.assert_array_equal(np.sort(np.concatenate([val, tst])), test - 1)
-    perm = np.random.default_rng(42).permutation(654)
-    np.testing.assert_array_equal(val, np.sort((test - 1)[perm[:400]]))
+    # the SIMO code's torch random_split positions into the official test order, in permutation order
+    np.testing.assert_array_equal(val[:10], (test - 1)[SIMO_VAL_FIRST10])
+    np.testing.assert_array_equal(tst[:5], (test - 1)[SIMO_TEST_FIRST5])
     np.testing.assert_array_equal(val, idx("val", "simo"))  # deterministic
     with pytest.raises(ValueError, match="simo"):
         NYUv2Mat(tmp_path, split="val", tasks=["depth"])
+
+
+#: torch.randperm(654, generator=torch.Generator().manual_seed(42)): first val / test positions as the SIMO
+#: code's ``random_split(val_set, [400, 254], torch.Generator().manual_seed(42))`` hands them out.
+SIMO_VAL_FIRST10 = [282, 298, 610, 358, 580, 147, 634, 405, 450, 467]
+SIMO_TEST_FIRST5 = [271, 33, 448, 247, 427]
+
+
+def test_simo_split_is_torch_random_split_index_for_index() -> None:
+    val, test = simo_split(np.arange(654))
+    assert val[:10].tolist() == SIMO_VAL_FIRST10 and test[:5].tolist() == SIMO_TEST_FIRST5
+    ref_val, ref_test = torch.utils.data.random_split(
+        range(654), [400, 254], generator=torch.Generator().manual_seed(42)
+    )
+    assert val.tolist() == list(ref_val.indices) and test.tolist() == list(ref_test.indices)
+    assert set(val) | set(test) == set(range(654)) and not set(val) & set(test)
+    # the former NumPy split (default_rng(42)) is a different draw: most positions differ
+    old = np.random.default_rng(42).permutation(654)[:400]
+    assert len(set(old) & set(val)) < 300
 
 
 def test_simo_split_rejects_bad_sizes() -> None:
@@ -337,10 +357,12 @@ def test_npy_simo_split_selects_val_files(tmp_path: Path) -> None:
     val = NYUv2(root, split="val", protocol="simo", tasks=["semseg"])
     test = NYUv2(root, split="test", protocol="simo", tasks=["semseg"])
     assert len(val) == 400 and len(test) == 254
-    perm = np.random.default_rng(42).permutation(654)
-    np.testing.assert_array_equal(val.indices, np.sort(perm[:400]))
-    np.testing.assert_array_equal(test.indices, np.sort(perm[400:]))
+    perm = torch.randperm(654, generator=torch.Generator().manual_seed(42)).numpy()
+    np.testing.assert_array_equal(val.indices, perm[:400])  # file stems, in SIMO's item order
+    np.testing.assert_array_equal(test.indices, perm[400:])
+    assert val.indices[:10].tolist() == SIMO_VAL_FIRST10
     k = int(val.indices[5])
+    assert k == 147
     assert val[5]["image"][0, 0, 0] == pytest.approx((k % 100) / 100)
     assert len(NYUv2(root, split="test", tasks=["semseg"])) == 654
 
@@ -414,3 +436,64 @@ def test_splits_in_matlab_v73_hdf5_are_read_too(mat_root: Path) -> None:
     ds = NYUv2Mat(mat_root, split="train", splits_file=path, tasks=["depth"])
     np.testing.assert_array_equal(ds.indices, [1, 3, 5])
     assert ds[0]["depth"][0, 0, 0] == 2.0  # frame 1 has depth 1 + 1
+
+
+# --------------------------------------------------------------------------------------------------------
+# precomputed normals file, SIMO border crop
+# --------------------------------------------------------------------------------------------------------
+def _normals_fixture(n: int) -> np.ndarray:
+    """(N, H, W, 3) normals: frame k points along axis k % 3 (sign (-1)^k); pixel (0, 0) is invalid."""
+    normals = np.zeros((n, H, W, 3), np.float32)
+    for k in range(n):
+        normals[k, ..., k % 3] = (-1.0) ** k * 2.0  # not unit length: the loader renormalises
+    normals[:, 0, 0] = 0.0
+    normals[:, 1, 1] = np.nan
+    return normals
+
+
+@pytest.mark.parametrize("fmt", ["mat", "npy"])
+def test_mat_reads_a_precomputed_normals_file(mat_root: Path, fmt: str) -> None:
+    normals = _normals_fixture(6)
+    if fmt == "mat":  # MATLAB v7.3 (H, W, 3, N) as h5py sees it: (N, 3, W, H)
+        path = mat_root / "normals_gt.mat"
+        with h5py.File(path, "w") as f:
+            f.create_dataset("normals", data=normals.transpose(0, 3, 2, 1))
+    else:
+        path = mat_root / "normals.npy"
+        np.save(path, normals)
+    ds = NYUv2Mat(mat_root, split="test", tasks=["normal"], normals_file=path)  # test frames 1, 3, 5
+    s = ds[0]  # frame 1: axis 1, sign -1
+    assert s["normal"].shape == (3, H, W)
+    assert torch.equal(s["normal"][:, 5, 7], torch.tensor([0.0, -1.0, 0.0]))
+    assert not s["normal_mask"][0, 0] and not s["normal_mask"][1, 1] and s["normal_mask"].sum() == H * W - 2
+    assert torch.equal(s["normal"][:, 1, 1], torch.zeros(3))
+    flipped = NYUv2Mat(mat_root, split="test", tasks=["normal"], normals_file=path, normal_signs=(1, -1, 1))
+    assert torch.equal(flipped[0]["normal"][:, 5, 7], torch.tensor([0.0, 1.0, 0.0]))
+    derived = NYUv2Mat(mat_root, split="test", tasks=["normal"])[0]["normal"]
+    assert not torch.allclose(derived, s["normal"])  # the file replaces the depth-derived normals
+    with pytest.raises(ValueError, match=r"normals.*N=6"):
+        bad = mat_root / "short.npy"
+        np.save(bad, normals[:4])
+        NYUv2Mat(mat_root, split="test", tasks=["normal"], normals_file=bad)
+
+
+def test_mat_simo_protocol_crops_the_border_by_default(tmp_path: Path) -> None:
+    n, (fh, fw) = 1449, (480, 640)
+    frames = np.arange(1, n + 1)
+    with h5py.File(tmp_path / "nyu_depth_v2_labeled.mat", "w") as f:  # chunked: unwritten frames cost nothing
+        f.create_dataset("images", shape=(n, 3, fw, fh), dtype=np.uint8, chunks=(1, 3, fw, fh))
+        depths = f.create_dataset("depths", shape=(n, fw, fh), dtype=np.float32, chunks=(1, fw, fh))
+        f.create_dataset("labels", shape=(n, fw, fh), dtype=np.uint16, chunks=(1, fw, fh))
+        frame = np.full((fh, fw), 2.0, np.float32)
+        frame[44, 40] = 9.0  # first pixel inside the valid region (row 45, column 41, 1-based)
+        depths[frames[795 + 282] - 1] = frame.T  # SIMO val item 0 is test position 282
+    write_splits(tmp_path / "splits.mat", frames[:795], frames[795:])
+    write_mappings(tmp_path)
+    simo = NYUv2Mat(tmp_path, split="val", protocol="simo", tasks=["depth"])
+    assert simo.crop_border and simo.indices[0] == 795 + 282
+    d = simo[0]["depth"]
+    assert d.shape == (1, 427, 561) and d[0, 0, 0] == 9.0 and d[0, 1, 1] == 2.0
+    std = NYUv2Mat(tmp_path, split="test", tasks=["depth"])
+    assert not std.crop_border and std.load_arrays(282)["depth"].shape == (480, 640)
+    off = NYUv2Mat(tmp_path, split="val", protocol="simo", tasks=["depth"], crop_border=False)
+    assert off.load_arrays(0)["depth"].shape == (480, 640)

@@ -31,20 +31,21 @@ DEPTH_RAW = np.array(
 SEG_RAW = np.array([[0, 1, 2, 17, 5, 3]] + [[1] * 6] * 3, dtype=np.uint8)
 KP_RAW = np.array([[65535, 32768, 0, 0, 0, 0]] + [[0] * 6] * 3, dtype=np.uint16)
 EDGE_RAW = np.array([[13107, 0, 65535, 0, 0, 0]] + [[0] * 6] * 3, dtype=np.uint16)
-# normals: facing the camera, pointing up (floor), pointing left, invalid grey, pointing right, facing camera
+# normals, stored in our camera frame (x right, y down, z forward): facing the camera (B = 0 -> z = -1),
+# pointing up (floor), pointing left, invalid grey, pointing right, facing the camera
 NORMAL_PIXELS = [
-    (128, 128, 255),
+    (128, 128, 0),
     (128, 0, 128),
     (0, 128, 128),
     (128, 128, 128),
     (255, 128, 128),
-    (128, 128, 255),
+    (128, 128, 0),
 ]
 
 
 def _normal_raw() -> np.ndarray:
     arr = np.full((H, W, 3), 128, dtype=np.uint8)
-    arr[..., 2] = 255
+    arr[..., 2] = 0
     arr[0] = np.array(NORMAL_PIXELS, dtype=np.uint8)
     return arr
 
@@ -131,15 +132,15 @@ def test_decoded_values_match_hand_computed(omni_root: Path) -> None:
     )
     assert ds.task_specs["semseg"].channels == 17
 
-    # normals: unit, our frame x right / y down / z forward (stored z toward the camera is negated)
+    # normals: unit, stored axes used as they are (x right / y down / z forward)
     n, m = s["normal"], s["normal_mask"]
     assert n.shape == (3, H, W) and n.dtype == torch.float32
     assert m[0].tolist() == [True, True, True, False, True, True]
     eps = 1 / 255  # 2 * 128 / 255 - 1
-    facing = torch.tensor([eps, eps, -1.0]) / math.sqrt(1 + 2 * eps**2)
+    facing = torch.tensor([eps, eps, -1.0]) / math.sqrt(1 + 2 * eps**2)  # B = 0 -> -1
     assert torch.allclose(n[:, 0, 0], facing, atol=1e-6)
     assert n[2, 0, 0] < -0.9999  # a surface facing the camera points back at it: -z
-    up = torch.tensor([eps, -1.0, -eps]) / math.sqrt(1 + 2 * eps**2)
+    up = torch.tensor([eps, -1.0, eps]) / math.sqrt(1 + 2 * eps**2)
     assert torch.allclose(n[:, 0, 1], up, atol=1e-6)  # G = 0 -> y = -1 (up, since y is down)
     assert n[0, 0, 2] < -0.9999 and n[0, 0, 4] > 0.9999  # R = 0 -> left, R = 255 -> right
     assert torch.equal(n[:, 0, 3], torch.zeros(3))
@@ -285,7 +286,7 @@ def test_transform_receives_numpy_arrays_and_autoencoding_follows_image(omni_roo
 
 
 def test_normal_signs_override(omni_root: Path) -> None:
-    ds = TaskonomyDataset(omni_root, buildings=["ihlen"], tasks=["normal"], normal_signs=(1, 1, 1))
+    ds = TaskonomyDataset(omni_root, buildings=["ihlen"], tasks=["normal"], normal_signs=(1, 1, -1))
     assert ds[0]["normal"][2, 0, 0] > 0.9999
     with pytest.raises(ValueError, match="normal_signs"):
         TaskonomyDataset(omni_root, buildings=["ihlen"], tasks=["normal"], normal_signs=(1, 0, 1))
@@ -299,3 +300,125 @@ def test_joint_transform_resize(omni_root: Path) -> None:
     n = s["normal"]
     valid = s["normal_mask"]
     assert torch.allclose(n.norm(dim=0)[valid], torch.ones(int(valid.sum())), atol=1e-4)
+
+
+# --------------------------------------------------------------------------------------------------------
+# normal sign convention on a rendered view: decoded normals must agree with normals derived from depth
+# --------------------------------------------------------------------------------------------------------
+def _rendered_building(root: Path, building: str, hw: tuple[int, int] = (48, 64)) -> tuple[dict, float]:
+    """One ray-cast room written as a Taskonomy view: 16-bit z-buffer in 1/512 m, normals stored in the
+    convention the loader documents (our camera frame, facing the camera, channel = (n + 1) / 2 * 255)."""
+    from simo_merge.datasets._raycast import render, sample_scene
+
+    scene = sample_scene(np.random.default_rng(7))
+    frame = render(scene, *hw)
+    folder = _omnidata(root)
+    raw_depth = np.clip(np.round(frame["depth"] * 512.0), 1, 65534).astype(np.uint16)
+    raw_normal = np.clip(np.round((frame["normal"] + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    _write(folder("rgb", building) / "point_0_view_0_domain_rgb.png", frame["image"])
+    _write(folder("depth_zbuffer", building) / "point_0_view_0_domain_depth_zbuffer.png", raw_depth)
+    _write(folder("normal", building) / "point_0_view_0_domain_normal.png", raw_normal)
+    return frame, scene.camera.focal(hw[1])
+
+
+def _mean_angle_deg(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    cos = np.clip(np.sum(a * b, axis=-1)[mask], -1.0, 1.0)
+    return float(np.degrees(np.arccos(cos)).mean())
+
+
+def test_normal_signs_agree_with_depth_derived_normals_on_a_rendered_view(tmp_path: Path) -> None:
+    from simo_merge.datasets._geometry import Intrinsics, normal_axis_agreement, normals_from_depth
+
+    frame, f = _rendered_building(tmp_path, "allensville")
+    h, w = frame["depth"].shape
+    intr = Intrinsics(f, f, w / 2 - 0.5, h / 2 - 0.5)  # the renderer's pixel centres sit at index + 0.5
+    s = TaskonomyDataset(tmp_path, buildings=["allensville"], tasks=["depth", "normal"])[0]
+    depth = s["depth"][0].numpy()
+    given = s["normal"].permute(1, 2, 0).numpy()
+    derived, ok = normals_from_depth(depth, intr, s["depth_mask"].numpy())
+    ok &= s["normal_mask"].numpy() & (frame["edge"] == 0)  # away from occlusions / creases
+    assert ok.sum() > 0.5 * h * w
+    assert _mean_angle_deg(given, derived, ok) < 3.0
+    assert np.all(normal_axis_agreement(given, depth, intr, mask=ok) > 0.95)
+    # the former convention (negate the stored z) disagrees with the geometry
+    old = TaskonomyDataset(tmp_path, buildings=["allensville"], tasks=["normal"], normal_signs=(1, 1, -1))[0]
+    old_n = old["normal"].permute(1, 2, 0).numpy()
+    assert _mean_angle_deg(old_n, derived, ok) > 30.0
+    assert normal_axis_agreement(old_n, depth, intr, mask=ok)[2] < -0.95
+
+
+# --------------------------------------------------------------------------------------------------------
+# SIMO protocol
+# --------------------------------------------------------------------------------------------------------
+def _task_building(root: Path):
+    return lambda task_folder, building: root / task_folder / building
+
+
+def test_simo_protocol_buildings_order_limits_and_encodings(tmp_path: Path) -> None:
+    from simo_merge.datasets.taskonomy import SIMO_PER_BUILDING, SIMO_SPLITS
+
+    folder = _task_building(tmp_path)
+    depth = np.array([[0, 1, 511, 65535, 512, 2]] * H, np.uint16)
+    seg = np.array([[0, 1, 17, 5, 2, 3]] * H, np.uint8)
+    kp = np.array([[0, 3129, 5000, 1, 1564, 3128]] * H, np.uint16)
+    edge = np.array([[0, 11041, 65535, 5520, 1, 2]] * H, np.uint16)
+    for building in SIMO_SPLITS["val"]:
+        for point in (1, 2, 10):  # file-name order: point_10, point_1, point_2
+            _write_view(folder, building, point, 0)
+            for task, arr in (("depth_zbuffer", depth), ("keypoints2d", kp), ("edge_texture", edge)):
+                _write(folder(task, building) / f"point_{point}_view_0_domain_{task}.png", arr)
+            # the SIMO loader's segment_semantic files keep the legacy domain name
+            (
+                folder("segment_semantic", building) / f"point_{point}_view_0_domain_segment_semantic.png"
+            ).unlink()
+            _write(
+                folder("segment_semantic", building) / f"point_{point}_view_0_domain_segmentsemantic.png", seg
+            )
+    assert SIMO_SPLITS["train"][0] == "allensville" and SIMO_PER_BUILDING == {
+        "train": 2000,
+        "val": 1000,
+        "test": 1000,
+    }
+
+    ds = TaskonomyDataset(tmp_path, split="val", protocol="simo")
+    assert ds.layout == "task_building" and ds.buildings == [
+        "beechwood",
+        "corozal",
+        "klickitat",
+        "shelbyville",
+    ]
+    assert ds.per_building == 1000 and len(ds) == 12 and ds.strict
+    two = TaskonomyDataset(tmp_path, split="val", protocol="simo", per_building=2)
+    assert two.samples[:4] == [
+        ("beechwood", 10, 0),
+        ("beechwood", 1, 0),
+        ("corozal", 10, 0),
+        ("corozal", 1, 0),
+    ]
+    assert ds.task_specs["semseg"].channels == 18 and ds.class_names[0] == "uncertain"
+
+    s = ds[0]
+    log16 = math.log(2**16)
+    expected_depth = [math.log1p(v) / log16 for v in (0, 1, 511, 65535, 512, 2)]
+    assert torch.allclose(s["depth"][0, 0], torch.tensor(expected_depth), atol=1e-6)
+    assert s["depth"][0, 0, 3] == pytest.approx(1.0)
+    assert s["depth_mask"][0].tolist() == [False, True, True, True, True, True]
+    assert s["semseg"][0].tolist() == [255, 1, 17, 5, 2, 3] and not s["semseg_mask"][0, 0]
+    assert torch.allclose(
+        s["keypoints2d"][0, 0],
+        torch.tensor([-1.0, 1.0, 1.0, 2 / 3129 - 1, 2 * 1564 / 3129 - 1, 2 * 3128 / 3129 - 1]),
+    )
+    assert torch.allclose(
+        s["edge"][0, 0], torch.tensor([-1.0, 1.0, 1.0, 2 * 5520 / 11041 - 1, 2 / 11041 - 1, 4 / 11041 - 1])
+    )
+    assert s["keypoints2d_mask"].all() and s["edge_mask"].all()
+    official = TaskonomyDataset(tmp_path, buildings=["beechwood"], tasks=["depth", "keypoints2d"])[0]
+    assert official["depth"][0, 0, 4] == pytest.approx(1.0) and official["keypoints2d"][
+        0, 0, 1
+    ] == pytest.approx(3129 / 65535)
+
+    (folder("edge_texture", "klickitat") / "point_2_view_0_domain_edge_texture.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"klickitat.*point_2_view_0_domain_edge_texture"):
+        TaskonomyDataset(tmp_path, split="val", protocol="simo")
+    with pytest.raises(ValueError, match="protocol"):
+        TaskonomyDataset(tmp_path, split="val", protocol="paper")

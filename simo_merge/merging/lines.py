@@ -12,8 +12,8 @@ Follows ``LiNeS_scaling`` and the multi-task branch of ``evaluate`` in wang-kee/
 
 A key's block is its first ``.<int>.`` path component and L = 1 + the largest index found (the
 authors hard-code L = 12 / 24 for ViT-B / ViT-L; inferring it gives the same L there). With L = 1 every
-block gets α. LiNeS wraps any registered method (``method=``, ``params=``), so it composes with DARE
-and the others: ``merge(pool, "lines", method="ties", params={"k": 20}, beta=0.5)``.
+block gets α. LiNeS wraps any registered data-free method (``inner=``, ``inner_params=``), so it
+composes with DARE and the others: ``merge(pool, "lines", inner="ties", inner_params={"k": 20}, beta=0.5)``.
 """
 
 from __future__ import annotations
@@ -87,26 +87,26 @@ def lines(
     base: Mapping[str, Tensor],
     task_vectors: Mapping[str, Mapping[str, Tensor]],
     *,
-    method: str = "task_arithmetic",
-    params: Mapping[str, Any] | None = None,
+    inner: str = "task_arithmetic",
+    inner_params: Mapping[str, Any] | None = None,
     beta: float = 0.5,
     alpha: float | None = None,
     num_blocks: int | None = None,
 ) -> dict[str, Tensor]:
     from simo_merge.merging.api import check_hyperparameters
 
-    if method == "lines":
-        raise ValueError("lines: method='lines' would nest LiNeS in itself; name another merge method")
-    inner = MERGE_METHODS.get(method)
-    inner_params = dict(params or {})
-    check_hyperparameters(inner, inner_params, f"lines: inner merge method {method!r}")
-    accepted = inspect.signature(inner).parameters
+    if inner == "lines":
+        raise ValueError("lines: inner='lines' would nest LiNeS in itself; name another merge method")
+    fn = MERGE_METHODS.get(inner)
+    params = dict(inner_params or {})
+    check_hyperparameters(fn, params, f"lines: inner merge method {inner!r}")
+    accepted = inspect.signature(fn).parameters
     if "probe" in accepted:
         raise ValueError(
-            f"lines: inner method {method!r} needs data (a probe); LiNeS here wraps data-free merges"
+            f"lines: inner method {inner!r} needs data (a probe); LiNeS here wraps data-free merges"
         )
     if "lam" in accepted:
-        inner_params.setdefault("lam", 1.0)  # the unscaled multi-task vector, as the authors use
-    merged = inner(base, task_vectors, **inner_params)
+        params.setdefault("lam", 1.0)  # the unscaled multi-task vector, as the authors use
+    merged = fn(base, task_vectors, **params)
     update = {key: merged[key].float() - base[key].float() for key in base}
     return lines_scale(base, update, task_vectors, beta=beta, alpha=alpha, num_blocks=num_blocks)

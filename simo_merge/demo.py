@@ -101,9 +101,11 @@ class DataDependentConfig:
 class DataFreeConfig:
     """``full=true`` rows: the newer data-free merges (LiNeS, Consensus, Iso-C, Iso-CTS, TSV-M), their
     scale (λ, or β for LiNeS) chosen on val from the registered grid (or ``grids[method]``), then each
-    of ``realigners`` on every one of them."""
+    of ``realigners`` on every one of them; TALL masks (one model per task) is a row without realigners."""
 
-    methods: list[str] = field(default_factory=lambda: ["lines", "consensus", "iso_c", "iso_cts", "tsv_m"])
+    methods: list[str] = field(
+        default_factory=lambda: ["lines", "consensus", "tall_masks", "iso_c", "iso_cts", "tsv_m"]
+    )
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
     grids: dict[str, list[float]] = field(default_factory=dict)
     realigners: list[str] = field(default_factory=lambda: ["deep", "taps"])
@@ -336,6 +338,25 @@ class Demo:
                 best = (score, value, state)
         return best[2], {**params, scale: best[1], "val_norm_perf": round(best[0], 2)}
 
+    def per_task_row(
+        self, pool: ExpertPool, method: str, params: dict[str, Any], rows: dict, info: dict
+    ) -> None:
+        """A method that rebuilds one model per task (TALL masks): each task evaluated on its own model."""
+        name = MERGE_METHODS.facts(method).get("label", method)
+        t0 = time.perf_counter()
+        rows[name] = {}
+        for task in pool.tasks:
+            state = merge(pool, method, task=task, **params)
+            rows[name][task] = evaluate(
+                self.merged_model(pool.subset([task]), state),
+                self.data.test,
+                {task: self.data.specs[task]},
+                desc=f"test {name} {task}",
+                progress=self.cfg.progress,
+            )[task]
+        info[name] = {"params": ", ".join(f"{k}={v}" for k, v in params.items()) or "one model per task"}
+        self.timings[f"merge {name}"] = time.perf_counter() - t0
+
     def data_free_rows(
         self,
         pool: ExpertPool,
@@ -350,6 +371,9 @@ class Demo:
         names = []
         for method in df.methods:
             t0 = time.perf_counter()
+            if MERGE_METHODS.facts(method).get("per_task"):
+                self.per_task_row(pool, method, dict(df.params.get(method, {})), rows, info)
+                continue
             state, params = self.merge_with_selection(
                 pool, method, val_baseline, dict(df.params.get(method, {})), df.grids.get(method)
             )

@@ -14,10 +14,10 @@ def test_default_demo_has_no_data_free_rows():
 
     cfg = DemoConfig()
     assert cfg.full is False  # the data-free rows only run with full=true
-    assert cfg.data_free.methods == ["lines", "consensus", "iso_c", "iso_cts", "tsv_m"]
+    assert cfg.data_free.methods == ["lines", "consensus", "tall_masks", "iso_c", "iso_cts", "tsv_m"]
     assert cfg.data_free.realigners == ["deep", "taps"]
     labels = [MERGE_METHODS.facts(m)["label"] for m in cfg.data_free.methods]
-    assert labels == ["LiNeS", "Consensus", "Iso-C", "Iso-CTS", "TSV-M"]
+    assert labels == ["LiNeS", "Consensus", "TALL masks", "Iso-C", "Iso-CTS", "TSV-M"]
 
 
 def test_full_demo_adds_data_free_rows_and_their_realignments(tmp_path):
@@ -29,7 +29,7 @@ def test_full_demo_adds_data_free_rows_and_their_realignments(tmp_path):
         "realign.realigners=[]",
         "data_dependent.methods=[]",
         "data_dependent.realign_on=[]",
-        "data_free.methods=[lines, iso_cts, tsv_m]",  # the loop is the same for the other two
+        "data_free.methods=[lines, iso_cts, tsv_m, tall_masks]",  # the loop is the same for the other two
         "data_free.grids={lines: [0.2, 0.9], iso_cts: [1.5]}",
         f"output_dir={out}",
     ]
@@ -44,5 +44,6 @@ def test_full_demo_adds_data_free_rows_and_their_realignments(tmp_path):
     assert chosen["LiNeS"]["beta"] in (0.2, 0.9)  # β swept on the configured grid
     assert chosen["Iso-CTS"]["lam"] == 1.5
     assert chosen["TSV-M"]["lam"] in (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)  # the registered grid
+    assert set(rows["TALL masks"]) == set(result["tasks"]) and "TALL masks+deep" not in rows
     assert "TA+deep" not in rows and "AdaMerging" not in rows
     assert "| Iso-CTS+taps |" in (out / "report.md").read_text()

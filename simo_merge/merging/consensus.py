@@ -42,14 +42,20 @@ def task_lambdas(
     return {t: float(tall_lambda) for t in task_vectors}
 
 
-def tall_masks_at(
-    task_vectors: Mapping[str, Mapping[str, Tensor]], key: str, lambdas: Mapping[str, float]
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """(mtv[key], {task: TALL mask at key}) for one key."""
-    values = {t: tv[key].float() for t, tv in task_vectors.items()}
-    mtv = torch.stack(list(values.values())).sum(0)
-    masks = {t: v.abs() > (mtv - v).abs() * lambdas[t] for t, v in values.items()}
-    return mtv, masks
+def multi_task_vector(
+    task_vectors: Mapping[str, Mapping[str, Tensor]], key: str
+) -> tuple[Tensor, list[Tensor]]:
+    """(Σ_t τt[key], [τt[key] for each task]) in float32; the task values are reused for the masks."""
+    values = [tv[key].float() for tv in task_vectors.values()]
+    mtv = values[0].clone()
+    for v in values[1:]:
+        mtv.add_(v)
+    return mtv, values
+
+
+def tall_mask(tau: Tensor, mtv: Tensor, lam: float) -> Tensor:
+    """TALL mask |τt| > λ_t·|mtv − τt| (the authors' |θ0 − θt| > λ_t·|θ_mt − θt|)."""
+    return tau.abs() > (mtv - tau).abs().mul_(lam)
 
 
 @MERGE_METHODS.register(
@@ -76,8 +82,11 @@ def consensus(
     lambdas = task_lambdas(task_vectors, tall_lambda)
     merged = {}
     for key, theta0 in base.items():
-        mtv, masks = tall_masks_at(task_vectors, key, lambdas)
-        count = torch.stack([m.to(torch.int32) for m in masks.values()]).sum(0)
+        mtv, values = multi_task_vector(task_vectors, key)
+        count = torch.zeros(mtv.shape, dtype=torch.int32)
+        for task, tau in zip(task_vectors, values, strict=True):
+            count += tall_mask(tau, mtv, lambdas[task])
+        del values
         merged[key] = theta0.float() + lam * mtv * (count >= k)
     return merged
 
@@ -100,6 +109,6 @@ def tall_masks(
     lambdas = task_lambdas(task_vectors, tall_lambda)
     merged = {}
     for key, theta0 in base.items():
-        mtv, masks = tall_masks_at(task_vectors, key, lambdas)
-        merged[key] = theta0.float() + mtv * masks[task]
+        mtv = multi_task_vector(task_vectors, key)[0]
+        merged[key] = theta0.float() + mtv * tall_mask(task_vectors[task][key].float(), mtv, lambdas[task])
     return merged

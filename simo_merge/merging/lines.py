@@ -4,7 +4,7 @@ Follows ``LiNeS_scaling`` and the multi-task branch of ``evaluate`` in wang-kee/
 ``src/eval/eval.py`` and the norms of ``src/eval/aggregation.py`` (commit 43a7bdd564a1):
 
 - the multi-task vector ``mtv`` is the inner merge's update at unit scale (task arithmetic: Σ_t τt;
-  TIES: its trimmed, sign-elected vector), as the authors apply LiNeS to the unscaled merged vector;
+  TIES: its disjoint mean, the authors' `agg: mean`), as the authors scale the unscaled merged vector;
 - block ``l`` of ``L`` is scaled by ``α + β·l/(L−1)``; every key outside the blocks (embeddings, final
   norm, projection) by ``α``;
 - multi-task α = ‖Σ_t τt‖₁ / ‖mtv‖₁ / T (so α·mtv has the L1 norm of the task-vector mean); β is the

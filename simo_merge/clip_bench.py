@@ -12,6 +12,8 @@ MNIST, DTD, Avg.] top-1 accuracy (%):
   ``max_unlabelled`` per task, a seeded subset);
 - one row ``<method>+<realigner>`` per method and realigner in ``realign`` (realigned on the same
   unlabelled test inputs for ``realign_steps`` steps).
+- a per-task method (``tall_masks``: one model rebuilt per task) is one row in which each task is
+  evaluated on its own model; no realigner is stacked on it.
 
 Normalised accuracy = row accuracy / Individual accuracy × 100 per task (NaN where Individual is 0); its
 average is the mean over tasks. Results go to ``output_dir`` as ``results.{md,csv,json}`` and
@@ -338,7 +340,7 @@ def row_keys(cfg: Clip8Config, ckpt: Clip8Checkpoints | None = None) -> dict[str
     for m in cfg.methods:
         method = {"method": m, "params": method_params(cfg, m), **(unlabelled if _needs_probe(m) else {})}
         keys[m] = _config_hash({**common, **method})
-        for r in cfg.realign:
+        for r in [] if _per_task(m) else cfg.realign:
             extra = {"realigner": r, "steps": cfg.realign_steps, "params": cfg.realign_params, **unlabelled}
             keys[f"{m}+{r}"] = _config_hash({**common, **method, "realign": extra})
     return keys
@@ -356,6 +358,12 @@ def split_of(cfg: Clip8Config, task: str) -> str:
 
 def _needs_probe(method: str) -> bool:
     return "probe" in inspect.signature(MERGE_METHODS.get(method)).parameters
+
+
+def _per_task(method: str) -> bool:
+    """A method that rebuilds one model per task (TALL masks): each task is evaluated on its own model,
+    and no realigner is stacked on it."""
+    return bool(MERGE_METHODS.facts(method).get("per_task"))
 
 
 class _Bench:
@@ -558,6 +566,15 @@ def run_clip8(cfg: Clip8Config) -> dict:
         store(INDIVIDUAL, acc)
     bar.update(1)
     for m in cfg.methods:
+        if _per_task(m):
+            if m not in raw:
+                acc = {}
+                for t in tasks:
+                    state = merge(bench.pool, m, task=t, **method_params(cfg, m))
+                    acc.update(bench.accuracy(bench.state_model(state), [t], f"{m}/{t}"))
+                store(m, acc)
+            bar.update(1)
+            continue
         todo = [n for n in [m] + [f"{m}+{r}" for r in cfg.realign] if n not in raw]
         if todo:
             merged = bench.merged_state(m)

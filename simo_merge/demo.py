@@ -24,7 +24,7 @@ from simo_merge.data import DataConfig, build_split
 from simo_merge.encoders import Encoder, build_encoder
 from simo_merge.experts import ExpertPool
 from simo_merge.heads import TaskHead, build_head
-from simo_merge.merging import merge
+from simo_merge.merging import MERGE_METHODS, merge
 from simo_merge.outputs import claim_output_dir
 from simo_merge.pool_io import load_head, load_pool_dir, pool_heads, save_expert
 from simo_merge.provenance import all_verified, verified_state
@@ -105,6 +105,20 @@ class DataDependentConfig:
 
 
 @dataclass
+class DataFreeConfig:
+    """``full=true`` rows: the newer data-free merges (LiNeS, Consensus, Iso-C, Iso-CTS, TSV-M), their
+    scale (λ, or β for LiNeS) chosen on val from the registered grid (or ``grids[method]``), then each
+    of ``realigners`` on every one of them; TALL masks (one model per task) is a row without realigners."""
+
+    methods: list[str] = field(
+        default_factory=lambda: ["lines", "consensus", "tall_masks", "iso_c", "iso_cts", "tsv_m"]
+    )
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    grids: dict[str, list[float]] = field(default_factory=dict)
+    realigners: list[str] = field(default_factory=lambda: ["deep", "taps"])
+
+
+@dataclass
 class DemoConfig:
     encoder: EncoderConfig = field(
         default_factory=lambda: EncoderConfig(
@@ -120,8 +134,9 @@ class DemoConfig:
     mtl: FinetuneRecipe = field(default_factory=lambda: FinetuneRecipe(probe_steps=50, finetune_steps=250))
     merge: MergeSweepConfig = field(default_factory=MergeSweepConfig)
     realign: DemoRealignConfig = field(default_factory=DemoRealignConfig)
-    full: bool = False  # also the data-dependent merges (AdaMerging, Fisher, RegMean) and realigners on them
+    full: bool = False  # also the data-dependent and newer data-free merges, and realigners on them
     data_dependent: DataDependentConfig = field(default_factory=DataDependentConfig)
+    data_free: DataFreeConfig = field(default_factory=DataFreeConfig)
     output_dir: str = "runs/demo"
     seed: int = 0
     threads: int = 2
@@ -324,32 +339,95 @@ class Demo:
         return results
 
     def merge_with_selection(
-        self, pool: ExpertPool, method: str, val_baseline: dict[str, dict[str, float]]
+        self,
+        pool: ExpertPool,
+        method: str,
+        val_baseline: dict[str, dict[str, float]],
+        params: dict[str, Any] | None = None,
+        grid: list[float] | None = None,
     ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """Merge with ``method``; where it takes λ, pick the grid value with the best val NormPerf."""
+        """Merge with ``method``; where it has a sweepable scale (its registered ``scale`` fact, else
+        ``lam`` if it takes one), pick the value of ``grid`` (default: the registered grid, else
+        ``merge.lam_grid``) with the best val NormPerf."""
         import inspect
 
-        from simo_merge.merging import MERGE_METHODS
         from simo_merge.metrics.summary import normalized_performance
 
-        params = dict(self.cfg.merge.params.get(method, {}))
-        takes_lam = "lam" in inspect.signature(MERGE_METHODS.get(method)).parameters and "lam" not in params
-        if not takes_lam:
+        params = dict(self.cfg.merge.params.get(method, {}) if params is None else params)
+        facts = MERGE_METHODS.facts(method)
+        takes_lam = "lam" in inspect.signature(MERGE_METHODS.get(method)).parameters
+        scale = facts["scale"] if "scale" in facts else ("lam" if takes_lam else None)
+        if scale is None or scale in params:
             return merge(pool, method, **params), params
         best = None
-        for lam in self.cfg.merge.lam_grid:
-            state = merge(pool, method, lam=lam, **params)
+        for value in grid or facts.get("grid") or self.cfg.merge.lam_grid:
+            state = merge(pool, method, **{scale: value}, **params)
             val = evaluate(
                 self.merged_model(pool, state),
                 self.data.val,
                 self.data.specs,
-                desc=f"{method} λ={lam}",
+                desc=f"{method} {scale}={value}",
                 progress=self.cfg.progress,
             )
             score = normalized_performance(val, val_baseline)["mean"]
             if best is None or score > best[0]:
-                best = (score, lam, state)
-        return best[2], {**params, "lam": best[1], "val_norm_perf": round(best[0], 2)}
+                best = (score, value, state)
+        return best[2], {**params, scale: best[1], "val_norm_perf": round(best[0], 2)}
+
+    def per_task_row(
+        self, pool: ExpertPool, method: str, params: dict[str, Any], rows: dict, info: dict
+    ) -> None:
+        """A method that rebuilds one model per task (TALL masks): each task evaluated on its own model."""
+        name = MERGE_METHODS.facts(method).get("label", method)
+        t0 = time.perf_counter()
+        rows[name] = {}
+        for task in pool.tasks:
+            state = merge(pool, method, task=task, **params)
+            rows[name][task] = evaluate(
+                self.merged_model(pool.subset([task]), state),
+                self.data.test,
+                {task: self.data.specs[task]},
+                desc=f"test {name} {task}",
+                progress=self.cfg.progress,
+            )[task]
+        info[name] = {"params": ", ".join(f"{k}={v}" for k, v in params.items()) or "one model per task"}
+        self.timings[f"merge {name}"] = time.perf_counter() - t0
+
+    def data_free_rows(
+        self,
+        pool: ExpertPool,
+        states: dict[str, dict[str, torch.Tensor]],
+        rows: dict,
+        info: dict,
+        chosen: dict,
+        val_baseline: dict[str, dict[str, float]],
+    ) -> list[str]:
+        """LiNeS, Consensus, Iso-C, Iso-CTS, TSV-M rows (scale chosen on val); returns their row names."""
+        df = self.cfg.data_free
+        names = []
+        for method in df.methods:
+            t0 = time.perf_counter()
+            if MERGE_METHODS.facts(method).get("per_task"):
+                self.per_task_row(pool, method, dict(df.params.get(method, {})), rows, info)
+                continue
+            state, params = self.merge_with_selection(
+                pool, method, val_baseline, dict(df.params.get(method, {})), df.grids.get(method)
+            )
+            name = MERGE_METHODS.facts(method).get("label", method)
+            rows[name] = evaluate(
+                self.merged_model(pool, state),
+                self.data.test,
+                self.data.specs,
+                desc=f"test {name}",
+                progress=self.cfg.progress,
+            )
+            states[name] = state
+            chosen[name] = params
+            info[name] = {"params": ", ".join(f"{k}={v}" for k, v in params.items() if k != "val_norm_perf")}
+            self.timings[f"merge {name}"] = time.perf_counter() - t0
+            self.say(f"{name}: {info[name]['params']} (val NormPerf {params.get('val_norm_perf', '–')})")
+            names.append(name)
+        return names
 
     def realign_rows(
         self,
@@ -497,7 +575,7 @@ class Demo:
         for method in self.cfg.merge.methods:
             t0 = time.perf_counter()
             state, params = self.merge_with_selection(pool, method, val_individual)
-            name = MERGE_ROW_NAMES.get(method, method)
+            name = MERGE_ROW_NAMES.get(method) or MERGE_METHODS.facts(method).get("label", method)
             rows[name] = evaluate(
                 self.merged_model(pool, state),
                 self.data.test,
@@ -509,11 +587,14 @@ class Demo:
             info[name] = {"params": ", ".join(f"{k}={v}" for k, v in params.items() if k != "val_norm_perf")}
             self.timings[f"merge {name}"] = time.perf_counter() - t0
             states[name] = state
+        data_free: list[str] = []
         if self.cfg.full:
             self.data_dependent_rows(pool, states, rows, info)
+            data_free = self.data_free_rows(pool, states, rows, info, chosen, val_individual)
         rc = self.cfg.realign
         apply_to = rc.apply_to + (self.cfg.data_dependent.realign_on if self.cfg.full else [])
         bias = self.realign_rows(pool, states, rows, info, apply_to, rc.realigners)
+        bias.update(self.realign_rows(pool, states, rows, info, data_free, self.cfg.data_free.realigners))
         summary = summarize(rows, "Individual")
         table = markdown_table(rows, summary, info)
         self.timings["total"] = time.perf_counter() - start

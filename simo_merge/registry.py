@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -22,16 +22,27 @@ class Registry(Generic[T]):
         self.family = family
         self.package = package
         self._entries: dict[str, T] = {}
+        self._facts: dict[str, dict[str, Any]] = {}
         self._scanned = package is None
 
-    def register(self, name: str) -> Callable[[T], T]:
+    def register(self, name: str, facts: Mapping[str, Any] | None = None) -> Callable[[T], T]:
+        """Decorator registering ``obj`` as ``name``; ``facts`` (optional) are what callers may ask of it
+        (e.g. a merge method's ``label`` and sweepable ``scale``), read back with :meth:`facts`."""
+
         def decorator(obj: T) -> T:
             if name in self._entries and self._entries[name] is not obj:
                 raise ValueError(f"{self.family} {name!r} is already registered")
             self._entries[name] = obj
+            if facts is not None:
+                self._facts[name] = dict(facts)
             return obj
 
         return decorator
+
+    def facts(self, name: str) -> dict[str, Any]:
+        """The facts ``name`` was registered with (a copy; empty if none were given)."""
+        self.get(name)
+        return dict(self._facts.get(name, {}))
 
     def _scan(self) -> None:
         if self._scanned:

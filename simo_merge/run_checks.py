@@ -74,7 +74,7 @@ def check_demo_config(cfg: Any) -> None:
             RealignConfig(realigner, objective, rc.rank, rc.steps, rc.lr, rc.batch_size).validate()
         except ValueError as err:
             raise ConfigError(f"realign: {err}") from err
-    rows = [MERGE_ROW_NAMES.get(m, m) for m in cfg.merge.methods]
+    rows = [MERGE_ROW_NAMES.get(m) or MERGE_METHODS.facts(m).get("label", m) for m in cfg.merge.methods]
     apply_to = list(rc.apply_to)
     if cfg.full:
         check_names("data_dependent.methods", dd.methods, MERGE_METHODS)

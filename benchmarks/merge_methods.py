@@ -1,0 +1,149 @@
+"""Wall time and peak memory of the data-free merges on ViT-B/16-shaped experts (CPU), beside TIES.
+
+θ0 is a seeded random state dict with timm ``vit_base_patch16_224``'s encoder shapes (patch embedding,
+class token, position embedding, ``--blocks`` of its 12 blocks, final norm; width 768, MLP 3072); each
+of the ``--tasks`` experts is θ0 plus seeded N(0, 0.01²) noise. Each method runs in its own child
+process (same seeds) so that its peak memory is its own: the child builds the pool, resets the kernel's
+peak-RSS counter (``/proc/self/clear_refs``), times ``merge(pool, method)`` and reports the peak RSS above
+the pool (the merged output included). The SVD merges cost the same per block, so the time for all 12
+blocks is estimated as measured × (parameters of 12 blocks / parameters measured); that column is an
+estimate, labelled as such, and only shown when ``--blocks`` < 12.
+
+Run as a script it sets ``OMP_WAIT_POLICY=PASSIVE`` (on a shared 2-core machine spinning OpenMP
+workers slow SVDs several-fold) unless the environment sets it.
+
+    python benchmarks/merge_methods.py --blocks 1 --tasks 8 --threads 2   # --blocks 12: full size
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+if __name__ == "__main__" and "torch" not in sys.modules:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+
+DEFAULT_METHODS = ("ties", "lines", "consensus", "iso_c", "iso_cts", "tsv_m")
+#: what each method is run with: the registered defaults, TIES at the papers' k = 20
+METHOD_PARAMS: dict[str, dict] = {"ties": {"k": 20, "lam": 0.3}}
+WIDTH, MLP, PATCH, TOKENS, FULL_DEPTH = 768, 3072, 16, 197, 12
+
+
+def vit_b16_shapes(blocks: int) -> dict[str, tuple[int, ...]]:
+    """timm vit_base_patch16_224 encoder shapes (no classifier) with ``blocks`` transformer blocks."""
+    shapes: dict[str, tuple[int, ...]] = {
+        "cls_token": (1, 1, WIDTH),
+        "pos_embed": (1, TOKENS, WIDTH),
+        "patch_embed.proj.weight": (WIDTH, 3, PATCH, PATCH),
+        "patch_embed.proj.bias": (WIDTH,),
+    }
+    for i in range(blocks):
+        p = f"blocks.{i}."
+        shapes |= {
+            p + "norm1.weight": (WIDTH,), p + "norm1.bias": (WIDTH,),
+            p + "attn.qkv.weight": (3 * WIDTH, WIDTH), p + "attn.qkv.bias": (3 * WIDTH,),
+            p + "attn.proj.weight": (WIDTH, WIDTH), p + "attn.proj.bias": (WIDTH,),
+            p + "norm2.weight": (WIDTH,), p + "norm2.bias": (WIDTH,),
+            p + "mlp.fc1.weight": (MLP, WIDTH), p + "mlp.fc1.bias": (MLP,),
+            p + "mlp.fc2.weight": (WIDTH, MLP), p + "mlp.fc2.bias": (WIDTH,),
+        }  # fmt: skip
+    shapes |= {"norm.weight": (WIDTH,), "norm.bias": (WIDTH,)}
+    return shapes
+
+
+def num_params(blocks: int) -> int:
+    return sum(torch.Size(s).numel() for s in vit_b16_shapes(blocks).values())
+
+
+def random_pool(blocks: int, tasks: int, seed: int = 0):
+    from simo_merge.experts import ExpertPool
+
+    gen = torch.Generator().manual_seed(seed)
+    base = {k: torch.randn(s, generator=gen) * 0.02 for k, s in vit_b16_shapes(blocks).items()}
+    experts = {}
+    for t in range(tasks):
+        experts[f"task{t}"] = {k: v + 0.01 * torch.randn(v.shape, generator=gen) for k, v in base.items()}
+    return ExpertPool(base, experts)
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def run_one(method: str, blocks: int, tasks: int, threads: int) -> dict:
+    """Build the pool, then time one merge and measure its peak RSS above the pool (this process)."""
+    from simo_merge.merging import merge
+
+    torch.set_num_threads(threads)
+    pool = random_pool(blocks, tasks)
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+    before = _status_kib("VmRSS")
+    start = time.perf_counter()
+    merged = merge(pool, method, **METHOD_PARAMS.get(method, {}))
+    seconds = time.perf_counter() - start
+    peak = _status_kib("VmHWM")
+    out_mib = sum(v.numel() * v.element_size() for v in merged.values()) / 2**20
+    return {
+        "method": method,
+        "seconds": seconds,
+        "peak_extra_mib": (peak - before) / 1024,
+        "output_mib": out_mib,
+        "pool_mib": before / 1024,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
+    parser.add_argument("--blocks", type=int, default=1, help="ViT-B/16 blocks to generate (full: 12)")
+    parser.add_argument("--tasks", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(run_one(args.worker, args.blocks, args.tasks, args.threads)))
+        return 0
+    measured, full = num_params(args.blocks), num_params(FULL_DEPTH)
+    print(
+        f"{args.tasks} experts, ViT-B/16 shapes with {args.blocks}/{FULL_DEPTH} blocks "
+        f"({measured / 1e6:.1f}M of {full / 1e6:.1f}M parameters per model), {args.threads} threads, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, torch {torch.__version__}"
+    )
+    results = []
+    for method in args.methods:
+        cmd = [sys.executable, __file__, "--worker", method, "--blocks", str(args.blocks)]
+        cmd += ["--tasks", str(args.tasks), "--threads", str(args.threads)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            print(f"{method}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+            return 1
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    scale = full / measured
+    extrapolate = args.blocks < FULL_DEPTH
+    head = "| method | wall s | peak MiB above pool | merged output MiB |"
+    print(head + (" est. wall s, 12 blocks |" if extrapolate else ""))
+    print("|---|---:|---:|---:|" + ("---:|" if extrapolate else ""))
+    for r in results:
+        line = f"| {r['method']} | {r['seconds']:.1f} | {r['peak_extra_mib']:.0f} | {r['output_mib']:.0f} |"
+        print(line + (f" {r['seconds'] * scale:.0f} |" if extrapolate else ""))
+    pool_mib = results[0]["pool_mib"]
+    print(f"(each worker's RSS with the pool: {pool_mib:.0f} MiB; peak = VmHWM after merge − VmRSS before)")
+    if args.json:
+        payload = {"blocks": args.blocks, "tasks": args.tasks, "threads": args.threads, "results": results}
+        args.json.write_text(json.dumps(payload, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

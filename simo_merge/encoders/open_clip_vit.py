@@ -61,7 +61,7 @@ def build_open_clip_encoder(
     the visual tower, position embeddings resampled to its grid. ``pretrained``: ``true`` (open_clip's
     first tag for ``arch``), a tag (``openai``, ``laion2b_s34b_b79k``) or a Hugging Face repository,
     found in the local caches only (:mod:`simo_merge.encoders.pretrained`); a tag whose weights use
-    QuickGELU builds the tower with QuickGELU. The encoder's ``source`` records file and hash.
+    QuickGELU is refused on a GELU architecture. The encoder's ``source`` records file and hash.
     """
     from simo_merge.encoders.pretrained import (
         load_open_clip_checkpoint,
@@ -85,8 +85,12 @@ def build_open_clip_encoder(
         else:
             path, name = resolve_open_clip_pretrained(arch, tag)
             cfg = open_clip.get_pretrained_cfg(arch, name) or {}
-            if cfg.get("quick_gelu") and "quickgelu" not in arch.lower():
-                kwargs.setdefault("force_quick_gelu", True)
+            quick = kwargs.get("force_quick_gelu") or "quickgelu" in arch.lower()
+            if cfg.get("quick_gelu") and not quick:
+                raise ValueError(
+                    f"open_clip {arch} pretrained={name}: these weights were trained with QuickGELU; build "
+                    f"the '{arch}-quickgelu' architecture (or pass force_quick_gelu=true in encoder.kwargs)"
+                )
     model = open_clip.create_model(arch, pretrained=None, **kwargs)
     visual = model.visual
     if cfg.get("mean") and cfg.get("std"):

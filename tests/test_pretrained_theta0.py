@@ -212,3 +212,47 @@ def test_bad_checkpoints_fail_naming_file_and_key(tmp_path, tiny_timm):
     torch.save({"model": torch.nn.Linear(2, 2)}, pickled)  # a pickled module: refused (weights_only)
     with pytest.raises(CheckpointError, match="weights_only"):
         build_encoder("timm", DINO_S, checkpoint=str(pickled), img_size=56, depth=2)
+
+
+def test_demo_theta0_from_a_checkpoint_skips_pretraining_and_tracks_the_file(tmp_path, capsys):
+    from simo_merge.checkpoint import load_state, read_sidecar
+    from simo_merge.config import load_config
+    from simo_merge.demo import Demo, DemoConfig
+
+    kwargs = dict(img_size=32, patch_size=8, depth=2, embed_dim=32, num_heads=2)
+    path = tmp_path / "theta0_in.safetensors"
+    first = _random_timm("vit_tiny_patch16_224", 4, **kwargs)
+    save_file(first, str(path))
+    overrides = [
+        "encoder.kwargs={img_size: 32, patch_size: 8, depth: 2, embed_dim: 32, num_heads: 2}",
+        f"encoder.checkpoint={path}",
+        "data.size=[32,32]",
+        "data.num_samples={train: 8, val: 4, test: 4}",
+        "progress=false",
+        f"output_dir={tmp_path / 'run'}",
+    ]
+    demo = Demo(load_config(DemoConfig, None, overrides))
+    assert _same(demo.theta0(), first)
+    assert "masked pretraining skipped" in capsys.readouterr().out
+    out = tmp_path / "run" / "experts" / "theta0.safetensors"
+    meta = read_sidecar(out)
+    assert meta["source"] == {
+        "file": str(path.resolve()),
+        "sha256": file_sha256(path),
+        "kind": "checkpoint",
+        "name": "",
+    }
+    assert meta["encoder"]["checkpoint"] == str(path) and "checkpoint" not in meta["encoder"]["kwargs"]
+    Demo(load_config(DemoConfig, None, overrides)).theta0()  # same file: reused
+    assert capsys.readouterr().out == ""
+    second = _random_timm("vit_tiny_patch16_224", 5, **kwargs)
+    save_file(second, str(path))  # same path, new content: θ0 (and what depends on it) is rebuilt
+    again = Demo(load_config(DemoConfig, None, overrides))
+    assert again.theta0_key() != demo.theta0_key()
+    assert _same(again.theta0(), second) and _same(load_state(out), second)
+    with pytest.raises(FileNotFoundError, match="encoder.checkpoint: file .*nope.safetensors not found"):
+        Demo(
+            load_config(
+                DemoConfig, None, [*overrides[:1], "encoder.checkpoint=nope.safetensors", *overrides[2:]]
+            )
+        ).theta0()

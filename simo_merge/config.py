@@ -99,6 +99,15 @@ class MergeJobConfig:
         self.pool.validate()
 
 
+def _clear_encoder_kwargs(cfg: Any) -> None:
+    """``encoder.kwargs`` given as a whole (in a YAML file or as ``encoder.kwargs={...}``) replaces the
+    earlier one instead of merging into it: another architecture's kwargs (e.g. the demo's tiny
+    ``patch_size: 8, depth: 6``) must not leak into ``vit_small_patch14_dinov2``. ``encoder.kwargs.depth=4``
+    still changes one key."""
+    if "encoder" in cfg and "kwargs" in cfg.encoder:
+        cfg.encoder.kwargs = {}
+
+
 def load_config(
     schema: type[T], path: str | os.PathLike | None = None, overrides: list[str] | None = None
 ) -> T:
@@ -110,12 +119,17 @@ def load_config(
             path = Path(path)
             if not path.is_file():
                 raise ConfigError(f"config file not found: {path}")
-            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+            loaded = OmegaConf.load(path)
+            if "kwargs" in (loaded.get("encoder") or {}):
+                _clear_encoder_kwargs(cfg)
+            cfg = OmegaConf.merge(cfg, loaded)
         if overrides:
             bad = [o for o in overrides if "=" not in o]
             if bad:
                 raise ConfigError(f"override {bad[0]!r} is not of the form key=value")
             where = f"{where} + overrides {overrides}"
+            if any(o.split("=", 1)[0].strip() == "encoder.kwargs" for o in overrides):
+                _clear_encoder_kwargs(cfg)
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
         obj = OmegaConf.to_object(cfg)
         if hasattr(obj, "validate"):

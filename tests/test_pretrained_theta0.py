@@ -256,3 +256,19 @@ def test_demo_theta0_from_a_checkpoint_skips_pretraining_and_tracks_the_file(tmp
                 DemoConfig, None, [*overrides[:1], "encoder.checkpoint=nope.safetensors", *overrides[2:]]
             )
         ).theta0()
+
+
+def test_encoder_kwargs_given_whole_replace_the_defaults(tmp_path):
+    from simo_merge.config import load_config
+    from simo_merge.demo import DemoConfig
+
+    demo_default = load_config(DemoConfig).encoder.kwargs
+    assert demo_default["patch_size"] == 8 and demo_default["depth"] == 6
+    cfg = load_config(DemoConfig, None, [f"encoder.arch={DINO_S}", "encoder.kwargs={img_size: 224}"])
+    assert cfg.encoder.kwargs == {"img_size": 224}  # no patch_size 8 / depth 6 from the demo's tiny ViT
+    yaml = tmp_path / "dino.yaml"
+    yaml.write_text(f"encoder: {{arch: {DINO_S}, kwargs: {{img_size: [288, 384]}}, pretrained: 'true'}}\n")
+    cfg = load_config(DemoConfig, yaml, ["encoder.kwargs.dynamic_img_pad=false"])
+    assert cfg.encoder.kwargs == {"img_size": [288, 384], "dynamic_img_pad": False}
+    assert cfg.encoder.weights() == {"pretrained": True}
+    assert load_config(DemoConfig, None, ["encoder.kwargs.depth=2"]).encoder.kwargs["patch_size"] == 8

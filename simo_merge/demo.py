@@ -1,4 +1,5 @@
-"""The built-in dense SIMO demo: pretrain θ0, fine-tune one expert per task, train the MTL baseline,
+"""The built-in dense SIMO demo: pretrain θ0 (or read it from ``encoder.checkpoint`` /
+``encoder.pretrained``), fine-tune one expert per task, train the MTL baseline,
 merge the experts (WA, TA, TIES with λ chosen on val) and evaluate every model on test.
 
 Everything lands in one run folder; trained θ0, experts and MTL model are cached there (keyed by the

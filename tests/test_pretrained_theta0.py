@@ -272,3 +272,17 @@ def test_encoder_kwargs_given_whole_replace_the_defaults(tmp_path):
     assert cfg.encoder.kwargs == {"img_size": [288, 384], "dynamic_img_pad": False}
     assert cfg.encoder.weights() == {"pretrained": True}
     assert load_config(DemoConfig, None, ["encoder.kwargs.depth=2"]).encoder.kwargs["patch_size"] == 8
+
+
+def test_toy_merge_pool_uses_the_given_theta0(tmp_path, tiny_timm):
+    from simo_merge.config import EncoderConfig, PoolConfig
+    from simo_merge.toy_pool import make_toy_pool
+
+    state = {k: v + 1.0 for k, v in tiny_timm.model_state().items()}
+    path = tmp_path / "t0.safetensors"
+    save_file(state, str(path))
+    kwargs = dict(img_size=32, patch_size=8, depth=4, embed_dim=64, num_heads=2)
+    pool = make_toy_pool(
+        EncoderConfig("timm", "vit_tiny_patch16_224", kwargs, checkpoint=str(path)), PoolConfig(kind="toy")
+    )
+    assert _same(pool.base, state) and pool.sources["base"] == str(path.resolve())

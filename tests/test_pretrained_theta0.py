@@ -180,6 +180,8 @@ def test_open_clip_uses_or_refuses_its_checkpoint(tmp_path, tiny_clip):
     assert bigger.grid_size == (6, 6) and pos.shape == (1 + 36, state["positional_embedding"].shape[1])
     assert torch.equal(pos, resample_pos_embed(state["positional_embedding"], (6, 6), 1))
     assert bigger(torch.rand(1, 3, 48, 48)).features.shape == (1, 32)
+    as_file = build_encoder("open_clip", "ViT-Tiny-8", pretrained=str(path))  # open_clip: a file as tag
+    assert _same(as_file.model_state(), state) and as_file.source.kind == "pretrained"
     # an open_clip tag whose weights are not cached names what to download
     with pytest.raises(PretrainedNotCached, match="vit_base_patch32_clip_224.openai"):
         build_encoder("open_clip", "ViT-B-32", pretrained="openai")

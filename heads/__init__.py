@@ -20,9 +20,12 @@ def build_head(
     taps: list[int] | None = None,
     **options: Any,
 ) -> TaskHead:
-    """A ``kind`` head ("linear", "dpt") for ``task`` reading ``taps`` (default: the encoder's)."""
+    """A ``kind`` head ("linear", "dpt") for ``task`` reading ``taps`` (default: the encoder's default taps
+    for dense tasks, the final features ``["final"]`` for classification)."""
     layout = EncoderLayout.of(encoder, image_size)
-    return HEADS.get(kind)(task, layout, list(taps or encoder.default_taps()), **options)
+    if not taps:
+        taps = ["final"] if task.kind == "classification" else encoder.default_taps()
+    return HEADS.get(kind)(task, layout, list(taps), **options)
 
 
 def head_from_config(config: dict[str, Any]) -> TaskHead:

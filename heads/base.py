@@ -26,11 +26,20 @@ class EncoderLayout:
     grid_size: tuple[int, int]
     patch_size: int
     image_size: tuple[int, int]
+    feature_dim: int | None = None  # width of the final (pooled, projected) features: site "final"
 
     @classmethod
     def of(cls, encoder: Any, image_size: tuple[int, int]) -> EncoderLayout:
         h, w = encoder.grid_size
-        return cls(encoder.width, encoder.num_prefix_tokens, (h, w), image_size[0] // h, tuple(image_size))
+        feature_dim = getattr(encoder, "feature_dim", None)
+        return cls(
+            encoder.width,
+            encoder.num_prefix_tokens,
+            (h, w),
+            image_size[0] // h,
+            tuple(image_size),
+            None if feature_dim is None else int(feature_dim),
+        )
 
 
 def unit_channels(x: Tensor, eps: float = 1e-6) -> Tensor:

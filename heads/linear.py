@@ -1,5 +1,8 @@
 """A light linear head (as the SIMO paper uses on NYUv2): BatchNorm + 1x1 conv over concatenated taps.
 
+Registered as ``linear``, which also serves classification tasks: those get
+:class:`~simo_merge.heads.linear_classifier.LinearClassifierHead` (pooled features -> logits).
+
 Each read tap's patch map (plus its CLS token broadcast over the grid, where the encoder has one) is
 concatenated channel-wise, batch-normalised and projected per patch; the result is upsampled bilinearly.
 """
@@ -16,7 +19,6 @@ from simo_merge.heads.base import EncoderLayout, TaskHead
 from simo_merge.tasks import TaskSpec
 
 
-@HEADS.register("linear")
 class LinearHead(TaskHead):
     kind = "linear"
 
@@ -32,3 +34,13 @@ class LinearHead(TaskHead):
         if self.use_cls:
             parts += [p[:, 0, :, None, None].expand_as(m) for m, p in zip(maps, prefixes, strict=True)]
         return self.proj(self.norm(torch.cat(parts, dim=1)))
+
+
+@HEADS.register("linear")
+def linear_head(task: TaskSpec, layout: EncoderLayout, taps: list, **options: Any) -> TaskHead:
+    """``linear``: the dense BN + 1x1 conv head, or the pooled linear classifier for classification tasks."""
+    if task.kind == "classification":
+        from simo_merge.heads.linear_classifier import LinearClassifierHead
+
+        return LinearClassifierHead(task, layout, taps, **options)
+    return LinearHead(task, layout, taps, **options)

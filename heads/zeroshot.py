@@ -36,6 +36,8 @@ class ZeroShotHead(TaskHead):
     """``logits = normalize(final) @ weight.T (+ bias)`` with a frozen weight (buffer, not a parameter)."""
 
     kind = "zeroshot"
+    #: weights kept as buffers (never trained in merging); the ``heads`` realigner re-trains a copy of them
+    trainable_buffers = ("weight", "bias")
 
     def __init__(
         self,

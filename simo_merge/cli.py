@@ -103,7 +103,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_train_experts(args: argparse.Namespace) -> int:
-    """Pretrain θ0 and fine-tune one expert per task (the demo's first step) into a pool folder."""
+    """θ0 (pretrained here, or read from encoder.checkpoint / encoder.pretrained) and one fine-tuned expert
+    per task (the demo's first step) into a pool folder."""
     from simo_merge.demo import Demo, DemoConfig
 
     cfg = _job_config(DemoConfig, args, "demo")
@@ -183,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser(
-        "train-experts", help="pretrain θ0 and fine-tune one expert per task into a pool folder"
+        "train-experts",
+        help="θ0 (pretrained here or from encoder.checkpoint/pretrained) + one expert per task",
     )
     p.add_argument("--config", help="YAML file or built-in config name (default: demo)")
     p.add_argument("overrides", nargs="*", help="key=value overrides")

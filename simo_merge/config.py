@@ -24,11 +24,36 @@ class ConfigError(ValueError):
 
 @dataclass
 class EncoderConfig:
-    """Which encoder to build: a registry name (``timm``/``open_clip``), a model name and its kwargs."""
+    """Which encoder to build: a registry name (``timm``/``open_clip``), a model name and its kwargs.
+
+    θ0's weights: ``checkpoint`` (a file: safetensors, or ``.pt/.pth/.bin`` read with weights_only) or
+    ``pretrained`` (``true``, a tag such as ``lvd142m``/``openai``, or a Hugging Face repository), found in
+    the local caches only; neither: the demo pretrains θ0 itself (masked reconstruction).
+    """
 
     library: str = "timm"
     arch: str = "vit_tiny_patch16_224"
     kwargs: dict[str, Any] = field(default_factory=dict)
+    checkpoint: str | None = None
+    pretrained: str | None = None
+
+    def weights(self) -> dict[str, Any]:
+        """``{"checkpoint": ..., "pretrained": ...}`` as given (also read from ``kwargs``), empty if none."""
+        from simo_merge.encoders.pretrained import parse_pretrained
+
+        checkpoint = self.checkpoint or self.kwargs.get("checkpoint")
+        pretrained = parse_pretrained(self.pretrained) or parse_pretrained(self.kwargs.get("pretrained"))
+        if checkpoint and pretrained:
+            raise ConfigError(
+                f"encoder: give either checkpoint ({checkpoint}) or pretrained ({pretrained}), not both"
+            )
+        if checkpoint:
+            return {"checkpoint": str(checkpoint)}
+        return {"pretrained": pretrained} if pretrained else {}
+
+    def architecture_kwargs(self) -> dict[str, Any]:
+        """``kwargs`` without the weight options: what rebuilds the bare architecture."""
+        return {k: v for k, v in self.kwargs.items() if k not in ("checkpoint", "pretrained")}
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The built-in dense SIMO demo: pretrain θ0, fine-tune one expert per task, train the MTL baseline,
+"""The built-in dense SIMO demo: pretrain θ0 (or read it from ``encoder.checkpoint`` /
+``encoder.pretrained``), fine-tune one expert per task, train the MTL baseline,
 merge the experts (WA, TA, TIES with λ chosen on val) and evaluate every model on test.
 
 Everything lands in one run folder; trained θ0, experts and MTL model are cached there (keyed by the
@@ -22,6 +23,7 @@ from simo_merge.checkpoint import load_state, save_state, state_hash
 from simo_merge.config import EncoderConfig, load_config, to_yaml
 from simo_merge.data import DataConfig, build_split
 from simo_merge.encoders import Encoder, build_encoder
+from simo_merge.encoders.pretrained import file_sha256
 from simo_merge.experts import ExpertPool
 from simo_merge.heads import TaskHead, build_head
 from simo_merge.merging import MERGE_METHODS, merge
@@ -192,15 +194,54 @@ class Demo:
         self.image_size = tuple(cfg.data.size)
         self.log: list[str] = []
         self.timings: dict[str, float] = {}
+        self._theta0_key: str | None = None
 
     def say(self, text: str) -> None:
         print(text, flush=True)
         self.log.append(text)
 
+    @property
+    def arch(self) -> str:
+        """The architecture name to build: a timm ``pretrained`` tag becomes ``arch.tag`` (its mean/std)."""
+        e = self.cfg.encoder
+        tag = e.weights().get("pretrained")
+        if e.library == "timm" and isinstance(tag, str) and "/" not in tag:
+            return f"{e.arch.split('.')[0]}.{tag}"
+        return e.arch
+
+    def encoder_record(self) -> dict[str, Any]:
+        """The encoder config written to θ0's sidecar: what rebuilds the bare architecture, + weights."""
+        e = self.cfg.encoder
+        return {
+            "library": e.library,
+            "arch": self.arch,
+            "kwargs": e.architecture_kwargs(),
+            "checkpoint": e.checkpoint,
+            "pretrained": e.pretrained,
+        }
+
     def new_encoder(self) -> Encoder:
+        """The bare architecture (random init, seeded); weights are loaded by the caller."""
         torch.manual_seed(self.cfg.seed)
         e = self.cfg.encoder
-        return build_encoder(e.library, e.arch, **e.kwargs)
+        return build_encoder(e.library, self.arch, **e.architecture_kwargs())
+
+    def theta0_key(self) -> str:
+        """What θ0 depends on: the given file's content, or the pretraining config."""
+        if self._theta0_key is None:
+            weights = self.cfg.encoder.weights()
+            if "checkpoint" in weights:
+                path = Path(weights["checkpoint"])
+                if not path.is_file():
+                    raise FileNotFoundError(f"encoder.checkpoint: file {path} not found")
+                self._theta0_key = config_key(self.cfg.encoder, file_sha256(path))
+            elif weights:
+                self._theta0_key = config_key(self.cfg.encoder)
+            else:
+                self._theta0_key = config_key(
+                    self.cfg.encoder, self.cfg.pretrain, self.cfg.data, self.cfg.seed
+                )
+        return self._theta0_key
 
     def new_head(self, task: str, seed_offset: int = 0) -> TaskHead:
         torch.manual_seed(self.cfg.seed + 1000 + seed_offset)
@@ -211,11 +252,15 @@ class Demo:
 
     # ----------------------------------------------------------------------------------- training
     def theta0(self) -> dict[str, torch.Tensor]:
+        """θ0: from ``encoder.checkpoint``/``encoder.pretrained`` when given, else pretrained here."""
         path = self.pool_dir / "theta0.safetensors"
-        key = config_key(self.cfg.encoder, self.cfg.pretrain, self.cfg.data, self.cfg.seed)
+        key = self.theta0_key()
         cached = verified_state(path, key)
         if cached is not None:
             return cached
+        weights = self.cfg.encoder.weights()
+        if weights:
+            return self.given_theta0(path, key, weights)
         start = time.perf_counter()
         encoder = self.new_encoder()
         curve = pretrain_masked_reconstruction(
@@ -234,7 +279,8 @@ class Demo:
             {
                 "key": key,
                 "role": "pretrained θ0",
-                "encoder": asdict(self.cfg.encoder),
+                "encoder": self.encoder_record(),
+                "source": {"kind": "masked reconstruction", "steps": self.cfg.pretrain.steps},
                 "loss_first_last": [curve[0], curve[-1]],
             },
         )
@@ -245,20 +291,32 @@ class Demo:
         )
         return state
 
+    def given_theta0(self, path: Path, key: str, weights: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """θ0 read from a checkpoint or published weights (no masked pretraining); the sidecar records
+        the source file and its SHA-256."""
+        e = self.cfg.encoder
+        torch.manual_seed(self.cfg.seed)
+        encoder = build_encoder(e.library, self.arch, **weights, **e.architecture_kwargs())
+        source = encoder.source.as_dict()
+        state = encoder.model_state()
+        save_state(
+            path,
+            state,
+            {"key": key, "role": "pretrained θ0", "encoder": self.encoder_record(), "source": source},
+        )
+        self.say(
+            f"θ0 from {source['kind']} {source['file']} (sha256 {source['sha256'][:12]}); "
+            "masked pretraining skipped"
+        )
+        return state
+
     def experts(self) -> ExpertPool:
         base = self.theta0()
         base_hash = state_hash(base)  # an expert is reused only if it was trained from this very θ0
         for i, task in enumerate(self.data.specs):
             files = [self.pool_dir / f"{task}.safetensors", self.pool_dir / f"{task}_head.safetensors"]
             key = config_key(
-                self.cfg.encoder,
-                self.cfg.pretrain,
-                self.cfg.data,
-                self.cfg.head,
-                self.cfg.expert,
-                self.cfg.seed,
-                task,
-                base_hash,
+                self.theta0_key(), self.cfg.data, self.cfg.head, self.cfg.expert, self.cfg.seed, task, base_hash
             )
             if all_verified(files, key):
                 continue
@@ -284,13 +342,7 @@ class Demo:
     def mtl(self, base: dict[str, torch.Tensor]) -> MultiTaskModel:
         mtl_dir = self.out / "mtl"
         key = config_key(
-            self.cfg.encoder,
-            self.cfg.pretrain,
-            self.cfg.data,
-            self.cfg.head,
-            self.cfg.mtl,
-            self.cfg.seed,
-            state_hash(base),
+            self.theta0_key(), self.cfg.data, self.cfg.head, self.cfg.mtl, self.cfg.seed, state_hash(base)
         )
         enc_path = mtl_dir / "encoder.safetensors"
         head_paths = [mtl_dir / f"{t}_head.safetensors" for t in self.data.specs]

@@ -17,7 +17,11 @@ from simo_merge.experts import ExpertPool, is_mergeable
 
 def make_toy_pool(encoder_cfg: EncoderConfig, pool_cfg: PoolConfig) -> ExpertPool:
     torch.manual_seed(pool_cfg.seed)
-    encoder = build_encoder(encoder_cfg.library, encoder_cfg.arch, **encoder_cfg.kwargs)
+    # θ0: random init, or the encoder's given weights (encoder.checkpoint / encoder.pretrained)
+    weights = encoder_cfg.weights()
+    encoder = build_encoder(
+        encoder_cfg.library, encoder_cfg.arch, **weights, **encoder_cfg.architecture_kwargs()
+    )
     base = encoder.model_state()
     gen = torch.Generator().manual_seed(pool_cfg.seed + 1)
     shared = {k: torch.randn(v.shape, generator=gen) for k, v in base.items() if is_mergeable(v)}
@@ -34,7 +38,7 @@ def make_toy_pool(encoder_cfg: EncoderConfig, pool_cfg: PoolConfig) -> ExpertPoo
             state[key] = (value.float() + pool_cfg.scale * max(spread, 1e-3) * direction).to(value.dtype)
         experts[task] = state
     sources = {
-        "base": f"toy(seed={pool_cfg.seed})",
+        "base": encoder.source.file if encoder.source else f"toy(seed={pool_cfg.seed})",
         **{t: f"toy(seed={pool_cfg.seed}, task={t})" for t in experts},
     }
     return ExpertPool(base, experts, sources=sources, encoder_config=vars(encoder_cfg))

@@ -19,6 +19,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -65,6 +66,9 @@ class Encoder(nn.Module):
 
     #: prefix of the block parameters in :meth:`model_state` keys, e.g. ``"blocks."``
     block_key_prefix: str = ""
+    #: where the weights came from when built from a checkpoint or published weights
+    #: (:class:`simo_merge.encoders.pretrained.WeightSource`), else None (random init)
+    source: Any = None
 
     def __init__(
         self,

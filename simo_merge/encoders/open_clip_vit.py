@@ -52,8 +52,51 @@ class OpenClipViTEncoder(Encoder):
 
 
 @ENCODERS.register("open_clip")
-def build_open_clip_encoder(arch: str, checkpoint: str | None = None, **kwargs: Any) -> OpenClipViTEncoder:
-    """Build ``arch``'s visual tower with random init (weights come from checkpoints, never a hub)."""
+def build_open_clip_encoder(
+    arch: str, checkpoint: str | None = None, pretrained: bool | str | None = False, **kwargs: Any
+) -> OpenClipViTEncoder:
+    """Build ``arch``'s visual tower: random init, or weights from a file, never from a network.
+
+    ``checkpoint``: an open_clip (whole CLIP or visual only) or HF CLIP vision state, loaded strictly into
+    the visual tower, position embeddings resampled to its grid. ``pretrained``: ``true`` (open_clip's
+    first tag for ``arch``), a tag (``openai``, ``laion2b_s34b_b79k``) or a Hugging Face repository,
+    found in the local caches only (:mod:`simo_merge.encoders.pretrained`); a tag whose weights use
+    QuickGELU is refused on a GELU architecture. The encoder's ``source`` records file and hash.
+    """
+    from simo_merge.encoders.pretrained import (
+        load_open_clip_checkpoint,
+        parse_pretrained,
+        resolve_hf_repo,
+        resolve_open_clip_pretrained,
+        weight_source,
+    )
+
     register_small_configs()
+    tag = parse_pretrained(pretrained)
+    if tag and checkpoint:
+        raise ValueError(
+            f"open_clip {arch}: give either checkpoint= ({checkpoint}) or pretrained= ({tag}), not both"
+        )
+    path, kind, name, cfg = checkpoint, "checkpoint", "", {}
+    if tag:
+        kind = "pretrained"
+        if isinstance(tag, str) and "/" in tag and not Path(tag).expanduser().is_file():
+            path, name = resolve_hf_repo(tag), tag
+        else:
+            path, name = resolve_open_clip_pretrained(arch, tag)
+            cfg = open_clip.get_pretrained_cfg(arch, name) or {}
+            quick = kwargs.get("force_quick_gelu") or "quickgelu" in arch.lower()
+            if cfg.get("quick_gelu") and not quick:
+                raise ValueError(
+                    f"open_clip {arch} pretrained={name}: these weights were trained with QuickGELU; build "
+                    f"the '{arch}-quickgelu' architecture (or pass force_quick_gelu=true in encoder.kwargs)"
+                )
     model = open_clip.create_model(arch, pretrained=None, **kwargs)
-    return OpenClipViTEncoder(model.visual, name=arch)
+    visual = model.visual
+    if cfg.get("mean") and cfg.get("std"):
+        visual.image_mean, visual.image_std = tuple(cfg["mean"]), tuple(cfg["std"])
+    if path is not None:
+        load_open_clip_checkpoint(visual, path, arch)
+    encoder = OpenClipViTEncoder(visual, name=arch)
+    encoder.source = None if path is None else weight_source(path, kind, name)
+    return encoder

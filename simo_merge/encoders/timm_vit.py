@@ -37,8 +37,46 @@ class TimmViTEncoder(Encoder):
 
 
 @ENCODERS.register("timm")
-def build_timm_encoder(arch: str, pretrained: bool = False, **kwargs: Any) -> TimmViTEncoder:
-    """``timm.create_model(arch, num_classes=0, **kwargs)``; ``pretrained`` uses timm's cache only."""
+def build_timm_encoder(
+    arch: str, pretrained: bool | str | None = False, checkpoint: str | None = None, **kwargs: Any
+) -> TimmViTEncoder:
+    """``timm.create_model(arch, num_classes=0, **kwargs)`` with optional weights, never from a network.
+
+    ``checkpoint``: a file (timm, original DINOv2 or HF Dinov2 layout) loaded strictly, position
+    embeddings resampled to ``img_size``. ``pretrained``: ``true`` (timm's default tag), a tag
+    (``lvd142m``) or a Hugging Face repository (``org/name``), found in the local caches only
+    (:mod:`simo_merge.encoders.pretrained`); timm tags load through timm's own filter
+    (``pretrained_cfg_overlay=dict(file=...)``). The encoder's ``source`` records file and hash.
+    """
+    from simo_merge.encoders.pretrained import (
+        load_timm_checkpoint,
+        parse_pretrained,
+        resolve_hf_repo,
+        resolve_timm_pretrained,
+        weight_source,
+    )
+
     kwargs.setdefault("num_classes", 0)
-    model = timm.create_model(arch, pretrained=pretrained, **kwargs)
-    return TimmViTEncoder(model, name=arch)
+    tag = parse_pretrained(pretrained)
+    if tag and checkpoint:
+        raise ValueError(
+            f"timm {arch}: give either checkpoint= ({checkpoint}) or pretrained= ({tag}), not both"
+        )
+    source = None
+    if isinstance(tag, str) and "/" in tag:  # a Hugging Face model repository (e.g. facebook/dinov2-small)
+        checkpoint = str(resolve_hf_repo(tag))
+        kind, name = "pretrained", tag
+    else:
+        kind, name = "checkpoint", ""
+    if tag and checkpoint is None:
+        path, full = resolve_timm_pretrained(arch, tag)
+        model = timm.create_model(full, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
+        source = weight_source(path, "pretrained", full)
+    else:
+        model = timm.create_model(arch, pretrained=False, **kwargs)
+        if checkpoint is not None:
+            load_timm_checkpoint(model, checkpoint, arch)
+            source = weight_source(checkpoint, kind, name)
+    encoder = TimmViTEncoder(model, name=arch)
+    encoder.source = source
+    return encoder

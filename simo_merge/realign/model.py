@@ -33,6 +33,20 @@ def run_encoder(encoder: Encoder, images: Tensor, sites: list[Site]) -> Features
     return feats
 
 
+def trainable_copy(head: nn.Module) -> nn.Module:
+    """A deep copy of ``head`` whose weights all train: weight buffers a head declares in
+    ``trainable_buffers`` (e.g. the zero-shot head's fixed text embeddings) become parameters of the copy,
+    under the same names, so its state dict keeps the head's keys."""
+    head = copy.deepcopy(head)
+    for module in head.modules():
+        for name in getattr(module, "trainable_buffers", ()):
+            value = module._buffers.get(name)
+            if value is not None:
+                del module._buffers[name]
+                module.register_parameter(name, nn.Parameter(value.detach().clone()))
+    return head.requires_grad_(True)
+
+
 class RealignedModel(nn.Module):
     """``train_heads``: train copies of the heads next to the adapters (the SIMO recipe); plans with
     ``trains_heads`` (the heads realigner) always do."""
@@ -51,7 +65,7 @@ class RealignedModel(nn.Module):
         self.rank = rank
         self.train_heads = plan.trains_heads or train_heads
         if self.train_heads:
-            self.heads = nn.ModuleDict({t: copy.deepcopy(h).requires_grad_(True) for t, h in heads.items()})
+            self.heads = nn.ModuleDict({t: trainable_copy(h) for t, h in heads.items()})
         else:
             self.heads = nn.ModuleDict({t: h.requires_grad_(False) for t, h in heads.items()})
         self.adapters = nn.ModuleDict()

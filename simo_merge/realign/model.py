@@ -33,6 +33,18 @@ def run_encoder(encoder: Encoder, images: Tensor, sites: list[Site]) -> Features
     return feats
 
 
+def trainable_copy(head: nn.Module) -> nn.Module:
+    """A trainable copy of ``head``. A head without parameters (the zero-shot classifier keeps its class
+    embeddings as buffers) gets its float buffers as parameters, under the same names."""
+    head = copy.deepcopy(head)
+    if next(head.parameters(), None) is None:
+        for name, buf in list(head.named_buffers(recurse=False)):
+            if buf.is_floating_point():
+                delattr(head, name)
+                head.register_parameter(name, nn.Parameter(buf.detach().clone()))
+    return head.requires_grad_(True)
+
+
 class RealignedModel(nn.Module):
     def __init__(self, encoder: Encoder, heads: dict[str, nn.Module], plan: Plan, rank: int = 16) -> None:
         super().__init__()
@@ -40,7 +52,7 @@ class RealignedModel(nn.Module):
         self.plan = plan
         self.rank = rank
         if plan.trains_heads:
-            self.heads = nn.ModuleDict({t: copy.deepcopy(h).requires_grad_(True) for t, h in heads.items()})
+            self.heads = nn.ModuleDict({t: trainable_copy(h) for t, h in heads.items()})
         else:
             self.heads = nn.ModuleDict({t: h.requires_grad_(False) for t, h in heads.items()})
         self.adapters = nn.ModuleDict()

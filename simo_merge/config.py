@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from simo_merge.data import DataConfig
+
 T = TypeVar("T")
 
 
@@ -79,6 +81,11 @@ class MergeJobConfig:
     # (the toy pool is built from it; default: a tiny timm ViT)
     encoder: EncoderConfig | None = None
     method: MethodConfig = field(default_factory=MethodConfig)
+    # unlabelled inputs for data-dependent methods (adamerging, fisher, regmean): the ``data`` section of
+    # realign/evaluate (``data.per_task.<task>`` for one data set per task); its ``split`` role
+    data: DataConfig | None = None  # None: data-free methods only
+    split: str = "test"  # unlabelled inputs, as the papers use (and realign's default)
+    seed: int = 0
     output_dir: str = "runs/merge"
 
     def validate(self) -> None:

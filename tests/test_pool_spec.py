@@ -170,3 +170,26 @@ def test_pool_kind_inference():
     assert pool_kind(PoolConfig(kind="toy")) == "toy"
     with pytest.raises(ConfigError, match="pool.kind=dir needs pool.dir"):
         pool_kind(PoolConfig(kind="dir"))
+
+
+def test_per_task_data_sections():
+    from simo_merge.data import DataConfig, task_data, task_groups
+
+    cfg = DataConfig(
+        tasks=None,
+        size=[32, 32],
+        splits={"train": "train", "val": "val", "test": "test"},
+        options={"image_size": 32},
+        per_task={"dtd": {"name": "dtd", "root": "/b", "splits": {"test": "val"}}},
+    )
+    dtd = task_data(cfg, "dtd")
+    assert (dtd.name, dtd.root, dtd.tasks, dtd.per_task) == ("dtd", "/b", ["dtd"], {})
+    assert dtd.splits == {"train": "train", "val": "val", "test": "val"}  # merged key by key
+    assert dtd.options == {"image_size": 32} and dtd.size == [32, 32]  # the shared section's
+    groups = task_groups(cfg, ["semseg", "dtd"])
+    assert [(g.name, ts) for g, ts in groups] == [("synthetic_scenes", ["semseg"]), ("dtd", ["dtd"])]
+    with pytest.raises(ConfigError, match=r"data.per_task has task\(s\) \['dtd'\] that are not among"):
+        task_groups(cfg, ["semseg"])
+    cfg.per_task["dtd"]["split"] = "val"
+    with pytest.raises(ConfigError, match=r"data.per_task.dtd: unknown key\(s\) \['split'\] \(use splits:"):
+        task_data(cfg, "dtd")

@@ -13,13 +13,14 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from simo_merge.affinity import run_affinity
-from simo_merge.checkpoint import load_state, save_state
+from simo_merge.checkpoint import load_state, read_sidecar, save_state
 from simo_merge.cli import main
 from simo_merge.datasets import build_dataset
 from simo_merge.encoders import build_encoder
 from simo_merge.heads.zeroshot import zeroshot_head_from_weights
 from simo_merge.merging import merge
 from simo_merge.pool_io import load_pool_dir, pool_heads, save_expert
+from simo_merge.probes import ModelProbe
 from simo_merge.realign import REALIGNERS
 from simo_merge.realign.diagnostics import representation_bias
 from simo_merge.realign.train import RealignConfig, RealignInputs, realign
@@ -127,9 +128,33 @@ def test_siso_pool_end_to_end_from_the_cli(setup, capsys):
     expected = merge(pool, "task_arithmetic", lam=0.5)
     assert all(torch.equal(merged[k], expected[k]) for k in expected)
 
-    # realign with every realigner, each task's unlabelled inputs from its own data set (val)
     val_images = {t: torch.stack([s[i]["image"] for i in range(len(s))]) for t, s in val_sets.items()}
     assert {t: x.shape[0] for t, x in val_images.items()} == {"dtd": 6, "resisc45": 9}
+
+    # a data-dependent merge: the probe reads each task's unlabelled inputs from its own data set
+    run = out / "adamerging"
+    args = [
+        "method.name=adamerging",
+        "method.params.steps=2",
+        "method.params.lr=0.1",
+        "split=val",
+        *data[:-1],
+        f"output_dir={run}",
+    ]
+    assert main(["merge", f"pool_dir={pool_dir}", *args]) == 0, capsys.readouterr().err
+    probe = ModelProbe(make_encoder, pool_heads(pool), pool.experts, val_images, "val", progress=False)
+    expected = merge(pool, "adamerging", probe=probe, steps=2, lr=0.1, progress=False)
+    got = load_state(run / "merged.safetensors")
+    assert all(torch.allclose(got[k], expected[k], rtol=0, atol=1e-6) for k in expected)
+    meta = read_sidecar(run / "merged.safetensors")
+    assert meta["probe_inputs"] == {"dtd": ["val", 6], "resisc45": ["val", 9]}
+    assert meta["hyperparameters"]["steps"] == 2 and meta["hyperparameters"]["init"] == 0.3
+    swapped = {"dtd": val_images["resisc45"], "resisc45": val_images["resisc45"]}  # the wrong inputs
+    other = ModelProbe(make_encoder, pool_heads(pool), pool.experts, swapped, "x", progress=False)
+    other_merge = merge(pool, "adamerging", probe=other, steps=2, lr=0.1, progress=False)
+    assert not all(torch.allclose(got[k], other_merge[k], rtol=0, atol=1e-6) for k in expected)
+
+    # realign with every realigner, each task's unlabelled inputs from its own data set (val)
     individual = {t: accuracy(state_model(pool, pool.experts[t], [t]), test_sets, [t])[t] for t in TASKS}
     realigners = REALIGNERS.names()
     assert {"surgery", "deep", "shared-deep", "taps", "heads"} <= set(realigners)

@@ -193,3 +193,30 @@ def test_per_task_data_sections():
     cfg.per_task["dtd"]["split"] = "val"
     with pytest.raises(ConfigError, match=r"data.per_task.dtd: unknown key\(s\) \['split'\] \(use splits:"):
         task_data(cfg, "dtd")
+
+
+def test_the_readme_pool_config_loads_on_every_command(tmp_path):
+    """The README's real-checkpoint ``clip_pool.yaml`` is a valid config of merge, realign, evaluate and
+    affinity, and describes a files pool with one data set per task."""
+    from pathlib import Path
+
+    from simo_merge.affinity_job import AffinityJobConfig
+    from simo_merge.config import MergeJobConfig, load_config
+    from simo_merge.data import task_groups
+    from simo_merge.evaluate_job import EvaluateConfig
+    from simo_merge.realign.job import RealignJobConfig
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = readme.split("`clip_pool.yaml`:\n\n```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "clip_pool.yaml"
+    path.write_text(block)
+    for schema in (MergeJobConfig, RealignJobConfig, EvaluateConfig, AffinityJobConfig):
+        cfg = load_config(schema, path, ["checkpoint=m.safetensors"] if hasattr(schema, "checkpoint") else [])
+        assert pool_kind(cfg.pool, cfg.pool_dir) == "files"
+        assert cfg.encoder == EncoderConfig("open_clip", "ViT-B-32")
+        groups = task_groups(cfg.data, list(cfg.pool.experts))
+        assert [(g.name, g.splits["test"]) for g, _ in groups] == [
+            ("mnist", "test"),
+            ("eurosat", "test"),
+            ("dtd", "val"),
+        ]

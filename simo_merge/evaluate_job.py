@@ -21,7 +21,7 @@ from simo_merge.data import DataConfig, build_task_splits, data_label
 from simo_merge.encoders import build_encoder
 from simo_merge.experts import ExpertPool
 from simo_merge.pool_io import pool_heads
-from simo_merge.pool_spec import describe, pool_kind, resolve_pool
+from simo_merge.pool_spec import check_checkpoint_encoder, describe, pool_kind, resolve_pool
 from simo_merge.report import markdown_table, summarize
 from simo_merge.training.evaluate import evaluate
 from simo_merge.training.model import MultiTaskModel
@@ -99,6 +99,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
             model, splits, [task], f"expert {task}", cfg.progress, cfg.batch_size
         )[task]
     if cfg.checkpoint:
+        check_checkpoint_encoder(pool, cfg.checkpoint)
         name = read_sidecar(cfg.checkpoint).get("method", Path(cfg.checkpoint).stem)
         merged = model_for(pool, load_state(cfg.checkpoint))
         rows[name] = evaluate_splits(merged, splits, tasks, name, cfg.progress, cfg.batch_size)

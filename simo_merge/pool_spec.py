@@ -253,3 +253,13 @@ def resolve_pool(
             "encoder.library=... encoder.arch=... (and encoder.kwargs=...) to rebuild it"
         )
     return result
+
+
+def check_checkpoint_encoder(pool: ExpertPool, checkpoint: str | os.PathLike) -> None:
+    """A merged checkpoint whose sidecar names another encoder than the pool's is refused."""
+    recorded = read_sidecar(checkpoint).get("encoder")
+    if recorded and pool.encoder_config and _canonical(recorded) != _canonical(pool.encoder_config):
+        raise ConfigError(
+            f"checkpoint {checkpoint} was merged for encoder {_canonical(recorded)}, but the pool's is "
+            f"{_canonical(pool.encoder_config)}"
+        )

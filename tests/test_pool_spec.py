@@ -14,7 +14,7 @@ from simo_merge.config import ConfigError, EncoderConfig, PoolConfig
 from simo_merge.encoders import build_encoder
 from simo_merge.experts import ExpertPool
 from simo_merge.merging import merge
-from simo_merge.pool_spec import pool_kind, resolve_pool, stored_encoder_config
+from simo_merge.pool_spec import check_checkpoint_encoder, pool_kind, resolve_pool, stored_encoder_config
 
 CLIP = {"library": "open_clip", "arch": "ViT-Tiny-8", "kwargs": {}}
 
@@ -118,6 +118,16 @@ def test_encoder_given_must_match_the_pool(files, tmp_path, capsys):
     assert "differs from the pool's encoder" in err and "ViT-Tiny-8" in err and "theta0.safetensors" in err
     assert main(["merge", *common, "encoder.library=open_clip", "encoder.arch=ViT-Tiny-8", *out]) == 0
     assert read_sidecar(tmp_path / "merged.safetensors")["encoder"] == CLIP
+    pool = resolve_pool(
+        PoolConfig(base=str(files / "theta0.safetensors"), experts={"a": str(files / "a.safetensors")})
+    )
+    check_checkpoint_encoder(pool, tmp_path / "merged.safetensors")  # same encoder: accepted
+    other = tmp_path / "other.safetensors"
+    save_state(
+        other, load_state(tmp_path / "merged.safetensors"), {"encoder": {"library": "timm", "arch": "x"}}
+    )
+    with pytest.raises(ConfigError, match="was merged for encoder .*timm.* but the pool's is .*ViT-Tiny-8"):
+        check_checkpoint_encoder(pool, other)
 
 
 def test_encoder_without_a_sidecar(files, tmp_path):

@@ -24,7 +24,7 @@ from simo_merge.experts import ExpertPool
 from simo_merge.merging import merge
 from simo_merge.plotting import pyplot, save_png
 from simo_merge.pool_io import pool_heads
-from simo_merge.pool_spec import describe, pool_kind
+from simo_merge.pool_spec import check_checkpoint_encoder, describe, pool_kind
 from simo_merge.realign.cache import FeatureCache
 from simo_merge.realign.diagnostics import representation_bias, tsne_plot
 from simo_merge.realign.io import save_realigned
@@ -181,6 +181,7 @@ def run_realign_job(cfg: RealignJobConfig) -> dict[str, Any]:
     tasks = pool.tasks
     unlabelled = split_inputs(build_task_splits(cfg.data, tasks, cfg.split, cfg.seed), cfg.split)
     if cfg.checkpoint:
+        check_checkpoint_encoder(pool, cfg.checkpoint)
         merged_state, merged_name = (
             load_state(cfg.checkpoint),
             read_sidecar(cfg.checkpoint).get("method", "merged"),

@@ -1,5 +1,6 @@
-"""``simo-merge affinity``: task affinity of a pool folder, offline from task vectors and (unless
-``measured=false``) checked against measured transfer and pairwise-merge interference on data."""
+"""``simo-merge affinity``: task affinity of a pool, offline from task vectors and (unless
+``measured=false``) checked against measured transfer and pairwise-merge interference on data (each task
+on its own data set when ``data.per_task`` gives one)."""
 
 from __future__ import annotations
 
@@ -10,19 +11,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from simo_merge.affinity.transfer import SIMO_LAMBDAS
-from simo_merge.data import DataConfig, build_split
-from simo_merge.evaluate_job import model_for
-from simo_merge.pool_io import load_pool_dir
-from simo_merge.training.evaluate import evaluate
+from simo_merge.config import EncoderConfig, PoolConfig
+from simo_merge.data import DataConfig, build_task_splits
+from simo_merge.evaluate_job import evaluate_splits, load_job_pool, model_for
+from simo_merge.pool_spec import pool_kind
 
 
 @dataclass
 class AffinityJobConfig:
-    pool_dir: str = "runs/demo/experts"
-    data: DataConfig = field(default_factory=DataConfig)
+    pool: PoolConfig = field(default_factory=PoolConfig)  # pool.dir, or pool.base + pool.experts/heads
+    pool_dir: str | None = None  # shorthand for pool.dir
+    encoder: EncoderConfig | None = None  # default: the pool's; given, it must match the pool's
+    data: DataConfig = field(default_factory=lambda: DataConfig(tasks=None))  # tasks: default the pool's
     k: float = 20.0  # top-k% magnitudes for the sign-conflict rate
     cluster_threshold: float = 1.0
     measured: bool = True  # transfer curves + pairwise interference (needs data)
@@ -34,13 +36,16 @@ class AffinityJobConfig:
     threads: int = 2
     progress: bool = True
 
+    def validate(self) -> None:
+        pool_kind(self.pool, self.pool_dir)
 
-def _evaluator(pool, split, specs):
-    loader = DataLoader(split, 64)
+
+def _evaluator(pool, splits):
+    """``evaluate_state(state, tasks)``: ``tasks``' metrics, each on its own data set."""
 
     def evaluate_state(state: dict[str, torch.Tensor], tasks: list[str] | None = None) -> dict:
         tasks = list(tasks or pool.tasks)
-        return evaluate(model_for(pool, state, tasks), loader, {t: specs[t] for t in tasks}, progress=False)
+        return evaluate_splits(model_for(pool, state, tasks), splits, tasks, "", progress=False)
 
     return evaluate_state
 
@@ -51,14 +56,14 @@ def run_affinity_job(cfg: AffinityJobConfig) -> dict[str, Any]:
 
     torch.set_num_threads(cfg.threads)
     start = time.perf_counter()
-    pool = load_pool_dir(cfg.pool_dir, cfg.data.tasks)
+    pool = load_job_pool(cfg)
     enc = pool.encoder_config
     block_of = build_encoder(enc["library"], enc["arch"], **enc.get("kwargs", {})).block_of_key
     kwargs: dict[str, Any] = {}
     if cfg.measured:
-        test, val = build_split(cfg.data, "test", cfg.seed), build_split(cfg.data, "val", cfg.seed)
-        specs = {t: test.task_specs[t] for t in pool.tasks}
-        evaluate_test, evaluate_val = _evaluator(pool, test, specs), _evaluator(pool, val, specs)
+        test = build_task_splits(cfg.data, pool.tasks, "test", cfg.seed)
+        val = build_task_splits(cfg.data, pool.tasks, "val", cfg.seed)
+        evaluate_test, evaluate_val = _evaluator(pool, test), _evaluator(pool, val)
         kwargs = {
             "evaluate_state": evaluate_test,
             "evaluate_val": evaluate_val,

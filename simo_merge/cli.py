@@ -59,37 +59,57 @@ def cmd_merge(args: argparse.Namespace) -> int:
     """pool + method -> merged safetensors checkpoint (+ JSON sidecar and resolved config)."""
     from simo_merge.atomic import write_text
     from simo_merge.checkpoint import save_state
-    from simo_merge.config import MergeJobConfig, to_yaml
-    from simo_merge.experts import ExpertPool
-    from simo_merge.merging import merge
-    from simo_merge.toy_pool import make_toy_pool
+    from simo_merge.config import ConfigError, MergeJobConfig, to_yaml
+    from simo_merge.merging import MERGE_METHODS, merge
+    from simo_merge.merging.api import check_hyperparameters, resolved_merge_parameters
+    from simo_merge.pool_spec import describe, resolve_pool
 
-    cfg = _job_config(MergeJobConfig, args, "merge_toy")
+    cfg = _job_config(MergeJobConfig, args)
     _claim(args, cfg.output_dir)
     start = time.perf_counter()
-    if cfg.pool.kind == "toy":
-        pool = make_toy_pool(cfg.encoder, cfg.pool)
+    fn = MERGE_METHODS.get(cfg.method.name)
+    check_hyperparameters(fn, cfg.method.params, f"method {cfg.method.name!r}")
+    needs_data = "probe" in inspect.signature(fn).parameters
+    if needs_data and cfg.data is None:
+        raise ConfigError(
+            f"method {cfg.method.name!r} needs unlabelled inputs: give a data section (data.name=..., "
+            "data.root=..., or data.per_task.<task>={name: ..., root: ...} for one data set per task)"
+        )
+    pool = resolve_pool(cfg.pool, cfg.pool_dir, cfg.encoder, need_heads=needs_data, need_encoder=needs_data)
+    probe_inputs = None
+    if needs_data:
+        from simo_merge.data import build_task_splits
+        from simo_merge.realign.job import merge_with_inputs, split_inputs
+
+        probe_inputs = split_inputs(build_task_splits(cfg.data, pool.tasks, cfg.split, cfg.seed), cfg.split)
+        merged = merge_with_inputs(pool, cfg.method, probe_inputs, cfg.seed, progress=True)
     else:
-        pool = ExpertPool.from_files(cfg.pool.base, cfg.pool.experts, cfg.pool.heads, cfg.pool.allow_pickle)
-    merged = merge(pool, cfg.method.name, transforms=cfg.method.transforms, **cfg.method.params)
+        merged = merge(pool, cfg.method.name, transforms=cfg.method.transforms, **cfg.method.params)
     out_dir = Path(cfg.output_dir)
+    resolved = resolved_merge_parameters(cfg.method.name, cfg.method.params, cfg.method.transforms)
     out = save_state(
         out_dir / "merged.safetensors",
         merged,
         {
             "method": cfg.method.name,
-            "hyperparameters": cfg.method.params,
-            "transforms": cfg.method.transforms,
+            **resolved,  # hyperparameters / transforms with every default filled in
+            "given": {"hyperparameters": cfg.method.params, "transforms": cfg.method.transforms},
             "tasks": pool.tasks,
+            "pool": describe(cfg.pool, cfg.pool_dir),
             "sources": pool.sources,
-            "encoder": vars(cfg.encoder),
+            "encoder": pool.encoder_config or None,  # the pool's (θ0's sidecar), not a CLI default
+            **(
+                {"probe_inputs": {t: [cfg.split, int(x.shape[0])] for t, x in probe_inputs.images.items()}}
+                if probe_inputs
+                else {}
+            ),
         },
     )
     write_text(out_dir / "config.yaml", to_yaml(cfg))
     n_params = sum(v.numel() for v in merged.values())
     print(
         f"merged {len(pool.tasks)} experts ({', '.join(pool.tasks)}) with {cfg.method.name} "
-        f"{cfg.method.params or ''} -> {out} ({n_params:,} values, {time.perf_counter() - start:.1f}s)"
+        f"{resolved['hyperparameters']} -> {out} ({n_params:,} values, {time.perf_counter() - start:.1f}s)"
     )
     return 0
 
@@ -172,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_methods)
 
     p = sub.add_parser("merge", help="merge an expert pool into one encoder checkpoint")
-    p.add_argument("--config", help="YAML file or built-in config name (default: merge_toy)")
+    p.add_argument("--config", help="YAML file or built-in config name (e.g. merge_toy: a generated pool)")
     p.add_argument(
         "overrides", nargs="*", help="key=value overrides, e.g. method.name=ties method.params.k=20"
     )

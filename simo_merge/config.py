@@ -15,6 +15,8 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from simo_merge.data import DataConfig
+
 T = TypeVar("T")
 
 
@@ -58,24 +60,32 @@ class EncoderConfig:
 
 @dataclass
 class PoolConfig:
-    """Where the experts come from: checkpoint ``files``, or a generated ``toy`` pool for smoke runs."""
+    """Where the experts come from: a pool folder, explicit checkpoint files, or the generated toy pool.
 
-    kind: str = "files"
+    ``kind`` is inferred from the keys given (``dir`` -> a folder, ``base``/``experts`` -> files); the toy
+    pool is used only when asked for by name (``kind: toy``). See :mod:`simo_merge.pool_spec`.
+    """
+
+    kind: str | None = None  # "dir" | "files" | "toy"; None: inferred from dir / base + experts
+    dir: str | None = None  # a pool folder (theta0, <task>, <task>_head safetensors); same as pool_dir=
     base: str | None = None
     experts: dict[str, str] = field(default_factory=dict)
     heads: dict[str, str] = field(default_factory=dict)
+    tasks: list[str] | None = None  # a subset of the pool's tasks (default: all); toy: the tasks made
     allow_pickle: bool = False
     # toy pool only: experts = θ0 + random task vectors (a shared part + a task-specific part)
-    tasks: list[str] = field(default_factory=lambda: ["semseg", "depth", "normal"])
     seed: int = 0
     scale: float = 0.05
     shared: float = 0.5
 
+    def resolve_kind(self, pool_dir: str | None = None) -> str:
+        """``dir``, ``files`` or ``toy``; a ConfigError names the keys when they are missing or mixed."""
+        from simo_merge.pool_spec import pool_kind
+
+        return pool_kind(self, pool_dir)
+
     def validate(self) -> None:
-        if self.kind not in ("files", "toy"):
-            raise ConfigError(f"pool.kind must be 'files' or 'toy', got {self.kind!r}")
-        if self.kind == "files" and (self.base is None or not self.experts):
-            raise ConfigError("pool.kind=files needs pool.base and pool.experts (task: path)")
+        self.resolve_kind()
 
 
 @dataclass
@@ -91,13 +101,21 @@ class MethodConfig:
 class MergeJobConfig:
     """``simo-merge merge``: pool + method -> merged checkpoint in ``output_dir``."""
 
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
     pool: PoolConfig = field(default_factory=PoolConfig)
+    pool_dir: str | None = None  # shorthand for pool.dir
+    # the encoder architecture: read from the pool (θ0's sidecar); given here, it must match the pool's
+    # (the toy pool is built from it; default: a tiny timm ViT)
+    encoder: EncoderConfig | None = None
     method: MethodConfig = field(default_factory=MethodConfig)
+    # unlabelled inputs for data-dependent methods (adamerging, fisher, regmean): the ``data`` section of
+    # realign/evaluate (``data.per_task.<task>`` for one data set per task); its ``split`` role
+    data: DataConfig | None = None  # None: data-free methods only
+    split: str = "test"  # unlabelled inputs, as the papers use (and realign's default)
+    seed: int = 0
     output_dir: str = "runs/merge"
 
     def validate(self) -> None:
-        self.pool.validate()
+        self.pool.resolve_kind(self.pool_dir)
 
 
 REPLACED_KEYS = ("kwargs",)

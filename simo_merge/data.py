@@ -1,8 +1,22 @@
-"""Which dataset a job reads and how: the ``data`` section shared by demo, evaluate and realign configs."""
+"""Which dataset a job reads and how: the ``data`` section shared by demo, evaluate and realign configs.
+
+SIMO pools read one data set whose samples carry every task's label (the ``data`` section itself).
+SISO pools (one data set per task, e.g. classification) add ``per_task``: ``task -> overrides`` of the
+section for that task, e.g.::
+
+    data:
+      size: [224, 224]
+      per_task:
+        mnist: {name: mnist, root: /data}
+        dtd:   {name: dtd, root: /data, splits: {test: val}}
+
+Dict-valued keys (``splits``, ``num_samples``, ``options``) merge key by key over the shared section;
+tasks without an entry share the section's data set.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +29,62 @@ class DataConfig:
 
     name: str = "synthetic_scenes"
     root: str | None = None
-    tasks: list[str] = field(default_factory=lambda: ["semseg", "depth", "normal"])
+    # None (evaluate, realign, affinity): the pool's tasks
+    tasks: list[str] | None = field(default_factory=lambda: ["semseg", "depth", "normal"])
     size: list[int] = field(default_factory=lambda: [64, 64])
     splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "val": "val", "test": "test"})
     num_samples: dict[str, int] = field(default_factory=lambda: {"train": 1600, "val": 160, "test": 240})
     options: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 32
     augment: bool = True
+    per_task: dict[str, dict[str, Any]] = field(default_factory=dict)  # SISO: task -> overrides
+
+
+#: keys a ``per_task`` entry may set (everything but the task list and per_task itself)
+PER_TASK_KEYS = ("name", "root", "size", "splits", "num_samples", "options", "batch_size", "augment")
+_DICT_KEYS = ("splits", "num_samples", "options")
+
+
+def task_data(cfg: DataConfig, task: str) -> DataConfig:
+    """The data section serving ``task`` alone: its ``per_task`` entry over the shared section."""
+    entry = dict(cfg.per_task.get(task) or {})
+    bad = [k for k in entry if k not in PER_TASK_KEYS]
+    if bad:
+        from simo_merge.config import ConfigError
+
+        hint = " (use splits: {test: NAME}, the split name per role)" if "split" in bad else ""
+        raise ConfigError(
+            f"data.per_task.{task}: unknown key(s) {bad}{hint}; allowed: {', '.join(PER_TASK_KEYS)}"
+        )
+    for key in _DICT_KEYS:
+        if key in entry:
+            entry[key] = {**getattr(cfg, key), **dict(entry[key] or {})}
+    return replace(cfg, **entry, tasks=[task], per_task={})
+
+
+def task_groups(cfg: DataConfig, tasks: list[str]) -> list[tuple[DataConfig, list[str]]]:
+    """(data section, tasks it serves): one group for the shared section (SIMO), one per ``per_task``
+    entry (SISO); a ``per_task`` entry for a task outside ``tasks`` is an error."""
+    from simo_merge.config import ConfigError
+
+    extra = [t for t in cfg.per_task if t not in tasks]
+    if extra:
+        raise ConfigError(f"data.per_task has task(s) {extra} that are not among the tasks {tasks}")
+    shared = [t for t in tasks if t not in cfg.per_task]
+    groups = [(replace(cfg, tasks=shared, per_task={}), shared)] if shared else []
+    return groups + [(task_data(cfg, t), [t]) for t in tasks if t in cfg.per_task]
+
+
+def build_task_splits(
+    cfg: DataConfig, tasks: list[str], role: str, seed: int, cache_dir: Path | None = None
+) -> list[tuple[Any, list[str]]]:
+    """(dataset of split ``role``, the tasks it serves) per group of :func:`task_groups`."""
+    return [(build_split(c, role, seed, cache_dir), ts) for c, ts in task_groups(cfg, tasks)]
+
+
+def data_label(cfg: DataConfig, task: str | None = None) -> str:
+    """The name of the data set serving ``task`` (or the shared one), for reports and cache keys."""
+    return (task_data(cfg, task) if task in cfg.per_task else cfg).name
 
 
 def build_split(cfg: DataConfig, role: str, seed: int, cache_dir: Path | None = None):

@@ -316,7 +316,13 @@ class Demo:
         for i, task in enumerate(self.data.specs):
             files = [self.pool_dir / f"{task}.safetensors", self.pool_dir / f"{task}_head.safetensors"]
             key = config_key(
-                self.theta0_key(), self.cfg.data, self.cfg.head, self.cfg.expert, self.cfg.seed, task, base_hash
+                self.theta0_key(),
+                self.cfg.data,
+                self.cfg.head,
+                self.cfg.expert,
+                self.cfg.seed,
+                task,
+                base_hash,
             )
             if all_verified(files, key):
                 continue

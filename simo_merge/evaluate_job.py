@@ -1,7 +1,8 @@
-"""``simo-merge evaluate``: a pool folder (+ optionally a merged encoder checkpoint) -> metrics table.
+"""``simo-merge evaluate``: a pool (+ optionally a merged encoder checkpoint) -> metrics table.
 
-The encoder is rebuilt from the config stored in θ0's sidecar, the frozen heads from their sidecars;
-the merged encoder runs once per batch and every head reads the same taps.
+The encoder is rebuilt from the pool's encoder config (θ0's sidecar), the frozen heads from theirs.
+SIMO data: the merged encoder runs once per batch and every head reads the same taps; SISO
+(``data.per_task``): each task is evaluated on its own data set.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from torch.utils.data import DataLoader
 
 from simo_merge.atomic import write_json
 from simo_merge.checkpoint import load_state, read_sidecar
-from simo_merge.data import DataConfig, build_split
+from simo_merge.config import EncoderConfig, PoolConfig
+from simo_merge.data import DataConfig, build_task_splits, data_label
 from simo_merge.encoders import build_encoder
 from simo_merge.experts import ExpertPool
 from simo_merge.outputs import check_output_file
-from simo_merge.pool_io import load_pool_dir, pool_heads
+from simo_merge.pool_io import pool_heads
+from simo_merge.pool_spec import check_checkpoint_encoder, describe, pool_kind, resolve_pool
 from simo_merge.report import markdown_table, summarize
 from simo_merge.training.evaluate import evaluate
 from simo_merge.training.model import MultiTaskModel
@@ -27,16 +30,47 @@ from simo_merge.training.model import MultiTaskModel
 
 @dataclass
 class EvaluateConfig:
-    pool_dir: str = "runs/demo/experts"
+    pool: PoolConfig = field(default_factory=PoolConfig)  # pool.dir, or pool.base + pool.experts/heads
+    pool_dir: str | None = None  # shorthand for pool.dir
+    encoder: EncoderConfig | None = None  # default: the pool's; given, it must match the pool's
     checkpoint: str | None = None  # merged encoder; None evaluates the experts only
     adapters: str | None = None  # realigned adapters/heads (simo-merge realign) applied on the checkpoint
-    data: DataConfig = field(default_factory=DataConfig)
+    data: DataConfig = field(default_factory=lambda: DataConfig(tasks=None))  # tasks: default the pool's
     split: str = "test"
     batch_size: int = 64
     output: str | None = None  # metrics JSON path (default: next to the checkpoint, or in pool_dir)
     seed: int = 0
     threads: int = 2
     progress: bool = True
+
+    def validate(self) -> None:
+        pool_kind(self.pool, self.pool_dir)
+
+
+def load_job_pool(cfg: Any) -> ExpertPool:
+    """The pool of a job config with ``pool``, ``pool_dir``, ``encoder`` and ``data`` (tasks: ``pool.tasks``,
+    else ``data.tasks``, else all of the pool's), with heads and an encoder config to rebuild models."""
+    return resolve_pool(
+        cfg.pool, cfg.pool_dir, cfg.encoder, cfg.data.tasks, need_heads=True, need_encoder=True
+    )
+
+
+def evaluate_splits(
+    model: MultiTaskModel,
+    splits: list[tuple[Any, list[str]]],
+    tasks: list[str],
+    desc: str,
+    progress: bool,
+    batch_size: int = 64,
+) -> dict[str, dict[str, float]]:
+    """``tasks``' metrics, each on its own data set (SIMO: one pass over the shared one for all heads)."""
+    out: dict[str, dict[str, float]] = {}
+    for dataset, served in splits:
+        mine = [t for t in served if t in tasks]
+        if mine:
+            specs = {t: dataset.task_specs[t] for t in mine}
+            out.update(evaluate(model, DataLoader(dataset, batch_size), specs, desc, progress))
+    return {t: out[t] for t in tasks}
 
 
 def model_for(
@@ -58,7 +92,10 @@ def output_path(cfg: EvaluateConfig) -> Path:
         return Path(cfg.output)
     if cfg.checkpoint:
         return Path(cfg.checkpoint).with_suffix(".metrics.json")
-    return Path(cfg.pool_dir) / "metrics.json"
+    spec = describe(cfg.pool, cfg.pool_dir)
+    if spec["kind"] == "dir":
+        return Path(spec["dir"]) / "metrics.json"
+    return Path("runs/evaluate/metrics.json")
 
 
 def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
@@ -71,33 +108,34 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         from simo_merge.realign.io import check_trained_on
 
         check_trained_on(cfg.adapters, merged_state, cfg.checkpoint)
-    pool = load_pool_dir(cfg.pool_dir, cfg.data.tasks)
-    dataset = build_split(cfg.data, cfg.split, cfg.seed)
-    loader = DataLoader(dataset, cfg.batch_size)
-    specs = {t: dataset.task_specs[t] for t in pool.tasks}
+    pool = load_job_pool(cfg)
+    tasks = pool.tasks
+    splits = build_task_splits(cfg.data, tasks, cfg.split, cfg.seed)
     rows: dict[str, Any] = {"Individual": {}}
-    for task in pool.tasks:
+    for task in tasks:
         model = model_for(pool, pool.experts[task], [task])
-        rows["Individual"][task] = evaluate(
-            model, loader, {task: specs[task]}, f"expert {task}", cfg.progress
+        rows["Individual"][task] = evaluate_splits(
+            model, splits, [task], f"expert {task}", cfg.progress, cfg.batch_size
         )[task]
     if cfg.checkpoint:
+        check_checkpoint_encoder(pool, cfg.checkpoint)
         name = read_sidecar(cfg.checkpoint).get("method", Path(cfg.checkpoint).stem)
         merged = model_for(pool, merged_state)
-        rows[name] = evaluate(merged, loader, specs, name, cfg.progress)
+        rows[name] = evaluate_splits(merged, splits, tasks, name, cfg.progress, cfg.batch_size)
         if cfg.adapters:
             from simo_merge.realign.io import load_realigned
 
             realigned = load_realigned(cfg.adapters, merged.encoder, dict(merged.heads))
             label = f"{name}+{read_sidecar(cfg.adapters)['realigner']}"
-            rows[label] = evaluate(realigned, loader, specs, label, cfg.progress)
+            rows[label] = evaluate_splits(realigned, splits, tasks, label, cfg.progress, cfg.batch_size)
     summary = summarize(rows, "Individual")
     print(markdown_table(rows, summary))
     result = {
         "rows": rows,
         "summary": summary,
         "split": cfg.split,
-        "pool_dir": cfg.pool_dir,
+        "data": {t: data_label(cfg.data, t) for t in tasks},
+        "pool": describe(cfg.pool, cfg.pool_dir),
         "checkpoint": cfg.checkpoint,
     }
     write_json(out, result)

@@ -37,18 +37,25 @@ def test_bad_keys_and_values_are_named(tmp_path, override, needle):
     assert "c.yaml" in str(info.value)
 
 
-def test_missing_files_pool_is_explained():
-    with pytest.raises(ConfigError, match="pool.base and pool.experts"):
+def test_missing_pool_is_explained():
+    with pytest.raises(ConfigError, match="no pool given: give a pool folder") as info:
         load_config(MergeJobConfig, None, [])
+    assert "pool.base" in str(info.value) and "pool.kind=toy" in str(info.value)
+    with pytest.raises(ConfigError, match="missing pool.experts"):
+        load_config(MergeJobConfig, None, ["pool.base=t0.safetensors"])
 
 
 def test_merge_command_writes_checkpoint_sidecar_and_config(tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["merge", *TINY, "method.name=ties", "method.params.k=30", f"output_dir={out}"])
+    code = main(
+        ["merge", "pool.kind=toy", *TINY, "method.name=ties", "method.params.k=30", f"output_dir={out}"]
+    )
     assert code == 0
     merged = load_state(out / "merged.safetensors")
     meta = read_sidecar(out / "merged.safetensors")
-    assert meta["method"] == "ties" and meta["hyperparameters"] == {"k": 30}
+    assert meta["method"] == "ties" and meta["hyperparameters"] == {"k": 30, "lam": 1.0}  # + the default
+    assert meta["given"]["hyperparameters"] == {"k": 30} and meta["pool"]["kind"] == "toy"
+    assert meta["encoder"]["kwargs"]["embed_dim"] == 32  # the toy pool is built from the given encoder
     assert meta["tasks"] == ["semseg", "depth", "normal"]
     assert "blocks.1.mlp.fc2.weight" in merged and merged["blocks.1.mlp.fc2.weight"].dtype == torch.float32
     assert (out / "config.yaml").read_text().count("ties") == 1
@@ -56,7 +63,9 @@ def test_merge_command_writes_checkpoint_sidecar_and_config(tmp_path, capsys):
 
 
 def test_merge_command_reports_bad_input(tmp_path, capsys):
-    assert main(["merge", *TINY, "method.params.zzz=1", f"output_dir={tmp_path}"]) == 2
+    assert (
+        main(["merge", "--config", "merge_toy", *TINY, "method.params.zzz=1", f"output_dir={tmp_path}"]) == 2
+    )
     assert "zzz" in capsys.readouterr().err
     assert main(["merge", "--config", str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -48,3 +49,42 @@ def merge(
         out[key] = merged[key].to(ref.dtype) if key in merged else ref.clone()
     check_finite(out, f"merge method {method!r} {dict(hyperparameters)} produced a merged state that")
     return out
+
+
+#: runtime arguments of data-dependent methods: not hyper-parameters, never recorded
+RUNTIME_ARGUMENTS = ("probe", "progress", "record")
+
+
+def resolved_hyperparameters(fn: Callable, given: Mapping[str, Any]) -> dict[str, Any]:
+    """``fn``'s keyword-only defaults updated with ``given`` (what the merge actually used), without
+    runtime arguments (probe, progress, record) and values JSON cannot hold."""
+    import json
+
+    out: dict[str, Any] = {}
+    params = inspect.signature(fn).parameters
+    for name, p in params.items():
+        if p.kind == p.KEYWORD_ONLY and name not in RUNTIME_ARGUMENTS:
+            value = given[name] if name in given else p.default
+            if value is inspect.Parameter.empty:
+                continue
+            try:
+                json.dumps(value)
+            except TypeError:
+                value = repr(value)
+            out[name] = value
+    return out
+
+
+def resolved_merge_parameters(
+    method: str, params: Mapping[str, Any], transforms: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, Any]:
+    """``{"hyperparameters": {...}, "transforms": {name: {...}}}`` with every default filled in."""
+    from simo_merge.merging import MERGE_METHODS, TV_TRANSFORMS
+
+    return {
+        "hyperparameters": resolved_hyperparameters(MERGE_METHODS.get(method), params),
+        "transforms": {
+            name: resolved_hyperparameters(TV_TRANSFORMS.get(name), args or {})
+            for name, args in (transforms or {}).items()
+        },
+    }

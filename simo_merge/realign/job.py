@@ -1,4 +1,4 @@
-"""``simo-merge realign``: pool folder + merged encoder -> trained adapters, bias diagnostics, metrics.
+"""``simo-merge realign``: pool + merged encoder -> trained adapters, bias diagnostics, metrics.
 
 Also the building blocks the demo uses: turning a dataset split into :class:`RealignInputs`, realigning
 one merged state, and summarising the representation bias before/after.
@@ -13,24 +13,24 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
 
 from simo_merge.atomic import write_json, write_text
 from simo_merge.checkpoint import load_state, read_sidecar, state_hash
-from simo_merge.config import MethodConfig
-from simo_merge.data import DataConfig, build_split
+from simo_merge.config import EncoderConfig, MethodConfig, PoolConfig
+from simo_merge.data import DataConfig, build_task_splits
 from simo_merge.encoders import Encoder, build_encoder
+from simo_merge.evaluate_job import evaluate_splits, load_job_pool
 from simo_merge.experts import ExpertPool
 from simo_merge.merging import merge
 from simo_merge.plotting import pyplot, save_png
-from simo_merge.pool_io import load_pool_dir, pool_heads
+from simo_merge.pool_io import pool_heads
+from simo_merge.pool_spec import check_checkpoint_encoder, describe, pool_kind
 from simo_merge.realign.cache import FeatureCache
 from simo_merge.realign.diagnostics import representation_bias, tsne_plot
 from simo_merge.realign.io import save_realigned
 from simo_merge.realign.model import RealignedModel, run_encoder
 from simo_merge.realign.train import RealignConfig, RealignInputs, realign
 from simo_merge.report import markdown_table, summarize
-from simo_merge.training.evaluate import evaluate
 from simo_merge.training.model import MultiTaskModel
 
 
@@ -38,10 +38,12 @@ from simo_merge.training.model import MultiTaskModel
 class RealignJobConfig(RealignConfig):
     """A realignment run; the realigner's own settings (``realigner=deep rank=16 ...``) are top-level keys."""
 
-    pool_dir: str = "runs/demo/experts"
+    pool: PoolConfig = field(default_factory=PoolConfig)  # pool.dir, or pool.base + pool.experts/heads
+    pool_dir: str | None = None  # shorthand for pool.dir
+    encoder: EncoderConfig | None = None  # default: the pool's; given, it must match the pool's
     checkpoint: str | None = None  # merged encoder; None merges the pool with ``method`` first
     method: MethodConfig = field(default_factory=lambda: MethodConfig("task_arithmetic", {"lam": 0.4}))
-    data: DataConfig = field(default_factory=DataConfig)
+    data: DataConfig = field(default_factory=lambda: DataConfig(tasks=None))  # tasks: default the pool's
     split: str = "test"  # unlabelled inputs (the papers realign on the test inputs)
     label_split: str = "val"  # labelled inputs for objective=supervised
     eval_split: str = "test"
@@ -61,6 +63,18 @@ class RealignJobConfig(RealignConfig):
         if not self.checkpoint:
             check_names("method.name", [self.method.name], MERGE_METHODS)
             check_method_params("method.params", {self.method.name: self.method.params})
+        pool_kind(self.pool, self.pool_dir)
+
+
+def split_inputs(splits: list[tuple[Any, list[str]]], name: str, with_labels: bool = False) -> RealignInputs:
+    """Each task's inputs from its own data set (SIMO tasks sharing one data set share one tensor)."""
+    images: dict[str, Tensor] = {}
+    labels: dict[str, dict[str, Tensor]] = {}
+    for dataset, tasks in splits:
+        part = dataset_inputs(dataset, tasks, name, with_labels)
+        images.update(part.images)
+        labels.update(part.labels)
+    return RealignInputs(images, labels, name)
 
 
 def dataset_inputs(dataset: Any, tasks: list[str], name: str, with_labels: bool = False) -> RealignInputs:
@@ -74,6 +88,32 @@ def dataset_inputs(dataset: Any, tasks: list[str], name: str, with_labels: bool 
             if f"{t}_mask" in samples[0]:
                 labels[t][f"{t}_mask"] = torch.stack([s[f"{t}_mask"] for s in samples])
     return RealignInputs({t: images for t in tasks}, labels, name)
+
+
+def merge_with_inputs(
+    pool: ExpertPool, method: MethodConfig, inputs: RealignInputs, seed: int, progress: bool
+) -> dict[str, Tensor]:
+    """Merge ``pool`` with ``method``; data-dependent methods get a probe over ``inputs`` (each task's own
+    unlabelled inputs)."""
+    import inspect
+
+    from simo_merge.merging import MERGE_METHODS
+
+    params = dict(method.params)
+    accepted = inspect.signature(MERGE_METHODS.get(method.name)).parameters
+    if "probe" in accepted and "probe" not in params:
+        from simo_merge.probes import ModelProbe
+
+        params["probe"] = ModelProbe(
+            encoder_factory(pool),
+            pool_heads(pool),
+            pool.experts,
+            inputs.images,
+            inputs.name,
+            seed=seed,
+            progress=progress,
+        )
+    return merge(pool, method.name, transforms=method.transforms, **params)
 
 
 def encoder_factory(pool: ExpertPool):
@@ -117,14 +157,19 @@ def bias_plot(
 
 @torch.no_grad()
 def tsne_groups(
-    merged: Encoder, realigned: RealignedModel, experts: dict[str, Encoder], images: Tensor, limit: int = 200
+    merged: Encoder,
+    realigned: RealignedModel,
+    experts: dict[str, Encoder],
+    images: Tensor | dict[str, Tensor],
+    limit: int = 200,
 ) -> dict[str, dict[str, Tensor]]:
-    """Token-averaged last-block features of merged (before/after) vs each expert, for t-SNE panels."""
-    x = images[:limit]
+    """Token-averaged last-block features of merged (before/after) vs each expert, for t-SNE panels
+    (``images``: one tensor for every task, or each task's own)."""
     last = merged.depth - 1
-    before = run_encoder(merged, x, [last])[last].mean(1)
     groups = {}
     for task, expert in experts.items():
+        x = (images[task] if isinstance(images, dict) else images)[:limit]
+        before = run_encoder(merged, x, [last])[last].mean(1)
         ref = run_encoder(expert, x, [last])[last].mean(1)
         owner = realigned.plan.owner(task)
         if realigned.plan.feed_forward and owner is not None:
@@ -143,21 +188,23 @@ def run_realign_job(cfg: RealignJobConfig) -> dict[str, Any]:
     torch.set_num_threads(cfg.threads)
     start = time.perf_counter()
     out = Path(cfg.output_dir)
-    pool = load_pool_dir(cfg.pool_dir, cfg.data.tasks)
+    pool = load_job_pool(cfg)
     make = encoder_factory(pool)
+    tasks = pool.tasks
+    unlabelled = split_inputs(build_task_splits(cfg.data, tasks, cfg.split, cfg.seed), cfg.split)
     if cfg.checkpoint:
+        check_checkpoint_encoder(pool, cfg.checkpoint)
         merged_state, merged_name = (
             load_state(cfg.checkpoint),
             read_sidecar(cfg.checkpoint).get("method", "merged"),
         )
     else:
-        merged_state = merge(pool, cfg.method.name, transforms=cfg.method.transforms, **cfg.method.params)
+        merged_state = merge_with_inputs(pool, cfg.method, unlabelled, cfg.seed, cfg.progress)
         merged_name = cfg.method.name
-    unlabelled = build_split(cfg.data, cfg.split, cfg.seed)
-    inputs = dataset_inputs(unlabelled, pool.tasks, f"{cfg.data.name}/{cfg.split}")
+    inputs = unlabelled
     if cfg.objective == "supervised":
-        labelled = build_split(cfg.data, cfg.label_split, cfg.seed)
-        inputs = dataset_inputs(labelled, pool.tasks, f"{cfg.data.name}/{cfg.label_split}", with_labels=True)
+        labelled = build_task_splits(cfg.data, tasks, cfg.label_split, cfg.seed)
+        inputs = split_inputs(labelled, cfg.label_split, with_labels=True)
     heads = pool_heads(pool)
     cache = FeatureCache(out / "cache" if cfg.disk_cache else None)
     t0 = time.perf_counter()
@@ -173,14 +220,14 @@ def run_realign_job(cfg: RealignJobConfig) -> dict[str, Any]:
             "recipe": cfg.recipe,
             "merged": cfg.checkpoint or f"{merged_name} {cfg.method.params}",
             "merged_hash": state_hash(merged_state),  # evaluate refuses these adapters on another model
-            "pool_dir": cfg.pool_dir,
+            "pool": describe(cfg.pool, cfg.pool_dir),
             "steps": cfg.steps,
             "loss_first_last": [curve[0], curve[-1]] if curve else [],
         },
     )
     # diagnostics on the evaluation inputs
-    eval_set = build_split(cfg.data, cfg.eval_split, cfg.seed)
-    eval_images = dataset_inputs(eval_set, pool.tasks, "eval").images
+    eval_splits = build_task_splits(cfg.data, tasks, cfg.eval_split, cfg.seed)
+    eval_images = split_inputs(eval_splits, "eval").images
     experts = expert_encoders(pool, make)
     merged_encoder = make()
     merged_encoder.load_model_state(merged_state)
@@ -189,27 +236,25 @@ def run_realign_job(cfg: RealignJobConfig) -> dict[str, Any]:
     bias_plot(before, after, out / "bias.png", f"representation bias, {merged_name} + {cfg.realigner}")
     if cfg.tsne:
         tsne_plot(
-            tsne_groups(merged_encoder, model, experts, next(iter(eval_images.values()))),
+            tsne_groups(merged_encoder, model, experts, eval_images),
             out / "tsne.png",
             f"t-SNE of last-block features: {merged_name} before/after {cfg.realigner}",
             cfg.seed,
         )
-    loader = DataLoader(eval_set, 64)
-    specs = {t: eval_set.task_specs[t] for t in pool.tasks}
     rows = {"Individual": {}}
-    for task in pool.tasks:
-        rows["Individual"][task] = evaluate(
+    for task in tasks:
+        rows["Individual"][task] = evaluate_splits(
             MultiTaskModel(experts[task], {task: heads[task]}),
-            loader,
-            {task: specs[task]},
+            eval_splits,
+            [task],
             f"expert {task}",
             cfg.progress,
         )[task]
-    rows[merged_name] = evaluate(
-        MultiTaskModel(merged_encoder, heads), loader, specs, merged_name, cfg.progress
+    rows[merged_name] = evaluate_splits(
+        MultiTaskModel(merged_encoder, heads), eval_splits, tasks, merged_name, cfg.progress
     )
     name = f"{merged_name}+{cfg.realigner}"
-    rows[name] = evaluate(model, loader, specs, name, cfg.progress)
+    rows[name] = evaluate_splits(model, eval_splits, tasks, name, cfg.progress)
     summary = summarize(rows, "Individual")
     extra = {
         name: {"trained params": f"{model.num_trainable():,}", "bias": f"{mean_bias(after):.4f}"},

@@ -36,6 +36,7 @@ class ZeroShotHead(TaskHead):
     """``logits = normalize(final) @ weight.T (+ bias)`` with a frozen weight (buffer, not a parameter)."""
 
     kind = "zeroshot"
+    task_kinds = ("classification",)
 
     def __init__(
         self,

@@ -42,6 +42,9 @@ class HeadConfig:
 
 @dataclass
 class PretrainConfig:
+    """Masked-reconstruction pretraining of θ0; ``steps=0`` skips it: θ0 is then the initialised encoder
+    (the seeded random init, or the weights ``encoder.kwargs`` load, e.g. a real pretrained ViT)."""
+
     steps: int = 200
     lr: float = 1e-3
     mask_ratio: float = 0.5
@@ -121,6 +124,16 @@ class DemoConfig:
     progress: bool = True
 
 
+def loss_first_last(curve: list[float]) -> list[float]:
+    """First and last loss of a training curve; empty when no step ran (e.g. ``pretrain.steps=0``)."""
+    return [curve[0], curve[-1]] if curve else []
+
+
+def loss_span(curve: list[float]) -> str:
+    """``"0.548 -> 0.456"`` for log lines, or ``"n/a, 0 steps"`` when no step ran."""
+    return f"{curve[0]:.3f} -> {curve[-1]:.3f}" if curve else "n/a, 0 steps"
+
+
 def config_key(*parts: Any) -> str:
     """A short stable hash of config sections, used to decide whether a cached artefact is reusable."""
     text = json.dumps([asdict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts], sort_keys=True)
@@ -178,14 +191,19 @@ class Demo:
             return load_state(path)
         start = time.perf_counter()
         encoder = self.new_encoder()
-        curve = pretrain_masked_reconstruction(
-            encoder,
-            self.data.train,
-            self.cfg.pretrain.steps,
-            self.cfg.pretrain.lr,
-            self.cfg.pretrain.mask_ratio,
-            self.cfg.seed,
-            self.cfg.progress,
+        steps = self.cfg.pretrain.steps
+        curve = (
+            pretrain_masked_reconstruction(
+                encoder,
+                self.data.train,
+                steps,
+                self.cfg.pretrain.lr,
+                self.cfg.pretrain.mask_ratio,
+                self.cfg.seed,
+                self.cfg.progress,
+            )
+            if steps > 0
+            else []
         )
         state = encoder.model_state()
         save_state(
@@ -193,16 +211,22 @@ class Demo:
             state,
             {
                 "key": key,
-                "role": "pretrained θ0",
+                "role": "pretrained θ0" if steps > 0 else "initialised θ0 (pretrain.steps=0)",
                 "encoder": asdict(self.cfg.encoder),
-                "loss_first_last": [curve[0], curve[-1]],
+                "loss_first_last": loss_first_last(curve),
             },
         )
         self.timings["pretrain"] = time.perf_counter() - start
-        self.say(
-            f"pretrained θ0 (masked reconstruction L1 {curve[0]:.3f} -> {curve[-1]:.3f}) "
-            f"in {self.timings['pretrain']:.0f}s"
-        )
+        if steps > 0:
+            self.say(
+                f"pretrained θ0 (masked reconstruction L1 {loss_span(curve)}) "
+                f"in {self.timings['pretrain']:.0f}s"
+            )
+        else:
+            self.say(
+                f"θ0 = the initialised encoder {self.cfg.encoder.arch} {self.cfg.encoder.kwargs} "
+                "(pretrain.steps=0: no pretraining)"
+            )
         return state
 
     def experts(self) -> ExpertPool:
@@ -234,7 +258,7 @@ class Demo:
             save_expert(self.pool_dir, task, encoder.model_state(), model.heads[task], {"key": key})
             self.timings[f"expert {task}"] = time.perf_counter() - start
             self.say(
-                f"fine-tuned the {task} expert (loss {curve[0]:.3f} -> {curve[-1]:.3f}) "
+                f"fine-tuned the {task} expert (loss {loss_span(curve)}) "
                 f"in {self.timings[f'expert {task}']:.0f}s"
             )
         return load_pool_dir(self.pool_dir, list(self.data.specs))
@@ -262,9 +286,7 @@ class Demo:
             )
         save_state(enc_path, encoder.model_state(), {"key": key, "role": "MTL encoder"})
         self.timings["mtl"] = time.perf_counter() - start
-        self.say(
-            f"trained the MTL baseline (loss {curve[0]:.3f} -> {curve[-1]:.3f}) in {self.timings['mtl']:.0f}s"
-        )
+        self.say(f"trained the MTL baseline (loss {loss_span(curve)}) in {self.timings['mtl']:.0f}s")
         return model
 
     # ------------------------------------------------------------------------------------ merging
@@ -382,8 +404,8 @@ class Demo:
                 }
                 self.timings[f"realign {row}"] = time.perf_counter() - t0
                 self.say(
-                    f"{row}: {rc.steps} steps {info[row]['params']}, loss {curve[0]:.3f} -> "
-                    f"{curve[-1]:.3f}, bias {mean_bias(before):.4f} -> {mean_bias(after):.4f}, "
+                    f"{row}: {rc.steps} steps {info[row]['params']}, loss {loss_span(curve)}, "
+                    f"bias {mean_bias(before):.4f} -> {mean_bias(after):.4f}, "
                     f"{self.timings[f'realign {row}']:.0f}s"
                 )
         return bias

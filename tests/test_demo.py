@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from simo_merge.cli import main
 
@@ -245,3 +246,24 @@ def test_demo_is_reproducible_from_its_config(tmp_path):
         assert main(["demo", *small, f"output_dir={tmp_path / name}"]) == 0
         results.append(json.loads((tmp_path / name / "metrics.json").read_text())["rows"])
     assert results[0] == results[1]
+
+
+def test_train_experts_with_pretrain_steps_0_keeps_the_initialised_encoder(tmp_path, capsys):
+    from simo_merge.checkpoint import load_state, read_sidecar
+    from simo_merge.config import load_config
+    from simo_merge.configs import builtin_config
+    from simo_merge.demo import Demo, DemoConfig
+
+    args = [*TINY, "pretrain.steps=0", f"output_dir={tmp_path}"]
+    assert main(["train-experts", *args]) == 0
+    assert "θ0 = the initialised encoder" in capsys.readouterr().out
+    theta0 = tmp_path / "experts" / "theta0.safetensors"
+    assert read_sidecar(theta0)["loss_first_last"] == []
+    assert "pretrain.steps=0" in read_sidecar(theta0)["role"]
+    fresh = Demo(load_config(DemoConfig, builtin_config("demo"), args)).new_encoder().model_state()
+    stored = load_state(theta0)
+    assert set(stored) == set(fresh)
+    assert all(torch.equal(stored[k], fresh[k]) for k in fresh)
+    # the experts were fine-tuned from it
+    expert = load_state(tmp_path / "experts" / "semseg.safetensors")
+    assert any(not torch.equal(expert[k], stored[k]) for k in stored)

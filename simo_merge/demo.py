@@ -26,7 +26,7 @@ from simo_merge.experts import ExpertPool
 from simo_merge.heads import TaskHead, build_head
 from simo_merge.merging import merge
 from simo_merge.pool_io import load_head, load_pool_dir, pool_heads, save_expert
-from simo_merge.report import bar_chart, markdown_table, summarize
+from simo_merge.report import bar_chart, markdown_table, result_units, summarize
 from simo_merge.training.evaluate import evaluate
 from simo_merge.training.experts import FinetuneRecipe, finetune
 from simo_merge.training.model import MultiTaskModel
@@ -503,6 +503,7 @@ class Demo:
         result = {
             "rows": rows,
             "summary": summary,
+            "units": result_units(rows),
             "merge_params": chosen,
             "representation_bias": bias,
             "timings": self.timings,
@@ -516,7 +517,8 @@ class Demo:
             "# simo_merge dense demo\n\n"
             f"Dataset {self.cfg.data.name} {self.cfg.data.size}, tasks {', '.join(specs)}; encoder "
             f"{self.cfg.encoder.arch} {self.cfg.encoder.kwargs}; head {self.cfg.head.kind}.\n"
-            "Segmentation in %, depth errors in metres, normal angles in degrees / % within. "
+            "Every rate in % (segmentation mIoU / pixel accuracy, normals within t°); depth errors in metres "
+            "(rel_err a ratio), normal angles in degrees. "
             "NormPerf and ΔMTL against the individual experts; λ chosen on val.\n\n"
             + table
             + "\n"

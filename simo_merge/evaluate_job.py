@@ -19,7 +19,7 @@ from simo_merge.data import DataConfig, build_split
 from simo_merge.encoders import build_encoder
 from simo_merge.experts import ExpertPool
 from simo_merge.pool_io import load_pool_dir, pool_heads
-from simo_merge.report import markdown_table, summarize
+from simo_merge.report import markdown_table, result_units, summarize
 from simo_merge.training.evaluate import evaluate
 from simo_merge.training.model import MultiTaskModel
 
@@ -89,6 +89,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     result = {
         "rows": rows,
         "summary": summary,
+        "units": result_units(rows),
         "split": cfg.split,
         "pool_dir": cfg.pool_dir,
         "checkpoint": cfg.checkpoint,

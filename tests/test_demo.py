@@ -72,7 +72,9 @@ def test_demo_writes_the_run_folder(demo_run):
     assert result["merge_params"]["TA"]["lam"] in (0.3, 1.0)
     assert set(result["rows"]["TIES"]) == {"semseg", "depth", "normal"}
     report = (demo_run / "report.md").read_text()
-    assert "| TIES |" in report and "semseg miou ↑" in report and "| TA+deep |" in report
+    assert "| TIES |" in report and "semseg miou % ↑" in report and "| TA+deep |" in report
+    assert result["units"]["miou"] == "%" and result["units"]["within_30"] == "%"
+    assert result["units"]["mean_angle"] == "degrees" and result["units"]["delta_mtl"] == "%"
 
 
 def test_rerun_reuses_trained_models(demo_run, capsys):

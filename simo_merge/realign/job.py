@@ -29,7 +29,7 @@ from simo_merge.realign.diagnostics import representation_bias, tsne_plot
 from simo_merge.realign.io import save_realigned
 from simo_merge.realign.model import RealignedModel, run_encoder
 from simo_merge.realign.train import RealignConfig, RealignInputs, realign
-from simo_merge.report import markdown_table, summarize
+from simo_merge.report import markdown_table, result_units, summarize
 from simo_merge.training.evaluate import evaluate
 from simo_merge.training.model import MultiTaskModel
 
@@ -203,6 +203,7 @@ def run_realign_job(cfg: RealignJobConfig) -> dict[str, Any]:
     result = {
         "rows": rows,
         "summary": summary,
+        "units": result_units(rows),
         "bias_before": before,
         "bias_after": after,
         "trainable_parameters": model.num_trainable(),

@@ -102,6 +102,11 @@ class DataDependentConfig:
 
 @dataclass
 class DemoConfig:
+    """The demo / ``train-experts`` job. The fine-tuning recipes (``expert``, ``mtl``) default to
+    :class:`FinetuneRecipe`'s, meant for real pretrained backbones (a config for one needs no recipe
+    section to get a sane encoder lr); the demo's own recipe for its tiny ViT lives with it in
+    ``configs/demo.yaml``, which ``simo-merge demo`` / ``train-experts`` and :func:`run_demo` load."""
+
     encoder: EncoderConfig = field(
         default_factory=lambda: EncoderConfig(
             "timm",
@@ -112,8 +117,8 @@ class DemoConfig:
     data: DataConfig = field(default_factory=DataConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    expert: FinetuneRecipe = field(default_factory=lambda: FinetuneRecipe(probe_steps=50, finetune_steps=250))
-    mtl: FinetuneRecipe = field(default_factory=lambda: FinetuneRecipe(probe_steps=50, finetune_steps=250))
+    expert: FinetuneRecipe = field(default_factory=FinetuneRecipe)
+    mtl: FinetuneRecipe = field(default_factory=FinetuneRecipe)
     merge: MergeSweepConfig = field(default_factory=MergeSweepConfig)
     realign: DemoRealignConfig = field(default_factory=DemoRealignConfig)
     full: bool = False  # also the data-dependent merges (AdaMerging, Fisher, RegMean) and realigners on them
@@ -532,5 +537,10 @@ class Demo:
 
 
 def run_demo(config_path: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Run the demo from ``config_path`` (default: the built-in ``configs/demo.yaml``) + overrides."""
+    if config_path is None:
+        from simo_merge.configs import builtin_config
+
+        config_path = builtin_config("demo")
     cfg = load_config(DemoConfig, config_path, overrides)
     return Demo(cfg).run()

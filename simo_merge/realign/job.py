@@ -26,6 +26,7 @@ from simo_merge.plotting import pyplot, save_png
 from simo_merge.pool_io import load_pool_dir, pool_heads
 from simo_merge.realign.cache import FeatureCache
 from simo_merge.realign.diagnostics import representation_bias, tsne_plot
+from simo_merge.realign.inputs import InputsChoice, choose_inputs, describe, inputs_dataset
 from simo_merge.realign.io import save_realigned
 from simo_merge.realign.model import RealignedModel, run_encoder
 from simo_merge.realign.train import RealignConfig, RealignInputs, realign
@@ -42,13 +43,30 @@ class RealignJobConfig(RealignConfig):
     checkpoint: str | None = None  # merged encoder; None merges the pool with ``method`` first
     method: MethodConfig = field(default_factory=lambda: MethodConfig("task_arithmetic", {"lam": 0.4}))
     data: DataConfig = field(default_factory=DataConfig)
-    split: str = "test"  # unlabelled inputs (the papers realign on the test inputs)
+    split: str = "val"  # unlabelled training inputs: held out from eval_split (see realign/inputs.py)
+    test_time: bool = False  # the papers' setting: train on eval_split's unlabelled inputs instead
+    augment: bool = False  # training augmentation on split=train inputs; never unless asked
     label_split: str = "val"  # labelled inputs for objective=supervised
     eval_split: str = "test"
     output_dir: str = "runs/realign"
     disk_cache: bool = True  # keep cached features in <output_dir>/cache as safetensors
     tsne: bool = True
     threads: int = 2
+
+    def validate(self) -> None:
+        self.training_inputs()
+
+    def training_inputs(self) -> InputsChoice:
+        """The checked choice of realignment inputs (refuses the evaluated split unless test_time)."""
+        supervised = self.objective == "supervised"
+        return choose_inputs(
+            self.data,
+            self.label_split if supervised else self.split,
+            self.eval_split,
+            self.test_time,
+            labelled=supervised,
+            augment=self.augment,
+        )
 
 
 def dataset_inputs(dataset: Any, tasks: list[str], name: str, with_labels: bool = False) -> RealignInputs:
@@ -139,11 +157,14 @@ def run_realign_job(cfg: RealignJobConfig) -> dict[str, Any]:
     else:
         merged_state = merge(pool, cfg.method.name, transforms=cfg.method.transforms, **cfg.method.params)
         merged_name = cfg.method.name
-    unlabelled = build_split(cfg.data, cfg.split, cfg.seed)
-    inputs = dataset_inputs(unlabelled, pool.tasks, f"{cfg.data.name}/{cfg.split}")
-    if cfg.objective == "supervised":
-        labelled = build_split(cfg.data, cfg.label_split, cfg.seed)
-        inputs = dataset_inputs(labelled, pool.tasks, f"{cfg.data.name}/{cfg.label_split}", with_labels=True)
+    choice = cfg.training_inputs()
+    inputs = dataset_inputs(
+        inputs_dataset(cfg.data, choice, cfg.seed),
+        pool.tasks,
+        f"{cfg.data.name}/{choice.split}" + ("-augmented" if choice.augmented else ""),
+        with_labels=choice.labelled,
+    )
+    trained_on = choice.record(len(next(iter(inputs.images.values()))), cfg.data.name)
     heads = pool_heads(pool)
     cache = FeatureCache(out / "cache" if cfg.disk_cache else None)
     t0 = time.perf_counter()
@@ -160,6 +181,7 @@ def run_realign_job(cfg: RealignJobConfig) -> dict[str, Any]:
             "pool_dir": cfg.pool_dir,
             "steps": cfg.steps,
             "loss_first_last": [curve[0], curve[-1]] if curve else [],
+            "trained_on": trained_on,
         },
     )
     # diagnostics on the evaluation inputs
@@ -204,6 +226,8 @@ def run_realign_job(cfg: RealignJobConfig) -> dict[str, Any]:
         "rows": rows,
         "summary": summary,
         "units": result_units(rows),
+        "trained_on": trained_on,
+        "eval_split": cfg.eval_split,
         "bias_before": before,
         "bias_after": after,
         "trainable_parameters": model.num_trainable(),
@@ -214,7 +238,8 @@ def run_realign_job(cfg: RealignJobConfig) -> dict[str, Any]:
     write_json(out / "metrics.json", result)
     write_text(
         out / "report.md",
-        f"# realign: {name}\n\n{table}\nbias = mean |merged − expert| over tasks and "
+        f"# realign: {name}\n\n{describe(trained_on)} Evaluated on {cfg.data.name}/{cfg.eval_split}.\n\n"
+        f"{table}\nbias = mean |merged − expert| over tasks and "
         "layers on the evaluation inputs (Surgery, Eq. 1); see bias.png, tsne.png.\n",
     )
     print(table)

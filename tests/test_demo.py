@@ -214,8 +214,15 @@ def test_realign_command_then_evaluate_with_its_adapters(demo_run, tmp_path, cap
     tt = tmp_path / "test_time"
     args = [f"pool_dir={pool}", "realigner=surgery", "steps=1", "tsne=false", *data, f"output_dir={tt}"]
     assert main(["realign", *args, "test_time=true"]) == 0
-    test_time = json.loads((tt / "metrics.json").read_text())["trained_on"]
+    second = json.loads((tt / "metrics.json").read_text())
+    test_time = second["trained_on"]
     assert (test_time["split"], test_time["setting"]) == ("test", "test-time")
+    # a second realign of the same checkpoint reuses the evaluations (3 experts, merged model, bias before)
+    assert realigned["evaluations_reused"] == 0 and realigned["evaluations_computed"] == 5
+    assert second["evaluations_reused"] == 5 and second["evaluations_computed"] == 0
+    assert second["rows"]["Individual"] == realigned["rows"]["Individual"]
+    assert second["rows"]["ties"] == realigned["rows"]["ties"]
+    assert second["bias_before"] == realigned["bias_before"]
     assert "test-time setting (test_time=true)" in (tt / "report.md").read_text()
 
 

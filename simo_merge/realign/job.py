@@ -7,7 +7,7 @@ one merged state, and summarising the representation bias before/after.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from simo_merge.atomic import write_json, write_text
-from simo_merge.checkpoint import load_state, read_sidecar
+from simo_merge.checkpoint import load_state, read_sidecar, state_hash
 from simo_merge.config import MethodConfig
 from simo_merge.data import DataConfig, build_split
 from simo_merge.encoders import Encoder, build_encoder
@@ -31,6 +31,7 @@ from simo_merge.realign.io import save_realigned
 from simo_merge.realign.model import RealignedModel, run_encoder
 from simo_merge.realign.train import RealignConfig, RealignInputs, realign
 from simo_merge.report import markdown_table, result_units, summarize
+from simo_merge.training.eval_cache import EvaluationCache, module_hash
 from simo_merge.training.evaluate import evaluate
 from simo_merge.training.model import MultiTaskModel
 
@@ -50,6 +51,9 @@ class RealignJobConfig(RealignConfig):
     eval_split: str = "test"
     output_dir: str = "runs/realign"
     disk_cache: bool = True  # keep cached features in <output_dir>/cache as safetensors
+    # reuse evaluations (experts, merged model, bias before) of unchanged checkpoints on unchanged data
+    reuse_evaluations: bool = True
+    eval_cache_dir: str | None = None  # None: <output_dir>/../eval_cache, shared by sibling runs
     tsne: bool = True
     threads: int = 2
 
@@ -166,6 +170,7 @@ def run_realign_job(cfg: RealignJobConfig) -> dict[str, Any]:
     )
     trained_on = choice.record(len(next(iter(inputs.images.values()))), cfg.data.name)
     heads = pool_heads(pool)
+    head_ids = {t: [module_hash(h), h.config()] for t, h in heads.items()}  # before any training
     cache = FeatureCache(out / "cache" if cfg.disk_cache else None)
     t0 = time.perf_counter()
     run_cfg = RealignConfig(**{k: getattr(cfg, k) for k in RealignConfig.__dataclass_fields__})
@@ -190,7 +195,15 @@ def run_realign_job(cfg: RealignJobConfig) -> dict[str, Any]:
     experts = expert_encoders(pool, make)
     merged_encoder = make()
     merged_encoder.load_model_state(merged_state)
-    before = representation_bias(merged_encoder, experts, eval_images)
+    evals = EvaluationCache(
+        (cfg.eval_cache_dir or out.resolve().parent / "eval_cache") if cfg.reuse_evaluations else None
+    )
+    on = {"data": asdict(cfg.data), "split": cfg.eval_split, "seed": cfg.seed, "encoder": pool.encoder_config}
+    state_of = {t: state_hash(pool.experts[t]) for t in pool.tasks} | {"merged": state_hash(merged_state)}
+    before = evals.get(
+        {**on, "what": "representation_bias", "merged": state_of["merged"], "experts": state_of},
+        lambda: representation_bias(merged_encoder, experts, eval_images),
+    )
     after = representation_bias(model, experts, eval_images)
     bias_plot(before, after, out / "bias.png", f"representation bias, {merged_name} + {cfg.realigner}")
     if cfg.tsne:
@@ -204,15 +217,19 @@ def run_realign_job(cfg: RealignJobConfig) -> dict[str, Any]:
     specs = {t: eval_set.task_specs[t] for t in pool.tasks}
     rows = {"Individual": {}}
     for task in pool.tasks:
-        rows["Individual"][task] = evaluate(
-            MultiTaskModel(experts[task], {task: heads[task]}),
-            loader,
-            {task: specs[task]},
-            f"expert {task}",
-            cfg.progress,
+        rows["Individual"][task] = evals.get(
+            {**on, "what": "evaluate", "encoder_state": state_of[task], "heads": {task: head_ids[task]}},
+            lambda task=task: evaluate(
+                MultiTaskModel(experts[task], {task: heads[task]}),
+                loader,
+                {task: specs[task]},
+                f"expert {task}",
+                cfg.progress,
+            ),
         )[task]
-    rows[merged_name] = evaluate(
-        MultiTaskModel(merged_encoder, heads), loader, specs, merged_name, cfg.progress
+    rows[merged_name] = evals.get(
+        {**on, "what": "evaluate", "encoder_state": state_of["merged"], "heads": head_ids},
+        lambda: evaluate(MultiTaskModel(merged_encoder, heads), loader, specs, merged_name, cfg.progress),
     )
     name = f"{merged_name}+{cfg.realigner}"
     rows[name] = evaluate(model, loader, specs, name, cfg.progress)
@@ -233,6 +250,8 @@ def run_realign_job(cfg: RealignJobConfig) -> dict[str, Any]:
         "trainable_parameters": model.num_trainable(),
         "loss_curve": curve,
         "train_seconds": train_s,
+        "evaluations_reused": evals.hits,
+        "evaluations_computed": evals.misses,
         "total_seconds": time.perf_counter() - start,
     }
     write_json(out / "metrics.json", result)
@@ -245,6 +264,7 @@ def run_realign_job(cfg: RealignJobConfig) -> dict[str, Any]:
     print(table)
     print(
         f"realigned with {cfg.realigner} ({model.num_trainable():,} trained parameters, {cfg.steps} steps, "
-        f"{train_s:.1f}s); mean bias {mean_bias(before):.4f} -> {mean_bias(after):.4f}; wrote {out}"
+        f"{train_s:.1f}s); mean bias {mean_bias(before):.4f} -> {mean_bias(after):.4f}; "
+        f"{evals.hits} evaluations of unchanged checkpoints reused; wrote {out}"
     )
     return result

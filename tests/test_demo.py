@@ -212,7 +212,8 @@ def test_realign_command_then_evaluate_with_its_adapters(demo_run, tmp_path, cap
     assert main(["realign", f"pool_dir={pool}", "split=test", *data, f"output_dir={out}"]) == 2
     assert "split='test'" in capsys.readouterr().err
     tt = tmp_path / "test_time"
-    args = [f"pool_dir={pool}", "realigner=surgery", "steps=1", "tsne=false", *data, f"output_dir={tt}"]
+    args = [f"pool_dir={pool}", f"checkpoint={tmp_path}/merged.safetensors", "realigner=surgery", "steps=1"]
+    args += ["tsne=false", *data, f"output_dir={tt}"]
     assert main(["realign", *args, "test_time=true"]) == 0
     second = json.loads((tt / "metrics.json").read_text())
     test_time = second["trained_on"]

@@ -14,7 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from simo_merge.tasks import TaskSpec
+from simo_merge.tasks import TASK_KINDS, TaskSpec
+
+#: Task kinds a head with a dense ``[B, C, H, W]`` output can serve (classification wants ``[B, C]``).
+DENSE_KINDS: tuple[str, ...] = tuple(k for k in TASK_KINDS if k != "classification")
 
 
 @dataclass(frozen=True)
@@ -60,12 +63,27 @@ def activate(spec: TaskSpec, raw: Tensor) -> Tensor:
 
 
 class TaskHead(nn.Module):
-    """Base class: splits taps into patch maps + CLS tokens, calls :meth:`decode`, resizes, activates."""
+    """Base class: splits taps into patch maps + CLS tokens, calls :meth:`decode`, resizes, activates.
+
+    ``task_kinds`` lists the task kinds a head can serve; construction refuses any other (a dense head
+    built for a classification task would otherwise fail only later, in the loss).
+    """
 
     kind = ""
+    task_kinds: tuple[str, ...] = DENSE_KINDS
 
     def __init__(self, task: TaskSpec, layout: EncoderLayout, taps: list[int], **options: Any) -> None:
         super().__init__()
+        if task.kind not in self.task_kinds:
+            raise ValueError(
+                f"a {self.kind or type(self).__name__!r} head serves task kinds {list(self.task_kinds)}; "
+                f"task {task.name!r} is {task.kind!r}"
+                + (
+                    " (its output is a dense [B, C, H, W] map; use a classification head, e.g. 'zeroshot')"
+                    if task.kind == "classification"
+                    else ""
+                )
+            )
         if not taps:
             raise ValueError(f"head for task {task.name!r}: needs at least one tap")
         self.task = task

@@ -38,6 +38,7 @@ class ZeroShotHead(TaskHead):
     kind = "zeroshot"
     #: weights kept as buffers (never trained in merging); the ``heads`` realigner re-trains a copy of them
     trainable_buffers = ("weight", "bias")
+    task_kinds = ("classification",)
 
     def __init__(
         self,

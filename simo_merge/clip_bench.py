@@ -423,7 +423,7 @@ class _Bench:
         out = {}
         for t in tasks:
             metrics = evaluate(model, self.loader(t), {t: self.specs[t]}, f"{desc}/{t}", self.cfg.progress)
-            out[t] = 100.0 * float(metrics[t]["accuracy"])
+            out[t] = float(metrics[t]["accuracy"])  # already in %
             self.evaluations += 1
         return out
 
@@ -494,7 +494,7 @@ def format_tables(rows: dict[str, dict], tasks: list[str]) -> tuple[str, str]:
     md = []
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["row", "metric", *cols])
+    writer.writerow(["row", "metric", "unit", *cols])
     for title, key, avg in (
         ("Accuracy (%)", "accuracy", "avg"),
         ("Normalised accuracy (%)", "normalized", "normalized_avg"),
@@ -503,7 +503,7 @@ def format_tables(rows: dict[str, dict], tasks: list[str]) -> tuple[str, str]:
         for name, row in rows.items():
             vals = [row[key][t] for t in tasks] + [row[avg]]
             md.append(f"| {name} | " + " | ".join(_fmt(v) for v in vals) + " |")
-            writer.writerow([name, key, *(f"{v:.4f}" for v in vals)])
+            writer.writerow([name, key, "%", *(f"{v:.4f}" for v in vals)])
         md.append("")
     return "\n".join(md), buf.getvalue()
 
@@ -603,6 +603,7 @@ def run_clip8(cfg: Clip8Config) -> dict:
         "layout": ckpt.layout,
         "datasets": [canonical_dataset(t) for t in tasks],
         "rows": rows,
+        "units": {"accuracy": "%", "avg": "%", "normalized": "%", "normalized_avg": "%"},
         "computed": computed,
         "reused": [n for n in keys if n not in computed],
         "config": asdict(cfg),

@@ -30,7 +30,8 @@ from simo_merge.merging import MERGE_METHODS, merge
 from simo_merge.outputs import claim_output_dir
 from simo_merge.pool_io import load_head, load_pool_dir, pool_heads, save_expert
 from simo_merge.provenance import all_verified, verified_state
-from simo_merge.report import bar_chart, markdown_table, summarize
+from simo_merge.realign.inputs import InputsChoice, choose_inputs, describe, inputs_dataset
+from simo_merge.report import bar_chart, markdown_table, result_units, summarize
 from simo_merge.seeding import stage_seed
 from simo_merge.training.evaluate import evaluate
 from simo_merge.training.experts import FinetuneRecipe, finetune
@@ -47,6 +48,9 @@ class HeadConfig:
 
 @dataclass
 class PretrainConfig:
+    """Masked-reconstruction pretraining of θ0; ``steps=0`` skips it: θ0 is then the initialised encoder
+    (the seeded random init, or the weights ``encoder.kwargs`` load, e.g. a real pretrained ViT)."""
+
     steps: int = 200
     lr: float = 1e-3
     mask_ratio: float = 0.5
@@ -63,7 +67,9 @@ class MergeSweepConfig:
 
 @dataclass
 class DemoRealignConfig:
-    """Realigners stacked on merged rows of the table (unlabelled test inputs, as the papers do)."""
+    """Realigners stacked on merged rows of the table. Unsupervised ones train on ``split``'s unlabelled
+    inputs, held out from the test split unless ``test_time`` asks for the papers' setting (test inputs;
+    ``configs/demo.yaml`` does, to reproduce the papers' tables); supervised ones on ``label_split``."""
 
     realigners: list[str] = field(default_factory=lambda: ["surgery", "deep", "shared-deep", "taps", "heads"])
     apply_to: list[str] = field(default_factory=lambda: ["TA", "TIES"])
@@ -75,8 +81,16 @@ class DemoRealignConfig:
     # realigner -> recipe ("surgery": the papers' unsupervised recipe, the default; "simo": the SIMO
     # paper's supervised recipe on label_split); each row's params name the recipe that produced it
     recipes: dict[str, str] = field(default_factory=dict)
-    split: str = "test"
+    split: str = "val"
+    test_time: bool = False  # unsupervised realigners train on the unlabelled test inputs (the papers)
+    augment: bool = False  # training augmentation on split=train inputs; never unless asked
     label_split: str = "val"
+
+    def inputs(self, data: DataConfig, supervised: bool) -> InputsChoice:
+        """The checked training split of the (un)supervised realigners; the demo evaluates on test."""
+        if supervised:
+            return choose_inputs(data, self.label_split, "test", labelled=True, augment=self.augment)
+        return choose_inputs(data, self.split, "test", self.test_time, augment=self.augment)
 
 
 MERGE_ROW_NAMES = {"weight_average": "WA", "task_arithmetic": "TA", "ties": "TIES"}
@@ -122,6 +136,11 @@ class DataFreeConfig:
 
 @dataclass
 class DemoConfig:
+    """The demo / ``train-experts`` job. The fine-tuning recipes (``expert``, ``mtl``) default to
+    :class:`FinetuneRecipe`'s, meant for real pretrained backbones (a config for one needs no recipe
+    section to get a sane encoder lr); the demo's own recipe for its tiny ViT lives with it in
+    ``configs/demo.yaml``, which ``simo-merge demo`` / ``train-experts`` and :func:`run_demo` load."""
+
     encoder: EncoderConfig = field(
         default_factory=lambda: EncoderConfig(
             "timm",
@@ -132,8 +151,8 @@ class DemoConfig:
     data: DataConfig = field(default_factory=DataConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    expert: FinetuneRecipe = field(default_factory=lambda: FinetuneRecipe(probe_steps=50, finetune_steps=250))
-    mtl: FinetuneRecipe = field(default_factory=lambda: FinetuneRecipe(probe_steps=50, finetune_steps=250))
+    expert: FinetuneRecipe = field(default_factory=FinetuneRecipe)
+    mtl: FinetuneRecipe = field(default_factory=FinetuneRecipe)
     merge: MergeSweepConfig = field(default_factory=MergeSweepConfig)
     realign: DemoRealignConfig = field(default_factory=DemoRealignConfig)
     full: bool = False  # also the data-dependent and newer data-free merges, and realigners on them
@@ -149,6 +168,19 @@ class DemoConfig:
         from simo_merge.run_checks import check_demo_config
 
         check_demo_config(self)
+        objectives = {self.realign.objectives.get(r, "unsupervised") for r in self.realign.realigners}
+        for objective in objectives:
+            self.realign.inputs(self.data, objective == "supervised")
+
+
+def loss_first_last(curve: list[float]) -> list[float]:
+    """First and last loss of a training curve; empty when no step ran (e.g. ``pretrain.steps=0``)."""
+    return [curve[0], curve[-1]] if curve else []
+
+
+def loss_span(curve: list[float]) -> str:
+    """``"0.548 -> 0.456"`` for log lines, or ``"n/a, 0 steps"`` when no step ran."""
+    return f"{curve[0]:.3f} -> {curve[-1]:.3f}" if curve else "n/a, 0 steps"
 
 
 def config_key(*parts: Any) -> str:
@@ -195,6 +227,7 @@ class Demo:
         self.log: list[str] = []
         self.timings: dict[str, float] = {}
         self._theta0_key: str | None = None
+        self.realign_trained_on: dict[str, dict[str, Any]] = {}  # objective -> training inputs
 
     def say(self, text: str) -> None:
         print(text, flush=True)
@@ -263,14 +296,19 @@ class Demo:
             return self.given_theta0(path, key, weights)
         start = time.perf_counter()
         encoder = self.new_encoder()
-        curve = pretrain_masked_reconstruction(
-            encoder,
-            self.data.train_loader(stage_seed(self.cfg.seed, "theta0")),
-            self.cfg.pretrain.steps,
-            self.cfg.pretrain.lr,
-            self.cfg.pretrain.mask_ratio,
-            self.cfg.seed,
-            self.cfg.progress,
+        steps = self.cfg.pretrain.steps
+        curve = (
+            pretrain_masked_reconstruction(
+                encoder,
+                self.data.train_loader(stage_seed(self.cfg.seed, "theta0")),
+                steps,
+                self.cfg.pretrain.lr,
+                self.cfg.pretrain.mask_ratio,
+                self.cfg.seed,
+                self.cfg.progress,
+            )
+            if steps > 0
+            else []
         )
         state = encoder.model_state()
         save_state(
@@ -278,17 +316,23 @@ class Demo:
             state,
             {
                 "key": key,
-                "role": "pretrained θ0",
+                "role": "pretrained θ0" if steps > 0 else "initialised θ0 (pretrain.steps=0)",
                 "encoder": self.encoder_record(),
-                "source": {"kind": "masked reconstruction", "steps": self.cfg.pretrain.steps},
-                "loss_first_last": [curve[0], curve[-1]],
+                "source": {"kind": "masked reconstruction", "steps": steps},
+                "loss_first_last": loss_first_last(curve),
             },
         )
         self.timings["pretrain"] = time.perf_counter() - start
-        self.say(
-            f"pretrained θ0 (masked reconstruction L1 {curve[0]:.3f} -> {curve[-1]:.3f}) "
-            f"in {self.timings['pretrain']:.0f}s"
-        )
+        if steps > 0:
+            self.say(
+                f"pretrained θ0 (masked reconstruction L1 {loss_span(curve)}) "
+                f"in {self.timings['pretrain']:.0f}s"
+            )
+        else:
+            self.say(
+                f"θ0 = the initialised encoder {self.cfg.encoder.arch} {self.cfg.encoder.kwargs} "
+                "(pretrain.steps=0: no pretraining)"
+            )
         return state
 
     def given_theta0(self, path: Path, key: str, weights: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -340,7 +384,7 @@ class Demo:
             save_expert(self.pool_dir, task, encoder.model_state(), model.heads[task], {"key": key})
             self.timings[f"expert {task}"] = time.perf_counter() - start
             self.say(
-                f"fine-tuned the {task} expert (loss {curve[0]:.3f} -> {curve[-1]:.3f}) "
+                f"fine-tuned the {task} expert (loss {loss_span(curve)}) "
                 f"in {self.timings[f'expert {task}']:.0f}s"
             )
         return load_pool_dir(self.pool_dir, list(self.data.specs))
@@ -371,9 +415,7 @@ class Demo:
         # the encoder, written last, commits the stage (every file is verified on reuse anyway)
         save_state(enc_path, encoder.model_state(), {"key": key, "role": "MTL encoder"})
         self.timings["mtl"] = time.perf_counter() - start
-        self.say(
-            f"trained the MTL baseline (loss {curve[0]:.3f} -> {curve[-1]:.3f}) in {self.timings['mtl']:.0f}s"
-        )
+        self.say(f"trained the MTL baseline (loss {loss_span(curve)}) in {self.timings['mtl']:.0f}s")
         return model
 
     # ------------------------------------------------------------------------------------ merging
@@ -505,13 +547,22 @@ class Demo:
         if not realigners or not apply_to:
             return {}
         specs = self.data.specs
-        unlabelled = dataset_inputs(self.data.sets[rc.split], list(specs), f"{self.cfg.data.name}-{rc.split}")
-        labelled = dataset_inputs(
-            self.data.sets[rc.label_split],
-            list(specs),
-            f"{self.cfg.data.name}-{rc.label_split}",
-            with_labels=True,
-        )
+        inputs_of, self.realign_trained_on = {}, {}
+
+        def inputs_for(objective: str) -> Any:
+            """The (checked) training inputs of an objective, built once."""
+            if objective not in inputs_of:
+                choice = rc.inputs(self.cfg.data, objective == "supervised")
+                dataset = (
+                    self.data.sets[choice.split]
+                    if choice.split != "train"
+                    else inputs_dataset(self.cfg.data, choice, self.cfg.seed, self.out / "cache")
+                )
+                name = f"{self.cfg.data.name}-{choice.split}" + ("-augmented" if choice.augmented else "")
+                inputs_of[objective] = dataset_inputs(dataset, list(specs), name, with_labels=choice.labelled)
+                self.realign_trained_on[objective] = choice.record(len(dataset), self.cfg.data.name)
+            return inputs_of[objective]
+
         experts = expert_encoders(pool, self.new_encoder)
         test_images = dataset_inputs(self.data.sets["test"], list(specs), "test").images
         heads = pool_heads(pool)
@@ -541,7 +592,7 @@ class Demo:
                     recipe=recipe,
                 ).resolved()
                 objective = cfg.objective
-                inputs = labelled if objective == "supervised" else unlabelled
+                inputs = inputs_for(objective)
                 model, curve = realign(self.new_encoder, states[name], pool.experts, heads, inputs, cfg)
                 row = f"{name}+{realigner}"
                 rows[row] = evaluate(
@@ -557,8 +608,8 @@ class Demo:
                 }
                 self.timings[f"realign {row}"] = time.perf_counter() - t0
                 self.say(
-                    f"{row}: {len(curve)} iterations {info[row]['params']}, loss {curve[0]:.3f} -> "
-                    f"{curve[-1]:.3f}, bias {mean_bias(before):.4f} -> {mean_bias(after):.4f}, "
+                    f"{row}: {len(curve)} iterations {info[row]['params']}, loss {loss_span(curve)}, "
+                    f"bias {mean_bias(before):.4f} -> {mean_bias(after):.4f}, "
                     f"{self.timings[f'realign {row}']:.0f}s"
                 )
         return bias
@@ -659,8 +710,10 @@ class Demo:
         result = {
             "rows": rows,
             "summary": summary,
+            "units": result_units(rows),
             "merge_params": chosen,
             "representation_bias": bias,
+            "realign_trained_on": self.realign_trained_on,
             "timings": self.timings,
             "tasks": list(specs),
         }
@@ -672,8 +725,14 @@ class Demo:
             "# simo_merge dense demo\n\n"
             f"Dataset {self.cfg.data.name} {self.cfg.data.size}, tasks {', '.join(specs)}; encoder "
             f"{self.cfg.encoder.arch} {self.cfg.encoder.kwargs}; head {self.cfg.head.kind}.\n"
-            "Segmentation in %, depth errors in metres, normal angles in degrees / % within. "
-            "NormPerf and ΔMTL against the individual experts; λ chosen on val.\n\n"
+            "Every rate in % (segmentation mIoU / pixel accuracy, normals within t°); depth errors in metres "
+            "(rel_err a ratio), normal angles in degrees. "
+            "NormPerf and ΔMTL against the individual experts; λ chosen on val.\n"
+            + "".join(
+                f"Realigners ({objective}): {describe(info)}\n"
+                for objective, info in self.realign_trained_on.items()
+            )
+            + "\n"
             + table
             + "\n"
             + "\n".join(self.log)
@@ -686,6 +745,11 @@ class Demo:
 
 
 def run_demo(config_path: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Run the demo from ``config_path`` (default: the built-in ``configs/demo.yaml``) + overrides."""
+    if config_path is None:
+        from simo_merge.configs import builtin_config
+
+        config_path = builtin_config("demo")
     cfg = load_config(DemoConfig, config_path, overrides)
     with claim_output_dir(cfg.output_dir):  # a writable folder no other run is writing
         return Demo(cfg).run()

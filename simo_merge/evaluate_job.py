@@ -23,7 +23,7 @@ from simo_merge.experts import ExpertPool
 from simo_merge.outputs import check_output_file
 from simo_merge.pool_io import pool_heads
 from simo_merge.pool_spec import check_checkpoint_encoder, describe, pool_kind, resolve_pool
-from simo_merge.report import markdown_table, summarize
+from simo_merge.report import markdown_table, result_units, summarize
 from simo_merge.training.evaluate import evaluate
 from simo_merge.training.model import MultiTaskModel
 
@@ -133,6 +133,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     result = {
         "rows": rows,
         "summary": summary,
+        "units": result_units(rows),
         "split": cfg.split,
         "data": {t: data_label(cfg.data, t) for t in tasks},
         "pool": describe(cfg.pool, cfg.pool_dir),

@@ -6,13 +6,32 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from simo_merge.metrics.summary import HIGHER_IS_BETTER, delta_mtl, normalized_performance
+from simo_merge.metrics.summary import (
+    HIGHER_IS_BETTER,
+    METRIC_UNITS,
+    delta_mtl,
+    metric_units,
+    normalized_performance,
+)
 from simo_merge.plotting import pyplot, save_png
 
 Results = Mapping[str, Mapping[str, float]]
 
-#: How metrics are printed: fractions as percentages, angles/errors as they are.
-_PERCENT = {"miou", "pixel_acc"}
+
+def format_metric(name: str, value: float) -> str:
+    """A metric as tables print it: rates (already in %) and angles with 2 decimals, errors with 4."""
+    return f"{value:.4f}" if "err" in name or name == "l1" else f"{value:.2f}"
+
+
+def metric_header(task: str, name: str) -> str:
+    """``"semseg miou % ↑"``: task, metric, ``%`` for rates, and the better direction."""
+    unit = " %" if METRIC_UNITS.get(name) == "%" else ""
+    return f"{task} {name}{unit} {'↑' if HIGHER_IS_BETTER.get(name, True) else '↓'}"
+
+
+def result_units(rows: Mapping[str, Results]) -> dict[str, str]:
+    """The ``"units"`` entry of a metrics JSON: each metric's unit, and the summary scores' (all %)."""
+    return {**metric_units(rows), "norm_perf": "%", "norm_<task>": "%", "delta_mtl": "%"}
 
 
 def summarize(rows: Mapping[str, Results], baseline: str) -> dict[str, dict[str, float]]:
@@ -34,20 +53,17 @@ def markdown_table(
     summary: Mapping[str, Mapping[str, float]],
     extra: Mapping[str, Mapping[str, str]] | None = None,
 ) -> str:
-    """One row per model; columns task/metric (↑ higher is better, ↓ lower), then NormPerf and ΔMTL."""
+    """One row per model; columns task/metric (% for rates, ↑ higher is better, ↓ lower), then NormPerf and
+    ΔMTL."""
     first = next(iter(rows.values()))
     columns = [(t, m) for t, metrics in first.items() for m in metrics]
     extra_cols = sorted({k for e in (extra or {}).values() for k in e})
-    header = ["model"] + [f"{t} {m} {'↑' if HIGHER_IS_BETTER.get(m, True) else '↓'}" for t, m in columns]
+    header = ["model"] + [metric_header(t, m) for t, m in columns]
     header += ["NormPerf % ↑", "ΔMTL % ↑"] + extra_cols
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, results in rows.items():
         cells = [name]
-        for t, m in columns:
-            v = results[t][m]
-            cells.append(
-                f"{100 * v:.2f}" if m in _PERCENT else f"{v:.4f}" if "err" in m or m == "l1" else f"{v:.2f}"
-            )
+        cells += [format_metric(m, results[t][m]) for t, m in columns]
         cells += [f"{summary[name]['norm_perf']:.1f}", f"{summary[name]['delta_mtl']:+.2f}"]
         cells += [(extra or {}).get(name, {}).get(c, "") for c in extra_cols]
         lines.append("| " + " | ".join(cells) + " |")

@@ -202,7 +202,7 @@ def test_sign_conflict_matches_hand_counts():
     assert res["thresholds"] == {"a": 3.0, "b": 6.0, "c": 3.0}
     np.testing.assert_array_equal(res["union"], [[3, 5, 3], [5, 3, 5], [3, 5, 3]])
     np.testing.assert_array_equal(res["conflicts"], [[0, 2, 3], [2, 0, 2], [3, 2, 0]])
-    np.testing.assert_allclose(res["rate"], [[0, 0.4, 1.0], [0.4, 0, 0.4], [1.0, 0.4, 0]])
+    np.testing.assert_allclose(res["rate"], [[0, 40.0, 100.0], [40.0, 0, 40.0], [100.0, 40.0, 0]])  # in %
     with pytest.raises(ValueError, match="k must be in"):
         sign_conflict(pool, k=0)
 
@@ -219,7 +219,7 @@ def test_sign_conflict_streaming_matches_a_flat_reference():
             u = top[s] | top[t]
             c = u & (x[s] != 0) & (x[t] != 0) & (torch.sign(x[s]) != torch.sign(x[t]))
             assert (res["union"][i, j], res["conflicts"][i, j]) == (int(u.sum()), int(c.sum()))
-            assert res["rate"][i, j] == pytest.approx(int(c.sum()) / int(u.sum()), abs=1e-12)
+            assert res["rate"][i, j] == pytest.approx(100 * int(c.sum()) / int(u.sum()), abs=1e-10)
 
 
 # ---------------------------------------------------------------------------------------- clusters
@@ -415,6 +415,8 @@ def test_run_affinity_and_report_writes_every_file(tmp_path):
     data = json.loads((tmp_path / "aff" / "affinity.json").read_text(), parse_constant=no_nan)
     assert data["tasks"] == ["a", "b", "c"]
     assert data["interference"]["matrix"][2][1] == pytest.approx(50.0, abs=1e-4)
+    assert data["units"]["sign_conflict.rate"] == "%"
+    assert all(0 <= v <= 100 for row in data["sign_conflict"]["rate"] for v in row)
     # τa = (1, 0 | 1, 1, 1), τc = (−1, 0 | 1, 1, 1) over ("w", "half"): cos = (−1 + 3) / 4
     assert data["cosine"]["global"]["cosine"][0][2] == pytest.approx(0.5)
     md = (tmp_path / "aff" / "affinity.md").read_text()

@@ -30,7 +30,7 @@ def test_accuracy_hand_computed_and_mask():
     m.update(logits, torch.tensor([0, 2, 0, 1]))  # correct: 1, 1, 0, 0
     m.update(torch.tensor([1, 2]), torch.tensor([1, 0]), torch.tensor([True, False]))  # +1 of 1
     assert m.correct.item() == 3 and m.total.item() == 5
-    assert m.compute()["accuracy"].item() == pytest.approx(0.6)
+    assert m.compute()["accuracy"].item() == pytest.approx(60.0)  # in %
     m.reset()
     assert math.isnan(float(m.compute()["accuracy"]))
 
@@ -51,9 +51,9 @@ def test_wired_into_multitask_and_summary():
     metrics = MultiTaskMetrics({"MNIST": classification("MNIST", 2)})
     metrics.update({"MNIST": torch.tensor([[1.0, 0.0], [1.0, 0.0]])}, {"MNIST": torch.tensor([0, 1])})
     result = metrics.compute()
-    assert result == {"MNIST": {"accuracy": pytest.approx(0.5)}}
-    # 0.5 vs baseline 0.8: (0.5 - 0.8) / 0.8 = -37.5 %
-    assert delta_mtl(result, {"MNIST": {"accuracy": 0.8}}) == pytest.approx(-37.5)
+    assert result == {"MNIST": {"accuracy": pytest.approx(50.0)}}
+    # 50 % vs baseline 80 %: (50 - 80) / 80 = -37.5 %
+    assert delta_mtl(result, {"MNIST": {"accuracy": 80.0}}) == pytest.approx(-37.5)
 
 
 def test_cross_entropy_loss():

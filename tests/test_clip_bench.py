@@ -252,12 +252,13 @@ def test_end_to_end_tables_and_resume(fixture_dirs, tmp_path, monkeypatch):
     md = (out / "results.md").read_text()
     assert "| Method | " + " | ".join(cols) + " | Avg. |" in md and "Normalised accuracy" in md
     table = list(csv.reader((out / "results.csv").open()))
-    assert table[0] == ["row", "metric", *cols, "Avg."]
+    assert table[0] == ["row", "metric", "unit", *cols, "Avg."]
+    assert {r[2] for r in table[1:]} == {"%"} and stored["units"]["accuracy"] == "%"
     assert [r[0] for r in table[1:7]] == expected_rows and {r[1] for r in table[1:]} == {
         "accuracy",
         "normalized",
     }
-    assert float(table[2][2]) == pytest.approx(ind["accuracy"]["sun397"])
+    assert float(table[2][3]) == pytest.approx(ind["accuracy"]["sun397"])
     assert sorted(p.stem for p in (out / "rows").glob("*.json")) == sorted(expected_rows)
 
     # resume: nothing recomputed, same numbers

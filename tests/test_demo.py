@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from simo_merge.cli import main
 
@@ -71,7 +72,16 @@ def test_demo_writes_the_run_folder(demo_run):
     assert result["merge_params"]["TA"]["lam"] in (0.3, 1.0)
     assert set(result["rows"]["TIES"]) == {"semseg", "depth", "normal"}
     report = (demo_run / "report.md").read_text()
-    assert "| TIES |" in report and "semseg miou ↑" in report and "| TA+deep |" in report
+    assert "| TIES |" in report and "semseg miou % ↑" in report and "| TA+deep |" in report
+    assert result["units"]["miou"] == "%" and result["units"]["within_30"] == "%"
+    assert result["units"]["mean_angle"] == "degrees" and result["units"]["delta_mtl"] == "%"
+    # demo.yaml asks for the papers' test-time setting by name; the supervised heads realigner uses val
+    trained_on = result["realign_trained_on"]
+    assert (
+        trained_on["unsupervised"]["setting"] == "test-time" and trained_on["unsupervised"]["split"] == "test"
+    )
+    assert trained_on["supervised"]["split"] == "val" and trained_on["supervised"]["labelled"]
+    assert not trained_on["unsupervised"]["augmented"] and "test-time setting (test_time=true)" in report
 
 
 def test_rerun_reuses_trained_models(demo_run, capsys):
@@ -166,6 +176,16 @@ def test_realign_command_then_evaluate_with_its_adapters(demo_run, tmp_path, cap
     ):
         assert (out / name).is_file(), name
     realigned = json.loads((out / "metrics.json").read_text())
+    # by default the adapters train on val, not on the evaluated test split, and the report says so
+    trained_on = realigned["trained_on"]
+    assert (trained_on["split"], trained_on["setting"], realigned["eval_split"]) == (
+        "val",
+        "held-out",
+        "test",
+    )
+    assert trained_on["num_inputs"] == 8 and not trained_on["augmented"] and not trained_on["labelled"]
+    assert "Adapters trained on synthetic_scenes/val" in (out / "report.md").read_text()
+    assert "held out from the evaluated split 'test'" in (out / "report.md").read_text()
     assert realigned["trainable_parameters"] == 3 * 2 * (2 * 4 * 32)  # 3 tasks x 2 blocks x (down + up)
     assert set(realigned["bias_after"]["depth"]) == {"block0", "block1", "final"}
     capsys.readouterr()
@@ -188,6 +208,23 @@ def test_realign_command_then_evaluate_with_its_adapters(demo_run, tmp_path, cap
             assert evaluated["rows"]["ties+deep"][task][key] == pytest.approx(value, rel=1e-5, abs=1e-6)
     assert main(["realign", f"pool_dir={pool}", "realigner=nope", *data, f"output_dir={out}"]) == 2
     assert "unknown realigner 'nope'" in capsys.readouterr().err
+    # the evaluated split only by name: test_time=true (the papers' setting), recorded as such
+    assert main(["realign", f"pool_dir={pool}", "split=test", *data, f"output_dir={out}"]) == 2
+    assert "split='test'" in capsys.readouterr().err
+    tt = tmp_path / "test_time"
+    args = [f"pool_dir={pool}", f"checkpoint={tmp_path}/merged.safetensors", "realigner=surgery", "steps=1"]
+    args += ["tsne=false", *data, f"output_dir={tt}"]
+    assert main(["realign", *args, "test_time=true"]) == 0
+    second = json.loads((tt / "metrics.json").read_text())
+    test_time = second["trained_on"]
+    assert (test_time["split"], test_time["setting"]) == ("test", "test-time")
+    # a second realign of the same checkpoint reuses the evaluations (3 experts, merged model, bias before)
+    assert realigned["evaluations_reused"] == 0 and realigned["evaluations_computed"] == 5
+    assert second["evaluations_reused"] == 5 and second["evaluations_computed"] == 0
+    assert second["rows"]["Individual"] == realigned["rows"]["Individual"]
+    assert second["rows"]["ties"] == realigned["rows"]["ties"]
+    assert second["bias_before"] == realigned["bias_before"]
+    assert "test-time setting (test_time=true)" in (tt / "report.md").read_text()
 
 
 def test_realign_command_with_the_simo_recipe(demo_run, tmp_path):
@@ -262,3 +299,24 @@ def test_demo_is_reproducible_from_its_config(tmp_path):
         assert main(["demo", *small, f"output_dir={tmp_path / name}"]) == 0
         results.append(json.loads((tmp_path / name / "metrics.json").read_text())["rows"])
     assert results[0] == results[1]
+
+
+def test_train_experts_with_pretrain_steps_0_keeps_the_initialised_encoder(tmp_path, capsys):
+    from simo_merge.checkpoint import load_state, read_sidecar
+    from simo_merge.config import load_config
+    from simo_merge.configs import builtin_config
+    from simo_merge.demo import Demo, DemoConfig
+
+    args = [*TINY, "pretrain.steps=0", f"output_dir={tmp_path}"]
+    assert main(["train-experts", *args]) == 0
+    assert "θ0 = the initialised encoder" in capsys.readouterr().out
+    theta0 = tmp_path / "experts" / "theta0.safetensors"
+    assert read_sidecar(theta0)["loss_first_last"] == []
+    assert "pretrain.steps=0" in read_sidecar(theta0)["role"]
+    fresh = Demo(load_config(DemoConfig, builtin_config("demo"), args)).new_encoder().model_state()
+    stored = load_state(theta0)
+    assert set(stored) == set(fresh)
+    assert all(torch.equal(stored[k], fresh[k]) for k in fresh)
+    # the experts were fine-tuned from it
+    expert = load_state(tmp_path / "experts" / "semseg.safetensors")
+    assert any(not torch.equal(expert[k], stored[k]) for k in stored)

@@ -134,3 +134,26 @@ def test_model_state_round_trip(tiny_timm):
     zeroed = {k: torch.zeros_like(v) for k, v in state.items()}
     tiny_timm.load_model_state(zeroed)
     assert all(torch.count_nonzero(v) == 0 for v in tiny_timm.model_state().values())
+
+
+def test_inputs_outside_0_1_warn_once_or_raise(tiny_timm):
+    import warnings
+
+    from simo_merge.encoders import InputRangeWarning
+
+    raw = torch.rand(2, 3, 32, 32)
+    normalised = (raw - 0.45) / 0.225  # normalised by the caller: about [-2, 2.4]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tiny_timm(raw)  # [0, 1]: silent
+        tiny_timm(raw * 1.2 - 0.1)  # a little resampling overshoot: silent
+    with pytest.warns(InputRangeWarning, match=r"outside \[0, 1\].*normalised twice"):
+        tiny_timm(normalised)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tiny_timm(normalised)  # once per encoder, not once per batch
+    tiny_timm.input_check = "error"
+    with pytest.raises(ValueError, match=r"input images span \[-2\.\d\d, 2\.\d\d\]"):
+        tiny_timm(normalised)
+    tiny_timm.input_check = "off"
+    tiny_timm(normalised)

@@ -75,3 +75,18 @@ def test_registry_and_bad_config():
                 },
             }
         )
+
+
+@pytest.mark.parametrize("kind", ["linear", "dpt"])
+def test_dense_heads_refuse_a_classification_task_at_construction(kind, tiny_timm):
+    from simo_merge.tasks import classification
+
+    with pytest.raises(ValueError, match=rf"'{kind}' head serves task kinds .*'MNIST' is 'classification'"):
+        build_head(kind, classification("MNIST", 10), tiny_timm, (32, 32))
+
+
+def test_zeroshot_head_refuses_a_dense_task():
+    from simo_merge.heads.zeroshot import placeholder_layout
+
+    with pytest.raises(ValueError, match="classification task"):
+        HEADS.get("zeroshot")(segmentation("semseg", 5), placeholder_layout(8), embed_dim=8)

@@ -44,8 +44,8 @@ def test_segmentation_miou_excludes_absent_class_and_ignore() -> None:
     m = SegmentationMetric(num_classes=4)
     m.update(SEG_PRED, SEG_TARGET)
     out = _vals(m.compute())
-    assert out["miou"] == pytest.approx(1 / 3)
-    assert out["pixel_acc"] == pytest.approx(3 / 5)
+    assert out["miou"] == pytest.approx(100 / 3)  # in %
+    assert out["pixel_acc"] == pytest.approx(60.0)
     # the ignored pixel's prediction (2) must not have entered the matrix
     assert int(m.confmat.sum()) == 5
     assert int(m.confmat[:, 2].sum()) == 0
@@ -57,14 +57,14 @@ def test_segmentation_logits_equal_labels_and_mask() -> None:
     a.update(logits, SEG_TARGET)
     b.update(SEG_PRED, SEG_TARGET)
     _assert_same(a.compute(), b.compute())
-    # masking the (gt 0, pred 1) pixel: class0 = 1/2, class1 = 2/2, class2 = 0 -> miou 0.5; acc 3/4
+    # masking the (gt 0, pred 1) pixel: class0 = 1/2, class1 = 2/2, class2 = 0 -> miou 50 %; acc 75 %
     mask = torch.ones(1, 2, 3, dtype=torch.bool)
     mask[0, 0, 1] = False
     c = SegmentationMetric(4)
     c.update(SEG_PRED, SEG_TARGET, mask)
     out = _vals(c.compute())
-    assert out["miou"] == pytest.approx(0.5)
-    assert out["pixel_acc"] == pytest.approx(0.75)
+    assert out["miou"] == pytest.approx(50.0)
+    assert out["pixel_acc"] == pytest.approx(75.0)
 
 
 def test_segmentation_errors_and_empty() -> None:
@@ -312,7 +312,7 @@ def test_multitask_metrics_update_compute_reset() -> None:
     mt.update(outputs, batch)
     res = mt.compute()
     assert set(res) == set(specs)
-    assert res["semseg"]["miou"] == pytest.approx(1 / 3)
+    assert res["semseg"]["miou"] == pytest.approx(100 / 3)  # every rate in %
     assert res["depth"] == {"abs_err": pytest.approx(2 / 3), "rel_err": pytest.approx(0.25)}
     assert res["normal"]["mean_angle"] == pytest.approx(90.0)
     assert res["normal"]["within_30"] == 0.0
@@ -372,3 +372,32 @@ def test_summary_errors() -> None:
         delta_mtl({"semseg": {"miou": 0.5}}, {"semseg": {"miou": 0.0}})
     with pytest.raises(ValueError, match="empty"):
         delta_mtl({}, BASELINES)
+
+
+def test_every_rate_is_in_percent_and_has_a_unit() -> None:
+    from simo_merge.metrics import METRIC_UNITS
+    from simo_merge.report import markdown_table, result_units, summarize
+
+    specs = {
+        "semseg": tasks.segmentation("semseg", 3),
+        "normal": tasks.normals(),
+        "digits": tasks.classification("digits", 3),
+    }
+    mt = MultiTaskMetrics(specs)
+    target_seg = torch.tensor([[[0, 1], [2, 1]]])
+    normal = torch.tensor([0.0, 0.0, 1.0]).view(1, 3, 1, 1).expand(1, 3, 2, 2)
+    mt.update(
+        {"semseg": target_seg, "normal": normal, "digits": torch.tensor([0, 1, 2])},
+        {"semseg": target_seg, "normal": normal, "digits": torch.tensor([0, 1, 2])},
+    )
+    res = mt.compute()
+    rates = [(t, m) for t, d in res.items() for m in d if METRIC_UNITS[m] == "%"]
+    assert len(rates) == 6  # miou, pixel_acc, 3 x within, accuracy: all perfect = 100 %
+    assert all(res[t][m] == pytest.approx(100.0) for t, m in rates)
+    base = {"semseg": res["semseg"], "digits": res["digits"]}
+    rows = {"Individual": base, "half": {**base, "digits": {"accuracy": 50.0}}}
+    table = markdown_table(rows, summarize(rows, "Individual"))
+    assert "digits accuracy % ↑" in table and "| 50.00 |" in table and "| 100.00 |" in table
+    units = result_units(rows)
+    assert units["accuracy"] == units["miou"] == units["pixel_acc"] == units["norm_perf"] == "%"
+    assert result_units({"r": res})["within_30"] == "%"

@@ -210,3 +210,32 @@ def test_deep_on_a_24_block_1024_wide_vit():
     )
     assert len(model.adapters["depth"]) == 24 and model.encoder.width == 1024
     assert all(torch.isfinite(torch.tensor(curve))) and curve[0] > 0
+
+
+def test_deep_feature_cache_stores_only_the_token_means_its_loss_reads():
+    from simo_merge.realign.cache import FeatureCache
+    from simo_merge.realign.model import run_encoder
+    from simo_merge.realign.train import feature_l1
+
+    base, experts, heads, inputs = _setup()
+    cache = FeatureCache()
+    run = Realignment(
+        make_encoder, base, experts, heads, inputs, RealignConfig(realigner="deep", progress=False), cache
+    )
+    idx = torch.tensor([1, 4, 6])
+    adapted = run.model.features("depth", images=inputs.images["depth"][idx])
+    targets = run.expert_targets("depth", idx)
+    full = run_encoder(run.expert_encoder("depth"), inputs.images["depth"][idx], [0, 1, 2])
+    for site in (0, 1, 2):
+        assert targets[site].shape == (3, 32)  # [B, D], not [B, 1 + 16 tokens, D]
+        torch.testing.assert_close(targets[site], full[site].mean(1))
+        assert feature_l1(adapted[site], targets[site], "mean").item() == pytest.approx(
+            feature_l1(adapted[site], full[site], "mean").item(), rel=1e-6
+        )
+    stored = sum(v.numel() for feats in cache._memory.values() for v in feats.values())
+    assert stored == 8 * 3 * 32  # 8 inputs x 3 blocks x width: 17x less than the token maps
+    # shared-deep compares every token: its cache keeps the token maps it reads
+    shared = Realignment(
+        make_encoder, base, experts, heads, inputs, RealignConfig(realigner="shared-deep", progress=False)
+    )
+    assert shared.expert_targets("depth", idx)[3 - 1].shape == (3, 17, 32)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -87,5 +88,36 @@ def test_evaluation_runs_the_encoder_once_per_batch_for_all_heads(tiny_timm):
     results = evaluate(model, batches, specs, progress=False)
     assert len(calls) == len(batches) == 3
     assert set(results) == set(specs)
-    assert 0 <= results["semseg"]["pixel_acc"] <= 1 and results["depth"]["abs_err"] > 0
+    assert 0 <= results["semseg"]["pixel_acc"] <= 100 and results["depth"]["abs_err"] > 0
     assert model.taps() == [0, 1, 2, 3]
+
+
+def test_recipe_defaults_live_with_their_config_and_each_phase_has_its_lr(tiny_timm, monkeypatch):
+    from simo_merge.config import load_config
+    from simo_merge.configs import builtin_config
+    from simo_merge.demo import DemoConfig
+    from simo_merge.training import experts
+    from simo_merge.training.experts import FinetuneRecipe, finetune
+
+    real = FinetuneRecipe()  # a real pretrained ViT: a small encoder lr
+    assert (real.lr_encoder, real.lr_head, real.probe_lr) == (3e-5, 1e-3, 1e-3)
+    assert DemoConfig().expert == real  # a user's config without a recipe section gets it
+    demo = load_config(DemoConfig, builtin_config("demo"))  # the demo's tiny-ViT recipe, as before
+    for recipe in (demo.expert, demo.mtl):
+        assert (recipe.probe_steps, recipe.finetune_steps) == (50, 250)
+        assert (recipe.probe_lr, recipe.lr_head, recipe.lr_encoder) == (3e-3, 3e-3, 5e-4)
+    with pytest.raises(ValueError, match="lr_encoder"):
+        FinetuneRecipe(lr_encoder=0.0)
+
+    seen = []
+    monkeypatch.setattr(
+        experts,
+        "fit",
+        lambda step, groups, *a, desc, **k: seen.append((desc, [g["lr"] for g in groups])) or [],
+    )
+    head = build_head("linear", regression("depth"), tiny_timm, (32, 32))
+    recipe = FinetuneRecipe(
+        probe_steps=1, finetune_steps=1, probe_lr_head=1e-2, lr_head=2e-3, lr_encoder=4e-5
+    )
+    finetune(tiny_timm, {"depth": head}, [], recipe, desc="x", progress=False)
+    assert seen == [("x: probe", [1e-2]), ("x: fine-tune", [4e-5, 2e-3])]

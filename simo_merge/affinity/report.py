@@ -108,10 +108,10 @@ def affinity_markdown(results: Mapping[str, Any]) -> str:
     if conflict is not None:
         out.append(f"## Sign conflict (data-free, top-{conflict['k']:g}%)")
         out.append(
-            "C[s,t] = fraction of the entries in the union of both tasks' top-k% magnitude sets (TIES "
+            "C[s,t] = percentage of the entries in the union of both tasks' top-k% magnitude sets (TIES "
             "thresholds, one per task) where both task vectors are non-zero with opposite signs."
         )
-        out.append(matrix_table(conflict["rate"], tasks))
+        out.append(matrix_table(conflict["rate"], tasks, fmt="{:.1f}"))
     clusters = results.get("clusters")
     if clusters is not None:
         out.append("## Task clusters (average linkage on 1 − cosine)")
@@ -205,7 +205,7 @@ def write_affinity_report(out_dir: str | os.PathLike, results: Mapping[str, Any]
     if results.get("sign_conflict") is not None:
         sc = results["sign_conflict"]
         figures["sign_conflict"] = plots.plot_matrix(
-            sc["rate"], tasks, out / "sign_conflict.png", f"sign conflict rate (top-{sc['k']:g}%)", "fraction"
+            sc["rate"], tasks, out / "sign_conflict.png", f"sign conflict rate (top-{sc['k']:g}%)", "%"
         )
     if results.get("clusters") is not None:
         figures["dendrogram"] = plots.plot_dendrogram(results["clusters"], out / "dendrogram.png")
@@ -223,7 +223,15 @@ def write_affinity_report(out_dir: str | os.PathLike, results: Mapping[str, Any]
         figures["transfer_curves"] = plots.plot_transfer_curves(
             results["transfer"], out / "transfer_curves.png"
         )
-    full = {**results, "figures": {k: p.name for k, p in figures.items()}}
+    full = {
+        **results,
+        "units": {
+            "sign_conflict.rate": "%",
+            "interference": "percentage points",
+            "transfer": "% of the expert (gain: percentage points)",
+        },
+        "figures": {k: p.name for k, p in figures.items()},
+    }
     written = {
         "json": write_json(out / "affinity.json", to_jsonable(full)),
         "markdown": write_text(out / "affinity.md", affinity_markdown(full)),

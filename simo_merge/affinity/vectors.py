@@ -167,9 +167,9 @@ def sign_conflict(
     more, as its reference code does; computed one task at a time). For a pair (s, t) let
     U = top(s) ∪ top(t). The conflict rate is
 
-        C[s,t] = |{i ∈ U : τs_i ≠ 0, τt_i ≠ 0, sign(τs_i) ≠ sign(τt_i)}| / |U|,
+        C[s,t] = 100 · |{i ∈ U : τs_i ≠ 0, τt_i ≠ 0, sign(τs_i) ≠ sign(τt_i)}| / |U|  (in %),
 
-    i.e. the fraction of the entries that matter to either task where both moved and in opposite
+    i.e. the percentage of the entries that matter to either task where both moved and in opposite
     directions (the entries TIES would resolve by sign election). C is symmetric with a zero diagonal.
     Returns ``{"tasks", "k", "rate" T×T, "conflicts" T×T, "union" T×T, "thresholds" {task: h_t}}``.
     """
@@ -193,7 +193,7 @@ def sign_conflict(
     union[(iu[1], iu[0])] = union[iu]
     conflicts[(iu[1], iu[0])] = conflicts[iu]
     with np.errstate(invalid="ignore", divide="ignore"):
-        rate = np.where(union > 0, conflicts / np.maximum(union, 1), np.nan)
+        rate = np.where(union > 0, 100.0 * conflicts / np.maximum(union, 1), np.nan)  # in %
     return {
         "tasks": names,
         "k": float(k),

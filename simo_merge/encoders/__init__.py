@@ -8,7 +8,7 @@ from simo_merge.registry import Registry
 
 ENCODERS: Registry = Registry("encoder", package=__name__)
 
-from simo_merge.encoders.base import Encoder, EncoderOutput, HookHandle  # noqa: E402
+from simo_merge.encoders.base import Encoder, EncoderOutput, HookHandle, InputRangeWarning  # noqa: E402
 
 
 def build_encoder(library: str, arch: str, **kwargs: Any) -> Encoder:
@@ -16,4 +16,4 @@ def build_encoder(library: str, arch: str, **kwargs: Any) -> Encoder:
     return ENCODERS.get(library)(arch, **kwargs)
 
 
-__all__ = ["ENCODERS", "Encoder", "EncoderOutput", "HookHandle", "build_encoder"]
+__all__ = ["ENCODERS", "Encoder", "EncoderOutput", "HookHandle", "InputRangeWarning", "build_encoder"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,15 @@ BlockHook = Callable[[int, Tensor], "Tensor | None"]
 FeatureHook = Callable[[Tensor], "Tensor | None"]
 
 HOOK_KINDS = ("adapt", "record")
+
+#: How far outside [0, 1] a batch may reach before it counts as "not [0, 1] images". Resampling can
+#: overshoot a little; an already mean/std-normalised image spans about [-2.1, 2.6] (ImageNet/CLIP stats).
+INPUT_RANGE_TOLERANCE = 0.5
+INPUT_CHECKS = ("warn", "error", "off")
+
+
+class InputRangeWarning(UserWarning):
+    """Images handed to an :class:`Encoder` are clearly outside [0, 1] (normalised twice?)."""
 
 
 @dataclass
@@ -61,7 +71,13 @@ class Encoder(nn.Module):
 
     Subclasses wrap one library's model and implement ``_forward_impl`` (run the model, return final
     features) plus the layout facts: ``blocks``, ``width``, ``num_prefix_tokens``, ``grid_size``.
-    Images enter in [0, 1]; the encoder applies its own mean/std normalisation.
+
+    Input contract: images enter as ``[B, 3, H, W]`` floats in [0, 1] (what every dataset in
+    :mod:`simo_merge.datasets` yields) and the encoder applies its own mean/std normalisation
+    (``pixel_mean``/``pixel_std``). Normalising first (the usual DINOv2/CLIP recipe) would normalise
+    twice, so a batch reaching more than ``INPUT_RANGE_TOLERANCE`` outside [0, 1] triggers
+    ``input_check``: ``"warn"`` (default, one :class:`InputRangeWarning` per encoder), ``"error"``
+    (ValueError) or ``"off"``.
     """
 
     #: prefix of the block parameters in :meth:`model_state` keys, e.g. ``"blocks."``
@@ -69,6 +85,8 @@ class Encoder(nn.Module):
     #: where the weights came from when built from a checkpoint or published weights
     #: (:class:`simo_merge.encoders.pretrained.WeightSource`), else None (random init)
     source: Any = None
+    #: what a batch clearly outside [0, 1] does: "warn", "error" or "off" (set per instance)
+    input_check: str = "warn"
 
     def __init__(
         self,
@@ -97,6 +115,7 @@ class Encoder(nn.Module):
         self._block_hooks: list[tuple[int, str, int, BlockHook]] = []
         self._feature_hooks: list[tuple[str, int, FeatureHook]] = []
         self._hook_counter = 0
+        self._input_warned = False
         for block in self._blocks:
             # a bound method (not a closure) so that copy.deepcopy(encoder) re-binds it to the copy
             block.register_forward_hook(self._dispatch_block)
@@ -199,8 +218,32 @@ class Encoder(nn.Module):
     def normalize(self, images: Tensor) -> Tensor:
         return (images - self.pixel_mean.to(images.dtype)) / self.pixel_std.to(images.dtype)
 
+    def check_input_range(self, images: Tensor) -> None:
+        """Warn (or raise, per ``input_check``) when ``images`` are clearly not [0, 1] images."""
+        if self.input_check not in INPUT_CHECKS:
+            raise ValueError(
+                f"{self.name}: input_check must be one of {INPUT_CHECKS}, got {self.input_check!r}"
+            )
+        if self.input_check == "off" or images.numel() == 0:
+            return
+        lo, hi = (float(v) for v in torch.aminmax(images.detach()))
+        if lo >= -INPUT_RANGE_TOLERANCE and hi <= 1 + INPUT_RANGE_TOLERANCE:
+            return
+        message = (
+            f"encoder {self.name!r}: input images span [{lo:.2f}, {hi:.2f}], clearly outside [0, 1]. The "
+            "encoder expects [0, 1] images and applies its own mean/std normalisation "
+            f"(mean {[round(v, 3) for v in self.pixel_mean.flatten().tolist()]}); images normalised "
+            "beforehand get normalised twice. Pass [0, 1] images (or set encoder.input_check = 'off')."
+        )
+        if self.input_check == "error":
+            raise ValueError(message)
+        if not self._input_warned:  # once per encoder: not once per batch
+            self._input_warned = True
+            warnings.warn(message, InputRangeWarning, stacklevel=3)
+
     def forward(self, images: Tensor, taps: Sequence[int] | None = None) -> EncoderOutput:
         """Encode ``[B, 3, H, W]`` images in [0, 1]; return final features and the outputs of ``taps``."""
+        self.check_input_range(images)
         recorded: dict[int, Tensor] = {}
         handles = []
         if taps:

@@ -10,8 +10,8 @@ from torchmetrics import Metric
 class ClassificationMetric(Metric):
     """Top-1 accuracy from two sum-reduced counters (``correct``, ``total``).
 
-    ``compute()`` returns ``{"accuracy": correct / total}`` as a fraction in [0, 1] (NaN before any
-    sample is seen).
+    ``compute()`` returns ``{"accuracy": 100 · correct / total}`` in % (0-100, the unit of every rate
+    in this package; NaN before any sample is seen), as a 0-dim float64 tensor.
     """
 
     is_differentiable = False
@@ -72,5 +72,8 @@ class ClassificationMetric(Metric):
 
     def compute(self) -> dict[str, Tensor]:
         total = self.total.to(torch.float64)
-        acc = self.correct.to(torch.float64) / total if self.total > 0 else torch.tensor(float("nan"))
-        return {"accuracy": acc.float()}
+        if self.total > 0:
+            acc = 100.0 * (self.correct.to(torch.float64) / total)
+        else:
+            acc = torch.tensor(float("nan"), dtype=torch.float64)
+        return {"accuracy": acc}

@@ -16,7 +16,7 @@ class SegmentationMetric(Metric):
     The only state is a ``num_classes x num_classes`` confusion matrix (rows = ground truth, columns =
     prediction) summed across updates and processes, so memory does not grow with the data set.
 
-    ``compute()`` returns fractions in [0, 1] (multiply by 100 for the usual percentage tables):
+    ``compute()`` returns percentages (0-100), the unit of every rate in this package:
 
     - ``"miou"``: mean over classes whose union (gt or predicted pixels) is non-empty of
       ``TP / (TP + FP + FN)``; a class absent from both the predictions and the labels is left out;
@@ -94,7 +94,7 @@ class SegmentationMetric(Metric):
         self.confmat += counts.view(self.num_classes, self.num_classes)
 
     def compute(self) -> dict[str, Tensor]:
-        """Return ``{"miou", "pixel_acc"}`` as 0-dim float64 tensors (fractions, NaN if nothing counted)."""
+        """Return ``{"miou", "pixel_acc"}`` as 0-dim float64 tensors in % (NaN if nothing counted)."""
         cm = self.confmat.double()
         tp = cm.diagonal()
         total = cm.sum()
@@ -103,4 +103,4 @@ class SegmentationMetric(Metric):
         nan = torch.tensor(float("nan"), dtype=torch.float64, device=cm.device)
         miou = (tp[present] / union[present]).mean() if present.any() else nan
         pixel_acc = tp.sum() / total if total > 0 else nan
-        return {"miou": miou, "pixel_acc": pixel_acc}
+        return {"miou": 100.0 * miou, "pixel_acc": 100.0 * pixel_acc}

@@ -24,7 +24,28 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "accuracy": True,
 }
 
+#: Unit of every metric key produced by this package: every rate is a percentage (0-100).
+METRIC_UNITS: dict[str, str] = {
+    "miou": "%",
+    "pixel_acc": "%",
+    "accuracy": "%",
+    "within_11.25": "%",
+    "within_22.5": "%",
+    "within_30": "%",
+    "abs_err": "target units (m for depth)",
+    "rel_err": "ratio |pred - gt| / gt",
+    "l1": "target units",
+    "mean_angle": "degrees",
+    "median_angle": "degrees",
+}
+
 Results = Mapping[str, Mapping[str, float]]
+
+
+def metric_units(rows: Mapping[str, Results]) -> dict[str, str]:
+    """``{metric: unit}`` for every metric in ``rows`` (row -> task -> metric), for JSON outputs."""
+    names = sorted({m for results in rows.values() for metrics in results.values() for m in metrics})
+    return {m: METRIC_UNITS.get(m, "as the metric returns it") for m in names}
 
 
 def _pairs(

@@ -7,7 +7,7 @@ one merged state, and summarising the representation bias before/after.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +27,13 @@ from simo_merge.pool_io import pool_heads
 from simo_merge.pool_spec import check_checkpoint_encoder, describe, pool_kind
 from simo_merge.realign.cache import FeatureCache
 from simo_merge.realign.diagnostics import representation_bias, tsne_plot
+from simo_merge.realign.inputs import InputsChoice, choose_inputs
+from simo_merge.realign.inputs import describe as describe_inputs
 from simo_merge.realign.io import save_realigned
 from simo_merge.realign.model import RealignedModel, run_encoder
 from simo_merge.realign.train import RealignConfig, RealignInputs, realign
-from simo_merge.report import markdown_table, summarize
+from simo_merge.report import markdown_table, result_units, summarize
+from simo_merge.training.eval_cache import EvaluationCache, module_hash
 from simo_merge.training.model import MultiTaskModel
 
 
@@ -44,11 +47,16 @@ class RealignJobConfig(RealignConfig):
     checkpoint: str | None = None  # merged encoder; None merges the pool with ``method`` first
     method: MethodConfig = field(default_factory=lambda: MethodConfig("task_arithmetic", {"lam": 0.4}))
     data: DataConfig = field(default_factory=lambda: DataConfig(tasks=None))  # tasks: default the pool's
-    split: str = "test"  # unlabelled inputs (the papers realign on the test inputs)
+    split: str = "val"  # unlabelled training inputs: held out from eval_split (see realign/inputs.py)
+    test_time: bool = False  # the papers' setting: train on eval_split's unlabelled inputs instead
+    augment: bool = False  # training augmentation on split=train inputs; never unless asked
     label_split: str = "val"  # labelled inputs for objective=supervised
     eval_split: str = "test"
     output_dir: str = "runs/realign"
     disk_cache: bool = True  # keep cached features in <output_dir>/cache as safetensors
+    # reuse evaluations (experts, merged model, bias before) of unchanged checkpoints on unchanged data
+    reuse_evaluations: bool = True
+    eval_cache_dir: str | None = None  # None: <output_dir>/../eval_cache, shared by sibling runs
     tsne: bool = True
     threads: int = 2
 
@@ -64,6 +72,19 @@ class RealignJobConfig(RealignConfig):
             check_names("method.name", [self.method.name], MERGE_METHODS)
             check_method_params("method.params", {self.method.name: self.method.params})
         pool_kind(self.pool, self.pool_dir)
+        self.training_inputs()
+
+    def training_inputs(self) -> InputsChoice:
+        """The checked choice of realignment inputs (refuses the evaluated split unless test_time)."""
+        supervised = self.objective == "supervised"
+        return choose_inputs(
+            self.data,
+            self.label_split if supervised else self.split,
+            self.eval_split,
+            self.test_time,
+            labelled=supervised,
+            augment=self.augment,
+        )
 
 
 def split_inputs(splits: list[tuple[Any, list[str]]], name: str, with_labels: bool = False) -> RealignInputs:
@@ -191,21 +212,25 @@ def run_realign_job(cfg: RealignJobConfig) -> dict[str, Any]:
     pool = load_job_pool(cfg)
     make = encoder_factory(pool)
     tasks = pool.tasks
-    unlabelled = split_inputs(build_task_splits(cfg.data, tasks, cfg.split, cfg.seed), cfg.split)
+    choice = cfg.training_inputs()  # held out from eval_split unless test_time=true (realign/inputs.py)
+    train_data = replace(cfg.data, augment=choice.augmented)
+    inputs = split_inputs(
+        build_task_splits(train_data, tasks, choice.split, cfg.seed),
+        f"{cfg.data.name}/{choice.split}" + ("-augmented" if choice.augmented else ""),
+        with_labels=choice.labelled,
+    )
+    trained_on = choice.record(len(next(iter(inputs.images.values()))), cfg.data.name)
     if cfg.checkpoint:
         check_checkpoint_encoder(pool, cfg.checkpoint)
         merged_state, merged_name = (
             load_state(cfg.checkpoint),
             read_sidecar(cfg.checkpoint).get("method", "merged"),
         )
-    else:
-        merged_state = merge_with_inputs(pool, cfg.method, unlabelled, cfg.seed, cfg.progress)
+    else:  # data-dependent methods read the same (unlabelled) training inputs
+        merged_state = merge_with_inputs(pool, cfg.method, inputs, cfg.seed, cfg.progress)
         merged_name = cfg.method.name
-    inputs = unlabelled
-    if cfg.objective == "supervised":
-        labelled = build_task_splits(cfg.data, tasks, cfg.label_split, cfg.seed)
-        inputs = split_inputs(labelled, cfg.label_split, with_labels=True)
     heads = pool_heads(pool)
+    head_ids = {t: [module_hash(h), h.config()] for t, h in heads.items()}  # before any training
     cache = FeatureCache(out / "cache" if cfg.disk_cache else None)
     t0 = time.perf_counter()
     run_cfg = RealignConfig(**{k: getattr(cfg, k) for k in RealignConfig.__dataclass_fields__})
@@ -223,6 +248,7 @@ def run_realign_job(cfg: RealignJobConfig) -> dict[str, Any]:
             "pool": describe(cfg.pool, cfg.pool_dir),
             "steps": cfg.steps,
             "loss_first_last": [curve[0], curve[-1]] if curve else [],
+            "trained_on": trained_on,
         },
     )
     # diagnostics on the evaluation inputs
@@ -231,7 +257,15 @@ def run_realign_job(cfg: RealignJobConfig) -> dict[str, Any]:
     experts = expert_encoders(pool, make)
     merged_encoder = make()
     merged_encoder.load_model_state(merged_state)
-    before = representation_bias(merged_encoder, experts, eval_images)
+    evals = EvaluationCache(
+        (cfg.eval_cache_dir or out.resolve().parent / "eval_cache") if cfg.reuse_evaluations else None
+    )
+    on = {"data": asdict(cfg.data), "split": cfg.eval_split, "seed": cfg.seed, "encoder": pool.encoder_config}
+    state_of = {t: state_hash(pool.experts[t]) for t in tasks} | {"merged": state_hash(merged_state)}
+    before = evals.get(
+        {**on, "what": "representation_bias", "merged": state_of["merged"], "experts": state_of},
+        lambda: representation_bias(merged_encoder, experts, eval_images),
+    )
     after = representation_bias(model, experts, eval_images)
     bias_plot(before, after, out / "bias.png", f"representation bias, {merged_name} + {cfg.realigner}")
     if cfg.tsne:
@@ -243,15 +277,21 @@ def run_realign_job(cfg: RealignJobConfig) -> dict[str, Any]:
         )
     rows = {"Individual": {}}
     for task in tasks:
-        rows["Individual"][task] = evaluate_splits(
-            MultiTaskModel(experts[task], {task: heads[task]}),
-            eval_splits,
-            [task],
-            f"expert {task}",
-            cfg.progress,
+        rows["Individual"][task] = evals.get(
+            {**on, "what": "evaluate", "encoder_state": state_of[task], "heads": {task: head_ids[task]}},
+            lambda task=task: evaluate_splits(
+                MultiTaskModel(experts[task], {task: heads[task]}),
+                eval_splits,
+                [task],
+                f"expert {task}",
+                cfg.progress,
+            ),
         )[task]
-    rows[merged_name] = evaluate_splits(
-        MultiTaskModel(merged_encoder, heads), eval_splits, tasks, merged_name, cfg.progress
+    rows[merged_name] = evals.get(
+        {**on, "what": "evaluate", "encoder_state": state_of["merged"], "heads": head_ids},
+        lambda: evaluate_splits(
+            MultiTaskModel(merged_encoder, heads), eval_splits, tasks, merged_name, cfg.progress
+        ),
     )
     name = f"{merged_name}+{cfg.realigner}"
     rows[name] = evaluate_splits(model, eval_splits, tasks, name, cfg.progress)
@@ -264,23 +304,30 @@ def run_realign_job(cfg: RealignJobConfig) -> dict[str, Any]:
     result = {
         "rows": rows,
         "summary": summary,
+        "units": result_units(rows),
+        "trained_on": trained_on,
+        "eval_split": cfg.eval_split,
         "bias_before": before,
         "bias_after": after,
         "trainable_parameters": model.num_trainable(),
         "loss_curve": curve,
         "train_seconds": train_s,
+        "evaluations_reused": evals.hits,
+        "evaluations_computed": evals.misses,
         "total_seconds": time.perf_counter() - start,
     }
     write_json(out / "metrics.json", result)
     write_text(
         out / "report.md",
-        f"# realign: {name}\n\n{table}\nbias = mean |merged − expert| over tasks and "
+        f"# realign: {name}\n\n{describe_inputs(trained_on)} "
+        f"Evaluated on {cfg.data.name}/{cfg.eval_split}.\n\n"
+        f"{table}\nbias = mean |merged − expert| over tasks and "
         "layers on the evaluation inputs (Surgery, Eq. 1); see bias.png, tsne.png.\n",
     )
     print(table)
     print(
         f"realigned with {cfg.realigner}, recipe {cfg.recipe} ({model.num_trainable():,} trained parameters, "
-        f"{len(curve)} iterations, "
-        f"{train_s:.1f}s); mean bias {mean_bias(before):.4f} -> {mean_bias(after):.4f}; wrote {out}"
+        f"{len(curve)} iterations, {train_s:.1f}s); mean bias {mean_bias(before):.4f} -> "
+        f"{mean_bias(after):.4f}; {evals.hits} evaluations of unchanged checkpoints reused; wrote {out}"
     )
     return result

@@ -189,9 +189,11 @@ class IndexSampler:
 
 
 def feature_l1(adapted: Tensor, target: Tensor, token_reduce: str) -> Tensor:
-    """Mean L1; block tokens ``[B, N, D]`` are averaged over tokens first when ``token_reduce="mean"``."""
-    if adapted.dim() == 3 and token_reduce == "mean":
-        adapted, target = adapted.mean(1), target.mean(1)
+    """Mean L1; block tokens ``[B, N, D]`` are averaged over tokens first when ``token_reduce="mean"``
+    (a target may arrive already averaged, ``[B, D]``: the feature cache stores only what the loss reads)."""
+    if token_reduce == "mean":
+        adapted = adapted.mean(1) if adapted.dim() == 3 else adapted
+        target = target.mean(1) if target.dim() == 3 else target
     return (adapted - target).abs().mean()
 
 
@@ -290,14 +292,20 @@ class Realignment:
         sites = [] if self.plan.match == "outputs" else list(self.plan.loss_sites[task])
         return sites, self.plan.match in ("outputs", "both")
 
+    def _reduces_tokens(self) -> bool:
+        """The loss reads token means of block features (deep's default): targets are stored reduced."""
+        return self.plan.token_reduce == "mean"
+
     def _expert_targets_fn(self, task: str) -> Callable[[Tensor], Features]:
         encoder = self.expert_encoder(task)
         head = self.expert_heads[task]
         sites, outputs = self._target_sites(task)
+        reduce = self._reduces_tokens()
 
         def targets(x: Tensor) -> Features:
             feats = run_encoder(encoder, x, sites + (head_sites(head) if outputs else []))
-            found = {s: feats[s] for s in sites}
+            # keep only what the loss reads: [B, D] token means instead of [B, N, D] maps when it reads means
+            found = {s: feats[s].mean(1) if reduce and feats[s].dim() == 3 else feats[s] for s in sites}
             if outputs:
                 found["output"] = head(feats)
             return found
@@ -326,8 +334,9 @@ class Realignment:
             with torch.no_grad():
                 return self._expert_targets_fn(task)(images[idx])
         sites, outputs = self._target_sites(task)
+        reduced = "-tokenmean" if self._reduces_tokens() else ""
         key = self._cache_key(
-            task, self.expert_states[task], f"{'_'.join(map(str, sites))}-{int(outputs)}-{task}"
+            task, self.expert_states[task], f"{'_'.join(map(str, sites))}-{int(outputs)}-{task}{reduced}"
         )
         feats = self.cache.get(key, lambda: compute_in_batches(self._expert_targets_fn(task), images))
         return {s: v[idx] for s, v in feats.items()}

@@ -1,0 +1,106 @@
+"""Which data trains a realignment, and how the run says so.
+
+By default the adapters train on a split that is *not* the evaluated one (``split=val`` while
+``eval_split=test``). The papers' setting, adapting on the unlabelled inputs of the evaluated split
+(Surgery, SurgeryV2: test-time adaptation), is an explicit option, ``test_time=true``, and is named as
+such in every report. Realignment inputs are never augmented unless ``augment=true`` is asked for (it
+applies the training augmentation of ``split=train``, one draw per input, fixed for the run).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from simo_merge.data import DataConfig, build_split
+
+HELD_OUT = "held-out"
+TEST_TIME = "test-time"
+
+
+@dataclass(frozen=True)
+class InputsChoice:
+    """The split a realignment trains on and why it is allowed."""
+
+    split: str  # role in ``data.splits`` ("train", "val", "test")
+    dataset_split: str  # the dataset's own split name it maps to
+    setting: str  # HELD_OUT, or TEST_TIME (the evaluated split's unlabelled inputs)
+    labelled: bool  # objective=supervised reads its labels
+    augmented: bool
+    eval_split: str
+
+    def record(self, num_inputs: int, dataset: str) -> dict[str, Any]:
+        """What metrics.json and the adapters' sidecar store about the training inputs."""
+        return {**dataclasses.asdict(self), "dataset": dataset, "num_inputs": num_inputs}
+
+
+def choose_inputs(
+    data: DataConfig,
+    split: str,
+    eval_split: str,
+    test_time: bool = False,
+    labelled: bool = False,
+    augment: bool = False,
+) -> InputsChoice:
+    """Resolve and check the training split: refuse the evaluated split unless ``test_time`` asks for it.
+
+    ``test_time=true`` trains on ``eval_split``'s unlabelled inputs whatever ``split`` says; it refuses a
+    labelled objective (that would fit the evaluated split's labels).
+    """
+    for key, role in (("split", split), ("eval_split", eval_split)):
+        if role not in data.splits:
+            raise ValueError(f"{key}={role!r} is not a role of data.splits {data.splits}")
+    if test_time:
+        if labelled:
+            raise ValueError(
+                "test_time=true adapts on the evaluated split's unlabelled inputs; objective=supervised "
+                f"would train on its labels (eval_split={eval_split!r}). Use a held-out label_split instead."
+            )
+        split = eval_split
+    elif data.splits[split] == data.splits[eval_split]:
+        what = "labels" if labelled else "inputs"
+        key = "label_split" if labelled else "split"
+        raise ValueError(
+            f"{key}={split!r} (dataset split {data.splits[split]!r}) is the evaluated split "
+            f"(eval_split={eval_split!r}): the adapters would train on the {what} they are judged on. "
+            + (
+                "Pick a held-out split, e.g. label_split=val."
+                if labelled
+                else "Pick a held-out split (e.g. split=val), or set test_time=true for the papers' "
+                "test-time setting (unlabelled evaluation inputs, as Surgery does)."
+            )
+        )
+    if augment and split != "train":
+        raise ValueError(f"augment=true applies the training augmentation of split=train; split is {split!r}")
+    return InputsChoice(
+        split=split,
+        dataset_split=data.splits[split],
+        setting=TEST_TIME if test_time else HELD_OUT,
+        labelled=labelled,
+        augmented=augment,
+        eval_split=eval_split,
+    )
+
+
+def inputs_dataset(data: DataConfig, choice: InputsChoice, seed: int, cache_dir: Path | None = None) -> Any:
+    """The dataset of ``choice.split``, augmented only when the choice says so."""
+    return build_split(dataclasses.replace(data, augment=choice.augmented), choice.split, seed, cache_dir)
+
+
+def describe(info: dict[str, Any]) -> str:
+    """One report line naming the split (and setting) that trained the adapters."""
+    kind = "labelled" if info["labelled"] else "unlabelled"
+    aug = "augmented" if info["augmented"] else "not augmented"
+    where = f"{info['dataset']}/{info['split']} (dataset split {info['dataset_split']!r})"
+    if info["setting"] == TEST_TIME:
+        return (
+            f"Adapters trained on {where}: {info['num_inputs']} {kind} inputs, {aug}; test-time setting "
+            f"(test_time=true): these are the inputs of the evaluated split {info['eval_split']!r}, as in "
+            "the Surgery papers."
+        )
+    return (
+        f"Adapters trained on {where}: {info['num_inputs']} {kind} inputs, {aug}; held out from the "
+        f"evaluated split {info['eval_split']!r}."
+    )

@@ -25,6 +25,7 @@ class LinearClassifierHead(TaskHead):
     """Pooled features -> logits ``[B, C]`` for a classification task."""
 
     kind = "linear"
+    task_kinds = ("classification",)
 
     def __init__(
         self,

@@ -126,7 +126,8 @@ def check_encoder(
     """The pool's encoder config; ``given`` (the user's ``encoder.*``) must equal it when both exist."""
     if given is None:
         return found
-    mine = asdict(given)
+    # the architecture only: where θ0's weights came from is not part of the pool's encoder
+    mine = {k: v for k, v in asdict(given).items() if k not in ("checkpoint", "pretrained", "input_check")}
     if found is None:
         return mine
     if _canonical(found) != _canonical(mine):

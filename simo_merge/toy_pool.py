@@ -15,6 +15,9 @@ from simo_merge.encoders import build_encoder
 from simo_merge.experts import ExpertPool, is_mergeable
 
 
+TOY_TASKS = ["semseg", "depth", "normal"]
+
+
 def make_toy_pool(encoder_cfg: EncoderConfig, pool_cfg: PoolConfig) -> ExpertPool:
     torch.manual_seed(pool_cfg.seed)
     # θ0: random init, or the encoder's given weights (encoder.checkpoint / encoder.pretrained)
@@ -26,7 +29,7 @@ def make_toy_pool(encoder_cfg: EncoderConfig, pool_cfg: PoolConfig) -> ExpertPoo
     gen = torch.Generator().manual_seed(pool_cfg.seed + 1)
     shared = {k: torch.randn(v.shape, generator=gen) for k, v in base.items() if is_mergeable(v)}
     experts = {}
-    for task in pool_cfg.tasks:
+    for task in pool_cfg.tasks or TOY_TASKS:
         state = {}
         for key, value in base.items():
             if not is_mergeable(value):

@@ -53,7 +53,8 @@ def test_merge_command_writes_checkpoint_sidecar_and_config(tmp_path, capsys):
     assert code == 0
     merged = load_state(out / "merged.safetensors")
     meta = read_sidecar(out / "merged.safetensors")
-    assert meta["method"] == "ties" and meta["hyperparameters"] == {"k": 30, "lam": 1.0}  # + the default
+    assert meta["method"] == "ties"
+    assert meta["hyperparameters"] == {"k": 30, "lam": 1.0, "merge_func": "mean"}  # + the defaults
     assert meta["given"]["hyperparameters"] == {"k": 30} and meta["pool"]["kind"] == "toy"
     assert meta["encoder"]["kwargs"]["embed_dim"] == 32  # the toy pool is built from the given encoder
     assert meta["tasks"] == ["semseg", "depth", "normal"]

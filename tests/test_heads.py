@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from simo_merge.heads import HEADS, build_head, head_from_config
+from simo_merge.heads.linear import LinearHead
 from simo_merge.tasks import normals, regression, segmentation
 
 SPECS = [segmentation("semseg", 5), regression("depth"), normals(), regression("edge")]
@@ -77,12 +78,16 @@ def test_registry_and_bad_config():
         )
 
 
-@pytest.mark.parametrize("kind", ["linear", "dpt"])
-def test_dense_heads_refuse_a_classification_task_at_construction(kind, tiny_timm):
+def test_dense_heads_refuse_a_classification_task_at_construction(tiny_timm):
+    """dpt only decodes maps; ``linear`` builds its pooled classifier for a classification task instead."""
     from simo_merge.tasks import classification
 
-    with pytest.raises(ValueError, match=rf"'{kind}' head serves task kinds .*'MNIST' is 'classification'"):
-        build_head(kind, classification("MNIST", 10), tiny_timm, (32, 32))
+    with pytest.raises(ValueError, match=r"'dpt' head serves task kinds .*'MNIST' is 'classification'"):
+        build_head("dpt", classification("MNIST", 10), tiny_timm, (32, 32))
+    with pytest.raises(ValueError, match=r"'linear' head serves task kinds .*'MNIST' is 'classification'"):
+        LinearHead(classification("MNIST", 10), tiny_timm, [1])
+    head = build_head("linear", classification("MNIST", 10), tiny_timm, (32, 32))
+    assert head.task_kinds == ("classification",)
 
 
 def test_zeroshot_head_refuses_a_dense_task():

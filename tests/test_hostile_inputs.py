@@ -148,7 +148,7 @@ def _load_text(path, allow):
     from simo_merge.clip_bench import Clip8Config, _text_heads
 
     cfg = Clip8Config(model="ViT-Tiny-8", text_checkpoint=str(path), allow_pickle=allow)
-    ckpt = SimpleNamespace(head_weights={"mnist": None}, layout="task_vectors", sources={})
+    ckpt = SimpleNamespace(head_weights={"mnist": None}, layout="task_vectors", sources={}, activation=None)
     _text_heads(cfg, ckpt, {"mnist": ["0", "1"]})
 
 
@@ -300,7 +300,7 @@ def test_cli_merge_with_nan_lambda_fails_and_writes_nothing(tmp_path, capsys):
         f"output_dir={tmp_path / 'out'}",
     ]
     assert main(args) == 2
-    assert "merge method 'task_arithmetic': lam=nan must be finite" in capsys.readouterr().err
+    assert "method 'task_arithmetic': lam=nan must be finite" in capsys.readouterr().err
     assert not (tmp_path / "out" / "merged.safetensors").exists()
     assert main(args[:-2] + ["method.params.lam=abc", args[-1]]) == 2
     assert "lam='abc' must be a number" in capsys.readouterr().err
@@ -655,7 +655,8 @@ def test_realign_and_bench_names_and_values_fail_at_load(tmp_path):
         load_config(RealignJobConfig, None, ["method.params.lam=.nan"])
     with pytest.raises(ConfigError, match="method.name: unknown merge method 'tsk'"):
         load_config(RealignJobConfig, None, ["method.name=tsk"])
-    load_config(RealignJobConfig, None, ["method.name=tsk", "checkpoint=merged.safetensors"])  # not merged
+    # with a checkpoint nothing is merged, so the method name is not checked
+    load_config(RealignJobConfig, None, ["method.name=tsk", "checkpoint=m.safetensors", "pool_dir=p"])
     with pytest.raises(ConfigError, match=r"method_params.ties: lam=\[1, 2\] must be a number"):
         load_config(Clip8Config, None, ["method_params={ties: {lam: [1, 2]}}"])
 

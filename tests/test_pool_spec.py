@@ -83,7 +83,7 @@ def test_resolved_parameters_include_transform_defaults(files, tmp_path):
     )
     assert code == 0
     meta = read_sidecar(tmp_path / "merged.safetensors")
-    assert meta["hyperparameters"] == {"k": 50, "lam": 1.0}
+    assert meta["hyperparameters"] == {"k": 50, "lam": 1.0, "merge_func": "mean"}
     assert meta["transforms"] == {"dare": {"p": 0.5, "seed": 0}}
     assert meta["given"] == {"hyperparameters": {"k": 50}, "transforms": {"dare": {"p": 0.5}}}
 

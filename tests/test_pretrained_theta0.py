@@ -230,6 +230,7 @@ def test_demo_theta0_from_a_checkpoint_skips_pretraining_and_tracks_the_file(tmp
         f"encoder.checkpoint={path}",
         "data.size=[32,32]",
         "data.num_samples={train: 8, val: 4, test: 4}",
+        "data.batch_size=4",
         "progress=false",
         f"output_dir={tmp_path / 'run'}",
     ]

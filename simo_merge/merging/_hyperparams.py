@@ -36,6 +36,9 @@ def _type_error(default: Any, value: Any) -> str | None:
     if isinstance(default, int):
         return None if isinstance(value, int) and not isinstance(value, bool) else "must be an integer"
     if isinstance(default, float):
+        if isinstance(value, Mapping):  # per-task values (e.g. consensus' tall_lambda={task: λ})
+            ok = all(_is_number(v) for v in value.values())
+            return None if ok else "must be a number or a mapping of task -> number"
         return None if _is_number(value) else "must be a number"
     if isinstance(default, str):
         return None if isinstance(value, str) else "must be a string"

@@ -14,7 +14,6 @@ from simo_merge.config import EncoderConfig, PoolConfig
 from simo_merge.encoders import build_encoder
 from simo_merge.experts import ExpertPool, is_mergeable
 
-
 TOY_TASKS = ["semseg", "depth", "normal"]
 
 

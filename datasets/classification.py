@@ -26,12 +26,8 @@ import torch
 from PIL import Image
 
 from simo_merge.datasets import DATASETS
-from simo_merge.datasets.clip8 import IMG_EXTENSIONS, ClassificationDataset, read_idx
+from simo_merge.datasets.clip8 import ClassificationDataset, _FileListDataset, _subdirs, read_idx
 from simo_merge.tasks import TaskSpec
-
-
-def _subdirs(path: Path) -> list[str]:
-    return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
 
 
 def _task_names(tasks: Sequence[str] | None, default: str, dataset: str) -> list[str]:
@@ -46,8 +42,12 @@ def _task_names(tasks: Sequence[str] | None, default: str, dataset: str) -> list
 
 
 @DATASETS.register("image_folder")
-class ImageFolderDataset(ClassificationDataset):
-    """``<root>/<split>/<class>/<image>`` (torchvision ImageFolder per split); one classification task."""
+class ImageFolderDataset(_FileListDataset):
+    """``<root>/<split>/<class>/<image>`` (torchvision ImageFolder per split); one classification task.
+
+    The folder scan is the CLIP loaders' (:meth:`_FileListDataset._image_folder`): classes from
+    ``<root>/train`` when it exists, images found recursively and sorted.
+    """
 
     name = "image_folder"
 
@@ -73,31 +73,7 @@ class ImageFolderDataset(ClassificationDataset):
             )
         super().__init__(base, split, None, transform, image_size)
         self.tasks = names
-        ref = base / "train" if (base / "train").is_dir() else base / split
-        classes = _subdirs(ref)
-        if not classes:
-            raise FileNotFoundError(f"image_folder: no class folders in {ref}")
-        self.classnames = classes
-        index = {c: i for i, c in enumerate(classes)}
-        files: list[Path] = []
-        labels: list[int] = []
-        for cls in _subdirs(base / split):
-            if cls not in index:
-                raise ValueError(f"image_folder: class folder {base / split / cls} is not a class of {ref}")
-            for dirpath, dirnames, filenames in os.walk(base / split / cls, followlinks=True):
-                dirnames.sort()
-                for fn in sorted(filenames):
-                    if fn.lower().endswith(IMG_EXTENSIONS):
-                        files.append(Path(dirpath) / fn)
-                        labels.append(index[cls])
-        if not files:
-            raise FileNotFoundError(f"image_folder: no images under {base / split}/<class>/")
-        self._files, self._labels = files, labels
-
-    def _load_image(self, index: int) -> Image.Image:
-        with Image.open(self._files[index]) as im:
-            im.load()
-            return im
+        self._image_folder(base, str)
 
 
 @DATASETS.register("idx")

@@ -311,8 +311,8 @@ class _FileListDataset(ClassificationDataset):
         for cls in _subdirs(folder):
             if cls not in class_to_idx:
                 raise ValueError(
-                    f"{self.name}: class folder {folder / cls} is not among the classes "
-                    f"({len(class_to_idx)}) of the reference split"
+                    f"{self.name}: class folder {folder / cls} is not a class of the reference split "
+                    f"({len(class_to_idx)} classes)"
                 )
             for dirpath, dirnames, filenames in os.walk(folder / cls, followlinks=True):
                 dirnames.sort()

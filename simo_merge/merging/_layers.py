@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -51,3 +51,23 @@ def check_tasks(task_vectors: Mapping[str, Mapping[str, Tensor]], method: str) -
 
 def as_device(device: str | torch.device | None) -> torch.device:
     return torch.device("cpu" if device is None else device)
+
+
+def merge_layer_matrices(
+    base: Mapping[str, Tensor],
+    task_vectors: Mapping[str, Mapping[str, Tensor]],
+    lam: float,
+    exclude: Sequence[str],
+    device: str | None,
+    matrix_fn: Callable[[list[Tensor], str], Tensor],
+) -> dict[str, Tensor]:
+    """θ0 + lam·Δ with Δ = ``matrix_fn`` on layer matrices and the task-vector mean elsewhere."""
+    dev = as_device(device)
+    merged = {}
+    for key, theta0 in base.items():
+        if is_layer_matrix(key, theta0, exclude):
+            delta = matrix_fn([tv[key].to(dev) for tv in task_vectors.values()], key).cpu()
+        else:
+            delta = task_mean(task_vectors, key)
+        merged[key] = theta0.float() + lam * delta
+    return merged

@@ -15,13 +15,13 @@ at a time, float32 SVD on ``device``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
 
 from simo_merge.merging import MERGE_METHODS
-from simo_merge.merging._layers import DEFAULT_EXCLUDE, as_device, check_tasks, is_layer_matrix, task_mean
+from simo_merge.merging._layers import DEFAULT_EXCLUDE, check_tasks, merge_layer_matrices
 
 SOURCE = "danielm1405/iso-merging src/utils/iso.py @ d34010af8ba1"
 #: a coarse version of the authors' sweep, linspace(0, 3, 21)[1:]
@@ -33,26 +33,6 @@ def iso_c_matrix(task_matrices: Sequence[Tensor]) -> Tensor:
     total = torch.stack([m.float() for m in task_matrices]).sum(0)
     u, s, vh = torch.linalg.svd(total, full_matrices=False)
     return (u * s.mean()) @ vh
-
-
-def merge_layer_matrices(
-    base: Mapping[str, Tensor],
-    task_vectors: Mapping[str, Mapping[str, Tensor]],
-    lam: float,
-    exclude: Sequence[str],
-    device: str | None,
-    matrix_fn: Callable[[list[Tensor], str], Tensor],
-) -> dict[str, Tensor]:
-    """θ0 + lam·Δ with Δ = ``matrix_fn`` on layer matrices and the task-vector mean elsewhere."""
-    dev = as_device(device)
-    merged = {}
-    for key, theta0 in base.items():
-        if is_layer_matrix(key, theta0, exclude):
-            delta = matrix_fn([tv[key].to(dev) for tv in task_vectors.values()], key).cpu()
-        else:
-            delta = task_mean(task_vectors, key)
-        merged[key] = theta0.float() + lam * delta
-    return merged
 
 
 @MERGE_METHODS.register(

@@ -22,8 +22,8 @@ import torch
 from torch import Tensor
 
 from simo_merge.merging import MERGE_METHODS
-from simo_merge.merging._layers import DEFAULT_EXCLUDE, check_tasks
-from simo_merge.merging.iso_c import GRID, merge_layer_matrices
+from simo_merge.merging._layers import DEFAULT_EXCLUDE, check_tasks, merge_layer_matrices
+from simo_merge.merging.iso_c import GRID
 
 SOURCE = "danielm1405/iso-merging src/utils/iso.py @ d34010af8ba1"
 

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from simo_merge.merging import MERGE_METHODS
-from simo_merge.merging._layers import DEFAULT_EXCLUDE, as_device, check_tasks, is_layer_matrix, task_mean
+from simo_merge.merging._layers import DEFAULT_EXCLUDE, check_tasks, merge_layer_matrices
 
 SOURCE = "AntoAndGar/task_singular_vectors src/utils/TSVM_utils.py @ a6c97188f7aa"
 
@@ -71,12 +71,4 @@ def tsv_m(
     device: str | None = None,
 ) -> dict[str, Tensor]:
     check_tasks(task_vectors, "tsv_m")
-    dev = as_device(device)
-    merged = {}
-    for key, theta0 in base.items():
-        if is_layer_matrix(key, theta0, exclude):
-            delta = tsv_matrix([tv[key].to(dev) for tv in task_vectors.values()]).cpu()
-        else:
-            delta = task_mean(task_vectors, key)
-        merged[key] = theta0.float() + lam * delta
-    return merged
+    return merge_layer_matrices(base, task_vectors, lam, exclude, device, lambda mats, key: tsv_matrix(mats))

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from simo_merge.atomic import write_json, write_text
-from simo_merge.checkpoint import load_state, save_state, state_hash
+from simo_merge.checkpoint import header_meta, load_state, save_state
 from simo_merge.config import EncoderConfig, load_config, to_yaml
 from simo_merge.data import DataConfig, build_split
 from simo_merge.encoders import Encoder, build_encoder
@@ -354,9 +354,14 @@ class Demo:
         )
         return state
 
+    def theta0_hash(self) -> str:
+        """Content hash of the θ0 file, as :func:`save_state` recorded it in the file's own header (and
+        :meth:`theta0` verified it): read, not recomputed over every tensor."""
+        return header_meta(self.pool_dir / "theta0.safetensors")["content_hash"]
+
     def experts(self) -> ExpertPool:
         base = self.theta0()
-        base_hash = state_hash(base)  # an expert is reused only if it was trained from this very θ0
+        base_hash = self.theta0_hash()  # an expert is reused only if it was trained from this very θ0
         for i, task in enumerate(self.data.specs):
             files = [self.pool_dir / f"{task}.safetensors", self.pool_dir / f"{task}_head.safetensors"]
             key = config_key(
@@ -392,7 +397,7 @@ class Demo:
     def mtl(self, base: dict[str, torch.Tensor]) -> MultiTaskModel:
         mtl_dir = self.out / "mtl"
         key = config_key(
-            self.theta0_key(), self.cfg.data, self.cfg.head, self.cfg.mtl, self.cfg.seed, state_hash(base)
+            self.theta0_key(), self.cfg.data, self.cfg.head, self.cfg.mtl, self.cfg.seed, self.theta0_hash()
         )
         enc_path = mtl_dir / "encoder.safetensors"
         head_paths = [mtl_dir / f"{t}_head.safetensors" for t in self.data.specs]

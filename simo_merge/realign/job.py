@@ -229,6 +229,7 @@ def run_realign_job(cfg: RealignJobConfig) -> dict[str, Any]:
     else:  # data-dependent methods read the same (unlabelled) training inputs
         merged_state = merge_with_inputs(pool, cfg.method, inputs, cfg.seed, cfg.progress)
         merged_name = cfg.method.name
+    merged_hash = state_hash(merged_state)
     heads = pool_heads(pool)
     head_ids = {t: [module_hash(h), h.config()] for t, h in heads.items()}  # before any training
     cache = FeatureCache(out / "cache" if cfg.disk_cache else None)
@@ -244,7 +245,7 @@ def run_realign_job(cfg: RealignJobConfig) -> dict[str, Any]:
             "objective": cfg.objective,
             "recipe": cfg.recipe,
             "merged": cfg.checkpoint or f"{merged_name} {cfg.method.params}",
-            "merged_hash": state_hash(merged_state),  # evaluate refuses these adapters on another model
+            "merged_hash": merged_hash,  # evaluate refuses these adapters on another model
             "pool": describe(cfg.pool, cfg.pool_dir),
             "steps": cfg.steps,
             "loss_first_last": [curve[0], curve[-1]] if curve else [],
@@ -261,7 +262,7 @@ def run_realign_job(cfg: RealignJobConfig) -> dict[str, Any]:
         (cfg.eval_cache_dir or out.resolve().parent / "eval_cache") if cfg.reuse_evaluations else None
     )
     on = {"data": asdict(cfg.data), "split": cfg.eval_split, "seed": cfg.seed, "encoder": pool.encoder_config}
-    state_of = {t: state_hash(pool.experts[t]) for t in tasks} | {"merged": state_hash(merged_state)}
+    state_of = {t: state_hash(pool.experts[t]) for t in tasks} | {"merged": merged_hash}
     before = evals.get(
         {**on, "what": "representation_bias", "merged": state_of["merged"], "experts": state_of},
         lambda: representation_bias(merged_encoder, experts, eval_images),

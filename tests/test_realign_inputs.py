@@ -35,6 +35,21 @@ def test_the_evaluated_split_is_refused_unless_test_time_is_asked_for():
     assert "synthetic_scenes/test" in line and "test-time setting" in line and "not augmented" in line
 
 
+def test_a_tasks_own_split_mapping_is_checked_too():
+    """SISO: DTD's test set is its ``val`` folder; split=val would train on it unless refused."""
+    siso = dataclasses.replace(
+        DATA, per_task={"dtd": {"name": "dtd", "splits": {"test": "val"}}, "mnist": {"name": "mnist"}}
+    )
+    refused = r"data.per_task.dtd: split='val' \(dataset split 'val'\) is the evaluated"
+    with pytest.raises(ValueError, match=refused):
+        choose_inputs(siso, "val", "test")
+    held_out = dataclasses.replace(
+        siso, per_task={**siso.per_task, "dtd": {"name": "dtd", "splits": {"val": "train", "test": "val"}}}
+    )
+    assert choose_inputs(held_out, "val", "test").setting == HELD_OUT
+    assert choose_inputs(siso, "val", "test", test_time=True).setting == TEST_TIME
+
+
 def test_train_split_inputs_are_not_augmented_unless_asked(tmp_path):
     plain = build_split(dataclasses.replace(DATA, augment=False), "train", 0, tmp_path)
     augmented = build_split(DATA, "train", 0, tmp_path)  # what split=train used to give realignment

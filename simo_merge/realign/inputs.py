@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from simo_merge.data import DataConfig, build_split
+from simo_merge.data import DataConfig, build_split, task_data
 
 HELD_OUT = "held-out"
 TEST_TIME = "test-time"
@@ -34,6 +34,27 @@ class InputsChoice:
     def record(self, num_inputs: int, dataset: str) -> dict[str, Any]:
         """What metrics.json and the adapters' sidecar store about the training inputs."""
         return {**dataclasses.asdict(self), "dataset": dataset, "num_inputs": num_inputs}
+
+
+def _refuse_evaluated_split(data: DataConfig, split: str, eval_split: str, labelled: bool) -> None:
+    """Refuse a training split that is the evaluated one, in the shared section or in any task's own
+    (``data.per_task``: a SISO task may map the roles to other split names of its own data set)."""
+    sections = [("", data)] + [(f"data.per_task.{t}: ", task_data(data, t)) for t in data.per_task]
+    for where, section in sections:
+        if section.splits[split] != section.splits[eval_split]:
+            continue
+        what = "labels" if labelled else "inputs"
+        key = "label_split" if labelled else "split"
+        raise ValueError(
+            f"{where}{key}={split!r} (dataset split {section.splits[split]!r}) is the evaluated split "
+            f"(eval_split={eval_split!r}): the adapters would train on the {what} they are judged on. "
+            + (
+                "Pick a held-out split, e.g. label_split=val."
+                if labelled
+                else "Pick a held-out split (e.g. split=val), or set test_time=true for the papers' "
+                "test-time setting (unlabelled evaluation inputs, as Surgery does)."
+            )
+        )
 
 
 def choose_inputs(
@@ -59,19 +80,8 @@ def choose_inputs(
                 f"would train on its labels (eval_split={eval_split!r}). Use a held-out label_split instead."
             )
         split = eval_split
-    elif data.splits[split] == data.splits[eval_split]:
-        what = "labels" if labelled else "inputs"
-        key = "label_split" if labelled else "split"
-        raise ValueError(
-            f"{key}={split!r} (dataset split {data.splits[split]!r}) is the evaluated split "
-            f"(eval_split={eval_split!r}): the adapters would train on the {what} they are judged on. "
-            + (
-                "Pick a held-out split, e.g. label_split=val."
-                if labelled
-                else "Pick a held-out split (e.g. split=val), or set test_time=true for the papers' "
-                "test-time setting (unlabelled evaluation inputs, as Surgery does)."
-            )
-        )
+    else:
+        _refuse_evaluated_split(data, split, eval_split, labelled)
     if augment and split != "train":
         raise ValueError(f"augment=true applies the training augmentation of split=train; split is {split!r}")
     return InputsChoice(

@@ -63,7 +63,7 @@ def num_params(blocks: int) -> int:
 
 
 def random_pool(blocks: int, tasks: int, seed: int = 0):
-    from simo_merge.experts import ExpertPool
+    from simo_merge.pool.expert_pool import ExpertPool
 
     gen = torch.Generator().manual_seed(seed)
     base = {k: torch.randn(s, generator=gen) * 0.02 for k, s in vit_b16_shapes(blocks).items()}

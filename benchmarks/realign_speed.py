@@ -57,17 +57,13 @@ from torch.func import functional_call  # noqa: E402
 
 from simo_merge.atomic import write_json  # noqa: E402
 from simo_merge.encoders import Encoder, build_encoder  # noqa: E402
-from simo_merge.experts import ExpertPool, is_mergeable  # noqa: E402
+from simo_merge.features.cache import FeatureCache
+from simo_merge.features.inputs import RealignInputs
+from simo_merge.features.sites import Features
 from simo_merge.heads import build_head  # noqa: E402
 from simo_merge.merging import merge  # noqa: E402
-from simo_merge.realign.cache import FeatureCache, Features  # noqa: E402
-from simo_merge.realign.train import (  # noqa: E402
-    RealignConfig,
-    RealignInputs,
-    Realignment,
-    feature_l1,
-    realign,
-)
+from simo_merge.pool.expert_pool import ExpertPool, is_mergeable  # noqa: E402
+from simo_merge.realign.train import RealignConfig, Realignment, feature_l1, realign
 from simo_merge.tasks import TaskSpec, normals, regression, segmentation  # noqa: E402
 
 DEFAULT_REALIGNERS = ("surgery", "deep", "taps", "shared-deep", "heads")

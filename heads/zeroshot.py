@@ -4,7 +4,7 @@ The head reads the encoder's final (projected) features (site ``"final"``), norm
 multiplies by a frozen ``[num_classes, embed_dim]`` weight, the class text embeddings (averaged over
 prompt templates, normalised) times CLIP's logit scale, plus an optional bias: exactly the
 ``ClassificationHead`` of the task-arithmetic code (Ilharco et al., 2023), so its ``head_<Dataset>.pt``
-files load into it (:func:`zeroshot_head_from_weights`, fed by :mod:`simo_merge.clip_checkpoints`).
+files load into it (:func:`zeroshot_head_from_weights`, fed by :mod:`simo_merge.pool.clip_layout`).
 """
 
 from __future__ import annotations

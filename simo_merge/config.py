@@ -15,8 +15,6 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from simo_merge.data import DataConfig
-
 T = TypeVar("T")
 
 
@@ -63,7 +61,7 @@ class PoolConfig:
     """Where the experts come from: a pool folder, explicit checkpoint files, or the generated toy pool.
 
     ``kind`` is inferred from the keys given (``dir`` -> a folder, ``base``/``experts`` -> files); the toy
-    pool is used only when asked for by name (``kind: toy``). See :mod:`simo_merge.pool_spec`.
+    pool is used only when asked for by name (``kind: toy``). See :mod:`simo_merge.pool.spec`.
     """
 
     kind: str | None = None  # "dir" | "files" | "toy"; None: inferred from dir / base + experts
@@ -80,7 +78,7 @@ class PoolConfig:
 
     def resolve_kind(self, pool_dir: str | None = None) -> str:
         """``dir``, ``files`` or ``toy``; a ConfigError names the keys when they are missing or mixed."""
-        from simo_merge.pool_spec import pool_kind
+        from simo_merge.pool.spec import pool_kind
 
         return pool_kind(self, pool_dir)
 
@@ -95,27 +93,6 @@ class MethodConfig:
     name: str = "task_arithmetic"
     params: dict[str, Any] = field(default_factory=dict)
     transforms: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class MergeJobConfig:
-    """``simo-merge merge``: pool + method -> merged checkpoint in ``output_dir``."""
-
-    pool: PoolConfig = field(default_factory=PoolConfig)
-    pool_dir: str | None = None  # shorthand for pool.dir
-    # the encoder architecture: read from the pool (θ0's sidecar); given here, it must match the pool's
-    # (the toy pool is built from it; default: a tiny timm ViT)
-    encoder: EncoderConfig | None = None
-    method: MethodConfig = field(default_factory=MethodConfig)
-    # unlabelled inputs for data-dependent methods (adamerging, fisher, regmean): the ``data`` section of
-    # realign/evaluate (``data.per_task.<task>`` for one data set per task); its ``split`` role
-    data: DataConfig | None = None  # None: data-free methods only
-    split: str = "test"  # unlabelled inputs, as the papers use (and realign's default)
-    seed: int = 0
-    output_dir: str = "runs/merge"
-
-    def validate(self) -> None:
-        self.pool.resolve_kind(self.pool_dir)
 
 
 REPLACED_KEYS = ("kwargs",)

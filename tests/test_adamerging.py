@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from simo_merge.encoders import build_encoder
-from simo_merge.experts import ExpertPool
+from simo_merge.features.losses import distill_output_loss
 from simo_merge.heads import build_head
 from simo_merge.merging import MERGE_METHODS, merge
 from simo_merge.merging.adamerging import AdaMergingProblem, lambda_groups
-from simo_merge.probes import ModelProbe
-from simo_merge.probes.entropy import prediction_entropy, resolve_objectives
-from simo_merge.probes.plots import lambda_heatmap
-from simo_merge.realign.train import distill_output_loss
+from simo_merge.merging.data import MergeData
+from simo_merge.merging.data.entropy import prediction_entropy, resolve_objectives
+from simo_merge.merging.data.plots import lambda_heatmap
+from simo_merge.pool.expert_pool import ExpertPool
 from simo_merge.tasks import normals, regression, segmentation
 
 SPECS = {"semseg": segmentation("semseg", 4), "depth": regression("depth"), "normal": normals()}
@@ -44,8 +44,10 @@ def setup(tasks=tuple(SPECS), num_inputs=8):
     base = encoder.model_state()
     experts = {t: perturbed(base, i + 1) for i, t in enumerate(tasks)}
     images = torch.rand(num_inputs, 3, 32, 32, generator=torch.Generator().manual_seed(5))
-    probe = ModelProbe(make_encoder, heads, experts, {t: images for t in tasks}, batch_size=4, progress=False)
-    return ExpertPool(base, experts), probe
+    merge_data = MergeData(
+        make_encoder, heads, experts, {t: images for t in tasks}, batch_size=4, progress=False
+    )
+    return ExpertPool(base, experts), merge_data
 
 
 @pytest.fixture(scope="module")
@@ -65,18 +67,18 @@ def hand_merge(pool, lambdas, group_of):
 
 
 def test_registered_and_record_is_an_accepted_hyperparameter(full):
-    pool, probe = full
+    pool, merge_data = full
     assert "adamerging" in MERGE_METHODS and "adamerging_layerwise" in MERGE_METHODS
     with pytest.raises(ValueError, match="unknown hyper-parameter"):
-        merge(pool, "adamerging", probe=probe, lam=0.3)
+        merge(pool, "adamerging", merge_data=merge_data, lam=0.3)
 
 
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("init", [0.3, 0.7])
 def test_frozen_lambdas_equal_task_arithmetic(full, method, init):
-    pool, probe = full
+    pool, merge_data = full
     record = {}
-    got = merge(pool, method, probe=probe, steps=0, init=init, record=record, progress=False)
+    got = merge(pool, method, merge_data=merge_data, steps=0, init=init, record=record, progress=False)
     want = merge(pool, "task_arithmetic", lam=init)
     assert got.keys() == want.keys()
     for key in want:
@@ -87,13 +89,22 @@ def test_frozen_lambdas_equal_task_arithmetic(full, method, init):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_one_step_lowers_the_objective_on_the_same_batch(full, method):
-    pool, probe = full
+    pool, merge_data = full
     record = {}
-    merge(pool, method, probe=probe, steps=1, seed=2, batches_per_task=1, record=record, progress=False)
+    merge(
+        pool,
+        method,
+        merge_data=merge_data,
+        steps=1,
+        seed=2,
+        batches_per_task=1,
+        record=record,
+        progress=False,
+    )
     problem = AdaMergingProblem(
         {k: v for k, v in pool.base.items() if v.is_floating_point()},
         pool.task_vectors(),
-        probe,
+        merge_data,
         layerwise=method == "adamerging_layerwise",
     )
     idx = {t: next(it) for t, it in problem.batch_iterators(seed=2).items()}
@@ -111,10 +122,16 @@ def test_one_step_lowers_the_objective_on_the_same_batch(full, method):
 
 
 def test_layerwise_groups_and_merged_state_match_hand_computation(full):
-    pool, probe = full
+    pool, merge_data = full
     record = {}
     got = merge(
-        pool, "adamerging_layerwise", probe=probe, steps=3, granularity="block", record=record, progress=False
+        pool,
+        "adamerging_layerwise",
+        merge_data=merge_data,
+        steps=3,
+        granularity="block",
+        record=record,
+        progress=False,
     )
     depth = ENC["depth"]
     assert record["groups"] == [f"block {b}" for b in range(depth)] + ["non-block"]
@@ -124,7 +141,7 @@ def test_layerwise_groups_and_merged_state_match_hand_computation(full):
     assert len({round(v, 6) for row in lambdas for v in row}) > 1  # coefficients actually differ
 
     def group_of(key):
-        block = probe.encoder.block_of_key(key)
+        block = merge_data.encoder.block_of_key(key)
         return depth if block is None else block
 
     assert group_of("cls_token") == depth and group_of("blocks.2.mlp.fc1.weight") == 2
@@ -134,9 +151,9 @@ def test_layerwise_groups_and_merged_state_match_hand_computation(full):
 
 
 def test_taskwise_has_one_group_and_matches_hand_computation(full):
-    pool, probe = full
+    pool, merge_data = full
     record = {}
-    got = merge(pool, "adamerging", probe=probe, steps=2, record=record, progress=False)
+    got = merge(pool, "adamerging", merge_data=merge_data, steps=2, record=record, progress=False)
     assert record["groups"] == ["all"] and [len(r) for r in record["lambdas"]] == [1, 1, 1]
     want = hand_merge(pool, record["lambdas"], lambda key: 0)
     for key in want:
@@ -146,9 +163,11 @@ def test_taskwise_has_one_group_and_matches_hand_computation(full):
 def test_layerwise_default_learns_one_lambda_per_task_and_tensor(full):
     """FusionBench / AdaMerging reference: λ has shape (tasks, parameter tensors), clamped to [0, 1] in
     the forward pass, and each step sums the objective over 2 batches per task before one Adam step."""
-    pool, probe = full
+    pool, merge_data = full
     record = {}
-    got = merge(pool, "adamerging_layerwise", probe=probe, steps=2, seed=3, record=record, progress=False)
+    got = merge(
+        pool, "adamerging_layerwise", merge_data=merge_data, steps=2, seed=3, record=record, progress=False
+    )
     float_keys = [k for k, v in pool.base.items() if v.is_floating_point()]
     assert record["groups"] == float_keys  # one group per parameter tensor, in state order
     lambdas = torch.tensor(record["lambdas"])
@@ -163,7 +182,7 @@ def test_layerwise_default_learns_one_lambda_per_task_and_tensor(full):
     for key in want:
         torch.testing.assert_close(got[key].double(), want[key], rtol=0, atol=1e-6, msg=key)
     # the first recorded objective: λ = init on the first two batches of every task, summed
-    problem = AdaMergingProblem({k: pool.base[k] for k in float_keys}, pool.task_vectors(), probe, True)
+    problem = AdaMergingProblem({k: pool.base[k] for k in float_keys}, pool.task_vectors(), merge_data, True)
     assert problem.shape == (len(SPECS), len(float_keys))
     iterators = problem.batch_iterators(seed=3)
     first = [{t: next(it) for t, it in iterators.items()} for _ in range(2)]
@@ -171,9 +190,9 @@ def test_layerwise_default_learns_one_lambda_per_task_and_tensor(full):
     expected = sum(problem.objective(lam0, idx)[0].item() for idx in first)
     assert record["objective_curve"][0] == pytest.approx(expected, rel=1e-6)
     with pytest.raises(ValueError, match="granularity"):
-        merge(pool, "adamerging_layerwise", probe=probe, steps=0, granularity="row")
+        merge(pool, "adamerging_layerwise", merge_data=merge_data, steps=0, granularity="row")
     with pytest.raises(ValueError, match="batches_per_task"):
-        merge(pool, "adamerging", probe=probe, steps=0, batches_per_task=0)
+        merge(pool, "adamerging", merge_data=merge_data, steps=0, batches_per_task=0)
 
 
 def test_lambda_groups_without_non_block_keys():
@@ -184,10 +203,10 @@ def test_lambda_groups_without_non_block_keys():
 
 
 def test_lambdas_are_clipped_to_the_unit_interval(full):
-    pool, probe = full
+    pool, merge_data = full
     record = {}
     got = merge(
-        pool, "adamerging_layerwise", probe=probe, steps=4, lr=0.4, init=1.0, granularity="block",
+        pool, "adamerging_layerwise", merge_data=merge_data, steps=4, lr=0.4, init=1.0, granularity="block",
         record=record, progress=False,
     )  # fmt: skip
     lam = torch.tensor(record["lambdas"])
@@ -197,7 +216,7 @@ def test_lambdas_are_clipped_to_the_unit_interval(full):
     depth = ENC["depth"]
 
     def group_of(key):
-        block = probe.encoder.block_of_key(key)
+        block = merge_data.encoder.block_of_key(key)
         return depth if block is None else block
 
     want = hand_merge(pool, record["lambdas"], group_of)
@@ -206,15 +225,17 @@ def test_lambdas_are_clipped_to_the_unit_interval(full):
 
 
 def test_regression_only_pool_distils_the_expert():
-    pool, probe = setup(tasks=("depth", "normal"))
+    pool, merge_data = setup(tasks=("depth", "normal"))
     record = {}
-    merge(pool, "adamerging", probe=probe, steps=1, batches_per_task=1, record=record, progress=False)
+    merge(
+        pool, "adamerging", merge_data=merge_data, steps=1, batches_per_task=1, record=record, progress=False
+    )
     assert record["objectives"] == {"depth": "distill", "normal": "distill"}
-    idx = next(probe.batches("depth", 0))
+    idx = next(merge_data.batches("depth", 0))
     merged = merge(pool, "task_arithmetic", lam=0.3)
-    out = probe.outputs_of_state(merged, probe.images["depth"][idx], ["depth", "normal"])
+    out = merge_data.outputs_of_state(merged, merge_data.images["depth"][idx], ["depth", "normal"])
     want = sum(
-        distill_output_loss(SPECS[t], out[t], probe.expert_outputs(t, idx)).item()
+        distill_output_loss(SPECS[t], out[t], merge_data.expert_outputs(t, idx)).item()
         for t in ("depth", "normal")
     )
     assert want > 1e-3
@@ -222,10 +243,10 @@ def test_regression_only_pool_distils_the_expert():
     # a one-task pool merged with λ = 1 is the expert itself: the distillation objective is 0
     single, single_probe = setup(tasks=("depth",))
     record = {}
-    merge(single, "adamerging", probe=single_probe, steps=1, init=1.0, record=record, progress=False)
+    merge(single, "adamerging", merge_data=single_probe, steps=1, init=1.0, record=record, progress=False)
     assert record["objective_curve"][0] == pytest.approx(0.0, abs=1e-5)
     with pytest.raises(ValueError, match="'depth'.*entropy"):
-        merge(pool, "adamerging", probe=probe, steps=0, objectives={"depth": "entropy"})
+        merge(pool, "adamerging", merge_data=merge_data, steps=0, objectives={"depth": "entropy"})
 
 
 def test_tasks_with_their_own_inputs_get_their_own_batches(full):
@@ -234,34 +255,45 @@ def test_tasks_with_their_own_inputs_get_their_own_batches(full):
     images = {
         t: torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(n)) for t, n in sizes.items()
     }
-    probe = ModelProbe(make_encoder, shared.heads, pool.experts, images, batch_size=4, progress=False)
+    merge_data = MergeData(make_encoder, shared.heads, pool.experts, images, batch_size=4, progress=False)
     record = {}
-    merge(pool, "adamerging", probe=probe, steps=1, seed=1, batches_per_task=1, record=record, progress=False)
+    merge(
+        pool,
+        "adamerging",
+        merge_data=merge_data,
+        steps=1,
+        seed=1,
+        batches_per_task=1,
+        record=record,
+        progress=False,
+    )
     merged = merge(pool, "task_arithmetic", lam=0.3)
-    idx = {t: next(probe.batches(t, 1)) for t in sizes}
+    idx = {t: next(merge_data.batches(t, 1)) for t in sizes}
     assert not torch.equal(idx["semseg"], idx["depth"])
     want = 0.0
     for task in sizes:
-        out = probe.outputs_of_state(merged, images[task][idx[task]], [task])[task]
+        out = merge_data.outputs_of_state(merged, images[task][idx[task]], [task])[task]
         if task == "semseg":
             want += prediction_entropy(out).item()
         else:
-            want += distill_output_loss(SPECS[task], out, probe.expert_outputs(task, idx[task])).item()
+            want += distill_output_loss(SPECS[task], out, merge_data.expert_outputs(task, idx[task])).item()
     assert record["objective_curve"][0] == pytest.approx(want, rel=1e-5)
 
 
 def test_segmentation_defaults_to_entropy(full):
-    pool, probe = full
+    pool, merge_data = full
     record = {}
-    merge(pool, "adamerging", probe=probe, steps=1, batches_per_task=1, record=record, progress=False)
+    merge(
+        pool, "adamerging", merge_data=merge_data, steps=1, batches_per_task=1, record=record, progress=False
+    )
     assert record["objectives"] == {"semseg": "entropy", "depth": "distill", "normal": "distill"}
-    idx = next(probe.batches("semseg", 0))
+    idx = next(merge_data.batches("semseg", 0))
     merged = merge(pool, "task_arithmetic", lam=0.3)
-    out = probe.outputs_of_state(merged, probe.images["semseg"][idx], list(SPECS))
+    out = merge_data.outputs_of_state(merged, merge_data.images["semseg"][idx], list(SPECS))
     p = out["semseg"].softmax(1)
     entropy = -(p * p.log()).sum(1).mean().item()
     distill = sum(
-        distill_output_loss(SPECS[t], out[t], probe.expert_outputs(t, idx)).item()
+        distill_output_loss(SPECS[t], out[t], merge_data.expert_outputs(t, idx)).item()
         for t in ("depth", "normal")
     )
     assert 0 < entropy <= math.log(4)
@@ -280,31 +312,31 @@ def test_prediction_entropy_hand_values():
 
 
 def test_bad_objectives_and_arguments_raise(full):
-    pool, probe = full
+    pool, merge_data = full
     with pytest.raises(ValueError, match="'semseg'.*'kl'"):
-        merge(pool, "adamerging", probe=probe, steps=0, objectives={"semseg": "kl"})
+        merge(pool, "adamerging", merge_data=merge_data, steps=0, objectives={"semseg": "kl"})
     with pytest.raises(ValueError, match="'edge'"):
         resolve_objectives({"semseg": SPECS["semseg"]}, {"edge": "distill"})
     with pytest.raises(ValueError, match="init"):
-        merge(pool, "adamerging", probe=probe, steps=0, init=1.5)
+        merge(pool, "adamerging", merge_data=merge_data, steps=0, init=1.5)
     with pytest.raises(ValueError, match="steps"):
-        merge(pool, "adamerging", probe=probe, steps=-1)
+        merge(pool, "adamerging", merge_data=merge_data, steps=-1)
     small_pool, small_probe = setup(tasks=("depth",))
     with pytest.raises(ValueError, match=r"\['semseg', 'normal'\]"):
-        merge(pool, "adamerging", probe=small_probe, steps=0)
+        merge(pool, "adamerging", merge_data=small_probe, steps=0)
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_probe_free_call_raises_a_clear_error(full, method):
     pool, _ = full
-    with pytest.raises(ValueError, match="needs a probe"):
+    with pytest.raises(ValueError, match="needs merge_data"):
         merge(pool, method, steps=1)
 
 
 def test_lambda_heatmap_is_written(tmp_path, full):
-    pool, probe = full
+    pool, merge_data = full
     record = {}
-    merge(pool, "adamerging_layerwise", probe=probe, steps=1, record=record, progress=False)
+    merge(pool, "adamerging_layerwise", merge_data=merge_data, steps=1, record=record, progress=False)
     path = lambda_heatmap(record, tmp_path / "plots" / "lambdas.png")
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000

@@ -24,7 +24,7 @@ from simo_merge.affinity import (
     transfer_curves,
     write_affinity_report,
 )
-from simo_merge.experts import ExpertPool
+from simo_merge.pool.expert_pool import ExpertPool
 
 SHAPES = {
     "cls_token": (1, 1, 4),
@@ -440,7 +440,7 @@ def test_default_sweep_is_the_simo_grid():
     import inspect
 
     from simo_merge.affinity import DEFAULT_LAMBDAS, DEFAULT_SELECT_LAMBDAS, pairwise_interference
-    from simo_merge.affinity_job import AffinityJobConfig
+    from simo_merge.jobs.affinity import AffinityJobConfig
 
     simo = [float(x) for x in np.linspace(0.0, 1.0, 5)]
     assert list(DEFAULT_LAMBDAS) == simo and list(DEFAULT_SELECT_LAMBDAS) == simo

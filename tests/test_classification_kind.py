@@ -75,8 +75,8 @@ def test_cross_entropy_loss():
 def test_classification_heads_work_with_fisher_sampling_and_output_distillation():
     import torch
 
-    from simo_merge.probes.fisher import sampled_log_likelihood
-    from simo_merge.realign.train import distill_output_loss
+    from simo_merge.features.losses import distill_output_loss
+    from simo_merge.merging.data.fisher import sampled_log_likelihood
     from simo_merge.tasks import classification
 
     spec = classification("mnist", 10)

@@ -128,9 +128,10 @@ def test_linear_classifier_head(tiny_timm):
 
 
 def test_heads_realigner_retrains_zeroshot_heads(tmp_path, tiny_clip):
+    from simo_merge.features.inputs import RealignInputs
     from simo_merge.heads.zeroshot import zeroshot_head_from_weights
     from simo_merge.realign.io import load_realigned, save_realigned
-    from simo_merge.realign.train import RealignConfig, RealignInputs, realign
+    from simo_merge.realign.train import RealignConfig, realign
 
     torch.manual_seed(0)
     base = tiny_clip.model_state()

@@ -206,7 +206,7 @@ def test_dtd_both_layouts(tmp_path):
 
 def test_dtd_archive_splits_are_task_vectors_folders(tmp_path):
     """task_vectors' dtd/val (its test set) = the archive's test1.txt; dtd/train = train1 + val1."""
-    from simo_merge.clip_bench import DEFAULT_TEST_SPLITS
+    from simo_merge.jobs.clip8 import DEFAULT_TEST_SPLITS
 
     arch = tmp_path / "dtd"
     parts = {"train": ["banded/banded_0001.jpg", "woven/woven_0001.jpg"], "val": ["woven/woven_0002.jpg"],

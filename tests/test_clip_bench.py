@@ -20,14 +20,15 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import save_file
 
-from simo_merge import clip_bench
 from simo_merge.checkpoint import CheckpointError
-from simo_merge.clip_bench import Clip8Config, detect_layout, row_keys, run_clip8
 from simo_merge.config import ConfigError, load_config
 from simo_merge.datasets import build_dataset
 from simo_merge.datasets.clip8 import CLIP8_TASKS
 from simo_merge.encoders import build_encoder
 from simo_merge.encoders.open_clip_vit import register_small_configs
+from simo_merge.jobs import clip8 as clip_bench
+from simo_merge.jobs.clip8 import Clip8Config, detect_layout, row_keys
+from simo_merge.jobs.clip8 import run as run_clip8
 
 ARCH = "ViT-Tiny-8"
 NAMES = {
@@ -207,7 +208,7 @@ def test_end_to_end_tables_and_resume(fixture_dirs, tmp_path, monkeypatch):
     )
     result = run_clip8(cfg)
     # the models evaluated: θ0, the eight experts in order, θ0 + 0.3 Σ τt (task arithmetic), then TIES
-    from simo_merge.clip_checkpoints import load_task_vectors_encoder
+    from simo_merge.pool.clip_layout import load_task_vectors_encoder
 
     tv_dir = root / "ckpt" / ARCH
     theta0 = load_task_vectors_encoder(tv_dir / "zeroshot.pt", allow_pickle=True)
@@ -400,7 +401,7 @@ def _write_quickgelu_task_vectors(root: Path) -> tuple[Path, torch.nn.Module]:
 
 
 def test_task_vectors_row_builds_a_quickgelu_model(fixture_dirs, tmp_path):
-    from simo_merge.clip_checkpoints import load_task_vectors_encoder_and_activation
+    from simo_merge.pool.clip_layout import load_task_vectors_encoder_and_activation
 
     data_root, _ = fixture_dirs
     ckpt_root, visual = _write_quickgelu_task_vectors(tmp_path / "ckpt")

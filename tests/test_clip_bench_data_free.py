@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from simo_merge import clip_bench
-from simo_merge.clip_bench import Clip8Config, row_keys, run_clip8
 from simo_merge.config import load_config
 from simo_merge.datasets.clip8 import CLIP8_TASKS
+from simo_merge.jobs import clip8 as clip_bench
+from simo_merge.jobs.clip8 import Clip8Config, row_keys
+from simo_merge.jobs.clip8 import run as run_clip8
 from simo_merge.merging import merge
 from tests.test_clip_bench import STANDIN, _overrides, fixture_dirs  # noqa: F401 (fixture)
 

@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import save_file
 
 from simo_merge.checkpoint import CheckpointError
-from simo_merge.clip_checkpoints import (
+from simo_merge.encoders.open_clip_vit import register_small_configs
+from simo_merge.pool.clip_layout import (
     StandIn,
     hf_clip_vision_to_open_clip,
     load_open_clip_visual_state,
@@ -21,7 +22,6 @@ from simo_merge.clip_checkpoints import (
     open_clip_visual_to_hf,
     task_vectors_paths,
 )
-from simo_merge.encoders.open_clip_vit import register_small_configs
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +145,7 @@ def test_restricted_unpickler_stands_in_for_foreign_classes(tmp_path):
         torch.save({"x": obj, "w": torch.ones(2)}, tmp_path / "evil.pt")
     finally:
         del sys.modules["evil_mod"]
-    from simo_merge.clip_checkpoints import load_pickled_object
+    from simo_merge.pool.clip_layout import load_pickled_object
 
     loaded = load_pickled_object(tmp_path / "evil.pt", allow_pickle=True)
     assert isinstance(loaded["x"], StandIn) and loaded["x"].pickled_class == "evil_mod.Boom"

@@ -11,7 +11,7 @@ from simo_merge import clip_templates as ct
 from simo_merge.encoders.open_clip_vit import OpenClipViTEncoder, register_small_configs
 from simo_merge.heads import HEADS, head_from_config
 from simo_merge.heads.zeroshot import ZeroShotHead, zeroshot_head, zeroshot_head_from_weights
-from simo_merge.training.model import MultiTaskModel
+from simo_merge.pool.model import MultiTaskModel
 
 
 @pytest.fixture(scope="module")

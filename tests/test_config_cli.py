@@ -7,7 +7,8 @@ import torch
 
 from simo_merge.checkpoint import load_state, read_sidecar
 from simo_merge.cli import main
-from simo_merge.config import ConfigError, MergeJobConfig, load_config
+from simo_merge.config import ConfigError, load_config
+from simo_merge.jobs.merge import MergeJobConfig
 
 TINY = ["encoder.kwargs={img_size: 32, patch_size: 8, depth: 2, embed_dim: 32, num_heads: 2}"]
 
@@ -82,7 +83,7 @@ def test_methods_lists_registry(capsys):
 
 def test_encoder_kwargs_given_as_a_mapping_replace_the_defaults(tmp_path):
     """A config that names another encoder must not inherit the default tiny ViT's patch_size/depth."""
-    from simo_merge.demo import DemoConfig
+    from simo_merge.jobs.demo import DemoConfig
 
     path = tmp_path / "dino.yaml"
     path.write_text("encoder: {arch: vit_small_patch14_dinov2, kwargs: {img_size: [28, 42]}}\n")

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from simo_merge.encoders import build_encoder
-from simo_merge.experts import ExpertPool
 from simo_merge.heads.zeroshot import zeroshot_head_from_weights
 from simo_merge.merging import merge
-from simo_merge.probes import ModelProbe
+from simo_merge.merging.data import MergeData
+from simo_merge.pool.expert_pool import ExpertPool
+from simo_merge.pool.model import MultiTaskModel
 from simo_merge.training.evaluate import evaluate
-from simo_merge.training.model import MultiTaskModel
 
 
 def make_clip():
@@ -35,8 +35,8 @@ def clip_pool():
         for t, c in (("mnist", 10), ("svhn", 4))
     }
     images = {t: torch.rand(12, 3, 32, 32, generator=gen) for t in heads}  # each task its own inputs (SISO)
-    probe = ModelProbe(make_clip, heads, experts, images, batch_size=4, progress=False)
-    return ExpertPool(base, experts), heads, images, probe
+    merge_data = MergeData(make_clip, heads, experts, images, batch_size=4, progress=False)
+    return ExpertPool(base, experts), heads, images, merge_data
 
 
 @pytest.mark.parametrize(
@@ -49,11 +49,11 @@ def clip_pool():
     ],
 )
 def test_data_dependent_merges_run_on_a_classification_pool(clip_pool, method, params):
-    pool, heads, images, probe = clip_pool
+    pool, heads, images, merge_data = clip_pool
     record: dict = {}
     if method.startswith("adamerging"):
         params = {**params, "record": record}
-    merged = merge(pool, method, probe=probe, **params)
+    merged = merge(pool, method, merge_data=merge_data, **params)
     assert set(merged) == set(pool.base)
     if record:
         assert record["objectives"] == {"mnist": "entropy", "svhn": "entropy"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from simo_merge.cli import main
-from simo_merge.demo import DemoConfig
+from simo_merge.jobs.demo import DemoConfig
 from tests.test_demo import TINY
 
 

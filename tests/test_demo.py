@@ -305,7 +305,7 @@ def test_train_experts_with_pretrain_steps_0_keeps_the_initialised_encoder(tmp_p
     from simo_merge.checkpoint import load_state, read_sidecar
     from simo_merge.config import load_config
     from simo_merge.configs import builtin_config
-    from simo_merge.demo import Demo, DemoConfig
+    from simo_merge.jobs.demo import Demo, DemoConfig
 
     args = [*TINY, "pretrain.steps=0", f"output_dir={tmp_path}"]
     assert main(["train-experts", *args]) == 0

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from simo_merge.checkpoint import save_state
-from simo_merge.experts import ExpertMismatchError, ExpertPool
+from simo_merge.pool.expert_pool import ExpertMismatchError, ExpertPool
 
 
 def base_state():

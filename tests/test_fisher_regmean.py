@@ -1,5 +1,5 @@
 """Fisher merging and RegMean: the merge rules against hand-computed values, and the statistics (diagonal
-Fisher, per-layer Gram matrices) collected from tiny timm / open_clip experts through a ModelProbe."""
+Fisher, per-layer Gram matrices) collected from tiny timm / open_clip experts through a MergeData."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import torch
 from torch import nn
 
 from simo_merge.encoders import build_encoder
-from simo_merge.experts import ExpertPool
+from simo_merge.features.cache import FeatureCache
 from simo_merge.heads import build_head
 from simo_merge.merging import MERGE_METHODS, merge
+from simo_merge.merging.data import MergeData
+from simo_merge.merging.data.fisher import diagonal_fisher, fisher_of_model, sampled_log_likelihood
+from simo_merge.merging.data.gram import GramRecorder, attention_context, collect_grams, gram_matrices
 from simo_merge.merging.regmean import regmean_linear, regularised_gram
-from simo_merge.probes import ModelProbe
-from simo_merge.probes.fisher import diagonal_fisher, fisher_of_model, sampled_log_likelihood
-from simo_merge.probes.gram import GramRecorder, attention_context, collect_grams, gram_matrices
-from simo_merge.realign.cache import FeatureCache
+from simo_merge.pool.expert_pool import ExpertPool
 from simo_merge.tasks import normals, regression, segmentation
 
 SPECS = {"semseg": segmentation("semseg", 4), "depth": regression("depth"), "normal": normals()}
@@ -42,7 +42,7 @@ def make_probe(cache=None, same=False, num_inputs=8):
     base = encoder.model_state()
     experts = {t: dict(base) if same else perturbed(base, i + 1) for i, t in enumerate(SPECS)}
     images = torch.rand(num_inputs, 3, 32, 32, generator=torch.Generator().manual_seed(5))
-    probe = ModelProbe(
+    merge_data = MergeData(
         make_encoder,
         heads,
         experts,
@@ -52,7 +52,7 @@ def make_probe(cache=None, same=False, num_inputs=8):
         cache=cache,
         progress=False,
     )
-    return probe, ExpertPool(base, experts)
+    return merge_data, ExpertPool(base, experts)
 
 
 def toy_pool(num_tasks=3, seed=0):
@@ -108,7 +108,7 @@ def test_fisher_dominated_by_one_task_returns_that_expert():
 
 def test_fisher_bad_input_is_named():
     pool = toy_pool()
-    with pytest.raises(ValueError, match="probe=ModelProbe"):
+    with pytest.raises(ValueError, match="merge_data=MergeData"):
         merge(pool, "fisher")
     full = {k: torch.ones_like(v) for k, v in pool.base.items() if k != "ids"}
     with pytest.raises(KeyError, match="t2"):
@@ -192,9 +192,9 @@ def test_sampled_log_likelihood_by_hand():
 
 
 def test_fisher_is_per_image_and_restores_requires_grad():
-    probe, _ = make_probe()
-    encoder, head = probe.expert_encoder("depth"), probe.heads["depth"]
-    x = probe.images["depth"][:2]
+    merge_data, _ = make_probe()
+    encoder, head = merge_data.expert_encoder("depth"), merge_data.heads["depth"]
+    x = merge_data.images["depth"][:2]
     joint = fisher_of_model(encoder, head, [x], torch.Generator().manual_seed(4))
     gen = torch.Generator().manual_seed(4)
     first = fisher_of_model(encoder, head, [x[:1]], gen)
@@ -207,17 +207,17 @@ def test_fisher_is_per_image_and_restores_requires_grad():
 
 def test_diagonal_fisher_is_non_negative_finite_and_cached(tmp_path):
     cache = FeatureCache(tmp_path)
-    probe, pool = make_probe(cache)
+    merge_data, pool = make_probe(cache)
     float_keys = {k for k, v in pool.base.items() if v.is_floating_point()}
     for task in SPECS:
-        fisher = diagonal_fisher(probe, task, num_batches=2)
+        fisher = diagonal_fisher(merge_data, task, num_batches=2)
         assert set(fisher) == float_keys
         for key, value in fisher.items():
             assert value.shape == pool.base[key].shape
             assert torch.isfinite(value).all() and (value >= 0).all(), (task, key)
         assert fisher["blocks.0.attn.qkv.weight"].sum() > 0 and fisher["pos_embed"].sum() > 0
         misses = cache.misses
-        again = diagonal_fisher(probe, task, num_batches=2)
+        again = diagonal_fisher(merge_data, task, num_batches=2)
         assert cache.misses == misses and all(torch.equal(again[k], fisher[k]) for k in fisher)
     assert cache.misses == 3
     # a new process (fresh cache object, same folder) reads them back from disk, keys intact
@@ -225,20 +225,20 @@ def test_diagonal_fisher_is_non_negative_finite_and_cached(tmp_path):
     reloaded, _ = make_probe(fresh)
     disk = diagonal_fisher(reloaded, "semseg", num_batches=2)
     assert fresh.misses == 0 and fresh.hits == 1
-    assert all(torch.equal(disk[k], diagonal_fisher(probe, "semseg", num_batches=2)[k]) for k in disk)
+    assert all(torch.equal(disk[k], diagonal_fisher(merge_data, "semseg", num_batches=2)[k]) for k in disk)
     # a different batch count is a different statistic
-    diagonal_fisher(probe, "semseg", num_batches=1)
+    diagonal_fisher(merge_data, "semseg", num_batches=1)
     assert cache.misses == 4
 
 
 def test_fisher_merge_through_a_probe():
-    probe, pool = make_probe(same=True)
-    merged = merge(pool, "fisher", probe=probe, num_batches=1)
+    merge_data, pool = make_probe(same=True)
+    merged = merge(pool, "fisher", merge_data=merge_data, num_batches=1)
     for key, value in pool.experts["depth"].items():
         torch.testing.assert_close(merged[key], value, rtol=0, atol=1e-6)
-    probe, pool = make_probe()
-    fishers = {t: diagonal_fisher(probe, t, num_batches=1) for t in SPECS}
-    via_probe = merge(pool, "fisher", probe=probe, num_batches=1)
+    merge_data, pool = make_probe()
+    fishers = {t: diagonal_fisher(merge_data, t, num_batches=1) for t in SPECS}
+    via_probe = merge(pool, "fisher", merge_data=merge_data, num_batches=1)
     direct = merge(pool, "fisher", fishers=fishers)
     assert all(torch.equal(via_probe[k], direct[k]) for k in direct)
 
@@ -313,7 +313,7 @@ def test_regmean_unused_input_feature_keeps_the_average():
 def test_regmean_bad_input_is_named():
     pool = toy_pool()
     eye = torch.eye(4)
-    with pytest.raises(ValueError, match="probe=ModelProbe"):
+    with pytest.raises(ValueError, match="merge_data=MergeData"):
         merge(pool, "regmean")
     with pytest.raises(KeyError, match="lin.weight"):
         merge(pool, "regmean", grams={"t0": {"lin.weight": eye}, "t1": {}, "t2": {}})
@@ -416,24 +416,24 @@ def test_hooks_are_removed_even_when_the_forward_fails(tiny_timm):
 
 
 def test_gram_matrices_through_a_probe_are_cached_and_normalised(tmp_path):
-    probe, pool = make_probe(FeatureCache(tmp_path))
-    grams = gram_matrices(probe, "depth", num_batches=2)
-    misses = probe.cache.misses
-    again = gram_matrices(probe, "depth", num_batches=2)
-    assert probe.cache.misses == misses and all(torch.equal(again[k], grams[k]) for k in grams)
+    merge_data, pool = make_probe(FeatureCache(tmp_path))
+    grams = gram_matrices(merge_data, "depth", num_batches=2)
+    misses = merge_data.cache.misses
+    again = gram_matrices(merge_data, "depth", num_batches=2)
+    assert merge_data.cache.misses == misses and all(torch.equal(again[k], grams[k]) for k in grams)
     reloaded, _ = make_probe(FeatureCache(tmp_path))
     disk = gram_matrices(reloaded, "depth", num_batches=2)
     assert reloaded.cache.misses == 0 and all(torch.equal(disk[k], grams[k]) for k in grams)
     assert all(g.dtype == torch.float64 for g in grams.values())
     import itertools
 
-    batches = [probe.images["depth"][i] for i in itertools.islice(probe.batches("depth"), 2)]
-    sums, counts = collect_grams(probe.expert_encoder("depth"), batches)
+    batches = [merge_data.images["depth"][i] for i in itertools.islice(merge_data.batches("depth"), 2)]
+    sums, counts = collect_grams(merge_data.expert_encoder("depth"), batches)
     assert sorted(grams) == sorted(sums) and counts["blocks.0.attn.qkv.weight"] == 2 * 2 * 17
     for key in sums:
         torch.testing.assert_close(grams[key], sums[key] / counts[key])
     # RegMean end to end: identical experts come back unchanged
-    probe, pool = make_probe(same=True)
-    merged = merge(pool, "regmean", probe=probe, num_batches=1)
+    merge_data, pool = make_probe(same=True)
+    merged = merge(pool, "regmean", merge_data=merge_data, num_batches=1)
     for key, value in pool.experts["normal"].items():
         torch.testing.assert_close(merged[key], value, rtol=0, atol=1e-5)

@@ -127,25 +127,25 @@ def payload_files(tmp_path_factory):
 
 
 def _load_pool(path, allow):
-    from simo_merge.experts import ExpertPool
+    from simo_merge.pool.expert_pool import ExpertPool
 
     ExpertPool.from_files(path, {"a": path}, allow_pickle=allow)
 
 
 def _load_task_vectors_encoder(path, allow):
-    from simo_merge.clip_checkpoints import load_task_vectors_encoder
+    from simo_merge.pool.clip_layout import load_task_vectors_encoder
 
     load_task_vectors_encoder(path, allow_pickle=allow)
 
 
 def _load_task_vectors_head(path, allow):
-    from simo_merge.clip_checkpoints import load_task_vectors_head
+    from simo_merge.pool.clip_layout import load_task_vectors_head
 
     load_task_vectors_head(path, allow_pickle=allow)
 
 
 def _load_text(path, allow):
-    from simo_merge.clip_bench import Clip8Config, _text_heads
+    from simo_merge.jobs.clip8 import Clip8Config, _text_heads
 
     cfg = Clip8Config(model="ViT-Tiny-8", text_checkpoint=str(path), allow_pickle=allow)
     ckpt = SimpleNamespace(head_weights={"mnist": None}, layout="task_vectors", sources={}, activation=None)
@@ -238,8 +238,8 @@ def _tiny_pool_files(tmp_path, poison=None):
     "which,value", [("base", float("nan")), ("depth", float("inf")), ("seg", -float("inf"))]
 )
 def test_non_finite_experts_are_refused_naming_file_and_key(tmp_path, which, value):
-    from simo_merge.experts import ExpertPool
     from simo_merge.finite import NonFiniteError
+    from simo_merge.pool.expert_pool import ExpertPool
 
     base, experts = _tiny_pool_files(tmp_path, (which, "w", value))
     name = "theta0.safetensors" if which == "base" else f"{which}.safetensors"
@@ -264,8 +264,8 @@ def test_non_finite_experts_are_refused_naming_file_and_key(tmp_path, which, val
     ],
 )
 def test_bad_hyperparameters_are_refused_before_merging(tmp_path, method, params, transforms, message):
-    from simo_merge.experts import ExpertPool
     from simo_merge.merging import merge
+    from simo_merge.pool.expert_pool import ExpertPool
 
     pool = ExpertPool.from_files(*_tiny_pool_files(tmp_path))
     with pytest.raises(ValueError, match=message):
@@ -276,8 +276,8 @@ def test_bad_hyperparameters_are_refused_before_merging(tmp_path, method, params
 
 
 def test_overflowing_merge_is_an_error_not_an_inf_checkpoint():
-    from simo_merge.experts import ExpertPool
     from simo_merge.merging import merge
+    from simo_merge.pool.expert_pool import ExpertPool
 
     base = {"w": torch.zeros(2, 2)}
     pool = ExpertPool(base, {"a": {"w": torch.full((2, 2), 1e30)}, "b": {"w": torch.full((2, 2), 2e30)}})
@@ -419,7 +419,8 @@ def test_second_run_into_a_locked_folder_is_refused(tmp_path, capsys):
 
 def test_output_paths_that_cannot_work_fail_at_start(tmp_path, capsys):
     from simo_merge.cli import main
-    from simo_merge.evaluate_job import EvaluateConfig, run_evaluate
+    from simo_merge.jobs.evaluate import EvaluateConfig
+    from simo_merge.jobs.evaluate import run as run_evaluate
     from simo_merge.outputs import OutputPathError
 
     a_file = tmp_path / "a_file"
@@ -466,7 +467,7 @@ TINY_DEMO = [
 
 def _demo(out: Path, *extra: str):
     from simo_merge.config import load_config
-    from simo_merge.demo import Demo, DemoConfig
+    from simo_merge.jobs.demo import Demo, DemoConfig
 
     return Demo(load_config(DemoConfig, None, [*TINY_DEMO, f"output_dir={out}", *extra]))
 
@@ -510,7 +511,7 @@ def clean_runs(tmp_path_factory):
 def test_crash_between_an_experts_files_then_changed_config_never_mixes_runs(
     tmp_path, monkeypatch, clean_runs
 ):
-    import simo_merge.pool_io as pool_io
+    import simo_merge.pool.folder as pool_io
 
     out = tmp_path / "run"
     _demo(out).experts()
@@ -523,7 +524,7 @@ def test_crash_between_an_experts_files_then_changed_config_never_mixes_runs(
 
 
 def test_crash_in_a_fresh_folder_does_not_leave_the_pool_stuck(tmp_path, monkeypatch, clean_runs):
-    import simo_merge.pool_io as pool_io
+    import simo_merge.pool.folder as pool_io
 
     out = tmp_path / "run"
     _crash_after_first_file(monkeypatch, pool_io)
@@ -619,7 +620,7 @@ def test_yaml_syntax_errors_and_non_mappings_name_the_file(tmp_path, capsys):
 def test_demo_settings_that_cannot_work_fail_before_any_training(tmp_path, capsys, override, message):
     from simo_merge.cli import main
     from simo_merge.config import ConfigError, load_config
-    from simo_merge.demo import DemoConfig
+    from simo_merge.jobs.demo import DemoConfig
 
     overrides = [*TINY_DEMO, f"output_dir={tmp_path / 'out'}", override]
     if message is None:
@@ -634,7 +635,7 @@ def test_demo_settings_that_cannot_work_fail_before_any_training(tmp_path, capsy
 
 def test_full_demo_checks_its_data_dependent_names(tmp_path):
     from simo_merge.config import ConfigError, load_config
-    from simo_merge.demo import DemoConfig
+    from simo_merge.jobs.demo import DemoConfig
 
     with pytest.raises(ConfigError, match="data_dependent.methods: unknown merge method 'fishr'"):
         load_config(DemoConfig, None, [*TINY_DEMO, "full=true", "data_dependent.methods=[adamerging,fishr]"])
@@ -645,9 +646,9 @@ def test_full_demo_checks_its_data_dependent_names(tmp_path):
 
 
 def test_realign_and_bench_names_and_values_fail_at_load(tmp_path):
-    from simo_merge.clip_bench import Clip8Config
     from simo_merge.config import ConfigError, load_config
-    from simo_merge.realign.job import RealignJobConfig
+    from simo_merge.jobs.clip8 import Clip8Config
+    from simo_merge.jobs.realign import RealignJobConfig
 
     with pytest.raises(ConfigError, match="realigner: unknown realigner 'deeep'"):
         load_config(RealignJobConfig, None, ["realigner=deeep"])
@@ -675,7 +676,8 @@ def test_an_empty_training_loader_is_an_error_not_a_hang():
 
 def test_adapters_trained_on_another_checkpoint_are_refused(tmp_path):
     from simo_merge.checkpoint import save_state, state_hash
-    from simo_merge.evaluate_job import EvaluateConfig, run_evaluate
+    from simo_merge.jobs.evaluate import EvaluateConfig
+    from simo_merge.jobs.evaluate import run as run_evaluate
 
     merged_a, merged_b = {"w": torch.ones(3)}, {"w": torch.full((3,), 2.0)}
     save_state(tmp_path / "a.safetensors", merged_a, {"method": "ties"})

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from simo_merge.experts import ExpertPool
 from simo_merge.merging import MERGE_METHODS, TV_TRANSFORMS, merge
+from simo_merge.pool.expert_pool import ExpertPool
 
 
 def random_pool(num_tasks: int = 3, seed: int = 0, dtype=torch.float32) -> ExpertPool:

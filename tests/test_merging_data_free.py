@@ -14,9 +14,9 @@ import pytest
 import torch
 from torch import Tensor
 
-from simo_merge.experts import ExpertPool
 from simo_merge.merging import MERGE_METHODS, TV_TRANSFORMS, merge
 from simo_merge.merging.iso_cts import common_space_size
+from simo_merge.pool.expert_pool import ExpertPool
 from simo_merge.registry import Registry
 
 NEW_METHODS = ["lines", "consensus", "iso_c", "iso_cts", "tsv_m"]

@@ -12,9 +12,9 @@ from simo_merge.checkpoint import load_state, read_sidecar, save_state
 from simo_merge.cli import main
 from simo_merge.config import ConfigError, EncoderConfig, PoolConfig
 from simo_merge.encoders import build_encoder
-from simo_merge.experts import ExpertPool
 from simo_merge.merging import merge
-from simo_merge.pool_spec import check_checkpoint_encoder, pool_kind, resolve_pool, stored_encoder_config
+from simo_merge.pool.expert_pool import ExpertPool
+from simo_merge.pool.spec import check_checkpoint_encoder, pool_kind, resolve_pool, stored_encoder_config
 
 CLIP = {"library": "open_clip", "arch": "ViT-Tiny-8", "kwargs": {}}
 
@@ -210,11 +210,12 @@ def test_the_readme_pool_config_loads_on_every_command(tmp_path):
     affinity, and describes a files pool with one data set per task."""
     from pathlib import Path
 
-    from simo_merge.affinity_job import AffinityJobConfig
-    from simo_merge.config import MergeJobConfig, load_config
+    from simo_merge.config import load_config
     from simo_merge.data import task_groups
-    from simo_merge.evaluate_job import EvaluateConfig
-    from simo_merge.realign.job import RealignJobConfig
+    from simo_merge.jobs.affinity import AffinityJobConfig
+    from simo_merge.jobs.evaluate import EvaluateConfig
+    from simo_merge.jobs.merge import MergeJobConfig
+    from simo_merge.jobs.realign import RealignJobConfig
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     block = readme.split("`clip_pool.yaml`:\n\n```yaml\n", 1)[1].split("```", 1)[0]

@@ -219,7 +219,7 @@ def test_bad_checkpoints_fail_naming_file_and_key(tmp_path, tiny_timm):
 def test_demo_theta0_from_a_checkpoint_skips_pretraining_and_tracks_the_file(tmp_path, capsys):
     from simo_merge.checkpoint import load_state, read_sidecar
     from simo_merge.config import load_config
-    from simo_merge.demo import Demo, DemoConfig
+    from simo_merge.jobs.demo import Demo, DemoConfig
 
     kwargs = dict(img_size=32, patch_size=8, depth=2, embed_dim=32, num_heads=2)
     path = tmp_path / "theta0_in.safetensors"
@@ -263,7 +263,7 @@ def test_demo_theta0_from_a_checkpoint_skips_pretraining_and_tracks_the_file(tmp
 
 def test_encoder_kwargs_given_whole_replace_the_defaults(tmp_path):
     from simo_merge.config import load_config
-    from simo_merge.demo import DemoConfig
+    from simo_merge.jobs.demo import DemoConfig
 
     demo_default = load_config(DemoConfig).encoder.kwargs
     assert demo_default["patch_size"] == 8 and demo_default["depth"] == 6
@@ -279,7 +279,7 @@ def test_encoder_kwargs_given_whole_replace_the_defaults(tmp_path):
 
 def test_toy_merge_pool_uses_the_given_theta0(tmp_path, tiny_timm):
     from simo_merge.config import EncoderConfig, PoolConfig
-    from simo_merge.toy_pool import make_toy_pool
+    from simo_merge.pool.toy import make_toy_pool
 
     state = {k: v + 1.0 for k, v in tiny_timm.model_state().items()}
     path = tmp_path / "t0.safetensors"

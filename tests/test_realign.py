@@ -7,13 +7,16 @@ import pytest
 import torch
 
 from simo_merge.encoders import build_encoder
+from simo_merge.features.inputs import RealignInputs
+from simo_merge.features.sampling import IndexSampler
+from simo_merge.features.sites import head_sites
 from simo_merge.heads import build_head
+from simo_merge.pool.model import MultiTaskModel
 from simo_merge.realign import REALIGNERS, Adapter
 from simo_merge.realign.io import load_realigned, save_realigned
-from simo_merge.realign.model import RealignedModel, head_sites
-from simo_merge.realign.train import IndexSampler, RealignConfig, RealignInputs, Realignment, realign
+from simo_merge.realign.model import RealignedModel
+from simo_merge.realign.train import RealignConfig, Realignment, realign
 from simo_merge.tasks import normals, regression, segmentation
-from simo_merge.training.model import MultiTaskModel
 
 ALL = ["surgery", "deep", "shared-deep", "taps", "heads"]
 SPECS = {"semseg": segmentation("semseg", 4), "depth": regression("depth"), "normal": normals()}
@@ -213,8 +216,8 @@ def test_deep_on_a_24_block_1024_wide_vit():
 
 
 def test_deep_feature_cache_stores_only_the_token_means_its_loss_reads():
-    from simo_merge.realign.cache import FeatureCache
-    from simo_merge.realign.model import run_encoder
+    from simo_merge.features.cache import FeatureCache
+    from simo_merge.features.sites import run_encoder
     from simo_merge.realign.train import feature_l1
 
     base, experts, heads, inputs = _setup()

@@ -8,12 +8,12 @@ import torch
 
 from simo_merge.config import load_config
 from simo_merge.configs import builtin_config
-from simo_merge.demo import Demo, DemoConfig
+from simo_merge.features.inputs import dataset_inputs
+from simo_merge.jobs.demo import Demo, DemoConfig
 from simo_merge.merging import merge
 from simo_merge.metrics.summary import normalized_performance
-from simo_merge.pool_io import pool_heads
-from simo_merge.realign.diagnostics import representation_bias
-from simo_merge.realign.job import dataset_inputs, expert_encoders, mean_bias
+from simo_merge.pool.folder import pool_heads
+from simo_merge.realign.diagnostics import mean_bias, representation_bias
 from simo_merge.realign.train import RealignConfig, realign
 from simo_merge.training.evaluate import evaluate
 
@@ -39,7 +39,7 @@ def trained(tmp_path_factory):
     merged = merge(pool, "task_arithmetic", lam=0.5)
     ta = evaluate(demo.merged_model(pool, merged), demo.data.test, specs, progress=False)
     images = dataset_inputs(demo.data.sets["test"], list(specs), "test")
-    experts = expert_encoders(pool, demo.new_encoder)
+    experts = pool.expert_encoders()
     before = mean_bias(representation_bias(demo.merged_model(pool, merged).encoder, experts, images.images))
     return demo, pool, merged, individual, ta, images, experts, before
 

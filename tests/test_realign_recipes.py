@@ -15,9 +15,11 @@ import pytest
 import torch
 
 from simo_merge.encoders import build_encoder
+from simo_merge.features.inputs import RealignInputs
+from simo_merge.features.sampling import IndexSampler
 from simo_merge.heads import build_head
 from simo_merge.realign.io import load_realigned, save_realigned
-from simo_merge.realign.train import IndexSampler, RealignConfig, RealignInputs, Realignment, realign
+from simo_merge.realign.train import RealignConfig, Realignment, realign
 from simo_merge.tasks import normals, regression, segmentation
 
 SPECS = {"semseg": segmentation("semseg", 4), "depth": regression("depth"), "normal": normals()}

@@ -15,9 +15,9 @@ from test_taskonomy import _task_building, _write_view
 from simo_merge.config import EncoderConfig, load_config
 from simo_merge.configs import builtin_config
 from simo_merge.data import build_split
-from simo_merge.demo import DemoConfig
 from simo_merge.encoders import build_encoder
 from simo_merge.heads import build_head
+from simo_merge.jobs.demo import DemoConfig
 
 CONFIGS = ("nyuv2_simo", "cityscapes_simo", "taskonomy_simo")
 

@@ -17,15 +17,16 @@ from simo_merge.checkpoint import load_state, read_sidecar, save_state
 from simo_merge.cli import main
 from simo_merge.datasets import build_dataset
 from simo_merge.encoders import build_encoder
+from simo_merge.features.inputs import RealignInputs
 from simo_merge.heads.zeroshot import zeroshot_head_from_weights
 from simo_merge.merging import merge
-from simo_merge.pool_io import load_pool_dir, pool_heads, save_expert
-from simo_merge.probes import ModelProbe
+from simo_merge.merging.data import MergeData
+from simo_merge.pool.folder import load_pool_dir, pool_heads, save_expert
+from simo_merge.pool.model import MultiTaskModel
 from simo_merge.realign import REALIGNERS
 from simo_merge.realign.diagnostics import representation_bias
-from simo_merge.realign.train import RealignConfig, RealignInputs, realign
+from simo_merge.realign.train import RealignConfig, realign
 from simo_merge.training.evaluate import evaluate
-from simo_merge.training.model import MultiTaskModel
 
 CLIP = {"library": "open_clip", "arch": "ViT-Tiny-8", "kwargs": {}}
 CLASSES = {"resisc45": ["airplane", "beach", "forest"], "dtd": ["banded", "woven"]}
@@ -131,7 +132,7 @@ def test_siso_pool_end_to_end_from_the_cli(setup, capsys):
     val_images = {t: torch.stack([s[i]["image"] for i in range(len(s))]) for t, s in val_sets.items()}
     assert {t: x.shape[0] for t, x in val_images.items()} == {"dtd": 6, "resisc45": 9}
 
-    # a data-dependent merge: the probe reads each task's unlabelled inputs from its own data set
+    # a data-dependent merge: the merge_data reads each task's unlabelled inputs from its own data set
     run = out / "adamerging"
     args = [
         "method.name=adamerging",
@@ -142,16 +143,16 @@ def test_siso_pool_end_to_end_from_the_cli(setup, capsys):
         f"output_dir={run}",
     ]
     assert main(["merge", f"pool_dir={pool_dir}", *args]) == 0, capsys.readouterr().err
-    probe = ModelProbe(make_encoder, pool_heads(pool), pool.experts, val_images, "val", progress=False)
-    expected = merge(pool, "adamerging", probe=probe, steps=2, lr=0.1, progress=False)
+    merge_data = MergeData(make_encoder, pool_heads(pool), pool.experts, val_images, "val", progress=False)
+    expected = merge(pool, "adamerging", merge_data=merge_data, steps=2, lr=0.1, progress=False)
     got = load_state(run / "merged.safetensors")
     assert all(torch.allclose(got[k], expected[k], rtol=0, atol=1e-6) for k in expected)
     meta = read_sidecar(run / "merged.safetensors")
     assert meta["probe_inputs"] == {"dtd": ["val", 6], "resisc45": ["val", 9]}
     assert meta["hyperparameters"]["steps"] == 2 and meta["hyperparameters"]["init"] == 0.3
     swapped = {"dtd": val_images["resisc45"], "resisc45": val_images["resisc45"]}  # the wrong inputs
-    other = ModelProbe(make_encoder, pool_heads(pool), pool.experts, swapped, "x", progress=False)
-    other_merge = merge(pool, "adamerging", probe=other, steps=2, lr=0.1, progress=False)
+    other = MergeData(make_encoder, pool_heads(pool), pool.experts, swapped, "x", progress=False)
+    other_merge = merge(pool, "adamerging", merge_data=other, steps=2, lr=0.1, progress=False)
     assert not all(torch.allclose(got[k], other_merge[k], rtol=0, atol=1e-6) for k in expected)
 
     # realign with every realigner, each task's unlabelled inputs from its own data set (val)

@@ -9,11 +9,11 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from simo_merge.heads import build_head
+from simo_merge.pool.model import MultiTaskModel
 from simo_merge.tasks import normals, regression, segmentation
 from simo_merge.training.evaluate import evaluate
 from simo_merge.training.loop import fit, warmup_cosine
 from simo_merge.training.losses import task_loss
-from simo_merge.training.model import MultiTaskModel
 
 
 def test_losses_by_hand():
@@ -95,9 +95,9 @@ def test_evaluation_runs_the_encoder_once_per_batch_for_all_heads(tiny_timm):
 def test_recipe_defaults_live_with_their_config_and_each_phase_has_its_lr(tiny_timm, monkeypatch):
     from simo_merge.config import load_config
     from simo_merge.configs import builtin_config
-    from simo_merge.demo import DemoConfig
-    from simo_merge.training import experts
-    from simo_merge.training.experts import FinetuneRecipe, finetune
+    from simo_merge.jobs.demo import DemoConfig
+    from simo_merge.training import finetune as experts
+    from simo_merge.training.finetune import FinetuneRecipe, finetune
 
     real = FinetuneRecipe()  # a real pretrained ViT: a small encoder lr
     assert (real.lr_encoder, real.lr_head, real.probe_lr) == (3e-5, 1e-3, 1e-3)

@@ -13,7 +13,7 @@ from simo_merge.affinity.clustering import DEFAULT_THRESHOLD, cluster_tasks
 from simo_merge.affinity.interference import DEFAULT_SELECT_LAMBDAS, pairwise_interference
 from simo_merge.affinity.transfer import DEFAULT_LAMBDAS, transfer_curves
 from simo_merge.affinity.vectors import cosine_matrices, sign_conflict
-from simo_merge.experts import ExpertPool
+from simo_merge.pool.expert_pool import ExpertPool
 
 
 def run_affinity(

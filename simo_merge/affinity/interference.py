@@ -21,8 +21,8 @@ from tqdm.auto import tqdm
 
 from simo_merge.affinity._evaluate import Evaluator, Results, check_baselines, evaluate_tasks, normalise
 from simo_merge.affinity.transfer import SIMO_LAMBDAS
-from simo_merge.experts import ExpertPool
 from simo_merge.merging import merge
+from simo_merge.pool.expert_pool import ExpertPool
 
 #: λ candidates of each pairwise merge: the SIMO paper's sweep (the default before: 0.2, 0.4, ..., 1.0)
 DEFAULT_SELECT_LAMBDAS: tuple[float, ...] = SIMO_LAMBDAS

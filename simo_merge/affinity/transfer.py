@@ -30,7 +30,7 @@ from simo_merge.affinity._evaluate import (
     evaluate_tasks,
     normalise,
 )
-from simo_merge.experts import ExpertPool, is_mergeable
+from simo_merge.pool.expert_pool import ExpertPool, is_mergeable
 
 #: the SIMO paper's λ sweep: ``np.linspace(0.0, 1.0, num_scaling_coef_samples=5)`` in d23845jg/simomm
 #: ``evaluate_task_vector`` (``model_merging/eval_utils.py``; ``config/mtl.yaml.j2``), the default grid

@@ -28,8 +28,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from simo_merge.affinity.keys import PARAM_GROUPS, default_block_of, param_group
-from simo_merge.experts import ExpertPool
 from simo_merge.merging.ties import magnitude_threshold
+from simo_merge.pool.expert_pool import ExpertPool
 
 #: Elements per chunk when a key's T tensors are stacked in float64 (bounds peak memory to ~8·T·CHUNK B).
 CHUNK = 1 << 20

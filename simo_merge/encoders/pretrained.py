@@ -4,7 +4,7 @@ published weights in the local caches only (nothing is ever downloaded here).
 - :func:`load_timm_checkpoint` / :func:`load_open_clip_checkpoint`: a safetensors file or a
   ``.pt/.pth/.bin`` read with ``torch.load(weights_only=True)``, converted to the library's keys (DINOv2:
   timm, torch.hub and Hugging Face layouts, see :mod:`simo_merge.encoders.convert_dinov2`; CLIP: open_clip
-  and Hugging Face layouts, see :mod:`simo_merge.clip_checkpoints`), with the position embeddings resampled
+  and Hugging Face layouts, see :mod:`simo_merge.pool.clip_layout`), with the position embeddings resampled
   to the encoder's patch grid (:func:`resample_pos_embed`), then loaded strictly.
 - :func:`resolve_pretrained`: ``pretrained=true|TAG`` -> a file in the local cache: timm's pretrained
   configs (Hugging Face hub cache for ``hf_hub_id``, else torch hub's ``checkpoints/`` for ``url``),
@@ -179,7 +179,7 @@ def load_timm_checkpoint(model: nn.Module, path: str | os.PathLike, arch: str = 
 def open_clip_state_for(visual: nn.Module, raw: Mapping[str, Tensor], source: str) -> StateDict:
     """An open_clip visual-tower state from ``raw`` (whole CLIP, visual only or HF CLIP vision), with
     ``positional_embedding`` resampled to ``visual``'s grid."""
-    from simo_merge.clip_checkpoints import _visual_from_clip_state
+    from simo_merge.pool.clip_layout import _visual_from_clip_state
 
     state = _visual_from_clip_state(raw, source)
     pos = state.get("positional_embedding")

@@ -6,7 +6,7 @@ Layer-wise (``"adamerging_layerwise"``): θ^g = θ0^g + Σ_t λ_t^g τ_t^g, one 
 does (EnnengYang/AdaMerging ``src/main_layer_wise_adamerging.py``: ``lambdas_raw`` has one row per
 state-dict entry; FusionBench ``fusion_bench/method/adamerging/layer_wise_adamerging.py``:
 ``num_layers`` = number of trainable parameter tensors). ``granularity="block"`` groups the tensors by
-transformer block (``"block 0"``, ...; from ``probe.encoder.block_of_key``) plus one group
+transformer block (``"block 0"``, ...; from ``merge_data.encoder.block_of_key``) plus one group
 ``"non-block"`` for every other parameter (patch / position embeddings, CLS token, final norm,
 projection), so a depth-D ViT has T × (D + 1) coefficients (the behaviour of this package before).
 
@@ -15,13 +15,13 @@ tasks and over ``batches_per_task`` batches per task (2, as the reference loop d
 each task's shuffled loader after its second batch), an unsupervised objective, then takes one Adam
 step. As in the reference, λ is clamped to [0, 1] in the forward pass (``clamp(λ_raw, 0, 1)``; the raw
 parameter itself is not clipped), and the merged state uses the clamped values. Objectives
-(:mod:`simo_merge.probes.entropy`): Shannon entropy of the softmax predictions for logit tasks
+(:mod:`simo_merge.merging.data.entropy`): Shannon entropy of the softmax predictions for logit tasks
 (segmentation, per pixel; classification), as in the paper; regression and normals have no predictive
 entropy, so by default they distil the expert model's outputs instead (L1 / 1 − cos). ``objectives``
 overrides the choice per task.
 
 At each step the merged parameters are built as tensors from λ (differentiable, no model copy) and run
-through ``probe.functional_outputs``; tasks sharing one input tensor and batch (SIMO) share one encoder
+through ``merge_data.functional_outputs``; tasks sharing one input tensor and batch (SIMO) share one encoder
 pass. Memory: every τ_t is read once from the lazy task vectors and kept, stacked per key as [T, N]
 (T models' worth of float32), which AdaMerging needs since every step touches every τ_t.
 
@@ -41,7 +41,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from simo_merge.merging import MERGE_METHODS
-from simo_merge.probes.entropy import resolve_objectives, task_objective
+from simo_merge.merging.data.entropy import resolve_objectives, task_objective
 
 NON_BLOCK = "non-block"
 ALL = "all"
@@ -78,7 +78,7 @@ class AdaMergingProblem:
         self,
         base: Mapping[str, Tensor],
         task_vectors: Mapping[str, Mapping[str, Tensor]],
-        probe: Any,
+        merge_data: Any,
         layerwise: bool,
         objectives: Mapping[str, str] | None = None,
         granularity: str = "tensor",
@@ -86,25 +86,25 @@ class AdaMergingProblem:
         method = "adamerging_layerwise" if layerwise else "adamerging"
         if granularity not in GRANULARITIES:
             raise ValueError(f"{method}: granularity must be one of {GRANULARITIES}, got {granularity!r}")
-        if probe is None:
+        if merge_data is None:
             raise ValueError(
-                f"{method} is data-dependent and needs a probe: merge(pool, {method!r}, "
-                "probe=ModelProbe(...)) with the pool's encoder, frozen heads, expert states and unlabelled "
-                "inputs"
+                f"{method} is data-dependent and needs merge_data: merge(pool, {method!r}, "
+                "merge_data=MergeData(...)) with the pool's encoder, frozen heads, expert states and "
+                "unlabelled inputs"
             )
         if not task_vectors:
             raise ValueError(f"{method}: no task vectors to merge")
-        self.probe = probe
+        self.merge_data = merge_data
         self.tasks = list(task_vectors)
-        missing = [t for t in self.tasks if t not in probe.heads or t not in probe.images]
+        missing = [t for t in self.tasks if t not in merge_data.heads or t not in merge_data.images]
         if missing:
             raise ValueError(
-                f"{method}: the probe has no head or inputs for task(s) {missing}; probe tasks: "
-                f"{list(probe.heads)}"
+                f"{method}: the merge_data has no head or inputs for task(s) {missing}; merge_data tasks: "
+                f"{list(merge_data.heads)}"
             )
-        self.objectives = resolve_objectives({t: probe.heads[t].task for t in self.tasks}, objectives)
+        self.objectives = resolve_objectives({t: merge_data.heads[t].task for t in self.tasks}, objectives)
         self.keys = list(base)
-        block_of = probe.encoder.block_of_key if layerwise else None
+        block_of = merge_data.encoder.block_of_key if layerwise else None
         self.groups, self.group_of = lambda_groups(self.keys, block_of, granularity)
         self.theta0 = {k: base[k].float() for k in self.keys}
         self.taus: dict[str, Tensor] = {}  # key -> [T, numel]
@@ -149,8 +149,8 @@ class AdaMergingProblem:
         return merged
 
     def batch_iterators(self, seed: int = 0) -> dict[str, Iterator[Tensor]]:
-        """One endless seeded index-batch iterator per task (``probe.batches(task, seed)``)."""
-        return {t: self.probe.batches(t, seed) for t in self.tasks}
+        """One endless seeded index-batch iterator per task (``merge_data.batches(task, seed)``)."""
+        return {t: self.merge_data.batches(t, seed) for t in self.tasks}
 
     def objective(self, lam: Tensor, idx: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         """Summed objective of ``lam`` on per-task index batches ``idx``, and each task's value.
@@ -160,7 +160,7 @@ class AdaMergingProblem:
         params = self.params(lam)
         passes: list[tuple[Tensor, Tensor, list[str]]] = []
         for task in self.tasks:
-            images = self.probe.images[task]
+            images = self.merge_data.images[task]
             for entry in passes:
                 if entry[0] is images and torch.equal(entry[1], idx[task]):
                     entry[2].append(task)
@@ -170,9 +170,9 @@ class AdaMergingProblem:
         total = lam.new_zeros(())
         parts: dict[str, float] = {}
         for images, batch, tasks in passes:
-            outputs = self.probe.functional_outputs(params, images[batch], tasks)
+            outputs = self.merge_data.functional_outputs(params, images[batch], tasks)
             for task in tasks:
-                value = task_objective(self.probe, task, self.objectives[task], outputs[task], batch)
+                value = task_objective(self.merge_data, task, self.objectives[task], outputs[task], batch)
                 parts[task] = value.item()
                 total = total + value
         return total, parts
@@ -182,7 +182,7 @@ def adamerge(
     base: Mapping[str, Tensor],
     task_vectors: Mapping[str, Mapping[str, Tensor]],
     *,
-    probe: Any,
+    merge_data: Any,
     layerwise: bool,
     steps: int = 500,
     lr: float = 1e-3,
@@ -194,7 +194,7 @@ def adamerge(
     progress: bool = True,
     record: dict | None = None,
 ) -> dict[str, Tensor]:
-    """Learn λ (task-wise or layer-wise) with Adam on the probe's inputs; return the merged state."""
+    """Learn λ (task-wise or layer-wise) with Adam on the merge_data's inputs; return the merged state."""
     method = "adamerging_layerwise" if layerwise else "adamerging"
     if steps < 0:
         raise ValueError(f"{method}: steps must be >= 0, got {steps}")
@@ -206,7 +206,7 @@ def adamerge(
         raise ValueError(f"{method}: init must be in [0, 1] (λ is clipped there), got {init}")
     if record is not None and not isinstance(record, dict):
         raise ValueError(f"{method}: record must be a dict to fill (or None), got {type(record).__name__}")
-    problem = AdaMergingProblem(base, task_vectors, probe, layerwise, objectives, granularity)
+    problem = AdaMergingProblem(base, task_vectors, merge_data, layerwise, objectives, granularity)
     device = next(iter(problem.theta0.values())).device
     lam = torch.full(problem.shape, float(init), device=device, requires_grad=True)
     optimizer = torch.optim.Adam([lam], lr=lr)
@@ -241,7 +241,7 @@ def adamerging(
     base: Mapping[str, Tensor],
     task_vectors: Mapping[str, Mapping[str, Tensor]],
     *,
-    probe: Any = None,
+    merge_data: Any = None,
     steps: int = 500,
     lr: float = 1e-3,
     init: float = 0.3,
@@ -253,7 +253,7 @@ def adamerging(
 ) -> dict[str, Tensor]:
     """Task-wise AdaMerging: one λ per task (see the module docstring)."""
     return adamerge(
-        base, task_vectors, probe=probe, layerwise=False, steps=steps, lr=lr, init=init,
+        base, task_vectors, merge_data=merge_data, layerwise=False, steps=steps, lr=lr, init=init,
         objectives=objectives, batches_per_task=batches_per_task, seed=seed, progress=progress,
         record=record,
     )  # fmt: skip
@@ -264,7 +264,7 @@ def adamerging_layerwise(
     base: Mapping[str, Tensor],
     task_vectors: Mapping[str, Mapping[str, Tensor]],
     *,
-    probe: Any = None,
+    merge_data: Any = None,
     steps: int = 500,
     lr: float = 1e-3,
     init: float = 0.3,
@@ -277,7 +277,7 @@ def adamerging_layerwise(
 ) -> dict[str, Tensor]:
     """Layer-wise AdaMerging: one λ per (task, parameter tensor), or per (task, block) + non-block."""
     return adamerge(
-        base, task_vectors, probe=probe, layerwise=True, steps=steps, lr=lr, init=init,
+        base, task_vectors, merge_data=merge_data, layerwise=True, steps=steps, lr=lr, init=init,
         objectives=objectives, granularity=granularity, batches_per_task=batches_per_task, seed=seed,
         progress=progress, record=record,
     )  # fmt: skip

@@ -8,9 +8,9 @@ from typing import Any
 
 from torch import Tensor
 
-from simo_merge.experts import ExpertPool, is_mergeable
 from simo_merge.finite import check_finite
 from simo_merge.merging._hyperparams import check_values
+from simo_merge.pool.expert_pool import ExpertPool, is_mergeable
 
 StateDict = dict[str, Tensor]
 
@@ -52,12 +52,12 @@ def merge(
 
 
 #: runtime arguments of data-dependent methods: not hyper-parameters, never recorded
-RUNTIME_ARGUMENTS = ("probe", "progress", "record")
+RUNTIME_ARGUMENTS = ("merge_data", "progress", "record")
 
 
 def resolved_hyperparameters(fn: Callable, given: Mapping[str, Any]) -> dict[str, Any]:
     """``fn``'s keyword-only defaults updated with ``given`` (what the merge actually used), without
-    runtime arguments (probe, progress, record) and values JSON cannot hold."""
+    runtime arguments (merge_data, progress, record) and values JSON cannot hold."""
     import json
 
     out: dict[str, Any] = {}

@@ -1,9 +1,9 @@
 """Fisher merging (Matena & Raffel, NeurIPS 2022): θ = Σ_t c_t F_t θ_t / Σ_t c_t F_t, elementwise.
 
 ``F_t`` is the diagonal Fisher information of expert t (encoder + its head) on its task's unlabelled
-inputs (see :mod:`simo_merge.probes.fisher`). With ``θ_t = θ0 + τ_t`` the merge is computed as
+inputs (see :mod:`simo_merge.merging.data.fisher`). With ``θ_t = θ0 + τ_t`` the merge is computed as
 ``θ0 + Σ_t c_t F'_t τ_t / Σ_t c_t F'_t`` (the same value, without cancelling large θ0 entries). Fishers
-are either passed in (``fishers={task: {key: F}}``) or estimated through ``probe`` (``num_batches``).
+are either passed in (``fishers={task: {key: F}}``) or estimated through ``merge_data`` (``num_batches``).
 
 Defaults reproduce the reference implementations:
 
@@ -37,16 +37,16 @@ ALL_ZERO = ("target", "floor")
 
 
 def _fishers_for(
-    tasks: list[str], probe, fishers: Mapping[str, Mapping[str, Tensor]] | None, num_batches: int
+    tasks: list[str], merge_data, fishers: Mapping[str, Mapping[str, Tensor]] | None, num_batches: int
 ) -> Mapping[str, Mapping[str, Tensor]]:
-    from simo_merge.probes.base import per_task_statistics
-    from simo_merge.probes.fisher import diagonal_fisher
+    from simo_merge.merging.data.base import per_task_statistics
+    from simo_merge.merging.data.fisher import diagonal_fisher
 
     return per_task_statistics(
         "fisher",
         "Fisher diagonals",
         tasks,
-        probe,
+        merge_data,
         fishers,
         lambda p, t: diagonal_fisher(p, t, num_batches=num_batches),
     )
@@ -83,7 +83,7 @@ def fisher(
     base: Mapping[str, Tensor],
     task_vectors: Mapping[str, Mapping[str, Tensor]],
     *,
-    probe=None,
+    merge_data=None,
     fishers: Mapping[str, Mapping[str, Tensor]] | None = None,
     normalize: bool = True,
     floor: float = 1e-6,
@@ -98,7 +98,7 @@ def fisher(
     if all_zero not in ALL_ZERO:
         raise ValueError(f"fisher: all_zero must be one of {ALL_ZERO}, got {all_zero!r}")
     tasks = list(task_vectors)
-    fishers = _fishers_for(tasks, probe, fishers, num_batches)
+    fishers = _fishers_for(tasks, merge_data, fishers, num_batches)
     for key, theta0 in base.items():  # validate every entry before any arithmetic
         for task in tasks:
             _checked(fishers, task, key, theta0)

@@ -101,9 +101,9 @@ def lines(
     params = dict(inner_params or {})
     check_hyperparameters(fn, params, f"lines: inner merge method {inner!r}")
     accepted = inspect.signature(fn).parameters
-    if "probe" in accepted:
+    if "merge_data" in accepted:
         raise ValueError(
-            f"lines: inner method {inner!r} needs data (a probe); LiNeS here wraps data-free merges"
+            f"lines: inner method {inner!r} needs data (merge_data); LiNeS here wraps data-free merges"
         )
     if "lam" in accepted:
         params.setdefault("lam", 1.0)  # the unscaled multi-task vector, as the authors use

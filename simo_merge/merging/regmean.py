@@ -15,7 +15,7 @@ to ``in_proj_weight`` of ``nn.MultiheadAttention`` (``[3·E, E]``, inputs of the
 
 Every other parameter (biases, norms, embeddings, and weights without a Gram) is merged by ``others``:
 ``"average"`` (θ0 + mean τ) or ``"task_arithmetic"`` (θ0 + ``lam`` Σ τ). Grams are passed in
-(``grams={task: {weight_key: G}}``) or collected through ``probe`` (:mod:`simo_merge.probes.gram`).
+(``grams={task: {weight_key: G}}``) or collected through ``merge_data`` (:mod:`simo_merge.merging.data.gram`).
 """
 
 from __future__ import annotations
@@ -51,16 +51,16 @@ def regmean_linear(weights: list[Tensor], grams: list[Tensor], alpha: float = 1.
 
 
 def _grams_for(
-    tasks: list[str], probe, grams: Mapping[str, Mapping[str, Tensor]] | None, num_batches: int
+    tasks: list[str], merge_data, grams: Mapping[str, Mapping[str, Tensor]] | None, num_batches: int
 ) -> Mapping[str, Mapping[str, Tensor]]:
-    from simo_merge.probes.base import per_task_statistics
-    from simo_merge.probes.gram import gram_matrices
+    from simo_merge.merging.data.base import per_task_statistics
+    from simo_merge.merging.data.gram import gram_matrices
 
     return per_task_statistics(
         "regmean",
         "Gram matrices",
         tasks,
-        probe,
+        merge_data,
         grams,
         lambda p, t: gram_matrices(p, t, num_batches=num_batches),
     )
@@ -71,7 +71,7 @@ def regmean(
     base: Mapping[str, Tensor],
     task_vectors: Mapping[str, Mapping[str, Tensor]],
     *,
-    probe=None,
+    merge_data=None,
     grams: Mapping[str, Mapping[str, Tensor]] | None = None,
     alpha: float = 0.9,
     others: str = "average",
@@ -83,7 +83,7 @@ def regmean(
     if others not in OTHERS:
         raise ValueError(f"regmean: others must be one of {OTHERS}, got {others!r}")
     tasks = list(task_vectors)
-    grams = _grams_for(tasks, probe, grams, num_batches)
+    grams = _grams_for(tasks, merge_data, grams, num_batches)
     keyed = set().union(*(grams[t].keys() for t in tasks))
     for key in sorted(keyed):
         lacking = [t for t in tasks if key not in grams[t]]

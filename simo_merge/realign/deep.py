@@ -9,8 +9,9 @@ With per-task adapters a SIMO model runs the trunk once per task at inference.
 
 from __future__ import annotations
 
+from simo_merge.features.sites import Site
 from simo_merge.realign import REALIGNERS
-from simo_merge.realign.plan import Plan, Site
+from simo_merge.realign.plan import Plan
 
 
 @REALIGNERS.register("deep")

@@ -14,9 +14,9 @@ import torch
 from torch import Tensor
 
 from simo_merge.encoders import Encoder
+from simo_merge.features.sites import Site, run_encoder
 from simo_merge.plotting import pyplot, save_png
-from simo_merge.realign.model import RealignedModel, run_encoder
-from simo_merge.realign.plan import Site
+from simo_merge.realign.model import RealignedModel
 
 
 @torch.no_grad()
@@ -80,3 +80,53 @@ def tsne_plot(
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save_png(fig, path, dpi=100)
+
+
+def mean_bias(bias: dict[str, dict[str, float]]) -> float:
+    values = [v for per_task in bias.values() for v in per_task.values()]
+    return sum(values) / len(values)
+
+
+def bias_plot(
+    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], path: Path, title: str
+):
+    """Per task, representation bias per layer before (dashed) and after (solid) realignment."""
+    fig, ax = pyplot().subplots(figsize=(6, 3.5))
+    for i, task in enumerate(before):
+        sites = list(before[task])
+        color = f"C{i}"
+        ax.plot(sites, [before[task][s] for s in sites], ls="--", color=color, label=f"{task} merged")
+        ax.plot(sites, [after[task][s] for s in sites], ls="-", color=color, label=f"{task} realigned")
+    ax.set_ylabel("mean |merged − expert|")
+    ax.set_title(title, fontsize=10)
+    ax.tick_params(axis="x", rotation=45)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_png(fig, path, dpi=100)
+
+
+@torch.no_grad()
+def tsne_groups(
+    merged: Encoder,
+    realigned: RealignedModel,
+    experts: dict[str, Encoder],
+    images: Tensor | dict[str, Tensor],
+    limit: int = 200,
+) -> dict[str, dict[str, Tensor]]:
+    """Token-averaged last-block features of merged (before/after) vs each expert, for t-SNE panels
+    (``images``: one tensor for every task, or each task's own)."""
+    last = merged.depth - 1
+    groups = {}
+    for task, expert in experts.items():
+        x = (images[task] if isinstance(images, dict) else images)[:limit]
+        before = run_encoder(merged, x, [last])[last].mean(1)
+        ref = run_encoder(expert, x, [last])[last].mean(1)
+        owner = realigned.plan.owner(task)
+        if realigned.plan.feed_forward and owner is not None:
+            with realigned.attached(owner):
+                after = run_encoder(realigned.encoder, x, [last])[last]
+        else:
+            after = realigned.apply_post_hoc(owner, run_encoder(realigned.encoder, x, [last]))[last]
+        groups[f"{task}: before"] = {"merged": before, "expert": ref}
+        groups[f"{task}: after"] = {"realigned": after.mean(1), "expert": ref}
+    return groups

@@ -9,8 +9,9 @@ from torch import nn
 
 from simo_merge.checkpoint import load_state, read_sidecar, save_state, state_hash
 from simo_merge.encoders import Encoder
+from simo_merge.features.sites import head_sites
 from simo_merge.realign import REALIGNERS
-from simo_merge.realign.model import RealignedModel, head_sites
+from simo_merge.realign.model import RealignedModel
 
 
 def trained_state(model: RealignedModel) -> dict:

@@ -1,7 +1,7 @@
 """The realigned model: merged encoder + frozen heads + a plan's adapters (or re-trained heads).
 
 It is both the training-time feature source (:meth:`RealignedModel.features`) and the inference wrapper
-(:meth:`RealignedModel.forward`, same interface as :class:`~simo_merge.training.model.MultiTaskModel`).
+(:meth:`RealignedModel.forward`, same interface as :class:`~simo_merge.pool.model.MultiTaskModel`).
 Adapters are attached only through the encoder's hooks and removed right after each pass.
 """
 
@@ -14,23 +14,9 @@ from collections.abc import Iterator
 from torch import Tensor, nn
 
 from simo_merge.encoders import Encoder
+from simo_merge.features.sites import Features, Site, head_sites, run_encoder
 from simo_merge.realign.adapter import Adapter
-from simo_merge.realign.plan import SHARED, Plan, Site, site_name
-
-Features = dict[Site, Tensor]
-
-
-def head_sites(head: nn.Module) -> list[Site]:
-    """The sites a head reads (``head.taps``: block indices and/or ``"final"``)."""
-    return list(head.taps)
-
-
-def run_encoder(encoder: Encoder, images: Tensor, sites: list[Site]) -> Features:
-    """One encoder pass returning the requested sites (block outputs and/or final features)."""
-    out = encoder(images, taps=sorted({s for s in sites if s != "final"}))
-    feats: Features = dict(out.taps)
-    feats["final"] = out.features
-    return feats
+from simo_merge.realign.plan import SHARED, Plan, site_name
 
 
 def trainable_copy(head: nn.Module) -> nn.Module:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-Site = int | str
+from simo_merge.features.sites import Site
+
 SHARED = "shared"
 
 

@@ -12,8 +12,9 @@ directions, which the output term targets. The price: the mean representation bi
 
 from __future__ import annotations
 
+from simo_merge.features.sites import Site
 from simo_merge.realign import REALIGNERS
-from simo_merge.realign.plan import SHARED, Plan, Site
+from simo_merge.realign.plan import SHARED, Plan
 
 
 @REALIGNERS.register("shared-deep")

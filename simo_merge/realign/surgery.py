@@ -7,8 +7,9 @@ else, so the merged features feeding it are frozen: training can run from cached
 
 from __future__ import annotations
 
+from simo_merge.features.sites import Site
 from simo_merge.realign import REALIGNERS
-from simo_merge.realign.plan import Plan, Site
+from simo_merge.realign.plan import Plan
 
 
 def final_site(depth: int, head_sites: list[Site]) -> Site:

@@ -8,8 +8,9 @@ features feeding the adapters are frozen, so training needs no encoder forward o
 
 from __future__ import annotations
 
+from simo_merge.features.sites import Site
 from simo_merge.realign import REALIGNERS
-from simo_merge.realign.plan import Plan, Site
+from simo_merge.realign.plan import Plan
 
 
 @REALIGNERS.register("taps")

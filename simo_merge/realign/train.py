@@ -39,8 +39,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -48,11 +48,14 @@ from tqdm.auto import tqdm
 
 from simo_merge.checkpoint import state_hash
 from simo_merge.encoders import Encoder
-from simo_merge.heads.base import unit_channels
+from simo_merge.features.cache import FeatureCache, compute_in_batches, tensor_hash
+from simo_merge.features.inputs import RealignInputs
+from simo_merge.features.losses import distill_output_loss
+from simo_merge.features.sampling import IndexSampler
+from simo_merge.features.sites import Features, Site, head_sites, run_encoder
 from simo_merge.realign import REALIGNERS
-from simo_merge.realign.cache import FeatureCache, compute_in_batches, tensor_hash
-from simo_merge.realign.model import Features, RealignedModel, head_sites, run_encoder
-from simo_merge.realign.plan import Plan, Site
+from simo_merge.realign.model import RealignedModel
+from simo_merge.realign.plan import Plan
 from simo_merge.training.losses import task_loss
 
 OBJECTIVES = ("unsupervised", "supervised")
@@ -153,41 +156,6 @@ class RealignConfig:
             )
 
 
-@dataclass
-class RealignInputs:
-    """Per-task inputs (SIMO: the same tensor for every task) and, for ``supervised``, their labels.
-
-    ``labels[task]`` maps batch keys (``task``, ``f"{task}_mask"``) to tensors indexed like the images.
-    ``name`` identifies the input set in cache keys (e.g. ``"synthetic_scenes/test"``).
-    """
-
-    images: dict[str, Tensor]
-    labels: dict[str, dict[str, Tensor]] = field(default_factory=dict)
-    name: str = "inputs"
-
-
-class IndexSampler:
-    """Seeded index batches over ``n`` inputs: shuffled epochs, a ``fraction`` subset, or one online pass."""
-
-    def __init__(
-        self, n: int, batch_size: int, seed: int, fraction: float = 1.0, online: bool = False
-    ) -> None:
-        self.gen = torch.Generator().manual_seed(seed)
-        subset = torch.randperm(n, generator=self.gen)[: max(1, round(n * fraction))]
-        self.pool = subset.sort().values
-        self.batch_size = 1 if online else min(batch_size, len(self.pool))
-        self.online = online
-
-    def __iter__(self) -> Iterator[Tensor]:
-        if self.online:
-            yield from (self.pool[i : i + 1] for i in torch.randperm(len(self.pool), generator=self.gen))
-            return
-        while True:
-            order = self.pool[torch.randperm(len(self.pool), generator=self.gen)]
-            for start in range(0, len(order) - self.batch_size + 1, self.batch_size):
-                yield order[start : start + self.batch_size]
-
-
 def feature_l1(adapted: Tensor, target: Tensor, token_reduce: str) -> Tensor:
     """Mean L1; block tokens ``[B, N, D]`` are averaged over tokens first when ``token_reduce="mean"``
     (a target may arrive already averaged, ``[B, D]``: the feature cache stores only what the loss reads)."""
@@ -195,17 +163,6 @@ def feature_l1(adapted: Tensor, target: Tensor, token_reduce: str) -> Tensor:
         adapted = adapted.mean(1) if adapted.dim() == 3 else adapted
         target = target.mean(1) if target.dim() == 3 else target
     return (adapted - target).abs().mean()
-
-
-def distill_output_loss(spec, pred: Tensor, target: Tensor) -> Tensor:
-    """Match the expert model's outputs: KL(expert ‖ model) for logits (0 when they agree), L1 / 1−cos for
-    regression / normals."""
-    if spec.kind in ("segmentation", "classification"):
-        log_target = target.log_softmax(1)
-        return (log_target.exp() * (log_target - pred.log_softmax(1))).sum(1).mean()
-    if spec.kind == "normals":
-        return (1 - (unit_channels(pred) * unit_channels(target)).sum(1)).mean()
-    return (pred - target).abs().mean()
 
 
 class Realignment:

@@ -12,29 +12,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from simo_merge.atomic import write_json, write_text
 from simo_merge.checkpoint import load_state, read_sidecar, state_hash
 from simo_merge.config import EncoderConfig, MethodConfig, PoolConfig
 from simo_merge.data import DataConfig, build_task_splits
-from simo_merge.encoders import Encoder, build_encoder
-from simo_merge.evaluate_job import evaluate_splits, load_job_pool
-from simo_merge.experts import ExpertPool
-from simo_merge.merging import merge
-from simo_merge.plotting import pyplot, save_png
-from simo_merge.pool_io import pool_heads
-from simo_merge.pool_spec import check_checkpoint_encoder, describe, pool_kind
-from simo_merge.realign.cache import FeatureCache
-from simo_merge.realign.diagnostics import representation_bias, tsne_plot
+from simo_merge.features.cache import FeatureCache
+from simo_merge.features.inputs import split_inputs
+from simo_merge.merging.with_data import merge_with_inputs
+from simo_merge.pool.folder import pool_heads
+from simo_merge.pool.model import MultiTaskModel
+from simo_merge.pool.spec import check_checkpoint_encoder, describe, load_job_pool, pool_kind
+from simo_merge.realign.diagnostics import bias_plot, mean_bias, representation_bias, tsne_groups, tsne_plot
 from simo_merge.realign.inputs import InputsChoice, choose_inputs
 from simo_merge.realign.inputs import describe as describe_inputs
 from simo_merge.realign.io import save_realigned
-from simo_merge.realign.model import RealignedModel, run_encoder
-from simo_merge.realign.train import RealignConfig, RealignInputs, realign
+from simo_merge.realign.train import RealignConfig, realign
 from simo_merge.report import markdown_table, result_units, summarize
 from simo_merge.training.eval_cache import EvaluationCache, module_hash
-from simo_merge.training.model import MultiTaskModel
+from simo_merge.training.evaluate import evaluate_splits
 
 
 @dataclass
@@ -62,9 +58,9 @@ class RealignJobConfig(RealignConfig):
 
     def validate(self) -> None:
         """Names and values fail here, before any data is read or anything trained."""
+        from simo_merge.jobs._checks import check_method_params, check_names
         from simo_merge.merging import MERGE_METHODS
         from simo_merge.realign import REALIGNERS
-        from simo_merge.run_checks import check_method_params, check_names
 
         super().validate()
         check_names("realigner", [self.realigner], REALIGNERS)
@@ -87,130 +83,21 @@ class RealignJobConfig(RealignConfig):
         )
 
 
-def split_inputs(splits: list[tuple[Any, list[str]]], name: str, with_labels: bool = False) -> RealignInputs:
-    """Each task's inputs from its own data set (SIMO tasks sharing one data set share one tensor)."""
-    images: dict[str, Tensor] = {}
-    labels: dict[str, dict[str, Tensor]] = {}
-    for dataset, tasks in splits:
-        part = dataset_inputs(dataset, tasks, name, with_labels)
-        images.update(part.images)
-        labels.update(part.labels)
-    return RealignInputs(images, labels, name)
+Config = RealignJobConfig
+DEFAULT_CONFIG = None
 
 
-def dataset_inputs(dataset: Any, tasks: list[str], name: str, with_labels: bool = False) -> RealignInputs:
-    """Stack a SIMO dataset split into one image tensor shared by every task (+ labels if asked)."""
-    samples = [dataset[i] for i in range(len(dataset))]
-    images = torch.stack([s["image"] for s in samples])
-    labels: dict[str, dict[str, Tensor]] = {}
-    if with_labels:
-        for t in tasks:
-            labels[t] = {t: torch.stack([s[t] for s in samples])}
-            if f"{t}_mask" in samples[0]:
-                labels[t][f"{t}_mask"] = torch.stack([s[f"{t}_mask"] for s in samples])
-    return RealignInputs({t: images for t in tasks}, labels, name)
+def output_folder(cfg: RealignJobConfig) -> tuple[str, str]:
+    return cfg.output_dir, "output_dir"
 
 
-def merge_with_inputs(
-    pool: ExpertPool, method: MethodConfig, inputs: RealignInputs, seed: int, progress: bool
-) -> dict[str, Tensor]:
-    """Merge ``pool`` with ``method``; data-dependent methods get a probe over ``inputs`` (each task's own
-    unlabelled inputs)."""
-    import inspect
-
-    from simo_merge.merging import MERGE_METHODS
-
-    params = dict(method.params)
-    accepted = inspect.signature(MERGE_METHODS.get(method.name)).parameters
-    if "probe" in accepted and "probe" not in params:
-        from simo_merge.probes import ModelProbe
-
-        params["probe"] = ModelProbe(
-            encoder_factory(pool),
-            pool_heads(pool),
-            pool.experts,
-            inputs.images,
-            inputs.name,
-            seed=seed,
-            progress=progress,
-        )
-    return merge(pool, method.name, transforms=method.transforms, **params)
-
-
-def encoder_factory(pool: ExpertPool):
-    cfg = pool.encoder_config
-    if not cfg:
-        raise KeyError("the pool's theta0 sidecar has no 'encoder' config; cannot rebuild the encoder")
-    return lambda: build_encoder(cfg["library"], cfg["arch"], **cfg.get("kwargs", {}))
-
-
-def mean_bias(bias: dict[str, dict[str, float]]) -> float:
-    values = [v for per_task in bias.values() for v in per_task.values()]
-    return sum(values) / len(values)
-
-
-def expert_encoders(pool: ExpertPool, make: Any) -> dict[str, Encoder]:
-    experts = {}
-    for task in pool.tasks:
-        enc = make()
-        enc.load_model_state(pool.experts[task])
-        experts[task] = enc.eval()
-    return experts
-
-
-def bias_plot(
-    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], path: Path, title: str
-):
-    """Per task, representation bias per layer before (dashed) and after (solid) realignment."""
-    fig, ax = pyplot().subplots(figsize=(6, 3.5))
-    for i, task in enumerate(before):
-        sites = list(before[task])
-        color = f"C{i}"
-        ax.plot(sites, [before[task][s] for s in sites], ls="--", color=color, label=f"{task} merged")
-        ax.plot(sites, [after[task][s] for s in sites], ls="-", color=color, label=f"{task} realigned")
-    ax.set_ylabel("mean |merged − expert|")
-    ax.set_title(title, fontsize=10)
-    ax.tick_params(axis="x", rotation=45)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    save_png(fig, path, dpi=100)
-
-
-@torch.no_grad()
-def tsne_groups(
-    merged: Encoder,
-    realigned: RealignedModel,
-    experts: dict[str, Encoder],
-    images: Tensor | dict[str, Tensor],
-    limit: int = 200,
-) -> dict[str, dict[str, Tensor]]:
-    """Token-averaged last-block features of merged (before/after) vs each expert, for t-SNE panels
-    (``images``: one tensor for every task, or each task's own)."""
-    last = merged.depth - 1
-    groups = {}
-    for task, expert in experts.items():
-        x = (images[task] if isinstance(images, dict) else images)[:limit]
-        before = run_encoder(merged, x, [last])[last].mean(1)
-        ref = run_encoder(expert, x, [last])[last].mean(1)
-        owner = realigned.plan.owner(task)
-        if realigned.plan.feed_forward and owner is not None:
-            with realigned.attached(owner):
-                after = run_encoder(realigned.encoder, x, [last])[last]
-        else:
-            after = realigned.apply_post_hoc(owner, run_encoder(realigned.encoder, x, [last]))[last]
-        groups[f"{task}: before"] = {"merged": before, "expert": ref}
-        groups[f"{task}: after"] = {"realigned": after.mean(1), "expert": ref}
-    return groups
-
-
-def run_realign_job(cfg: RealignJobConfig) -> dict[str, Any]:
+def run(cfg: RealignJobConfig) -> dict[str, Any]:
     cfg = cfg.resolved()  # recipe=simo: supervised on label_split, AdamW, OneCycle, clipping, one epoch
     cfg.validate()
     torch.set_num_threads(cfg.threads)
     start = time.perf_counter()
     out = Path(cfg.output_dir)
     pool = load_job_pool(cfg)
-    make = encoder_factory(pool)
     tasks = pool.tasks
     choice = cfg.training_inputs()  # held out from eval_split unless test_time=true (realign/inputs.py)
     train_data = replace(cfg.data, augment=choice.augmented)
@@ -235,7 +122,7 @@ def run_realign_job(cfg: RealignJobConfig) -> dict[str, Any]:
     cache = FeatureCache(out / "cache" if cfg.disk_cache else None)
     t0 = time.perf_counter()
     run_cfg = RealignConfig(**{k: getattr(cfg, k) for k in RealignConfig.__dataclass_fields__})
-    model, curve = realign(make, merged_state, pool.experts, heads, inputs, run_cfg, cache)
+    model, curve = realign(pool.encoder, merged_state, pool.experts, heads, inputs, run_cfg, cache)
     train_s = time.perf_counter() - t0
     save_realigned(
         out / "adapters.safetensors",
@@ -255,8 +142,8 @@ def run_realign_job(cfg: RealignJobConfig) -> dict[str, Any]:
     # diagnostics on the evaluation inputs
     eval_splits = build_task_splits(cfg.data, tasks, cfg.eval_split, cfg.seed)
     eval_images = split_inputs(eval_splits, "eval").images
-    experts = expert_encoders(pool, make)
-    merged_encoder = make()
+    experts = pool.expert_encoders()
+    merged_encoder = pool.encoder()
     merged_encoder.load_model_state(merged_state)
     evals = EvaluationCache(
         (cfg.eval_cache_dir or out.resolve().parent / "eval_cache") if cfg.reuse_evaluations else None

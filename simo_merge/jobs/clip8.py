@@ -1,6 +1,6 @@
 """The eight-task CLIP merging benchmark (Task Arithmetic / TIES / AdaMerging papers' table), end to end.
 
-``run_clip8(cfg)`` loads θ0 (the zero-shot visual tower) and the eight fine-tuned visual towers, the
+``run(cfg)`` loads θ0 (the zero-shot visual tower) and the eight fine-tuned visual towers, the
 zero-shot heads, the eight test sets, and evaluates rows × [SUN397, Cars, RESISC45, EuroSAT, SVHN, GTSRB,
 MNIST, DTD, Avg.] top-1 accuracy (%):
 
@@ -8,7 +8,7 @@ MNIST, DTD, Avg.] top-1 accuracy (%):
 - ``Individual``: each expert θt on its own task (the normalisation reference);
 - one row per merge method in ``methods`` (defaults: task_arithmetic λ=0.3, ties k=20 λ=0.3 as in the
   papers' CLIP tables; data-dependent methods (adamerging, fisher, regmean) get a
-  :class:`simo_merge.probes.ModelProbe` over each task's unlabelled test images, at most
+  :class:`simo_merge.merging.data.MergeData` over each task's unlabelled test images, at most
   ``max_unlabelled`` per task, a seeded subset);
 - one row ``<method>+<realigner>`` per method and realigner in ``realign`` (realigned on the same
   unlabelled test inputs for ``realign_steps`` steps).
@@ -23,7 +23,7 @@ Checkpoint layouts under ``checkpoints`` (``layout=auto`` picks the first that m
 
 - ``task_vectors`` (mlfoundations/task_vectors): ``<model>/zeroshot.pt``,
   ``<model>/<Dataset>[Val]/finetuned.pt``, ``<model>/head_<Dataset>[Val].pt``; pickled modules, read
-  only with ``allow_pickle=true`` (see :mod:`simo_merge.clip_checkpoints`).
+  only with ``allow_pickle=true`` (see :mod:`simo_merge.pool.clip_layout`).
 - ``open_clip``: ``<model>/zeroshot.safetensors`` and ``<model>/<Dataset>.safetensors`` (whole open_clip
   CLIP states, visual-only states or HF CLIP vision states), heads ``<model>/head_<Dataset>.safetensors``
   (``weight`` [C, D] already times the logit scale, optional ``bias`` [C]).
@@ -63,24 +63,25 @@ from tqdm.auto import tqdm
 
 from simo_merge.atomic import write_json, write_text
 from simo_merge.checkpoint import load_state
-from simo_merge.clip_checkpoints import (
-    load_open_clip_visual_state,
-    load_task_vectors_encoder_and_activation,
-    load_task_vectors_head,
-)
 from simo_merge.clip_templates import canonical_dataset, templates
 from simo_merge.config import ConfigError
 from simo_merge.datasets import build_dataset
 from simo_merge.datasets.clip8 import CLIP8_TASKS
 from simo_merge.encoders import Encoder, build_encoder
-from simo_merge.experts import ExpertPool
+from simo_merge.features.inputs import RealignInputs
 from simo_merge.heads.zeroshot import ZeroShotHead, zeroshot_head, zeroshot_head_from_weights
 from simo_merge.merging import MERGE_METHODS, merge
 from simo_merge.plotting import pyplot, save_png
+from simo_merge.pool.clip_layout import (
+    load_open_clip_visual_state,
+    load_task_vectors_encoder_and_activation,
+    load_task_vectors_head,
+)
+from simo_merge.pool.expert_pool import ExpertPool
+from simo_merge.pool.model import MultiTaskModel
 from simo_merge.realign import REALIGNERS
-from simo_merge.realign.train import RealignConfig, RealignInputs, realign
+from simo_merge.realign.train import RealignConfig, realign
 from simo_merge.training.evaluate import evaluate
-from simo_merge.training.model import MultiTaskModel
 
 StateDict = dict[str, Tensor]
 
@@ -116,7 +117,7 @@ class Clip8Config:
     realign: list[str] = field(default_factory=list)
     realign_steps: int = 500
     realign_params: dict[str, Any] = field(default_factory=dict)  # other RealignConfig fields
-    max_unlabelled: int = 256  # per task, for probes and realignment (held in memory)
+    max_unlabelled: int = 256  # per task, for merge data and realignment (held in memory)
     batch_size: int = 128
     num_workers: int = 0
     seed: int = 0
@@ -140,7 +141,7 @@ class Clip8Config:
         for m in self.method_params:
             if m not in self.methods:
                 raise ConfigError(f"method_params: {m!r} is not in methods {self.methods}")
-        from simo_merge.run_checks import check_method_params
+        from simo_merge.jobs._checks import check_method_params
 
         check_method_params("method_params", self.method_params)  # types, finite values, known names
         for r in self.realign:
@@ -357,7 +358,7 @@ def split_of(cfg: Clip8Config, task: str) -> str:
 
 
 def _needs_probe(method: str) -> bool:
-    return "probe" in inspect.signature(MERGE_METHODS.get(method)).parameters
+    return "merge_data" in inspect.signature(MERGE_METHODS.get(method)).parameters
 
 
 def _per_task(method: str) -> bool:
@@ -436,9 +437,9 @@ class _Bench:
         params = method_params(self.cfg, method)
         fn = MERGE_METHODS.get(method)
         if _needs_probe(method):
-            from simo_merge.probes import ModelProbe
+            from simo_merge.merging.data import MergeData
 
-            params["probe"] = ModelProbe(
+            params["merge_data"] = MergeData(
                 self.make_encoder,
                 self.heads_copy(),
                 self.pool.experts,
@@ -523,7 +524,23 @@ def _plot(rows: dict[str, dict], path: Path) -> None:
     save_png(fig, path)
 
 
-def run_clip8(cfg: Clip8Config) -> dict:
+Config = Clip8Config
+DEFAULT_CONFIG = None
+FLAGS = {  # command-line flags of ``bench clip8`` -> config keys
+    "--model": ("model", "open_clip architecture, e.g. ViT-B-32, ViT-B-16, ViT-L-14"),
+    "--checkpoints": (
+        "checkpoints",
+        "folder with <model>/zeroshot.pt and <model>/<Dataset>/finetuned.pt (or .safetensors)",
+    ),
+    "--data": ("data", "folder with the eight datasets in their on-disk layouts"),
+}
+
+
+def output_folder(cfg: Clip8Config) -> tuple[str, str]:
+    return cfg.output_dir, "output_dir"
+
+
+def run(cfg: Clip8Config) -> dict:
     """Compute (or reuse) every row, write ``results.{md,csv,json,png}`` to ``output_dir``, return the
     results dict (``rows``: name -> accuracy/avg/normalized/normalized_avg; ``computed``/``reused`` rows)."""
     cfg.validate()
@@ -624,5 +641,5 @@ __all__ = [
     "format_tables",
     "load_checkpoints",
     "row_keys",
-    "run_clip8",
+    "run",
 ]

@@ -20,22 +20,21 @@ from torch.utils.data import DataLoader
 
 from simo_merge.atomic import write_json, write_text
 from simo_merge.checkpoint import header_meta, load_state, save_state
-from simo_merge.config import EncoderConfig, load_config, to_yaml
+from simo_merge.config import EncoderConfig, to_yaml
 from simo_merge.data import DataConfig, build_split
 from simo_merge.encoders import Encoder, build_encoder
 from simo_merge.encoders.pretrained import file_sha256
-from simo_merge.experts import ExpertPool
 from simo_merge.heads import TaskHead, build_head
 from simo_merge.merging import MERGE_METHODS, merge
-from simo_merge.outputs import claim_output_dir
-from simo_merge.pool_io import load_head, load_pool_dir, pool_heads, save_expert
+from simo_merge.pool.expert_pool import ExpertPool
+from simo_merge.pool.folder import load_head, load_pool_dir, pool_heads, save_expert
+from simo_merge.pool.model import MultiTaskModel
 from simo_merge.provenance import all_verified, verified_state
 from simo_merge.realign.inputs import InputsChoice, choose_inputs, describe, inputs_dataset
 from simo_merge.report import bar_chart, markdown_table, result_units, summarize
 from simo_merge.seeding import stage_seed
 from simo_merge.training.evaluate import evaluate
-from simo_merge.training.experts import FinetuneRecipe, finetune
-from simo_merge.training.model import MultiTaskModel
+from simo_merge.training.finetune import FinetuneRecipe, finetune
 from simo_merge.training.pretrain import pretrain_masked_reconstruction
 
 
@@ -139,7 +138,7 @@ class DemoConfig:
     """The demo / ``train-experts`` job. The fine-tuning recipes (``expert``, ``mtl``) default to
     :class:`FinetuneRecipe`'s, meant for real pretrained backbones (a config for one needs no recipe
     section to get a sane encoder lr); the demo's own recipe for its tiny ViT lives with it in
-    ``configs/demo.yaml``, which ``simo-merge demo`` / ``train-experts`` and :func:`run_demo` load."""
+    ``configs/demo.yaml``, which ``simo-merge demo`` / ``train-experts`` and :func:`run` reads."""
 
     encoder: EncoderConfig = field(
         default_factory=lambda: EncoderConfig(
@@ -165,7 +164,7 @@ class DemoConfig:
 
     def validate(self) -> None:
         """Names, values and combinations that cannot work fail here, before any training."""
-        from simo_merge.run_checks import check_demo_config
+        from simo_merge.jobs._checks import check_demo_config
 
         check_demo_config(self)
         objectives = {self.realign.objectives.get(r, "unsupervised") for r in self.realign.realigners}
@@ -544,8 +543,8 @@ class Demo:
         realigners: list[str],
     ) -> dict[str, Any]:
         """Add a ``<merge>+<realigner>`` row per pair; return representation-bias numbers."""
-        from simo_merge.realign.diagnostics import representation_bias
-        from simo_merge.realign.job import dataset_inputs, expert_encoders, mean_bias
+        from simo_merge.features.inputs import dataset_inputs
+        from simo_merge.realign.diagnostics import mean_bias, representation_bias
         from simo_merge.realign.train import RealignConfig, realign
 
         rc = self.cfg.realign
@@ -568,7 +567,7 @@ class Demo:
                 self.realign_trained_on[objective] = choice.record(len(dataset), self.cfg.data.name)
             return inputs_of[objective]
 
-        experts = expert_encoders(pool, self.new_encoder)
+        experts = pool.expert_encoders()
         test_images = dataset_inputs(self.data.sets["test"], list(specs), "test").images
         heads = pool_heads(pool)
         bias: dict[str, Any] = {}
@@ -623,15 +622,15 @@ class Demo:
         self, pool: ExpertPool, states: dict[str, dict[str, torch.Tensor]], rows: dict, info: dict
     ) -> None:
         """AdaMerging (task-/layer-wise), Fisher and RegMean rows, on unlabelled test inputs."""
-        from simo_merge.probes import ModelProbe
-        from simo_merge.probes.plots import lambda_heatmap
-        from simo_merge.realign.cache import FeatureCache
-        from simo_merge.realign.job import dataset_inputs
+        from simo_merge.features.cache import FeatureCache
+        from simo_merge.features.inputs import dataset_inputs
+        from simo_merge.merging.data import MergeData
+        from simo_merge.merging.data.plots import lambda_heatmap
 
         dd = self.cfg.data_dependent
         specs = self.data.specs
         inputs = dataset_inputs(self.data.sets[dd.split], list(specs), f"{self.cfg.data.name}-{dd.split}")
-        probe = ModelProbe(
+        merge_data = MergeData(
             self.new_encoder,
             pool_heads(pool),
             pool.experts,
@@ -648,7 +647,7 @@ class Demo:
             record: dict[str, Any] = {}
             if method.startswith("adamerging"):
                 params.update(record=record, progress=self.cfg.progress)
-            state = merge(pool, method, probe=probe, **params)
+            state = merge(pool, method, merge_data=merge_data, **params)
             name = DATA_DEPENDENT_NAMES.get(method, method)
             rows[name] = evaluate(
                 self.merged_model(pool, state),
@@ -749,12 +748,14 @@ class Demo:
         return result
 
 
-def run_demo(config_path: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Run the demo from ``config_path`` (default: the built-in ``configs/demo.yaml``) + overrides."""
-    if config_path is None:
-        from simo_merge.configs import builtin_config
+Config = DemoConfig
+DEFAULT_CONFIG = "demo"  # configs/demo.yaml
 
-        config_path = builtin_config("demo")
-    cfg = load_config(DemoConfig, config_path, overrides)
-    with claim_output_dir(cfg.output_dir):  # a writable folder no other run is writing
-        return Demo(cfg).run()
+
+def output_folder(cfg: DemoConfig) -> tuple[str, str]:
+    return cfg.output_dir, "output_dir"
+
+
+def run(cfg: DemoConfig) -> dict[str, Any]:
+    """Train (or reuse) θ0, experts and MTL, merge, realign, evaluate and report into ``output_dir``."""
+    return Demo(cfg).run()

@@ -9,10 +9,10 @@ from torch import Tensor
 
 from simo_merge.encoders import Encoder
 from simo_merge.heads import TaskHead
+from simo_merge.pool.model import MultiTaskModel
 from simo_merge.tasks import TaskSpec
 from simo_merge.training.loop import fit
 from simo_merge.training.losses import multitask_loss
-from simo_merge.training.model import MultiTaskModel
 
 
 @dataclass

@@ -12,7 +12,7 @@ import torch
 
 from simo_merge.config import EncoderConfig, PoolConfig
 from simo_merge.encoders import build_encoder
-from simo_merge.experts import ExpertPool, is_mergeable
+from simo_merge.pool.expert_pool import ExpertPool, is_mergeable
 
 TOY_TASKS = ["semseg", "depth", "normal"]
 

@@ -10,12 +10,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
 from simo_merge.checkpoint import load_state
 from simo_merge.finite import check_finite
+
+if TYPE_CHECKING:
+    from simo_merge.encoders import Encoder
+    from simo_merge.pool.model import MultiTaskModel
 
 StateDict = dict[str, Tensor]
 
@@ -117,6 +121,32 @@ class ExpertPool:
             {k: v for k, v in self.sources.items() if k in tasks or k == "base"},
             self.encoder_config,
         )
+
+    def encoder(self, state: Mapping[str, Tensor] | None = None) -> Encoder:
+        """A fresh encoder of the pool's architecture (θ0's sidecar config) holding ``state`` (default θ0)."""
+        from simo_merge.encoders import build_encoder
+
+        cfg = self.encoder_config
+        if not cfg:
+            raise KeyError("the pool's theta0 sidecar has no 'encoder' config; cannot rebuild the encoder")
+        encoder = build_encoder(cfg["library"], cfg["arch"], **cfg.get("kwargs", {}))
+        encoder.load_model_state(self.base if state is None else state)
+        return encoder
+
+    def expert_encoders(self) -> dict[str, Encoder]:
+        """Each task's expert θt in a fresh encoder, in eval mode."""
+        return {task: self.encoder(self.experts[task]).eval() for task in self.tasks}
+
+    def model(
+        self, state: Mapping[str, Tensor] | None = None, tasks: list[str] | None = None
+    ) -> MultiTaskModel:
+        """The encoder holding ``state`` (default θ0) plus the frozen heads of ``tasks`` (default all), in
+        eval mode: what evaluation and the interference measurements run."""
+        from simo_merge.pool.folder import pool_heads
+        from simo_merge.pool.model import MultiTaskModel
+
+        heads = pool_heads(self.subset(tasks) if tasks else self)
+        return MultiTaskModel(self.encoder(state), heads).eval()
 
     @classmethod
     def from_files(

@@ -50,8 +50,8 @@ def check_data(cfg: Any, roles: Iterable[str]) -> None:
 
 
 def check_demo_config(cfg: Any) -> None:
-    """Every check :class:`simo_merge.demo.DemoConfig` needs before its run starts."""
-    from simo_merge.demo import DATA_DEPENDENT_NAMES, MERGE_ROW_NAMES
+    """Every check :class:`simo_merge.jobs.demo.DemoConfig` needs before its run starts."""
+    from simo_merge.jobs.demo import DATA_DEPENDENT_NAMES, MERGE_ROW_NAMES
     from simo_merge.merging import MERGE_METHODS
     from simo_merge.realign import REALIGNERS
     from simo_merge.realign.train import OBJECTIVES, RealignConfig

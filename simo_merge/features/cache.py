@@ -18,7 +18,8 @@ import torch
 from torch import Tensor
 
 from simo_merge.checkpoint import load_state, save_state
-from simo_merge.realign.plan import Site, site_name
+from simo_merge.features.sites import Site
+from simo_merge.realign.plan import site_name
 
 Features = dict[Site, Tensor]
 

@@ -6,8 +6,9 @@ The heads start from the experts' heads; the merged taps are frozen, so they are
 
 from __future__ import annotations
 
+from simo_merge.features.sites import Site
 from simo_merge.realign import REALIGNERS
-from simo_merge.realign.plan import Plan, Site
+from simo_merge.realign.plan import Plan
 
 
 @REALIGNERS.register("heads")

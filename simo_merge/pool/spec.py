@@ -24,7 +24,7 @@ from typing import Any
 
 from simo_merge.checkpoint import load_state, read_sidecar
 from simo_merge.config import ConfigError, EncoderConfig, PoolConfig
-from simo_merge.experts import ExpertPool
+from simo_merge.pool.expert_pool import ExpertPool
 
 KINDS = ("dir", "files", "toy")
 HOW = (
@@ -212,7 +212,7 @@ def resolve_pool(
         raise ConfigError(f"pool.tasks={pool.tasks} and the tasks asked for ({tasks}) disagree; give one")
     chosen = select_tasks(pool_tasks(kind, pool, folder), tasks or pool.tasks, where)
     if kind == "toy":
-        from simo_merge.toy_pool import make_toy_pool
+        from simo_merge.pool.toy import make_toy_pool
 
         enc = encoder or EncoderConfig(
             "timm",
@@ -222,7 +222,7 @@ def resolve_pool(
         toy = PoolConfig(**{**asdict(pool), "tasks": chosen})
         return make_toy_pool(enc, toy)
     if kind == "dir":
-        from simo_merge.pool_io import load_pool_dir
+        from simo_merge.pool.folder import load_pool_dir
 
         base_file = Path(folder) / "theta0.safetensors"
         enc_cfg = check_encoder(stored_encoder_config(base_file), encoder, str(base_file))
@@ -264,3 +264,11 @@ def check_checkpoint_encoder(pool: ExpertPool, checkpoint: str | os.PathLike) ->
             f"checkpoint {checkpoint} was merged for encoder {_canonical(recorded)}, but the pool's is "
             f"{_canonical(pool.encoder_config)}"
         )
+
+
+def load_job_pool(cfg: Any) -> ExpertPool:
+    """The pool of a job config with ``pool``, ``pool_dir``, ``encoder`` and ``data`` (tasks: ``pool.tasks``,
+    else ``data.tasks``, else all of the pool's), with heads and an encoder config to rebuild models."""
+    return resolve_pool(
+        cfg.pool, cfg.pool_dir, cfg.encoder, cfg.data.tasks, need_heads=True, need_encoder=True
+    )

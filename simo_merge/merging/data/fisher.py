@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from simo_merge.checkpoint import state_hash
 from simo_merge.encoders import Encoder
-from simo_merge.realign.model import head_sites, run_encoder
+from simo_merge.features.sites import head_sites, run_encoder
 from simo_merge.tasks import TaskSpec
 
 #: prefix of the cached entries, so that keys such as ``blocks.0...`` survive the feature cache's names
@@ -103,31 +103,34 @@ def fisher_of_model(
     return {k: v / count for k, v in sums.items()}
 
 
-def diagonal_fisher(probe, task: str, num_batches: int = 8) -> dict[str, Tensor]:
+def diagonal_fisher(merge_data, task: str, num_batches: int = 8) -> dict[str, Tensor]:
     """The diagonal Fisher of ``task``'s expert (its encoder + its head) from its unlabelled inputs.
 
-    ``probe`` is a :class:`~simo_merge.probes.ModelProbe`; ``num_batches`` of ``probe.batch_size`` images
-    are drawn from ``probe.batches(task)`` and target sampling is seeded by ``probe.seed``, so the result
-    is deterministic. Cached through ``probe.cache`` under a key of inputs, expert, head, batch count,
-    batch size and seed. Keys are ``encoder.model_state()``'s floating-point keys.
+    ``merge_data`` is a :class:`~simo_merge.merging.data.MergeData`; ``num_batches`` of
+    ``merge_data.batch_size`` images are drawn from ``merge_data.batches(task)`` and target sampling is seeded
+    by ``merge_data.seed``, so the result is deterministic. Cached through ``merge_data.cache`` under a key of
+    inputs, expert, head, batch count, batch size and seed. Keys are ``encoder.model_state()``'s
+    floating-point keys.
     """
-    if task not in probe.heads:
-        raise KeyError(f"diagonal_fisher: probe has no head for task {task!r}; tasks: {probe.tasks}")
+    if task not in merge_data.heads:
+        raise KeyError(
+            f"diagonal_fisher: merge_data has no head for task {task!r}; tasks: {merge_data.tasks}"
+        )
     if int(num_batches) < 1:
         raise ValueError(f"diagonal_fisher: num_batches must be >= 1, got {num_batches}")
-    head = probe.heads[task]
+    head = merge_data.heads[task]
     head_id = state_hash(head.state_dict())[:8]
-    what = f"fisher-n{int(num_batches)}x{probe.batch_size}-s{probe.seed}-h{head_id}"
+    what = f"fisher-n{int(num_batches)}x{merge_data.batch_size}-s{merge_data.seed}-h{head_id}"
 
     def compute() -> dict[str, Tensor]:
-        encoder = probe.expert_encoder(task)
-        images = probe.images[task]
-        batches = (images[idx] for idx in itertools.islice(probe.batches(task), int(num_batches)))
-        generator = torch.Generator().manual_seed(probe.seed)
+        encoder = merge_data.expert_encoder(task)
+        images = merge_data.images[task]
+        batches = (images[idx] for idx in itertools.islice(merge_data.batches(task), int(num_batches)))
+        generator = torch.Generator().manual_seed(merge_data.seed)
         fisher = fisher_of_model(
-            encoder, head, batches, generator, progress=probe.progress, desc=f"fisher {task}"
+            encoder, head, batches, generator, progress=merge_data.progress, desc=f"fisher {task}"
         )
         return {_PREFIX + k: v for k, v in fisher.items()}
 
-    cached = probe.cache.get(probe.cache_key(task, what), compute)
+    cached = merge_data.cache.get(merge_data.cache_key(task, what), compute)
     return {k[len(_PREFIX) :]: v for k, v in cached.items() if k.startswith(_PREFIX)}

@@ -13,8 +13,8 @@ from typing import Any
 from torch import Tensor
 
 from simo_merge.checkpoint import load_state, read_sidecar, save_state
-from simo_merge.experts import ExpertPool
 from simo_merge.heads import TaskHead, head_from_config
+from simo_merge.pool.expert_pool import ExpertPool
 
 
 def save_expert(

@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import Tensor
 
-from simo_merge.realign.train import distill_output_loss
+from simo_merge.features.losses import distill_output_loss
 
 #: objective names a task can be given
 OBJECTIVES = ("entropy", "distill")
@@ -65,15 +65,15 @@ def resolve_objectives(specs: Mapping[str, Any], objectives: Mapping[str, str] |
     return out
 
 
-def task_objective(probe: Any, task: str, name: str, pred: Tensor, idx: Tensor) -> Tensor:
+def task_objective(merge_data: Any, task: str, name: str, pred: Tensor, idx: Tensor) -> Tensor:
     """The scalar objective ``name`` of prediction ``pred`` on ``task``'s inputs ``idx``.
 
-    ``"entropy"``: :func:`prediction_entropy`; ``"distill"``: distance to ``probe.expert_outputs(task,
+    ``"entropy"``: :func:`prediction_entropy`; ``"distill"``: distance to ``merge_data.expert_outputs(task,
     idx)`` (the expert model's cached outputs on the same inputs).
     """
     if name == "entropy":
         return prediction_entropy(pred)
     if name == "distill":
-        target = probe.expert_outputs(task, idx).to(pred.device)
-        return distill_output_loss(probe.heads[task].task, pred, target)
+        target = merge_data.expert_outputs(task, idx).to(pred.device)
+        return distill_output_loss(merge_data.heads[task].task, pred, target)
     raise ValueError(f"unknown objective {name!r} for task {task!r}; must be one of {OBJECTIVES}")

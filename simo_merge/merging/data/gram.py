@@ -189,29 +189,32 @@ def collect_grams(
     return recorder.sums, recorder.counts
 
 
-def gram_matrices(probe, task: str, num_batches: int = 8) -> dict[str, Tensor]:
+def gram_matrices(merge_data, task: str, num_batches: int = 8) -> dict[str, Tensor]:
     """RegMean's per-layer Gram matrices ``G = Σ x xᵀ / n`` (float64) of ``task``'s expert encoder.
 
-    ``probe`` is a :class:`~simo_merge.probes.ModelProbe`; its expert encoder runs on ``num_batches`` of
-    ``probe.batches(task)``. Keys are weight keys of ``model_state()`` (``[D_out, D_in]`` weights get a
-    ``[D_in, D_in]`` Gram). Cached through ``probe.cache`` (sums and counts, so both stay available).
+    ``merge_data`` is a :class:`~simo_merge.merging.data.MergeData`; its expert encoder runs on
+    ``num_batches`` of ``merge_data.batches(task)``. Keys are weight keys of ``model_state()`` (``[D_out,
+    D_in]`` weights get a ``[D_in, D_in]`` Gram). Cached through ``merge_data.cache`` (sums and counts, so
+    both stay available).
     """
-    if task not in probe.expert_states:
-        raise KeyError(f"gram_matrices: probe has no expert for task {task!r}; tasks: {probe.tasks}")
+    if task not in merge_data.expert_states:
+        raise KeyError(
+            f"gram_matrices: merge_data has no expert for task {task!r}; tasks: {merge_data.tasks}"
+        )
     if int(num_batches) < 1:
         raise ValueError(f"gram_matrices: num_batches must be >= 1, got {num_batches}")
-    what = f"gram-n{int(num_batches)}x{probe.batch_size}-s{probe.seed}"
+    what = f"gram-n{int(num_batches)}x{merge_data.batch_size}-s{merge_data.seed}"
 
     def compute() -> dict[str, Tensor]:
-        encoder = probe.expert_encoder(task)
-        images = probe.images[task]
-        batches = (images[idx] for idx in itertools.islice(probe.batches(task), int(num_batches)))
-        sums, counts = collect_grams(encoder, batches, progress=probe.progress, desc=f"grams {task}")
+        encoder = merge_data.expert_encoder(task)
+        images = merge_data.images[task]
+        batches = (images[idx] for idx in itertools.islice(merge_data.batches(task), int(num_batches)))
+        sums, counts = collect_grams(encoder, batches, progress=merge_data.progress, desc=f"grams {task}")
         out = {_GRAM + k: v for k, v in sums.items()}
         out.update({_COUNT + k: torch.tensor(n, dtype=torch.int64) for k, n in counts.items()})
         return out
 
-    cached = probe.cache.get(probe.cache_key(task, what), compute)
+    cached = merge_data.cache.get(merge_data.cache_key(task, what), compute)
     return {
         k[len(_GRAM) :]: v / cached[_COUNT + k[len(_GRAM) :]].to(v.dtype)
         for k, v in cached.items()

@@ -15,8 +15,8 @@ import torch
 from simo_merge.affinity.transfer import SIMO_LAMBDAS
 from simo_merge.config import EncoderConfig, PoolConfig
 from simo_merge.data import DataConfig, build_task_splits
-from simo_merge.evaluate_job import evaluate_splits, load_job_pool, model_for
-from simo_merge.pool_spec import pool_kind
+from simo_merge.pool.spec import load_job_pool, pool_kind
+from simo_merge.training.evaluate import evaluate_splits
 
 
 @dataclass
@@ -45,12 +45,20 @@ def _evaluator(pool, splits):
 
     def evaluate_state(state: dict[str, torch.Tensor], tasks: list[str] | None = None) -> dict:
         tasks = list(tasks or pool.tasks)
-        return evaluate_splits(model_for(pool, state, tasks), splits, tasks, "", progress=False)
+        return evaluate_splits(pool.model(state, tasks), splits, tasks, "", progress=False)
 
     return evaluate_state
 
 
-def run_affinity_job(cfg: AffinityJobConfig) -> dict[str, Any]:
+Config = AffinityJobConfig
+DEFAULT_CONFIG = None
+
+
+def output_folder(cfg: AffinityJobConfig) -> tuple[str, str]:
+    return cfg.output_dir, "output_dir"
+
+
+def run(cfg: AffinityJobConfig) -> dict[str, Any]:
     from simo_merge.affinity import run_affinity, write_affinity_report
     from simo_merge.encoders import build_encoder
 

@@ -1,13 +1,13 @@
-"""The model probe: encoder architecture + frozen heads + expert states + unlabelled inputs per task.
+"""MergeData: encoder architecture + frozen heads + expert states + unlabelled inputs per task.
 
 It offers the pieces data-dependent methods share:
-- :meth:`ModelProbe.functional_outputs`: head outputs of the encoder run with *given* parameter
+- :meth:`MergeData.functional_outputs`: head outputs of the encoder run with *given* parameter
   tensors through ``torch.func.functional_call`` (no model copy; gradients flow to those tensors);
-- :meth:`ModelProbe.expert_outputs`: each expert model's own head outputs, cached once per input;
-- :meth:`ModelProbe.batches`: seeded index batches over a task's inputs;
+- :meth:`MergeData.expert_outputs`: each expert model's own head outputs, cached once per input;
+- :meth:`MergeData.batches`: seeded index batches over a task's inputs;
 - ``encoder`` / ``heads``: modules to register statistics hooks on.
 Statistics a method computes from these (Fisher diagonals, Gram matrices) are cached through
-:attr:`ModelProbe.cache` (the realignment feature cache), keyed by inputs and checkpoint hashes.
+:attr:`MergeData.cache` (the realignment feature cache), keyed by inputs and checkpoint hashes.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from torch.func import functional_call
 
 from simo_merge.checkpoint import state_hash
 from simo_merge.encoders import Encoder
-from simo_merge.realign.cache import FeatureCache, compute_in_batches, tensor_hash
-from simo_merge.realign.model import head_sites, run_encoder
-from simo_merge.realign.train import IndexSampler
+from simo_merge.features.cache import FeatureCache, compute_in_batches, tensor_hash
+from simo_merge.features.sampling import IndexSampler
+from simo_merge.features.sites import head_sites, run_encoder
 
 
-class ModelProbe:
+class MergeData:
     """``make_encoder()`` builds the pool's architecture; ``images[task]`` are that task's unlabelled inputs
     (SIMO: one tensor shared by all tasks)."""
 
@@ -43,7 +43,7 @@ class ModelProbe:
     ) -> None:
         missing = [t for t in heads if t not in images or t not in expert_states]
         if missing:
-            raise KeyError(f"probe: task(s) {missing} lack inputs or an expert state")
+            raise KeyError(f"merge_data: task(s) {missing} lack inputs or an expert state")
         self.make_encoder = make_encoder
         self.encoder = make_encoder().eval().requires_grad_(False)
         self.heads = {t: h.eval().requires_grad_(False) for t, h in heads.items()}
@@ -121,18 +121,19 @@ def per_task_statistics(
     method: str,
     what: str,
     tasks: list[str],
-    probe: ModelProbe | None,
+    merge_data: MergeData | None,
     given: Mapping[str, Mapping[str, Tensor]] | None,
-    compute: Callable[[ModelProbe, str], Mapping[str, Tensor]],
+    compute: Callable[[MergeData, str], Mapping[str, Tensor]],
 ) -> Mapping[str, Mapping[str, Tensor]]:
-    """``given`` statistics per task, or ``compute(probe, task)`` for each; errors name method and task."""
+    """``given`` statistics per task, or ``compute(merge_data, task)`` for each; errors name method and
+    task."""
     if given is None:
-        if probe is None:
+        if merge_data is None:
             raise ValueError(
-                f"{method}: needs per-task {what}; pass probe=ModelProbe(...) to compute them "
+                f"{method}: needs per-task {what}; pass merge_data=MergeData(...) to compute them "
                 f"or the {what} as {{task: {{key: tensor}}}}"
             )
-        given = {t: compute(probe, t) for t in tasks}
+        given = {t: compute(merge_data, t) for t in tasks}
     missing = [t for t in tasks if t not in given]
     if missing:
         raise KeyError(f"{method}: no {what} for task(s) {missing}; given for {list(given)}")

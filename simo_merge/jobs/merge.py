@@ -1,0 +1,97 @@
+"""``simo-merge merge``: pool + method -> merged safetensors checkpoint (+ JSON sidecar, resolved config)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from simo_merge.atomic import write_text
+from simo_merge.checkpoint import save_state
+from simo_merge.config import ConfigError, EncoderConfig, MethodConfig, PoolConfig, to_yaml
+from simo_merge.data import DataConfig, build_task_splits
+from simo_merge.features.inputs import split_inputs
+from simo_merge.merging import MERGE_METHODS, merge
+from simo_merge.merging.api import check_hyperparameters, resolved_merge_parameters
+from simo_merge.merging.with_data import merge_with_inputs
+from simo_merge.pool.spec import describe, resolve_pool
+
+
+@dataclass
+class MergeJobConfig:
+    """``simo-merge merge``: pool + method -> merged checkpoint in ``output_dir``."""
+
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    pool_dir: str | None = None  # shorthand for pool.dir
+    # the encoder architecture: read from the pool (θ0's sidecar); given here, it must match the pool's
+    # (the toy pool is built from it; default: a tiny timm ViT)
+    encoder: EncoderConfig | None = None
+    method: MethodConfig = field(default_factory=MethodConfig)
+    # unlabelled inputs for data-dependent methods (adamerging, fisher, regmean): the ``data`` section of
+    # realign/evaluate (``data.per_task.<task>`` for one data set per task); its ``split`` role
+    data: DataConfig | None = None  # None: data-free methods only
+    split: str = "test"  # unlabelled inputs, as the papers use (and realign's default)
+    seed: int = 0
+    output_dir: str = "runs/merge"
+
+    def validate(self) -> None:
+        self.pool.resolve_kind(self.pool_dir)
+
+
+Config = MergeJobConfig
+DEFAULT_CONFIG = None  # no built-in default: a pool must be named (merge_toy generates one)
+
+
+def output_folder(cfg: MergeJobConfig) -> tuple[str, str]:
+    """The folder this run writes, and the config key that names it (for error messages)."""
+    return cfg.output_dir, "output_dir"
+
+
+def run(cfg: MergeJobConfig) -> dict[str, Any]:
+    """Merge the pool with ``cfg.method``; data-dependent methods read ``cfg.data``'s ``split`` inputs."""
+    import inspect
+
+    start = time.perf_counter()
+    fn = MERGE_METHODS.get(cfg.method.name)
+    check_hyperparameters(fn, cfg.method.params, f"method {cfg.method.name!r}")
+    needs_data = "merge_data" in inspect.signature(fn).parameters
+    if needs_data and cfg.data is None:
+        raise ConfigError(
+            f"method {cfg.method.name!r} needs unlabelled inputs: give a data section (data.name=..., "
+            "data.root=..., or data.per_task.<task>={name: ..., root: ...} for one data set per task)"
+        )
+    pool = resolve_pool(cfg.pool, cfg.pool_dir, cfg.encoder, need_heads=needs_data, need_encoder=needs_data)
+    probe_inputs = None
+    if needs_data:
+        probe_inputs = split_inputs(build_task_splits(cfg.data, pool.tasks, cfg.split, cfg.seed), cfg.split)
+        merged = merge_with_inputs(pool, cfg.method, probe_inputs, cfg.seed, progress=True)
+    else:
+        merged = merge(pool, cfg.method.name, transforms=cfg.method.transforms, **cfg.method.params)
+    out_dir = Path(cfg.output_dir)
+    resolved = resolved_merge_parameters(cfg.method.name, cfg.method.params, cfg.method.transforms)
+    out = save_state(
+        out_dir / "merged.safetensors",
+        merged,
+        {
+            "method": cfg.method.name,
+            **resolved,  # hyperparameters / transforms with every default filled in
+            "given": {"hyperparameters": cfg.method.params, "transforms": cfg.method.transforms},
+            "tasks": pool.tasks,
+            "pool": describe(cfg.pool, cfg.pool_dir),
+            "sources": pool.sources,
+            "encoder": pool.encoder_config or None,  # the pool's (θ0's sidecar), not a CLI default
+            **(
+                {"probe_inputs": {t: [cfg.split, int(x.shape[0])] for t, x in probe_inputs.images.items()}}
+                if probe_inputs
+                else {}
+            ),
+        },
+    )
+    write_text(out_dir / "config.yaml", to_yaml(cfg))
+    n_params = sum(v.numel() for v in merged.values())
+    print(
+        f"merged {len(pool.tasks)} experts ({', '.join(pool.tasks)}) with {cfg.method.name} "
+        f"{resolved['hyperparameters']} -> {out} ({n_params:,} values, {time.perf_counter() - start:.1f}s)"
+    )
+    return {"checkpoint": str(out), "tasks": pool.tasks, **resolved}

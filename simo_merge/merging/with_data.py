@@ -1,0 +1,37 @@
+"""Merging a pool with any method, handing data-dependent methods their :class:`MergeData`."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from simo_merge.config import MethodConfig
+from simo_merge.features.inputs import RealignInputs
+from simo_merge.merging import merge
+from simo_merge.pool.expert_pool import ExpertPool
+from simo_merge.pool.folder import pool_heads
+
+
+def merge_with_inputs(
+    pool: ExpertPool, method: MethodConfig, inputs: RealignInputs, seed: int, progress: bool
+) -> dict[str, Tensor]:
+    """Merge ``pool`` with ``method``; data-dependent methods get ``merge_data`` over ``inputs`` (each task's
+    own unlabelled inputs)."""
+    import inspect
+
+    from simo_merge.merging import MERGE_METHODS
+
+    params = dict(method.params)
+    accepted = inspect.signature(MERGE_METHODS.get(method.name)).parameters
+    if "merge_data" in accepted and "merge_data" not in params:
+        from simo_merge.merging.data import MergeData
+
+        params["merge_data"] = MergeData(
+            pool.encoder,
+            pool_heads(pool),
+            pool.experts,
+            inputs.images,
+            inputs.name,
+            seed=seed,
+            progress=progress,
+        )
+    return merge(pool, method.name, transforms=method.transforms, **params)

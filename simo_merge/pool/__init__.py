@@ -1,0 +1,11 @@
+"""The expert pool and everything that builds or finds one.
+
+:class:`ExpertPool` (θ0, experts, frozen heads) rebuilds the pool's encoder and one-pass multi-task model
+(``pool.encoder(state)``, ``pool.model(state, tasks)``); ``folder`` reads and writes pool folders,
+``spec`` resolves a job's ``pool`` section, ``toy`` generates small pools, ``clip_layout`` reads the
+published CLIP checkpoint layouts.
+"""
+
+from simo_merge.pool.expert_pool import ExpertMismatchError, ExpertPool, TaskVector
+
+__all__ = ["ExpertMismatchError", "ExpertPool", "TaskVector"]

@@ -78,12 +78,60 @@ class PoolConfig:
 
     def resolve_kind(self, pool_dir: str | None = None) -> str:
         """``dir``, ``files`` or ``toy``; a ConfigError names the keys when they are missing or mixed."""
-        from simo_merge.pool.spec import pool_kind
-
         return pool_kind(self, pool_dir)
 
     def validate(self) -> None:
         self.resolve_kind()
+
+
+POOL_KINDS = ("dir", "files", "toy")
+POOL_HOW = (
+    "give a pool folder (pool_dir=DIR or pool.dir=DIR), or files (pool.base=θ0 file and "
+    "pool.experts.<task>=file, optional pool.heads.<task>=file), or pool.kind=toy for the generated pool"
+)
+
+
+def pool_kind(pool: PoolConfig, pool_dir: str | None = None) -> str:
+    """Which kind of pool the keys describe; a ConfigError names the keys that are missing or mixed."""
+    if pool_dir is not None and pool.dir is not None and str(pool_dir) != str(pool.dir):
+        raise ConfigError(f"pool_dir={pool_dir!r} and pool.dir={pool.dir!r} disagree: give one of them")
+    folder = pool.dir if pool.dir is not None else pool_dir
+    files = [
+        k
+        for k, v in (("pool.base", pool.base), ("pool.experts", pool.experts), ("pool.heads", pool.heads))
+        if v
+    ]
+    kind = pool.kind
+    if kind is not None and kind not in POOL_KINDS:
+        raise ConfigError(f"pool.kind must be one of {list(POOL_KINDS)} (or unset), got {kind!r}")
+    if kind == "toy":
+        given = files + (["pool.dir/pool_dir"] if folder else [])
+        if given:
+            raise ConfigError(
+                f"pool.kind=toy generates its own experts and cannot be combined with {', '.join(given)}; "
+                "drop pool.kind=toy to use your files"
+            )
+        return "toy"
+    if folder is not None and files:
+        raise ConfigError(
+            f"a pool is either a folder (pool_dir/pool.dir={folder!r}) or files ({', '.join(files)}), "
+            "not both"
+        )
+    if kind == "dir" and folder is None:
+        raise ConfigError("pool.kind=dir needs pool.dir=DIR (or pool_dir=DIR)")
+    if kind == "files" and folder is not None:
+        raise ConfigError(f"pool.kind=files takes pool.base/pool.experts, not a folder ({folder!r})")
+    if folder is not None:
+        return "dir"
+    if files or kind == "files":
+        missing = [k for k, v in (("pool.base", pool.base), ("pool.experts", pool.experts)) if not v]
+        if missing:
+            raise ConfigError(
+                "a files pool needs pool.base (θ0) and pool.experts.<task>=<file>; "
+                f"missing {', '.join(missing)}"
+            )
+        return "files"
+    raise ConfigError(f"no pool given: {POOL_HOW}")
 
 
 @dataclass

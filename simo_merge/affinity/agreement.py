@@ -40,6 +40,45 @@ def _exact_p(x: np.ndarray, y: np.ndarray, rho: float) -> float:
     return float(np.mean(np.abs(rhos) >= abs(rho) - 1e-12))
 
 
+def _checked(
+    predictor: np.ndarray | Sequence[Sequence[float]],
+    interference: np.ndarray | Sequence[Sequence[float]],
+    names: Sequence[str] | None,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Both matrices as float64 T×T arrays and T names; a ValueError says which input does not fit."""
+    p = np.asarray(predictor, dtype=np.float64)
+    q = np.asarray(interference, dtype=np.float64)
+    if p.ndim != 2 or p.shape[0] != p.shape[1]:
+        raise ValueError(f"predictor must be a square T×T matrix, got shape {p.shape}")
+    if q.shape != p.shape:
+        raise ValueError(f"interference has shape {q.shape}, predictor {p.shape}: they must match")
+    size = p.shape[0]
+    names = list(names) if names is not None else [str(i) for i in range(size)]
+    if len(names) != size:
+        raise ValueError(f"{len(names)} names for a {size}×{size} matrix")
+    return p, q, names
+
+
+def _spearman(signed: np.ndarray, y: np.ndarray, notes: list[str]) -> tuple[float, float, str | None]:
+    """``(rho, p_value, p_method)`` of the finite pairs; NaNs (with a note appended) when undefined."""
+    n = len(signed)
+    if n < 3:
+        notes.append(f"only {n} pair(s): Spearman's rho needs at least 3, reported as NaN")
+        return math.nan, math.nan, None
+    if np.ptp(signed) == 0 or np.ptp(y) == 0:
+        notes.append("a constant input (all pairs tie): rho undefined, reported as NaN")
+        return math.nan, math.nan, None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = spearmanr(signed, y)
+    rho = float(res.statistic)
+    if n < 10:
+        notes.append(f"only {n} pairs: weak evidence whatever rho is")
+    if n <= EXACT_MAX_PAIRS:
+        return rho, _exact_p(signed, y, rho), "exact permutation"
+    return rho, float(res.pvalue), "t approximation"
+
+
 def agreement(
     predictor: np.ndarray | Sequence[Sequence[float]],
     interference: np.ndarray | Sequence[Sequence[float]],
@@ -54,18 +93,9 @@ def agreement(
     """
     if orientation not in ORIENTATIONS:
         raise ValueError(f"orientation must be one of {ORIENTATIONS}, got {orientation!r}")
-    p = np.asarray(predictor, dtype=np.float64)
-    q = np.asarray(interference, dtype=np.float64)
-    if p.ndim != 2 or p.shape[0] != p.shape[1]:
-        raise ValueError(f"predictor must be a square T×T matrix, got shape {p.shape}")
-    if q.shape != p.shape:
-        raise ValueError(f"interference has shape {q.shape}, predictor {p.shape}: they must match")
-    size = p.shape[0]
-    names = list(names) if names is not None else [str(i) for i in range(size)]
-    if len(names) != size:
-        raise ValueError(f"{len(names)} names for a {size}×{size} matrix")
+    p, q, names = _checked(predictor, interference, names)
     p_sym, q_sym = (p + p.T) / 2, (q + q.T) / 2
-    iu = np.triu_indices(size, 1)
+    iu = np.triu_indices(p.shape[0], 1)
     x, y = p_sym[iu], q_sym[iu]
     keep = np.isfinite(x) & np.isfinite(y)
     pairs = [
@@ -74,33 +104,15 @@ def agreement(
         if k
     ]
     x, y = x[keep], y[keep]
-    signed = -x if orientation == "low" else x
-    n = int(len(x))
-    out: dict[str, Any] = {
-        "spearman_rho": math.nan,
-        "p_value": math.nan,
-        "p_method": None,
-        "n_pairs": n,
-        "orientation": orientation,
-        "note": "",
-        "pairs": pairs,
-    }
     dropped = int((~keep).sum())
     notes = [f"{dropped} pair(s) with a non-finite value dropped"] if dropped else []
-    if n < 3:
-        notes.append(f"only {n} pair(s): Spearman's rho needs at least 3, reported as NaN")
-    elif np.ptp(signed) == 0 or np.ptp(y) == 0:
-        notes.append("a constant input (all pairs tie): rho undefined, reported as NaN")
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            res = spearmanr(signed, y)
-        out["spearman_rho"] = float(res.statistic)
-        if n <= EXACT_MAX_PAIRS:
-            out["p_value"], out["p_method"] = _exact_p(signed, y, out["spearman_rho"]), "exact permutation"
-        else:
-            out["p_value"], out["p_method"] = float(res.pvalue), "t approximation"
-        if n < 10:
-            notes.append(f"only {n} pairs: weak evidence whatever rho is")
-    out["note"] = "; ".join(notes)
-    return out
+    rho, p_value, p_method = _spearman(-x if orientation == "low" else x, y, notes)
+    return {
+        "spearman_rho": rho,
+        "p_value": p_value,
+        "p_method": p_method,
+        "n_pairs": int(len(x)),
+        "orientation": orientation,
+        "note": "; ".join(notes),
+        "pairs": pairs,
+    }

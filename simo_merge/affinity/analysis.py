@@ -39,19 +39,18 @@ def run_affinity(
     """
     names = list(tasks) if tasks is not None else pool.tasks
     cosine = cosine_matrices(pool, block_of=block_of, tasks=names, progress=progress)
-    conflict = sign_conflict(pool, k=k, tasks=names, progress=progress)
     results: dict[str, Any] = {
         "tasks": names,
         "settings": {"k": float(k), "cluster_threshold": float(cluster_threshold)},
         "cosine": cosine,
-        "sign_conflict": conflict,
+        "sign_conflict": sign_conflict(pool, k=k, tasks=names, progress=progress),
         "clusters": cluster_tasks(cosine["global"]["cosine"], names, threshold=cluster_threshold),
     }
     if evaluate_state is None:
         return results
     if baselines is None:
         raise ValueError("run_affinity: evaluate_state needs baselines (the experts' own metrics per task)")
-    transfer = transfer_curves(
+    results["transfer"] = transfer_curves(
         pool,
         evaluate_state,
         baselines,
@@ -61,7 +60,7 @@ def run_affinity(
         higher_is_better=higher_is_better,
         progress=progress,
     )
-    interference = pairwise_interference(
+    results["interference"] = pairwise_interference(
         pool,
         evaluate_state,
         baselines,
@@ -72,15 +71,17 @@ def run_affinity(
         higher_is_better=higher_is_better,
         progress=progress,
     )
-    matrix = interference["matrix"]
-    results["settings"].update(
-        transfer_lambdas=list(transfer["lambdas"]), select_lambdas=interference["lambdas"]
-    )
-    results["transfer"] = transfer
-    results["interference"] = interference
-    results["agreement"] = {
-        "cosine": agreement(cosine["global"]["cosine"], matrix, "low", names),
-        "sign_conflict": agreement(conflict["rate"], matrix, "high", names),
-        "transfer_gain": agreement(transfer["gain"], matrix, "low", names),
-    }
+    results["settings"]["transfer_lambdas"] = list(results["transfer"]["lambdas"])
+    results["settings"]["select_lambdas"] = results["interference"]["lambdas"]
+    results["agreement"] = _agreements(results, names)
     return results
+
+
+def _agreements(results: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """How well each data-free predictor ranks the pairs like measured interference does."""
+    matrix = results["interference"]["matrix"]
+    return {
+        "cosine": agreement(results["cosine"]["global"]["cosine"], matrix, "low", names),
+        "sign_conflict": agreement(results["sign_conflict"]["rate"], matrix, "high", names),
+        "transfer_gain": agreement(results["transfer"]["gain"], matrix, "low", names),
+    }

@@ -17,15 +17,66 @@ from itertools import combinations
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from simo_merge.affinity._evaluate import Evaluator, Results, check_baselines, evaluate_tasks, normalise
+from simo_merge.affinity._evaluate import (
+    Evaluator,
+    Results,
+    check_baselines,
+    evaluate_tasks,
+    normalise,
+    progress_bar,
+)
 from simo_merge.affinity.transfer import SIMO_LAMBDAS
 from simo_merge.merging import merge
 from simo_merge.pool.expert_pool import ExpertPool
 
 #: λ candidates of each pairwise merge: the SIMO paper's sweep (the default before: 0.2, 0.4, ..., 1.0)
 DEFAULT_SELECT_LAMBDAS: tuple[float, ...] = SIMO_LAMBDAS
+#: where λ was chosen, as recorded in the result's "selection"
+SELECTION_VAL = "validation evaluator"
+SELECTION_TEST = "test evaluator (no validation evaluator given: optimistic)"
+
+
+def _checked(
+    pool: ExpertPool, tasks: Sequence[str] | None, lambdas: Sequence[float]
+) -> tuple[list[str], list[float]]:
+    """The tasks (all of the pool's by default) and the λ candidates, refused when unknown or empty."""
+    names = list(tasks) if tasks is not None else pool.tasks
+    missing = [t for t in names if t not in pool.experts]
+    if missing:
+        raise KeyError(f"pairwise_interference: tasks not in the pool: {missing}; pool has {pool.tasks}")
+    grid = [float(x) for x in lambdas]
+    if not grid:
+        raise ValueError("pairwise_interference: lambdas (the λ candidates) is empty")
+    return names, grid
+
+
+def _select_lambda(
+    pool: ExpertPool,
+    pair: tuple[str, str],
+    grid: list[float],
+    select: Evaluator,
+    select_baselines: Results,
+    higher_is_better: Mapping[str, bool] | None,
+    bar: Any,
+) -> tuple[int, Any, Results | None, list[float]]:
+    """``(index of λ*, its merged state, its selection results, the mean normalised score per λ)``.
+
+    Only the best state is kept while sweeping (memory: one encoder at a time); ties go to the first λ.
+    """
+    s, t = pair
+    scores: list[float] = []
+    best, best_state, best_res = -1, None, None
+    for lam in grid:
+        bar.set_postfix_str(f"{s}+{t} λ={lam:.2f}")
+        state = merge(pool, "task_arithmetic", tasks=[s, t], lam=lam)
+        res = evaluate_tasks(select, state, [s, t], f"pairwise_interference ({s}+{t}, λ={lam})")
+        values = normalise(res, select_baselines, higher_is_better)
+        scores.append((values[s] + values[t]) / 2)
+        if best < 0 or scores[-1] > scores[best]:
+            best, best_state, best_res = len(scores) - 1, state, res
+        bar.update()
+    return best, best_state, best_res, scores
 
 
 def pairwise_interference(
@@ -47,18 +98,10 @@ def pairwise_interference(
     diagonal), "selected_lambda" T×T (symmetric, NaN diagonal), "val_scores" {"s|t": [per λ]},
     "test_metrics" {"s|t": {task: {metric: value}}}, "selection"}``.
     """
-    names = list(tasks) if tasks is not None else pool.tasks
-    missing = [t for t in names if t not in pool.experts]
-    if missing:
-        raise KeyError(f"pairwise_interference: tasks not in the pool: {missing}; pool has {pool.tasks}")
-    grid = [float(x) for x in lambdas]
-    if not grid:
-        raise ValueError("pairwise_interference: lambdas (the λ candidates) is empty")
+    names, grid = _checked(pool, tasks, lambdas)
     check_baselines(baselines, names, "pairwise_interference")
     select = evaluate_val or evaluate_state
-    select_baselines = (
-        val_baselines if (evaluate_val is not None and val_baselines is not None) else baselines
-    )
+    select_baselines = val_baselines if evaluate_val is not None and val_baselines is not None else baselines
     check_baselines(select_baselines, names, "pairwise_interference (selection)")
     size = len(names)
     matrix = np.zeros((size, size))
@@ -67,29 +110,14 @@ def pairwise_interference(
     val_scores: dict[str, list[float]] = {}
     test_metrics: dict[str, dict[str, dict[str, float]]] = {}
     pairs = list(combinations(range(size), 2))
-    bar = tqdm(
-        total=len(pairs) * len(grid),
-        desc="pairwise merges",
-        disable=not progress,
-        leave=False,
-        dynamic_ncols=True,
-    )
+    bar = progress_bar(len(pairs) * len(grid), "pairwise merges", progress)
     for i, j in pairs:
         s, t = names[i], names[j]
-        scores: list[float] = []
-        best, best_state, best_res = -1, None, None
-        for lam in grid:
-            bar.set_postfix_str(f"{s}+{t} λ={lam:.2f}")
-            state = merge(pool, "task_arithmetic", tasks=[s, t], lam=lam)
-            res = evaluate_tasks(select, state, [s, t], f"pairwise_interference ({s}+{t}, λ={lam})")
-            values = normalise(res, select_baselines, higher_is_better)
-            scores.append((values[s] + values[t]) / 2)
-            if best < 0 or scores[-1] > scores[best]:  # only the best state is kept (memory: one encoder)
-                best, best_state, best_res = len(scores) - 1, state, res
-            bar.update()
-        if evaluate_val is None:
-            test = best_res
-        else:
+        best, best_state, best_res, scores = _select_lambda(
+            pool, (s, t), grid, select, select_baselines, higher_is_better, bar
+        )
+        test = best_res
+        if evaluate_val is not None:
             test = evaluate_tasks(
                 evaluate_state, best_state, [s, t], f"pairwise_interference ({s}+{t}, test)"
             )
@@ -108,7 +136,5 @@ def pairwise_interference(
         "selected_lambda": chosen,
         "val_scores": val_scores,
         "test_metrics": test_metrics,
-        "selection": "validation evaluator"
-        if evaluate_val is not None
-        else "test evaluator (no validation evaluator given: optimistic)",
+        "selection": SELECTION_VAL if evaluate_val is not None else SELECTION_TEST,
     }

@@ -20,7 +20,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from simo_merge.affinity._evaluate import (
     Evaluator,
@@ -29,6 +28,7 @@ from simo_merge.affinity._evaluate import (
     check_baselines,
     evaluate_tasks,
     normalise,
+    progress_bar,
 )
 from simo_merge.pool.expert_pool import ExpertPool, is_mergeable
 
@@ -47,6 +47,26 @@ def scaled_state(pool: ExpertPool, task: str, lam: float) -> StateDict:
     for key, ref in pool.base.items():
         out[key] = (ref.float() + lam * vector[key]).to(ref.dtype) if is_mergeable(ref) else ref.clone()
     return out
+
+
+def _checked_grid(pool: ExpertPool, sources: list[str], lambdas: Sequence[float] | np.ndarray) -> list[float]:
+    """The λ grid as floats; a source not in the pool or an empty grid is refused."""
+    for t in sources:
+        if t not in pool.experts:
+            raise KeyError(f"transfer source {t!r} is not in the pool; pool has {pool.tasks}")
+    grid = [float(x) for x in np.asarray(lambdas, dtype=np.float64).reshape(-1)]
+    if not grid:
+        raise ValueError("transfer_curves: lambdas is empty")
+    return grid
+
+
+def _slope0(norm: np.ndarray, grid: list[float], p0: np.ndarray) -> tuple[float | None, np.ndarray]:
+    """``(λ1, S)``: the forward difference at θ0 over the smallest positive λ1 ([S, T]; NaN without one)."""
+    positive = [lam for lam in grid if lam > 0]
+    if not positive:
+        return None, np.full((norm.shape[0], norm.shape[2]), np.nan)
+    lam1 = min(positive)
+    return lam1, (norm[:, grid.index(lam1)] - p0[None, :]) / lam1
 
 
 def transfer_curves(
@@ -69,24 +89,13 @@ def transfer_curves(
     """
     sources = list(sources) if sources is not None else pool.tasks
     targets = list(targets) if targets is not None else pool.tasks
-    for t in sources:
-        if t not in pool.experts:
-            raise KeyError(f"transfer source {t!r} is not in the pool; pool has {pool.tasks}")
-    grid = [float(x) for x in np.asarray(lambdas, dtype=np.float64).reshape(-1)]
-    if not grid:
-        raise ValueError("transfer_curves: lambdas is empty")
+    grid = _checked_grid(pool, sources, lambdas)
     check_baselines(baselines, targets, "transfer_curves")
     reference = evaluate_tasks(evaluate_state, dict(pool.base), targets, "transfer_curves (θ0)")
     ref_norm = normalise(reference, baselines, higher_is_better)
     norm = np.zeros((len(sources), len(grid), len(targets)))
     metrics: dict[str, list[dict[str, dict[str, float]]]] = {s: [] for s in sources}
-    bar = tqdm(
-        total=len(sources) * len(grid),
-        desc="transfer curves",
-        disable=not progress,
-        leave=False,
-        dynamic_ncols=True,
-    )
+    bar = progress_bar(len(sources) * len(grid), "transfer curves", progress)
     for i, s in enumerate(sources):
         for j, lam in enumerate(grid):
             bar.set_postfix_str(f"{s} λ={lam:.2f}")
@@ -105,14 +114,7 @@ def transfer_curves(
             bar.update()
     bar.close()
     p0 = np.array([ref_norm[t] for t in targets])
-    best = norm.argmax(axis=1)
-    positive = [lam for lam in grid if lam > 0]
-    if positive:
-        lam1 = min(positive)
-        slope = (norm[:, grid.index(lam1)] - p0[None, :]) / lam1
-    else:
-        lam1 = None
-        slope = np.full((len(sources), len(targets)), np.nan)
+    lam1, slope = _slope0(norm, grid, p0)
     return {
         "sources": sources,
         "targets": targets,
@@ -121,7 +123,7 @@ def transfer_curves(
         "metrics": metrics,
         "norm": norm,
         "gain": norm.max(axis=1) - p0[None, :],
-        "best_lambda": np.asarray(grid)[best],
+        "best_lambda": np.asarray(grid)[norm.argmax(axis=1)],
         "slope0": slope,
         "slope_lambda": lam1,
         "spread": norm.max(axis=1) - norm.min(axis=1),

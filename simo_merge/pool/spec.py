@@ -143,6 +143,39 @@ def _load_heads(pool: ExpertPool, heads: dict[str, str], allow_pickle: bool) -> 
         pool.head_configs[task] = config
 
 
+def _load_files_pool(pool: PoolConfig, chosen: list[str], encoder: EncoderConfig | None) -> ExpertPool:
+    """A files pool: θ0 and the chosen experts from their files, heads from ``pool.heads``."""
+    enc_cfg = check_encoder(stored_encoder_config(pool.base), encoder, f"{pool.base}'s sidecar")
+    unknown = [t for t in pool.heads if t not in pool.experts]
+    if unknown:
+        raise ConfigError(f"pool.heads has task(s) {unknown} without an expert in pool.experts")
+    result = ExpertPool.from_files(
+        pool.base,
+        {t: pool.experts[t] for t in chosen},
+        None,
+        pool.allow_pickle,
+        encoder_config=enc_cfg,
+    )
+    _load_heads(result, pool.heads, pool.allow_pickle)
+    return result
+
+
+def _check_needs(result: ExpertPool, need_heads: bool, need_encoder: bool) -> None:
+    """Refuse a pool that lacks the heads or encoder config the command needs, naming the key to give."""
+    if need_heads:
+        missing = [t for t in result.tasks if t not in result.head_configs]
+        if missing:
+            raise ConfigError(
+                f"task(s) {missing} have no head: give pool.heads.<task>=<file> (a head written by "
+                "train-experts, or a zero-shot classifier weight file)"
+            )
+    if need_encoder and not result.encoder_config:
+        raise ConfigError(
+            f"the pool's θ0 ({result.sources.get('base')}) records no encoder config: give "
+            "encoder.library=... encoder.arch=... (and encoder.kwargs=...) to rebuild it"
+        )
+
+
 def resolve_pool(
     pool: PoolConfig,
     pool_dir: str | None = None,
@@ -180,30 +213,8 @@ def resolve_pool(
         result = load_pool_dir(folder, chosen)
         result.encoder_config = dict(enc_cfg or {})
     else:
-        enc_cfg = check_encoder(stored_encoder_config(pool.base), encoder, f"{pool.base}'s sidecar")
-        unknown = [t for t in pool.heads if t not in pool.experts]
-        if unknown:
-            raise ConfigError(f"pool.heads has task(s) {unknown} without an expert in pool.experts")
-        result = ExpertPool.from_files(
-            pool.base,
-            {t: pool.experts[t] for t in chosen},
-            None,
-            pool.allow_pickle,
-            encoder_config=enc_cfg,
-        )
-        _load_heads(result, pool.heads, pool.allow_pickle)
-    if need_heads:
-        missing = [t for t in result.tasks if t not in result.head_configs]
-        if missing:
-            raise ConfigError(
-                f"task(s) {missing} have no head: give pool.heads.<task>=<file> (a head written by "
-                "train-experts, or a zero-shot classifier weight file)"
-            )
-    if need_encoder and not result.encoder_config:
-        raise ConfigError(
-            f"the pool's θ0 ({result.sources.get('base')}) records no encoder config: give "
-            "encoder.library=... encoder.arch=... (and encoder.kwargs=...) to rebuild it"
-        )
+        result = _load_files_pool(pool, chosen, encoder)
+    _check_needs(result, need_heads, need_encoder)
     return result
 
 

@@ -196,69 +196,10 @@ def sample_scene(rng: np.random.Generator) -> Scene:
     xmax = xmin + width
     height = rng.uniform(2.4, 3.4)
     zmax = rng.uniform(5.0, 10.0)
-
-    cam_z = rng.uniform(0.25, 1.2)
-    cam_x = rng.uniform(xmin + 0.3 * width, xmax - 0.3 * width)
-    cam_y = rng.uniform(0.9, 2.0)
-    yaw = rng.uniform(-0.45, 0.45)
-    pitch = rng.uniform(0.05, 0.5)  # looking down
-    roll = rng.normal(0.0, 0.03)
-    hfov = np.deg2rad(rng.uniform(48.0, 80.0))
-    rotation = _rot_y(yaw) @ _rot_x(pitch) @ _rot_z(roll) @ np.diag([1.0, -1.0, 1.0])
-    camera = Camera(np.array([cam_x, cam_y, cam_z]), rotation, float(hfov))
-
-    room_materials = [_sample_material(rng, cls) for cls in ROOM_CLASSES]
-    # The two side walls and the back wall usually share paint; sometimes one is an accent wall.
-    if rng.uniform() < 0.75:
-        for i in (3, 4, 5):
-            room_materials[i] = room_materials[2] if rng.uniform() < 0.8 else room_materials[i]
-
-    objects: list[Obj] = []
-    n_obj = int(rng.integers(2, 7))
-    kinds = rng.choice([BOX, SPHERE, CYLINDER], size=n_obj)
-    for kind in kinds:
-        for _attempt in range(30):
-            if kind == BOX:
-                size = (rng.uniform(0.15, 0.75), rng.uniform(0.15, 0.8), rng.uniform(0.15, 0.75))
-                obj_yaw = float(rng.uniform(0, np.pi / 2)) if rng.uniform() < 0.6 else 0.0
-            elif kind == SPHERE:
-                r = rng.uniform(0.18, 0.65)
-                size, obj_yaw = (r, r, r), 0.0
-            else:
-                r = rng.uniform(0.12, 0.5)
-                size, obj_yaw = (r, rng.uniform(0.3, 1.8), r), 0.0
-            probe = Obj(int(kind), 0.0, 0.0, size, obj_yaw, None)  # type: ignore[arg-type]
-            rad = probe.footprint
-            # Place it inside the horizontal field of view (a little beyond, for partial views).
-            ang = yaw + rng.uniform(-0.6, 0.6) * hfov
-            dist = rng.uniform(1.3, zmax)
-            x = cam_x + dist * np.sin(ang)
-            z = cam_z + dist * np.cos(ang)
-            if not (xmin + rad + 0.05 <= x <= xmax - rad - 0.05 and rad + 0.05 <= z <= zmax - rad - 0.05):
-                continue
-            if np.hypot(x - cam_x, z - cam_z) < rad + 0.6:
-                continue
-            if any(np.hypot(x - o.x, z - o.z) < rad + o.footprint + 0.05 for o in objects):
-                continue
-            objects.append(
-                Obj(int(kind), float(x), float(z), size, obj_yaw, _sample_material(rng, int(kind)))
-            )
-            break
-
-    lights = []
-    n_lights = 1 if rng.uniform() < 0.6 else 2
-    for _ in range(n_lights):
-        pos = np.array(
-            [
-                rng.uniform(xmin + 0.3, xmax - 0.3),
-                rng.uniform(0.6, 0.95) * height,
-                rng.uniform(0.3, zmax - 0.3),
-            ]
-        )
-        tint = np.array([1.0, rng.uniform(0.85, 1.0), rng.uniform(0.7, 1.0)])
-        if rng.uniform() < 0.3:
-            tint = tint[::-1].copy()  # occasionally a cool light
-        lights.append((pos, tint * rng.uniform(0.7, 1.3) / n_lights))
+    camera, yaw = _sample_camera(rng, xmin, xmax, width)
+    room_materials = _sample_room_materials(rng)
+    objects = _sample_objects(rng, camera, yaw, (xmin, xmax, zmax))
+    lights = _sample_lights(rng, xmin, xmax, height, zmax)
     ambient = np.full(3, rng.uniform(0.06, 0.22)) * np.array([1.0, 1.0, rng.uniform(0.9, 1.15)])
     return Scene(
         xmin=float(xmin),
@@ -273,6 +214,105 @@ def sample_scene(rng: np.random.Generator) -> Scene:
         exposure=float(rng.uniform(2.2, 4.0)),
         noise_sigma=float(rng.uniform(0.0, 0.02)),
     )
+
+
+def _sample_camera(rng: np.random.Generator, xmin: float, xmax: float, width: float) -> tuple[Camera, float]:
+    """A camera near the front of the room looking down into it, and its yaw (radians)."""
+    cam_z = rng.uniform(0.25, 1.2)
+    cam_x = rng.uniform(xmin + 0.3 * width, xmax - 0.3 * width)
+    cam_y = rng.uniform(0.9, 2.0)
+    yaw = rng.uniform(-0.45, 0.45)
+    pitch = rng.uniform(0.05, 0.5)  # looking down
+    roll = rng.normal(0.0, 0.03)
+    hfov = np.deg2rad(rng.uniform(48.0, 80.0))
+    rotation = _rot_y(yaw) @ _rot_x(pitch) @ _rot_z(roll) @ np.diag([1.0, -1.0, 1.0])
+    return Camera(np.array([cam_x, cam_y, cam_z]), rotation, float(hfov)), yaw
+
+
+def _sample_room_materials(rng: np.random.Generator) -> list[Material]:
+    """One material per room surface; the side and back walls usually share the first wall's paint."""
+    room_materials = [_sample_material(rng, cls) for cls in ROOM_CLASSES]
+    # The two side walls and the back wall usually share paint; sometimes one is an accent wall.
+    if rng.uniform() < 0.75:
+        for i in (3, 4, 5):
+            room_materials[i] = room_materials[2] if rng.uniform() < 0.8 else room_materials[i]
+    return room_materials
+
+
+def _sample_objects(
+    rng: np.random.Generator, camera: Camera, yaw: float, room: tuple[float, float, float]
+) -> list[Obj]:
+    """2-6 non-overlapping objects on the floor of ``room`` = (xmin, xmax, zmax), in front of the camera."""
+    objects: list[Obj] = []
+    n_obj = int(rng.integers(2, 7))
+    kinds = rng.choice([BOX, SPHERE, CYLINDER], size=n_obj)
+    for kind in kinds:
+        for _attempt in range(30):
+            obj = _try_place_object(rng, int(kind), camera, yaw, room, objects)
+            if obj is not None:
+                objects.append(obj)
+                break
+    return objects
+
+
+def _sample_size(rng: np.random.Generator, kind: int) -> tuple[tuple[float, float, float], float]:
+    """Size (see :class:`Obj`) and yaw of a new object of ``kind``."""
+    if kind == BOX:
+        size = (rng.uniform(0.15, 0.75), rng.uniform(0.15, 0.8), rng.uniform(0.15, 0.75))
+        return size, float(rng.uniform(0, np.pi / 2)) if rng.uniform() < 0.6 else 0.0
+    if kind == SPHERE:
+        r = rng.uniform(0.18, 0.65)
+        return (r, r, r), 0.0
+    r = rng.uniform(0.12, 0.5)
+    return (r, rng.uniform(0.3, 1.8), r), 0.0
+
+
+def _try_place_object(
+    rng: np.random.Generator,
+    kind: int,
+    camera: Camera,
+    yaw: float,
+    room: tuple[float, float, float],
+    objects: list[Obj],
+) -> Obj | None:
+    """One placement attempt: the new object, or None where it leaves the room or touches another."""
+    xmin, xmax, zmax = room
+    cam_x, cam_z = float(camera.position[0]), float(camera.position[2])
+    size, obj_yaw = _sample_size(rng, kind)
+    rad = Obj(kind, 0.0, 0.0, size, obj_yaw, None).footprint  # type: ignore[arg-type]
+    # Place it inside the horizontal field of view (a little beyond, for partial views).
+    ang = yaw + rng.uniform(-0.6, 0.6) * camera.hfov
+    dist = rng.uniform(1.3, zmax)
+    x = cam_x + dist * np.sin(ang)
+    z = cam_z + dist * np.cos(ang)
+    if not (xmin + rad + 0.05 <= x <= xmax - rad - 0.05 and rad + 0.05 <= z <= zmax - rad - 0.05):
+        return None
+    if np.hypot(x - cam_x, z - cam_z) < rad + 0.6:
+        return None
+    if any(np.hypot(x - o.x, z - o.z) < rad + o.footprint + 0.05 for o in objects):
+        return None
+    return Obj(kind, float(x), float(z), size, obj_yaw, _sample_material(rng, kind))
+
+
+def _sample_lights(
+    rng: np.random.Generator, xmin: float, xmax: float, height: float, zmax: float
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One or two warm (sometimes cool) point lights under the ceiling; their intensities sum to ~1."""
+    lights = []
+    n_lights = 1 if rng.uniform() < 0.6 else 2
+    for _ in range(n_lights):
+        pos = np.array(
+            [
+                rng.uniform(xmin + 0.3, xmax - 0.3),
+                rng.uniform(0.6, 0.95) * height,
+                rng.uniform(0.3, zmax - 0.3),
+            ]
+        )
+        tint = np.array([1.0, rng.uniform(0.85, 1.0), rng.uniform(0.7, 1.0)])
+        if rng.uniform() < 0.3:
+            tint = tint[::-1].copy()  # occasionally a cool light
+        lights.append((pos, tint * rng.uniform(0.7, 1.3) / n_lights))
+    return lights
 
 
 # --------------------------------------------------------------------------------------- intersections

@@ -148,109 +148,149 @@ class JointTransform:
 
     # -- pipeline -----------------------------------------------------------------------------------
     def _compose_for(self, hw: tuple[int, int]) -> A.Compose:
+        """The albumentations pipeline for inputs of size ``hw`` (built once per output size)."""
         out_hw = self.size or hw
-        key = out_hw
-        compose = self._composes.get(key)
-        if compose is not None:
-            return compose
-        ops: list[Any] = []
-        if self.train:
-            if self.scale != (1.0, 1.0):
-                limit = (self.scale[0] - 1.0, self.scale[1] - 1.0)
-                ops.append(
-                    A.RandomScale(
-                        scale_limit=limit, interpolation=_LINEAR, mask_interpolation=_NEAREST, p=1.0
-                    )
-                )
-            if self.crop:
-                ops.append(
-                    A.RandomCrop(
-                        height=out_hw[0],
-                        width=out_hw[1],
-                        pad_if_needed=True,
-                        pad_position="random",
-                        border_mode=cv2.BORDER_CONSTANT,
-                        fill=0.0,
-                        fill_mask=0.0,
-                    )
-                )
-            elif self.size is not None:
-                ops.append(A.Resize(*out_hw, interpolation=_LINEAR, mask_interpolation=_NEAREST))
-            if self.hflip:
-                ops.append(A.HorizontalFlip(p=self.flip_prob))
-        elif self.size is not None:
-            ops.append(A.Resize(*out_hw, interpolation=_LINEAR, mask_interpolation=_NEAREST))
-        compose = A.Compose(ops, additional_targets=_additional_targets(), save_applied_params=True)
-        compose.set_random_state(self._rng, self._py_rng)
-        self._composes[key] = compose
+        compose = self._composes.get(out_hw)
+        if compose is None:
+            ops = _pipeline_ops(self, out_hw)
+            compose = A.Compose(ops, additional_targets=_additional_targets(), save_applied_params=True)
+            compose.set_random_state(self._rng, self._py_rng)
+            self._composes[out_hw] = compose
         return compose
 
     def __call__(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Transform ``arrays`` jointly; returns the same keys (see the module docstring for the rules)."""
         data = validate_arrays(arrays)
         self._maybe_reseed_for_worker()
-        hw = data["image"].shape[:2]
-        compose = self._compose_for(hw)
-
-        inputs: dict[str, np.ndarray] = {"image": data["image"], _VALID: np.ones(hw, dtype=np.uint8)}
-        for key, value in data.items():
-            if key == "image":
-                continue
-            if key.endswith("_mask"):
-                inputs[key] = value.astype(np.uint8)
-            elif key in CONTINUOUS_TASKS and f"{key}_mask" in data:
-                m = data[f"{key}_mask"]
-                inputs[_num_key(key)] = np.where(m, value, 0.0).astype(np.float32)
-                inputs[_den_key(key)] = m.astype(np.float32)
-            elif key in LABEL_TASKS:
-                inputs[key] = value.astype(np.int32)
-            else:
-                inputs[key] = value.astype(np.float32)
-
+        compose = self._compose_for(data["image"].shape[:2])
+        inputs = _pipeline_inputs(data)
         out = compose(**inputs)
         applied = {name: params for name, params in out.get("applied_transforms", [])}
-        valid = out[_VALID].astype(bool)
-
-        result: dict[str, np.ndarray] = {"image": np.clip(out["image"], 0.0, 1.0).astype(np.float32)}
-        for key in data:
-            if key.endswith("_mask"):
-                result[key] = out[key].astype(bool) & valid
-        for key in data:
-            if key == "image" or key.endswith("_mask"):
-                continue
-            if key in CONTINUOUS_TASKS and _num_key(key) in inputs:
-                den = out[_den_key(key)]
-                ok = den > _EPS
-                value = np.where(ok, out[_num_key(key)] / np.where(ok, den, 1.0), 0.0)
-                result[f"{key}_mask"] &= ok
-                result[key] = np.where(result[f"{key}_mask"], value, 0.0).astype(np.float32)
-            elif key in LABEL_TASKS:
-                label = out[key].astype(np.int64)
-                invalid = ~valid
-                if f"{key}_mask" in result:
-                    invalid |= ~result[f"{key}_mask"]
-                label[invalid] = IGNORE_INDEX
-                result[key] = label
-            elif key in VECTOR_TASKS:
-                vec = out[key].astype(np.float32)
-                norm = np.linalg.norm(vec, axis=-1, keepdims=True)
-                ok = (norm[..., 0] > _EPS) & valid
-                vec = np.where(ok[..., None], vec / np.maximum(norm, _EPS), 0.0).astype(np.float32)
-                if "HorizontalFlip" in applied:
-                    vec[..., 0] = np.where(ok, -vec[..., 0], 0.0)
-                if f"{key}_mask" in result:
-                    result[f"{key}_mask"] &= ok
-                result[key] = vec
-            else:
-                result[key] = np.where(valid, out[key], 0.0).astype(np.float32)
-
+        result = _pipeline_outputs(data, inputs, out, flipped="HorizontalFlip" in applied)
         if self.scale_depth and "RandomScale" in applied:
-            s = float(applied["RandomScale"]["scale"])
-            if "depth" in result:
-                result["depth"] = (result["depth"] / s).astype(np.float32)
-            if "disparity" in result:
-                result["disparity"] = (result["disparity"] * s).astype(np.float32)
+            _rescale_depth(result, float(applied["RandomScale"]["scale"]))
         return result
+
+
+def _pipeline_ops(t: JointTransform, out_hw: tuple[int, int]) -> list[Any]:
+    """The albumentations ops of transform ``t`` for output size ``out_hw``, in the order they run."""
+    if not t.train:
+        return [_resize(out_hw)] if t.size is not None else []
+    ops: list[Any] = []
+    if t.scale != (1.0, 1.0):
+        limit = (t.scale[0] - 1.0, t.scale[1] - 1.0)
+        ops.append(
+            A.RandomScale(scale_limit=limit, interpolation=_LINEAR, mask_interpolation=_NEAREST, p=1.0)
+        )
+    if t.crop:
+        ops.append(
+            A.RandomCrop(
+                height=out_hw[0],
+                width=out_hw[1],
+                pad_if_needed=True,
+                pad_position="random",
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=0.0,
+                fill_mask=0.0,
+            )
+        )
+    elif t.size is not None:
+        ops.append(_resize(out_hw))
+    if t.hflip:
+        ops.append(A.HorizontalFlip(p=t.flip_prob))
+    return ops
+
+
+def _resize(out_hw: tuple[int, int]) -> A.Resize:
+    return A.Resize(*out_hw, interpolation=_LINEAR, mask_interpolation=_NEAREST)
+
+
+def _pipeline_inputs(data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The arrays handed to albumentations: masks as uint8, masked continuous targets as numerator and
+    denominator, labels as int32, plus the all-ones validity map that marks padding."""
+    inputs: dict[str, np.ndarray] = {
+        "image": data["image"],
+        _VALID: np.ones(data["image"].shape[:2], np.uint8),
+    }
+    for key, value in data.items():
+        if key == "image":
+            continue
+        if key.endswith("_mask"):
+            inputs[key] = value.astype(np.uint8)
+        elif key in CONTINUOUS_TASKS and f"{key}_mask" in data:
+            m = data[f"{key}_mask"]
+            inputs[_num_key(key)] = np.where(m, value, 0.0).astype(np.float32)
+            inputs[_den_key(key)] = m.astype(np.float32)
+        elif key in LABEL_TASKS:
+            inputs[key] = value.astype(np.int32)
+        else:
+            inputs[key] = value.astype(np.float32)
+    return inputs
+
+
+def _pipeline_outputs(
+    data: dict[str, np.ndarray], inputs: dict[str, np.ndarray], out: dict[str, Any], flipped: bool
+) -> dict[str, np.ndarray]:
+    """The transformed sample from albumentations' ``out``: masks first, then every target by its kind."""
+    valid = out[_VALID].astype(bool)
+    result: dict[str, np.ndarray] = {"image": np.clip(out["image"], 0.0, 1.0).astype(np.float32)}
+    for key in data:
+        if key.endswith("_mask"):
+            result[key] = out[key].astype(bool) & valid
+    for key in data:
+        if key == "image" or key.endswith("_mask"):
+            continue
+        if key in CONTINUOUS_TASKS and _num_key(key) in inputs:
+            result[key] = _masked_continuous(out, key, result)
+        elif key in LABEL_TASKS:
+            result[key] = _label(out[key], valid, result.get(f"{key}_mask"))
+        elif key in VECTOR_TASKS:
+            result[key] = _vector(out[key], valid, flipped, result, f"{key}_mask")
+        else:
+            result[key] = np.where(valid, out[key], 0.0).astype(np.float32)
+    return result
+
+
+def _masked_continuous(out: dict[str, Any], key: str, result: dict[str, np.ndarray]) -> np.ndarray:
+    """``interp(value * mask) / interp(mask)``; narrows ``result``'s mask to where some valid pixel fed in."""
+    den = out[_den_key(key)]
+    ok = den > _EPS
+    value = np.where(ok, out[_num_key(key)] / np.where(ok, den, 1.0), 0.0)
+    result[f"{key}_mask"] &= ok
+    return np.where(result[f"{key}_mask"], value, 0.0).astype(np.float32)
+
+
+def _label(out: np.ndarray, valid: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """int64 labels with the ignore index in padding and wherever the (resampled) mask is False."""
+    label = out.astype(np.int64)
+    invalid = ~valid
+    if mask is not None:
+        invalid |= ~mask
+    label[invalid] = IGNORE_INDEX
+    return label
+
+
+def _vector(
+    out: np.ndarray, valid: np.ndarray, flipped: bool, result: dict[str, np.ndarray], mask_key: str
+) -> np.ndarray:
+    """Renormalised normals (x negated after a flip), 0 where invalid; narrows ``result[mask_key]``."""
+    vec = out.astype(np.float32)
+    norm = np.linalg.norm(vec, axis=-1, keepdims=True)
+    ok = (norm[..., 0] > _EPS) & valid
+    vec = np.where(ok[..., None], vec / np.maximum(norm, _EPS), 0.0).astype(np.float32)
+    if flipped:
+        vec[..., 0] = np.where(ok, -vec[..., 0], 0.0)
+    if mask_key in result:
+        result[mask_key] &= ok
+    return vec
+
+
+def _rescale_depth(result: dict[str, np.ndarray], s: float) -> None:
+    """After a zoom by ``s``: depth divided by ``s``, disparity multiplied (a closer camera)."""
+    if "depth" in result:
+        result["depth"] = (result["depth"] / s).astype(np.float32)
+    if "disparity" in result:
+        result["disparity"] = (result["disparity"] * s).astype(np.float32)
 
 
 def validate_arrays(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

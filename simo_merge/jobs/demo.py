@@ -649,13 +649,7 @@ class Demo:
                 params.update(record=record, progress=self.cfg.progress)
             state = merge(pool, method, merge_data=merge_data, **params)
             name = DATA_DEPENDENT_NAMES.get(method, method)
-            rows[name] = evaluate(
-                self.merged_model(pool, state),
-                self.data.test,
-                specs,
-                desc=f"test {name}",
-                progress=self.cfg.progress,
-            )
+            rows[name] = self.test_row(pool, state, name)
             states[name] = state
             shown = {k: v for k, v in params.items() if k not in ("record", "progress")}
             info[name] = {"params": ", ".join(f"{k}={v}" for k, v in shown.items())}
@@ -663,6 +657,18 @@ class Demo:
                 lambda_heatmap(record, self.out / f"lambdas_{method}.png")
             self.timings[f"merge {name}"] = time.perf_counter() - t0
             self.say(f"{name}: merged in {self.timings[f'merge {name}']:.0f}s")
+
+    def test_row(
+        self, pool: ExpertPool, state: dict[str, torch.Tensor], name: str
+    ) -> dict[str, dict[str, float]]:
+        """Test metrics of the merged ``state`` under the experts' heads, as the row ``name``."""
+        return evaluate(
+            self.merged_model(pool, state),
+            self.data.test,
+            self.data.specs,
+            desc=f"test {name}",
+            progress=self.cfg.progress,
+        )
 
     # ------------------------------------------------------------------------------------- run
     def run(self) -> dict[str, Any]:
@@ -689,13 +695,7 @@ class Demo:
             t0 = time.perf_counter()
             state, params = self.merge_with_selection(pool, method, val_individual)
             name = MERGE_ROW_NAMES.get(method) or MERGE_METHODS.facts(method).get("label", method)
-            rows[name] = evaluate(
-                self.merged_model(pool, state),
-                self.data.test,
-                specs,
-                desc=f"test {name}",
-                progress=self.cfg.progress,
-            )
+            rows[name] = self.test_row(pool, state, name)
             chosen[name] = params
             info[name] = {"params": ", ".join(f"{k}={v}" for k, v in params.items() if k != "val_norm_perf")}
             self.timings[f"merge {name}"] = time.perf_counter() - t0

@@ -171,6 +171,20 @@ def test_dare_composes_with_ties_and_rejects_bad_p():
     pool = random_pool(3)
     merged = merge(pool, "ties", k=50, transforms={"dare": {"p": 0.5, "seed": 1}})
     assert set(merged) == set(pool.base)
+    # DARE runs first: TIES on the pool whose experts are θ0 + DARE(τt) gives the same state exactly
+    dropped = TV_TRANSFORMS.get("dare")(dict(pool.task_vectors()), p=0.5, seed=1)
+    dared = ExpertPool(
+        pool.base,
+        {
+            t: {k: base + v[k] if k in v else base for k, base in pool.base.items()}
+            for t, v in dropped.items()
+        },
+    )
+    expected = merge(dared, "ties", k=50)
+    for key in pool.base:
+        torch.testing.assert_close(merged[key], expected[key], rtol=0, atol=1e-6)
+    plain = merge(pool, "ties", k=50)
+    assert not torch.allclose(merged["a.weight"], plain["a.weight"])
     with pytest.raises(ValueError, match="drop rate"):
         merge(pool, "ties", transforms={"dare": {"p": 1.0}})
 

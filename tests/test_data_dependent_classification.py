@@ -57,6 +57,23 @@ def test_data_dependent_merges_run_on_a_classification_pool(clip_pool, method, p
     assert set(merged) == set(pool.base)
     if record:
         assert record["objectives"] == {"mnist": "entropy", "svhn": "entropy"}
+    keys = [k for k, v in pool.base.items() if v.is_floating_point()]
+    if method == "fisher":
+        # a Fisher-weighted mean with non-negative weights lies, entry by entry, between the experts
+        for k in keys:
+            stacked = torch.stack([e[k] for e in pool.experts.values()])
+            assert (merged[k] >= stacked.amin(0) - 1e-5).all() and (
+                merged[k] <= stacked.amax(0) + 1e-5
+            ).all(), k
+        for task, expert in pool.experts.items():  # ... and is neither expert
+            assert any(not torch.allclose(merged[k], expert[k]) for k in keys), task
+    else:
+        # the merge moves θ0 towards both experts: each expert is nearer the merged state than θ0 (L2 over all
+        # float entries); a merge that returned θ0 or one expert fails this
+        for task, expert in pool.experts.items():
+            to_merged = torch.sqrt(sum(((merged[k] - expert[k]) ** 2).sum() for k in keys))
+            to_base = torch.sqrt(sum(((pool.base[k] - expert[k]) ** 2).sum() for k in keys))
+            assert to_merged < 0.95 * to_base, (task, float(to_merged / to_base))
     encoder = make_clip()
     encoder.load_model_state(merged)
     model = MultiTaskModel(encoder, heads)

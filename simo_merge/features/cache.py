@@ -18,8 +18,7 @@ import torch
 from torch import Tensor
 
 from simo_merge.checkpoint import load_state, save_state
-from simo_merge.features.sites import Site
-from simo_merge.realign.plan import site_name
+from simo_merge.features.sites import Site, site_name
 
 Features = dict[Site, Tensor]
 

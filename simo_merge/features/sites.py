@@ -11,7 +11,13 @@ from torch import Tensor, nn
 from simo_merge.encoders import Encoder
 
 Site = int | str
+
 Features = dict[Site, Tensor]
+
+
+def site_name(site: Site) -> str:
+    """A site's name in adapters and caches: ``"final"`` or ``"block<i>"``."""
+    return "final" if site == "final" else f"block{int(site)}"
 
 
 def head_sites(head: nn.Module) -> list[Site]:

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from torch import Tensor, nn
 
 from simo_merge.encoders import Encoder
-from simo_merge.features.sites import Features, Site, head_sites, run_encoder
+from simo_merge.features.sites import Features, Site, head_sites, run_encoder, site_name
 from simo_merge.realign.adapter import Adapter
-from simo_merge.realign.plan import SHARED, Plan, site_name
+from simo_merge.realign.plan import SHARED, Plan
 
 
 def trainable_copy(head: nn.Module) -> nn.Module:

@@ -14,10 +14,6 @@ from simo_merge.features.sites import Site
 SHARED = "shared"
 
 
-def site_name(site: Site) -> str:
-    return "final" if site == "final" else f"block{int(site)}"
-
-
 @dataclass(frozen=True)
 class Plan:
     """``adapters``: owner (a task, or ``"shared"``) -> sites carrying an adapter.

@@ -18,23 +18,32 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Maps names to objects; `package` is scanned for self-registering modules on first use."""
 
-    def __init__(self, family: str, package: str | None = None) -> None:
+    def __init__(self, family: str, package: str | None = None, required_facts: tuple[str, ...] = ()) -> None:
         self.family = family
         self.package = package
+        self.required_facts = required_facts
         self._entries: dict[str, T] = {}
         self._facts: dict[str, dict[str, Any]] = {}
         self._scanned = package is None
 
-    def register(self, name: str, facts: Mapping[str, Any] | None = None) -> Callable[[T], T]:
-        """Decorator registering ``obj`` as ``name``; ``facts`` (optional) are what callers may ask of it
-        (e.g. a merge method's ``label`` and sweepable ``scale``), read back with :meth:`facts`."""
+    def register(
+        self, name: str, facts: Mapping[str, Any] | None = None, **more_facts: Any
+    ) -> Callable[[T], T]:
+        """Decorator registering ``obj`` as ``name``; ``facts`` (a mapping and/or keywords) are what
+        callers may ask of it (e.g. a merge method's ``label`` and sweepable ``scale``), read back with
+        :meth:`facts`. The family's ``required_facts`` must all be declared here: callers read them
+        instead of inspecting the object."""
+        declared = {**(facts or {}), **more_facts}
+        missing = [f for f in self.required_facts if f not in declared]
+        if missing:
+            raise ValueError(f"{self.family} {name!r}: register it with the fact(s) {missing}")
 
         def decorator(obj: T) -> T:
             if name in self._entries and self._entries[name] is not obj:
                 raise ValueError(f"{self.family} {name!r} is already registered")
             self._entries[name] = obj
-            if facts is not None:
-                self._facts[name] = dict(facts)
+            if declared:
+                self._facts[name] = declared
             return obj
 
         return decorator

@@ -51,7 +51,6 @@ def check_data(cfg: Any, roles: Iterable[str]) -> None:
 
 def check_demo_config(cfg: Any) -> None:
     """Every check :class:`simo_merge.jobs.demo.DemoConfig` needs before its run starts."""
-    from simo_merge.jobs.demo import DATA_DEPENDENT_NAMES, MERGE_ROW_NAMES
     from simo_merge.merging import MERGE_METHODS
     from simo_merge.realign import REALIGNERS
     from simo_merge.realign.train import OBJECTIVES, RealignConfig
@@ -67,19 +66,19 @@ def check_demo_config(cfg: Any) -> None:
     check_names("realign.realigners", rc.realigners, REALIGNERS)
     check_names("realign.objectives", rc.objectives, REALIGNERS)
     for realigner in rc.realigners:
-        objective = rc.objectives.get(realigner, "unsupervised")
+        objective = rc.objectives.get(realigner) or REALIGNERS.facts(realigner)["objective"]
         if objective not in OBJECTIVES:
             raise ConfigError(f"realign.objectives.{realigner}={objective!r}: must be one of {OBJECTIVES}")
         try:
             RealignConfig(realigner, objective, rc.rank, rc.steps, rc.lr, rc.batch_size).validate()
         except ValueError as err:
             raise ConfigError(f"realign: {err}") from err
-    rows = [MERGE_ROW_NAMES.get(m) or MERGE_METHODS.facts(m).get("label", m) for m in cfg.merge.methods]
+    rows = [MERGE_METHODS.facts(m)["label"] for m in cfg.merge.methods]
     apply_to = list(rc.apply_to)
     if cfg.full:
         check_names("data_dependent.methods", dd.methods, MERGE_METHODS)
         check_method_params("data_dependent.params", dd.params)
-        rows += [DATA_DEPENDENT_NAMES.get(m, m) for m in dd.methods]
+        rows += [MERGE_METHODS.facts(m)["label"] for m in dd.methods]
         apply_to += list(dd.realign_on)
     missing = [name for name in apply_to if name not in rows]
     if missing and rc.realigners:

@@ -47,7 +47,6 @@ from __future__ import annotations
 import copy
 import csv
 import hashlib
-import inspect
 import io
 import json
 import math
@@ -358,7 +357,7 @@ def split_of(cfg: Clip8Config, task: str) -> str:
 
 
 def _needs_probe(method: str) -> bool:
-    return "merge_data" in inspect.signature(MERGE_METHODS.get(method)).parameters
+    return bool(MERGE_METHODS.facts(method)["needs_data"])
 
 
 def _per_task(method: str) -> bool:
@@ -435,7 +434,6 @@ class _Bench:
 
     def merged_state(self, method: str) -> StateDict:
         params = method_params(self.cfg, method)
-        fn = MERGE_METHODS.get(method)
         if _needs_probe(method):
             from simo_merge.merging.data import MergeData
 
@@ -448,7 +446,7 @@ class _Bench:
                 seed=self.cfg.seed,
                 progress=self.cfg.progress,
             )
-        if "progress" in inspect.signature(fn).parameters:
+        if MERGE_METHODS.facts(method)["progress"]:
             params.setdefault("progress", self.cfg.progress)
         return merge(self.pool, method, **params)
 

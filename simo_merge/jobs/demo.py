@@ -76,7 +76,7 @@ class DemoRealignConfig:
     rank: int = 16
     batch_size: int = 16
     lr: float = 1e-3
-    objectives: dict[str, str] = field(default_factory=lambda: {"heads": "supervised"})
+    objectives: dict[str, str] = field(default_factory=dict)  # realigner -> objective (default: its own)
     # realigner -> recipe ("surgery": the papers' unsupervised recipe, the default; "simo": the SIMO
     # paper's supervised recipe on label_split); each row's params name the recipe that produced it
     recipes: dict[str, str] = field(default_factory=dict)
@@ -85,6 +85,12 @@ class DemoRealignConfig:
     augment: bool = False  # training augmentation on split=train inputs; never unless asked
     label_split: str = "val"
 
+    def objective(self, realigner: str) -> str:
+        """``objectives[realigner]``, else the objective the realigner registered as its default."""
+        from simo_merge.realign import REALIGNERS
+
+        return self.objectives.get(realigner) or REALIGNERS.facts(realigner)["objective"]
+
     def inputs(self, data: DataConfig, supervised: bool) -> InputsChoice:
         """The checked training split of the (un)supervised realigners; the demo evaluates on test."""
         if supervised:
@@ -92,20 +98,13 @@ class DemoRealignConfig:
         return choose_inputs(data, self.split, "test", self.test_time, augment=self.augment)
 
 
-MERGE_ROW_NAMES = {"weight_average": "WA", "task_arithmetic": "TA", "ties": "TIES"}
-DATA_DEPENDENT_NAMES = {
-    "adamerging": "AdaMerging",
-    "adamerging_layerwise": "AdaMerging-LW",
-    "fisher": "Fisher",
-    "regmean": "RegMean",
-}
-
-
 @dataclass
 class DataDependentConfig:
     """``full=true`` rows: data-dependent merges on unlabelled inputs, then realigners on ``realign_on``."""
 
-    methods: list[str] = field(default_factory=lambda: list(DATA_DEPENDENT_NAMES))
+    methods: list[str] = field(
+        default_factory=lambda: ["adamerging", "adamerging_layerwise", "fisher", "regmean"]
+    )
     params: dict[str, dict[str, Any]] = field(
         default_factory=lambda: {
             "adamerging": {"steps": 100},
@@ -167,7 +166,7 @@ class DemoConfig:
         from simo_merge.jobs._checks import check_demo_config
 
         check_demo_config(self)
-        objectives = {self.realign.objectives.get(r, "unsupervised") for r in self.realign.realigners}
+        objectives = {self.realign.objective(r) for r in self.realign.realigners}
         for objective in objectives:
             self.realign.inputs(self.data, objective == "supervised")
 
@@ -450,17 +449,14 @@ class Demo:
         params: dict[str, Any] | None = None,
         grid: list[float] | None = None,
     ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """Merge with ``method``; where it has a sweepable scale (its registered ``scale`` fact, else
-        ``lam`` if it takes one), pick the value of ``grid`` (default: the registered grid, else
-        ``merge.lam_grid``) with the best val NormPerf."""
-        import inspect
-
+        """Merge with ``method``; where it has a sweepable scale (its registered ``scale`` fact), pick
+        the value of ``grid`` (default: the registered grid, else ``merge.lam_grid``) with the best val
+        NormPerf."""
         from simo_merge.metrics.summary import normalized_performance
 
         params = dict(self.cfg.merge.params.get(method, {}) if params is None else params)
         facts = MERGE_METHODS.facts(method)
-        takes_lam = "lam" in inspect.signature(MERGE_METHODS.get(method)).parameters
-        scale = facts["scale"] if "scale" in facts else ("lam" if takes_lam else None)
+        scale = facts["scale"]
         if scale is None or scale in params:
             return merge(pool, method, **params), params
         best = None
@@ -482,7 +478,7 @@ class Demo:
         self, pool: ExpertPool, method: str, params: dict[str, Any], rows: dict, info: dict
     ) -> None:
         """A method that rebuilds one model per task (TALL masks): each task evaluated on its own model."""
-        name = MERGE_METHODS.facts(method).get("label", method)
+        name = MERGE_METHODS.facts(method)["label"]
         t0 = time.perf_counter()
         rows[name] = {}
         for task in pool.tasks:
@@ -517,7 +513,7 @@ class Demo:
             state, params = self.merge_with_selection(
                 pool, method, val_baseline, dict(df.params.get(method, {})), df.grids.get(method)
             )
-            name = MERGE_METHODS.facts(method).get("label", method)
+            name = MERGE_METHODS.facts(method)["label"]
             rows[name] = evaluate(
                 self.merged_model(pool, state),
                 self.data.test,
@@ -586,7 +582,7 @@ class Demo:
                 recipe = rc.recipes.get(realigner, "surgery")
                 cfg = RealignConfig(
                     realigner=realigner,
-                    objective=rc.objectives.get(realigner, "unsupervised"),
+                    objective=rc.objective(realigner),
                     rank=rc.rank,
                     steps=rc.steps,
                     lr=rc.lr,
@@ -645,10 +641,13 @@ class Demo:
             t0 = time.perf_counter()
             params: dict[str, Any] = dict(dd.params.get(method, {}))
             record: dict[str, Any] = {}
-            if method.startswith("adamerging"):
-                params.update(record=record, progress=self.cfg.progress)
+            facts = MERGE_METHODS.facts(method)
+            if facts.get("records"):
+                params["record"] = record
+            if facts["progress"]:
+                params["progress"] = self.cfg.progress
             state = merge(pool, method, merge_data=merge_data, **params)
-            name = DATA_DEPENDENT_NAMES.get(method, method)
+            name = facts["label"]
             rows[name] = self.test_row(pool, state, name)
             states[name] = state
             shown = {k: v for k, v in params.items() if k not in ("record", "progress")}
@@ -694,7 +693,7 @@ class Demo:
         for method in self.cfg.merge.methods:
             t0 = time.perf_counter()
             state, params = self.merge_with_selection(pool, method, val_individual)
-            name = MERGE_ROW_NAMES.get(method) or MERGE_METHODS.facts(method).get("label", method)
+            name = MERGE_METHODS.facts(method)["label"]
             rows[name] = self.test_row(pool, state, name)
             chosen[name] = params
             info[name] = {"params": ", ".join(f"{k}={v}" for k, v in params.items() if k != "val_norm_perf")}

@@ -50,12 +50,10 @@ def output_folder(cfg: MergeJobConfig) -> tuple[str, str]:
 
 def run(cfg: MergeJobConfig) -> dict[str, Any]:
     """Merge the pool with ``cfg.method``; data-dependent methods read ``cfg.data``'s ``split`` inputs."""
-    import inspect
-
     start = time.perf_counter()
     fn = MERGE_METHODS.get(cfg.method.name)
     check_hyperparameters(fn, cfg.method.params, f"method {cfg.method.name!r}")
-    needs_data = "merge_data" in inspect.signature(fn).parameters
+    needs_data = MERGE_METHODS.facts(cfg.method.name)["needs_data"]
     if needs_data and cfg.data is None:
         raise ConfigError(
             f"method {cfg.method.name!r} needs unlabelled inputs: give a data section (data.name=..., "

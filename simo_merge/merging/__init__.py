@@ -9,7 +9,13 @@ readable next to their papers. Task-vector transforms (DARE) wrap ``task_vectors
 
 from simo_merge.registry import Registry
 
-MERGE_METHODS: Registry = Registry("merge method", package=__name__)
+#: Every method declares at registration: ``label`` (its row name in tables), ``scale`` (the hyperparameter
+#: swept on val, or None), ``needs_data`` (takes ``merge_data=``, unlabelled inputs), ``progress``
+#: (takes ``progress=``); optional: ``grid`` (the scale's default sweep), ``per_task`` (one model per
+#: task), ``records`` (fills a ``record=`` dict), ``source`` (the reference implementation).
+MERGE_METHODS: Registry = Registry(
+    "merge method", package=__name__, required_facts=("label", "scale", "needs_data", "progress")
+)
 TV_TRANSFORMS: Registry = Registry("task-vector transform", package=__name__)
 
 from simo_merge.merging.api import merge  # noqa: E402

@@ -236,7 +236,9 @@ def adamerge(
     return problem.merged_state(lam)
 
 
-@MERGE_METHODS.register("adamerging")
+@MERGE_METHODS.register(
+    "adamerging", label="AdaMerging", scale=None, needs_data=True, progress=True, records=True
+)
 def adamerging(
     base: Mapping[str, Tensor],
     task_vectors: Mapping[str, Mapping[str, Tensor]],
@@ -259,7 +261,9 @@ def adamerging(
     )  # fmt: skip
 
 
-@MERGE_METHODS.register("adamerging_layerwise")
+@MERGE_METHODS.register(
+    "adamerging_layerwise", label="AdaMerging-LW", scale=None, needs_data=True, progress=True, records=True
+)
 def adamerging_layerwise(
     base: Mapping[str, Tensor],
     task_vectors: Mapping[str, Mapping[str, Tensor]],

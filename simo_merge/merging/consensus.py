@@ -65,6 +65,7 @@ def tall_mask(tau: Tensor, mtv: Tensor, lam: float) -> Tensor:
         "scale": "lam",
         "grid": [0.2, 0.4, 0.6, 0.8, 1.0],
         "needs_data": False,
+        "progress": False,
         "source": SOURCE,
     },
 )
@@ -93,7 +94,14 @@ def consensus(
 
 @MERGE_METHODS.register(
     "tall_masks",
-    facts={"label": "TALL masks", "scale": None, "per_task": True, "needs_data": False, "source": SOURCE},
+    facts={
+        "label": "TALL masks",
+        "scale": None,
+        "per_task": True,
+        "needs_data": False,
+        "progress": False,
+        "source": SOURCE,
+    },
 )
 def tall_masks(
     base: Mapping[str, Tensor],

@@ -37,7 +37,14 @@ def iso_c_matrix(task_matrices: Sequence[Tensor]) -> Tensor:
 
 @MERGE_METHODS.register(
     "iso_c",
-    facts={"label": "Iso-C", "scale": "lam", "grid": GRID, "needs_data": False, "source": SOURCE},
+    facts={
+        "label": "Iso-C",
+        "scale": "lam",
+        "grid": GRID,
+        "needs_data": False,
+        "progress": False,
+        "source": SOURCE,
+    },
 )
 def iso_c(
     base: Mapping[str, Tensor],

@@ -69,7 +69,14 @@ def iso_cts_matrix(task_matrices: Sequence[Tensor], fraction: float, key: str = 
 
 @MERGE_METHODS.register(
     "iso_cts",
-    facts={"label": "Iso-CTS", "scale": "lam", "grid": GRID, "needs_data": False, "source": SOURCE},
+    facts={
+        "label": "Iso-CTS",
+        "scale": "lam",
+        "grid": GRID,
+        "needs_data": False,
+        "progress": False,
+        "source": SOURCE,
+    },
 )
 def iso_cts(
     base: Mapping[str, Tensor],

@@ -80,6 +80,7 @@ def lines_scale(
         "scale": "beta",
         "grid": [0.2, 0.4, 0.6, 0.8, 1.0],
         "needs_data": False,
+        "progress": False,
         "source": SOURCE,
     },
 )

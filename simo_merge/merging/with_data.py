@@ -16,13 +16,10 @@ def merge_with_inputs(
 ) -> dict[str, Tensor]:
     """Merge ``pool`` with ``method``; data-dependent methods get ``merge_data`` over ``inputs`` (each task's
     own unlabelled inputs)."""
-    import inspect
-
     from simo_merge.merging import MERGE_METHODS
 
     params = dict(method.params)
-    accepted = inspect.signature(MERGE_METHODS.get(method.name)).parameters
-    if "merge_data" in accepted and "merge_data" not in params:
+    if MERGE_METHODS.facts(method.name)["needs_data"] and "merge_data" not in params:
         from simo_merge.merging.data import MergeData
 
         params["merge_data"] = MergeData(

@@ -9,7 +9,9 @@ feature cache in ``simo_merge.features``).
 
 from simo_merge.registry import Registry
 
-REALIGNERS: Registry = Registry("realigner", package=__name__)
+#: Every realigner declares at registration its ``label`` (for reports) and default ``objective``
+#: ("unsupervised": match the experts without labels; "supervised": needs labelled inputs).
+REALIGNERS: Registry = Registry("realigner", package=__name__, required_facts=("label", "objective"))
 
 from simo_merge.features.sites import Site  # noqa: E402
 from simo_merge.realign.adapter import Adapter  # noqa: E402

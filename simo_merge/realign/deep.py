@@ -14,7 +14,7 @@ from simo_merge.realign import REALIGNERS
 from simo_merge.realign.plan import Plan
 
 
-@REALIGNERS.register("deep")
+@REALIGNERS.register("deep", label="Deep surgery (SurgeryV2)", objective="unsupervised")
 def plan_deep(depth: int, head_sites: dict[str, list[Site]]) -> Plan:
     sites: dict[str, list[Site]] = {}
     for task, read in head_sites.items():

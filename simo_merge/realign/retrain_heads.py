@@ -11,7 +11,7 @@ from simo_merge.realign import REALIGNERS
 from simo_merge.realign.plan import Plan
 
 
-@REALIGNERS.register("heads")
+@REALIGNERS.register("heads", label="Head re-training", objective="supervised")
 def plan_heads(depth: int, head_sites: dict[str, list[Site]]) -> Plan:
     loss_sites: dict[str, list[Site]] = {t: [] for t in head_sites}
     return Plan(adapters={}, feed_forward=False, loss_sites=loss_sites, trains_heads=True, match="outputs")

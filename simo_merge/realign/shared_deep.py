@@ -17,7 +17,7 @@ from simo_merge.realign import REALIGNERS
 from simo_merge.realign.plan import SHARED, Plan
 
 
-@REALIGNERS.register("shared-deep")
+@REALIGNERS.register("shared-deep", label="Shared deep surgery", objective="unsupervised")
 def plan_shared_deep(depth: int, head_sites: dict[str, list[Site]]) -> Plan:
     uses_final = any("final" in s for s in head_sites.values())
     adapters = {SHARED: list(range(depth)) + (["final"] if uses_final else [])}

@@ -16,7 +16,7 @@ def final_site(depth: int, head_sites: list[Site]) -> Site:
     return "final" if "final" in head_sites else depth - 1
 
 
-@REALIGNERS.register("surgery")
+@REALIGNERS.register("surgery", label="Surgery", objective="unsupervised")
 def plan_surgery(depth: int, head_sites: dict[str, list[Site]]) -> Plan:
     sites = {t: [final_site(depth, s)] for t, s in head_sites.items()}
     return Plan(adapters=sites, feed_forward=False, loss_sites=sites)

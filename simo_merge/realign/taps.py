@@ -13,7 +13,7 @@ from simo_merge.realign import REALIGNERS
 from simo_merge.realign.plan import Plan
 
 
-@REALIGNERS.register("taps")
+@REALIGNERS.register("taps", label="Decoder-tap surgery", objective="unsupervised")
 def plan_taps(depth: int, head_sites: dict[str, list[Site]]) -> Plan:
     sites = {t: list(s) for t, s in head_sites.items()}
     return Plan(adapters=sites, feed_forward=False, loss_sites=sites, match="both")

@@ -56,8 +56,17 @@ def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path in the target's folder; rename it to ``path`` only if the block succeeds."""
+    """Yield a temporary path in the target's folder; rename it to ``path`` only if the block succeeds.
+
+    Under several processes only global rank 0 publishes: other ranks write to a scratch folder that is
+    then removed, so writers need no rank checks of their own."""
+    from simo_merge.runtime import on_rank_zero
+
     path = Path(path)
+    if not on_rank_zero():
+        with tempfile.TemporaryDirectory(prefix="simo_merge_rank_") as scratch:
+            yield Path(scratch) / path.name
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)

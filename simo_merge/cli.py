@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import inspect
+import os
 import sys
 from pathlib import Path
 
@@ -94,7 +95,7 @@ def run_job(module_name: str, args: argparse.Namespace) -> int:
     folder for the duration of the run, run it."""
     import importlib
 
-    from simo_merge.config import load_config
+    from simo_merge.config import ConfigError, load_config
 
     job = importlib.import_module(module_name)
     flags = [
@@ -106,9 +107,23 @@ def run_job(module_name: str, args: argparse.Namespace) -> int:
     cfg = load_config(
         job.Config, _config_path(config, job.DEFAULT_CONFIG) if config else None, flags + args.overrides
     )
-    folder, key = job.output_folder(cfg)
-    _claim(args, folder, key)
-    job.run(cfg)
+    from simo_merge.runtime import started
+
+    with started(cfg.runtime) as runtime:
+        if runtime.world_size > 1 and not getattr(job, "MULTI_PROCESS", False):
+            raise ConfigError(
+                f"runtime.devices/num_nodes: {args.command} runs in one process for now; "
+                "multi-process runs are supported by: evaluate"
+            )
+        cfg.runtime = runtime.cfg  # the resolved device, precision and workers land in config.yaml
+        if runtime.is_global_zero:
+            print(f"{runtime.describe()}", flush=True)
+            folder, key = job.output_folder(cfg)
+            _claim(args, folder, key)
+        else:  # rank 0 alone reports: the other ranks' prints go nowhere
+            args.resources.enter_context(contextlib.redirect_stdout(open(os.devnull, "w")))  # noqa: SIM115
+        job.run(cfg)
+        runtime.barrier()
     return 0
 
 

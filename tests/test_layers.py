@@ -52,6 +52,7 @@ LAYERS: dict[str, int] = {
     "data": BASE,
     "checkpoint": BASE,
     "atomic": BASE,
+    "runtime": BASE,  # devices, processes, precision (Lightning Fabric)
     "registry": BASE,
     "report": BASE,
     "tasks": BASE,

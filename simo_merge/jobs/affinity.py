@@ -16,6 +16,7 @@ from simo_merge.affinity.transfer import SIMO_LAMBDAS
 from simo_merge.config import EncoderConfig, PoolConfig
 from simo_merge.data import DataConfig, build_task_splits
 from simo_merge.pool.spec import load_job_pool, pool_kind
+from simo_merge.runtime import RuntimeConfig
 from simo_merge.training.evaluate import evaluate_splits
 
 
@@ -35,6 +36,7 @@ class AffinityJobConfig:
     seed: int = 0
     threads: int = 2
     progress: bool = True
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # device, processes, precision
 
     def validate(self) -> None:
         pool_kind(self.pool, self.pool_dir)

@@ -80,6 +80,7 @@ from simo_merge.pool.expert_pool import ExpertPool
 from simo_merge.pool.model import MultiTaskModel
 from simo_merge.realign import REALIGNERS
 from simo_merge.realign.train import RealignConfig, realign
+from simo_merge.runtime import RuntimeConfig
 from simo_merge.training.evaluate import evaluate
 
 StateDict = dict[str, Tensor]
@@ -122,6 +123,7 @@ class Clip8Config:
     seed: int = 0
     output_dir: str = "runs/clip8"
     progress: bool = True
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # device, processes, precision
 
     def validate(self) -> None:
         """Check values (run :meth:`require_paths` too before running: folders may be set later)."""

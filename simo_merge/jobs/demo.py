@@ -32,6 +32,7 @@ from simo_merge.pool.model import MultiTaskModel
 from simo_merge.provenance import all_verified, verified_state
 from simo_merge.realign.inputs import InputsChoice, choose_inputs, describe, inputs_dataset
 from simo_merge.report import bar_chart, markdown_table, result_units, summarize
+from simo_merge.runtime import RuntimeConfig
 from simo_merge.seeding import stage_seed
 from simo_merge.training.evaluate import evaluate
 from simo_merge.training.finetune import FinetuneRecipe, finetune
@@ -160,6 +161,7 @@ class DemoConfig:
     seed: int = 0
     threads: int = 2
     progress: bool = True
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # device, processes, precision
 
     def validate(self) -> None:
         """Names, values and combinations that cannot work fail here, before any training."""

@@ -20,6 +20,7 @@ from simo_merge.data import DataConfig, build_task_splits, data_label
 from simo_merge.outputs import check_output_file
 from simo_merge.pool.spec import check_checkpoint_encoder, describe, load_job_pool, pool_kind
 from simo_merge.report import markdown_table, result_units, summarize
+from simo_merge.runtime import RuntimeConfig
 from simo_merge.training.evaluate import evaluate_splits
 
 
@@ -37,6 +38,7 @@ class EvaluateConfig:
     seed: int = 0
     threads: int = 2
     progress: bool = True
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # device, processes, precision
 
     def validate(self) -> None:
         pool_kind(self.pool, self.pool_dir)
@@ -55,6 +57,7 @@ def output_path(cfg: EvaluateConfig) -> Path:
 
 
 Config = EvaluateConfig
+MULTI_PROCESS = True  # each rank evaluates a shard; metrics are summed over ranks (training/evaluate.py)
 DEFAULT_CONFIG = None
 
 

@@ -16,6 +16,7 @@ from simo_merge.merging import MERGE_METHODS, merge
 from simo_merge.merging.api import check_hyperparameters, resolved_merge_parameters
 from simo_merge.merging.with_data import merge_with_inputs
 from simo_merge.pool.spec import describe, resolve_pool
+from simo_merge.runtime import RuntimeConfig
 
 
 @dataclass
@@ -34,6 +35,7 @@ class MergeJobConfig:
     split: str = "test"  # unlabelled inputs, as the papers use (and realign's default)
     seed: int = 0
     output_dir: str = "runs/merge"
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # device, processes, precision
 
     def validate(self) -> None:
         self.pool.resolve_kind(self.pool_dir)

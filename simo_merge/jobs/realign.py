@@ -29,6 +29,7 @@ from simo_merge.realign.inputs import describe as describe_inputs
 from simo_merge.realign.io import save_realigned
 from simo_merge.realign.train import RealignConfig, realign
 from simo_merge.report import markdown_table, result_units, summarize
+from simo_merge.runtime import RuntimeConfig
 from simo_merge.training.eval_cache import EvaluationCache, module_hash
 from simo_merge.training.evaluate import evaluate_splits
 
@@ -55,6 +56,7 @@ class RealignJobConfig(RealignConfig):
     eval_cache_dir: str | None = None  # None: <output_dir>/../eval_cache, shared by sibling runs
     tsne: bool = True
     threads: int = 2
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # device, processes, precision
 
     def validate(self) -> None:
         """Names and values fail here, before any data is read or anything trained."""

@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from simo_merge.metrics import MultiTaskMetrics
 from simo_merge.pool.model import MultiTaskModel
+from simo_merge.runtime import current
 from simo_merge.tasks import TaskSpec
 
 
@@ -22,14 +23,25 @@ def evaluate(
     desc: str = "eval",
     progress: bool = True,
 ) -> dict[str, dict[str, float]]:
-    """Metrics per task over the whole loader, e.g. ``{"semseg": {"miou": .., "pixel_acc": ..}, ...}``."""
+    """Metrics per task over the whole loader, e.g. ``{"semseg": {"miou": .., "pixel_acc": ..}, ...}``.
+
+    On the current runtime (:mod:`simo_merge.runtime`): on its device and precision; with several
+    processes each rank reads its own shard of a DataLoader's dataset and the torchmetrics states are
+    summed over ranks, so every rank returns the metrics of the whole set."""
+    runtime = current()
     was_training = model.training
-    model.eval()
-    metrics = MultiTaskMetrics(specs)
-    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
-        preds = model(batch["image"], tasks=list(specs))
-        metrics.update(preds, batch)
-    model.train(was_training)
+    home = next(model.parameters()).device
+    model.eval().to(runtime.device)
+    metrics = MultiTaskMetrics(specs).to(runtime.device)
+    if isinstance(loader, DataLoader):
+        loader = runtime.shard_loader(loader)
+    show = progress and runtime.is_global_zero
+    for batch in tqdm(loader, desc=desc, disable=not show, leave=False, dynamic_ncols=True):
+        batch = runtime.to_device(batch)
+        with runtime.autocast():
+            preds = model(batch["image"], tasks=list(specs))
+        metrics.update({t: p.float() for t, p in preds.items()}, batch)
+    model.train(was_training).to(home)
     return metrics.compute()
 
 

@@ -1,0 +1,196 @@
+"""Where and how models run: the ``runtime`` config section shared by every command, on Lightning Fabric.
+
+A job's CLI entry starts one :class:`Runtime` (Fabric: accelerator, devices, nodes, strategy, precision;
+it launches the other processes for ``devices > 1``). Library code asks :func:`current` for it instead
+of taking device arguments, so a function called outside any job (a test, a notebook) runs on a plain
+one-process CPU runtime, as before.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+ACCELERATORS = ("auto", "cpu", "cuda", "gpu", "mps")
+STRATEGIES = ("auto", "ddp", "ddp_spawn", "fsdp")
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true")
+
+
+@dataclass
+class RuntimeConfig:
+    """Device, processes and precision of a run (``runtime.*`` keys of every command).
+
+    ``precision`` None: ``bf16-mixed`` on CUDA GPUs that support it, else ``32-true``.
+    ``num_workers`` None: ``min(4, cores)`` DataLoader workers (0 on a one-process CPU run).
+    """
+
+    accelerator: str = "auto"
+    devices: Any = 1  # a count, a list of device indices, or "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str | None = None
+    num_workers: int | None = None
+    pin_memory: bool = False
+
+    def validate(self) -> None:
+        for key, value, allowed in (
+            ("accelerator", self.accelerator, ACCELERATORS),
+            ("strategy", self.strategy, STRATEGIES),
+        ):
+            if value not in allowed:
+                raise ValueError(f"runtime.{key}={value!r}: must be one of {', '.join(allowed)}")
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise ValueError(f"runtime.precision={self.precision!r}: must be one of {', '.join(PRECISIONS)}")
+        devices = self.devices
+        ok = devices == "auto" or (isinstance(devices, int) and devices >= 1)
+        ok = ok or (
+            isinstance(devices, list | tuple) and devices and all(isinstance(d, int) for d in devices)
+        )
+        if not ok:
+            raise ValueError(f"runtime.devices={devices!r}: a count >= 1, a list of device indices, or auto")
+        if self.num_nodes < 1:
+            raise ValueError(f"runtime.num_nodes={self.num_nodes}: must be >= 1")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ValueError(f"runtime.num_workers={self.num_workers}: must be >= 0")
+        if self.accelerator == "cuda" and not torch.cuda.is_available():
+            raise ValueError("runtime.accelerator=cuda: no CUDA device is visible to torch here")
+
+    def resolved(self) -> RuntimeConfig:
+        """Defaults filled in for this machine (what the run's config.yaml records)."""
+        accelerator = self.accelerator
+        if accelerator == "auto":
+            accelerator = "cuda" if torch.cuda.is_available() else "cpu"
+        precision = self.precision
+        if precision is None:
+            gpu_bf16 = accelerator in ("cuda", "gpu") and torch.cuda.is_bf16_supported()
+            precision = "bf16-mixed" if gpu_bf16 else "32-true"
+        workers = self.num_workers
+        if workers is None:
+            one_cpu_process = accelerator == "cpu" and self.devices in (1, [0])
+            workers = 0 if one_cpu_process else min(4, os.cpu_count() or 1)
+        return replace(self, accelerator=accelerator, precision=precision, num_workers=workers)
+
+
+class Runtime:
+    """One Fabric for the whole run, plus what library code asks of it (device, rank, sharding)."""
+
+    def __init__(self, cfg: RuntimeConfig) -> None:
+        from lightning_fabric import Fabric
+        from lightning_fabric.strategies import DDPStrategy
+
+        cfg.validate()
+        self.cfg = cfg.resolved()
+        strategy: Any = self.cfg.strategy
+        if strategy in ("ddp", "ddp_spawn"):
+            # dense heads read block taps, so the encoder's final norm gets no gradient: DDP must know
+            start = "popen" if strategy == "ddp" else "spawn"
+            strategy = DDPStrategy(start_method=start, find_unused_parameters=True)
+        self.fabric = Fabric(
+            accelerator=self.cfg.accelerator,
+            devices=self.cfg.devices,
+            num_nodes=self.cfg.num_nodes,
+            strategy=strategy,
+            precision=self.cfg.precision,
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.fabric.device
+
+    @property
+    def world_size(self) -> int:
+        return self.fabric.world_size
+
+    @property
+    def rank(self) -> int:
+        return self.fabric.global_rank
+
+    @property
+    def is_global_zero(self) -> bool:
+        return self.fabric.is_global_zero
+
+    def describe(self) -> str:
+        c = self.cfg
+        return (
+            f"runtime: {self.device.type} x{self.world_size} ({c.num_nodes} node(s), strategy {c.strategy}), "
+            f"precision {c.precision}, {c.num_workers} loader worker(s)"
+        )
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            self.fabric.barrier()
+
+    def autocast(self) -> AbstractContextManager:
+        return self.fabric.autocast()
+
+    def to_device(self, batch: Any) -> Any:
+        return self.fabric.to_device(batch)
+
+    def shard_loader(self, loader: DataLoader) -> DataLoader:
+        """The same loader over this rank's share of the dataset (every sample exactly once over all
+        ranks, uneven shares allowed: evaluation sums metric states, it does not need equal batches)."""
+        if self.world_size == 1:
+            return loader
+        sampler = RankShard(len(loader.dataset), self.rank, self.world_size)
+        return DataLoader(
+            loader.dataset,
+            batch_size=loader.batch_size,
+            sampler=sampler,
+            num_workers=self.cfg.num_workers,
+            pin_memory=self.cfg.pin_memory,
+            collate_fn=loader.collate_fn,
+        )
+
+
+class RankShard(Sampler[int]):
+    """Indices ``rank, rank + world, ...`` of ``range(n)``: a partition, no padding, no duplicates."""
+
+    def __init__(self, n: int, rank: int, world: int) -> None:
+        self.indices: Sequence[int] = range(rank, n, world)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+_CURRENT: Runtime | None = None
+
+
+def current() -> Runtime:
+    """The run's runtime; a one-process CPU fp32 runtime when no job started one."""
+    global _CURRENT
+    if _CURRENT is None:
+        _CURRENT = Runtime(RuntimeConfig(accelerator="cpu", devices=1, precision="32-true", num_workers=0))
+    return _CURRENT
+
+
+@contextmanager
+def started(cfg: RuntimeConfig) -> Iterator[Runtime]:
+    """Build and launch the run's Fabric (spawning the other processes when ``devices > 1``), make it
+    :func:`current` for the block, and restore the previous one after."""
+    global _CURRENT
+    previous, runtime = _CURRENT, Runtime(cfg)
+    runtime.fabric.launch()
+    _CURRENT = runtime
+    try:
+        yield runtime
+    finally:
+        _CURRENT = previous
+
+
+def on_rank_zero() -> bool:
+    """True where files may be written (the one process, or global rank 0)."""
+    return _CURRENT is None or _CURRENT.is_global_zero
+
+
+def autocast() -> AbstractContextManager:
+    """The current runtime's precision context (a no-op on 32-true)."""
+    return current().autocast() if _CURRENT is not None else nullcontext()

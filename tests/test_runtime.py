@@ -1,0 +1,115 @@
+"""The ``runtime`` section (Lightning Fabric): config checks, and multi-process evaluation on 2 CPU
+processes (gloo) giving exactly the one-process metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from simo_merge.checkpoint import save_state
+from simo_merge.datasets import build_dataset
+from simo_merge.encoders import build_encoder
+from simo_merge.heads import build_head
+from simo_merge.pool.folder import save_expert
+from simo_merge.runtime import RankShard, RuntimeConfig
+
+ENCODER = {
+    "library": "timm",
+    "arch": "vit_tiny_patch16_224",
+    "kwargs": {"img_size": 32, "patch_size": 8, "depth": 2, "embed_dim": 48, "num_heads": 2},
+}
+TASKS = ["semseg", "depth", "normal"]
+
+
+@pytest.mark.parametrize("n, world", [(37, 2), (5, 3), (1, 2), (64, 4)])
+def test_rank_shards_partition_the_set(n, world):
+    shards = [list(RankShard(n, r, world)) for r in range(world)]
+    assert sorted(i for s in shards for i in s) == list(range(n))  # nothing twice, nothing dropped
+
+
+@pytest.mark.parametrize(
+    "key, value, needle",
+    [
+        ("accelerator", "tpu", "runtime.accelerator='tpu'"),
+        ("strategy", "deepspeed", "runtime.strategy='deepspeed'"),
+        ("precision", "8-bit", "runtime.precision='8-bit'"),
+        ("devices", 0, "runtime.devices=0"),
+        ("num_nodes", 0, "runtime.num_nodes=0"),
+    ],
+)
+def test_bad_runtime_values_are_named(key, value, needle):
+    with pytest.raises(ValueError) as err:
+        RuntimeConfig(**{key: value}).validate()
+    assert needle in str(err.value)
+
+
+def test_defaults_resolve_for_this_machine():
+    cfg = RuntimeConfig().resolved()
+    if not torch.cuda.is_available():
+        assert (cfg.accelerator, cfg.precision, cfg.num_workers) == ("cpu", "32-true", 0)
+    assert RuntimeConfig(devices=2, accelerator="cpu").resolved().num_workers == min(4, os.cpu_count() or 1)
+
+
+@pytest.fixture(scope="module")
+def pool_dir(tmp_path_factory):
+    """A tiny dense pool folder: random θ0, experts θ0 + noise, random linear heads."""
+    root = tmp_path_factory.mktemp("pool")
+    torch.manual_seed(0)
+    encoder = build_encoder(ENCODER["library"], ENCODER["arch"], **ENCODER["kwargs"])
+    base = encoder.model_state()
+    save_state(root / "theta0.safetensors", base, {"encoder": ENCODER})
+    specs = build_dataset("synthetic_scenes", split="test", size=(32, 32), num_samples=2).task_specs
+    gen = torch.Generator().manual_seed(1)
+    for task in TASKS:
+        expert = {
+            k: v + 0.02 * torch.randn(v.shape, generator=gen) if v.is_floating_point() else v
+            for k, v in base.items()
+        }
+        save_expert(root, task, expert, build_head("linear", specs[task], encoder, (32, 32)))
+    return root
+
+
+def run_evaluate(pool_dir, out, *overrides):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    args = [
+        sys.executable,
+        "-m",
+        "simo_merge.cli",
+        "evaluate",
+        f"pool_dir={pool_dir}",
+        "data.size=[32,32]",
+        "data.num_samples.test=37",
+        "batch_size=8",
+        "threads=1",
+        f"output={out}",
+        "progress=false",
+        *overrides,
+    ]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(out.read_text()), done.stdout
+
+
+def test_two_processes_evaluate_exactly_like_one(pool_dir, tmp_path):
+    """37 test images (odd) over 2 gloo processes: the same metrics as one process (counts exactly)."""
+    one, _ = run_evaluate(pool_dir, tmp_path / "one.json", "runtime.accelerator=cpu")
+    two, log = run_evaluate(
+        pool_dir,
+        tmp_path / "two.json",
+        "runtime.accelerator=cpu",
+        "runtime.devices=2",
+        "runtime.strategy=ddp",
+    )
+    assert "runtime: cpu x2" in log and log.count("wrote ") == 1  # rank 0 alone reports and writes
+    assert list(one["rows"]) == list(two["rows"]) == ["Individual"]
+    for task in TASKS:
+        a, b = one["rows"]["Individual"][task], two["rows"]["Individual"][task]
+        assert set(a) == set(b)
+        for metric, value in a.items():
+            assert b[metric] == pytest.approx(value, rel=1e-6, abs=1e-9), (task, metric)
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -109,12 +109,12 @@ def run_job(module_name: str, args: argparse.Namespace) -> int:
     )
     from simo_merge.runtime import started
 
+    if cfg.runtime.processes() > 1 and not getattr(job, "MULTI_PROCESS", False):  # before any spawn
+        raise ConfigError(
+            f"runtime.devices={cfg.runtime.devices} runtime.num_nodes={cfg.runtime.num_nodes}: "
+            f"{args.command} runs in one process for now; multi-process runs are supported by: evaluate"
+        )
     with started(cfg.runtime) as runtime:
-        if runtime.world_size > 1 and not getattr(job, "MULTI_PROCESS", False):
-            raise ConfigError(
-                f"runtime.devices/num_nodes: {args.command} runs in one process for now; "
-                "multi-process runs are supported by: evaluate"
-            )
         cfg.runtime = runtime.cfg  # the resolved device, precision and workers land in config.yaml
         if runtime.is_global_zero:
             print(f"{runtime.describe()}", flush=True)

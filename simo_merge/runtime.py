@@ -61,6 +61,15 @@ class RuntimeConfig:
         if self.accelerator == "cuda" and not torch.cuda.is_available():
             raise ValueError("runtime.accelerator=cuda: no CUDA device is visible to torch here")
 
+    def processes(self) -> int:
+        """How many processes the run will have (devices per node x nodes; ``auto``: visible GPUs)."""
+        devices = self.devices
+        if devices == "auto":
+            gpu = self.accelerator in ("auto", "cuda", "gpu") and torch.cuda.is_available()
+            devices = torch.cuda.device_count() if gpu else 1
+        per_node = len(devices) if isinstance(devices, list | tuple) else int(devices)
+        return per_node * self.num_nodes
+
     def resolved(self) -> RuntimeConfig:
         """Defaults filled in for this machine (what the run's config.yaml records)."""
         accelerator = self.accelerator

@@ -113,3 +113,62 @@ def test_two_processes_evaluate_exactly_like_one(pool_dir, tmp_path):
         for metric, value in a.items():
             assert b[metric] == pytest.approx(value, rel=1e-6, abs=1e-9), (task, metric)
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_single_process_commands_refuse_several_processes_before_spawning(capsys):
+    from simo_merge.cli import main
+
+    code = main(["demo", "runtime.accelerator=cpu", "runtime.devices=2", "output_dir=/nonexistent/x"])
+    err = capsys.readouterr().err
+    assert code == 2 and "runtime.devices=2" in err and "demo runs in one process" in err
+    assert err.count("error") == 1  # refused before a second process was launched
+
+
+def test_bf16_mixed_on_cpu_stays_near_fp32(pool_dir):
+    """Evaluation under bf16 autocast: every metric within 5% (relative) or 0.5 (absolute, rates in %)
+    of fp32 on this random pool; the metrics themselves accumulate in fp32."""
+    from torch.utils.data import DataLoader
+
+    from simo_merge.pool.folder import load_pool_dir
+    from simo_merge.runtime import started
+    from simo_merge.training.evaluate import evaluate
+
+    pool = load_pool_dir(pool_dir)
+    data = build_dataset("synthetic_scenes", split="test", size=(32, 32), num_samples=16)
+    specs = {t: data.task_specs[t] for t in TASKS}
+    model = pool.model(pool.experts["depth"])
+    fp32 = evaluate(model, DataLoader(data, 8), specs, progress=False)
+    with started(RuntimeConfig(accelerator="cpu", precision="bf16-mixed")) as runtime:
+        assert runtime.cfg.precision == "bf16-mixed"
+        bf16 = evaluate(model, DataLoader(data, 8), specs, progress=False)
+    pairs = [(fp32[t][m], bf16[t][m]) for t in TASKS for m in fp32[t]]
+    for a, b in pairs:
+        assert b == pytest.approx(a, rel=0.05, abs=0.5)
+    assert any(a != b for a, b in pairs)  # autocast did run the model in bf16
+
+
+@pytest.mark.device
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (benchmarks/gpu_check.sh)")
+def test_evaluate_on_cuda_matches_cpu(pool_dir):
+    """Device placement: the model, batches and metric states move to the GPU and back; fp32 on CUDA gives
+    the CPU's metrics (TF32 off) within 1e-4 relative, and the model comes back on the CPU."""
+    from torch.utils.data import DataLoader
+
+    from simo_merge.pool.folder import load_pool_dir
+    from simo_merge.runtime import started
+    from simo_merge.training.evaluate import evaluate
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    pool = load_pool_dir(pool_dir)
+    data = build_dataset("synthetic_scenes", split="test", size=(32, 32), num_samples=16)
+    specs = {t: data.task_specs[t] for t in TASKS}
+    model = pool.model(pool.experts["semseg"])
+    cpu = evaluate(model, DataLoader(data, 8), specs, progress=False)
+    with started(RuntimeConfig(accelerator="cuda", precision="32-true")) as runtime:
+        assert runtime.device.type == "cuda"
+        gpu = evaluate(model, DataLoader(data, 8), specs, progress=False)
+    assert next(model.parameters()).device.type == "cpu"
+    for task in TASKS:
+        for metric, value in cpu[task].items():
+            assert gpu[task][metric] == pytest.approx(value, rel=1e-4, abs=1e-4), (task, metric)

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# One prepared GPU check (run it on a machine with a CUDA GPU, from the repository root, after
+# `pip install -e .`): the device tests (pytest -m device) and the throughput benchmark at ViT-B/16 and
+# demo scale, each under its own time limit so the whole script stays inside ~5 minutes. Prints figures
+# only; every step's exit status is reported at the end. (The demo at GPU scale joins it once training
+# runs on the runtime: today only evaluation does.)
+set -u
+PY=${PY:-python}
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+status=()
+step() {  # step <name> <seconds> <command...>
+  local name=$1 limit=$2; shift 2
+  echo "=== $name (limit ${limit}s) ==="
+  local t0=$SECONDS
+  timeout "$limit" "$@"; local rc=$?
+  echo "=== $name: rc=$rc in $((SECONDS - t0))s ==="
+  status+=("$name rc=$rc $((SECONDS - t0))s")
+}
+$PY - <<'PY'
+import torch
+print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())
+if torch.cuda.is_available():
+    print(torch.cuda.get_device_name(0), "bf16", torch.cuda.is_bf16_supported())
+PY
+step "device tests" 150 $PY -m pytest -q -m device -p no:cacheprovider
+step "throughput ViT-B/16 bf16" 90 $PY benchmarks/throughput.py --model vit_b16 --accelerator cuda \
+  --batch 128 --precision bf16-mixed --iters 20
+step "throughput ViT-B/16 fp32" 60 $PY benchmarks/throughput.py --model vit_b16 --accelerator cuda \
+  --batch 128 --precision 32-true --iters 10
+step "throughput demo bf16" 40 $PY benchmarks/throughput.py --accelerator cuda --batch 256 --precision bf16-mixed
+printf '%s\n' "${status[@]}"

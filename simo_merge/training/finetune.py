@@ -10,6 +10,7 @@ from torch import Tensor
 from simo_merge.encoders import Encoder
 from simo_merge.heads import TaskHead
 from simo_merge.pool.model import MultiTaskModel
+from simo_merge.runtime import current
 from simo_merge.tasks import TaskSpec
 from simo_merge.training.loop import fit
 from simo_merge.training.losses import multitask_loss
@@ -66,6 +67,8 @@ def finetune(
 ) -> tuple[MultiTaskModel, list[float]]:
     """Train ``heads`` on the frozen ``encoder`` (probe), then everything; one head = an expert, all = MTL."""
     model = MultiTaskModel(encoder, heads).train()
+    home = next(encoder.parameters()).device
+    model.to(current().device)  # trained on the run's device, handed back where it came from
     specs = {t: h.task for t, h in heads.items()}
     head_params = [p for h in heads.values() for p in h.parameters()]
     curve: list[float] = []
@@ -95,4 +98,4 @@ def finetune(
         desc=f"{desc}: fine-tune",
         progress=progress,
     )
-    return model.eval(), curve
+    return model.eval().to(home), curve

@@ -6,12 +6,16 @@ clipping, a progress bar, and an infinite iterator over the loader so "steps" me
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterable, Iterator
 
 import torch
+from lightning_fabric.utilities.apply_func import move_data_to_device
 from torch import Tensor, nn
 from tqdm.auto import tqdm
+
+from simo_merge.runtime import current
 
 
 def forever(loader: Iterable) -> Iterator:
@@ -50,10 +54,19 @@ def fit(
     desc: str = "train",
     progress: bool = True,
 ) -> list[float]:
-    """Run ``steps`` optimizer steps of ``step_loss(batch) -> (loss, parts)``; return the loss curve."""
+    """Run ``steps`` optimizer steps of ``step_loss(batch) -> (loss, parts)``; return the loss curve.
+
+    Batches move to the parameters' device; where that is the current runtime's device, the steps run
+    under its precision (``bf16-mixed`` autocast; ``16-mixed`` would need loss scaling and is refused)."""
     groups = [g for g in param_groups if any(p.requires_grad for p in g["params"])]
     if not groups:
         raise ValueError(f"{desc}: nothing to train (no parameter requires grad)")
+    runtime = current()
+    device = groups[0]["params"][0].device
+    on_runtime = device == runtime.device
+    if on_runtime and runtime.cfg.precision == "16-mixed":
+        raise ValueError("runtime.precision=16-mixed: training needs loss scaling; use bf16-mixed or 32-true")
+    precision = runtime.autocast if on_runtime else contextlib.nullcontext
     optimizer = torch.optim.AdamW(groups, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(steps, pct_start))
     params = [p for g in groups for p in g["params"]]
@@ -61,7 +74,9 @@ def fit(
     batches = forever(loader)
     bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     for _ in bar:
-        loss, parts = step_loss(next(batches))
+        with precision():
+            loss, parts = step_loss(move_data_to_device(next(batches), device))
+        loss = loss.float()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if clip:

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from simo_merge.encoders import Encoder
+from simo_merge.runtime import current
 from simo_merge.training.loop import fit
 
 
@@ -42,7 +43,7 @@ def pretrain_masked_reconstruction(
 
     def step(batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         images = batch["image"]
-        hidden = (torch.rand(images.shape[0], 1, h, w, generator=gen) < mask_ratio).float()
+        hidden = (torch.rand(images.shape[0], 1, h, w, generator=gen) < mask_ratio).float().to(images.device)
         pixel_mask = hidden.repeat_interleave(patch, 2).repeat_interleave(patch, 3)
         masked = images * (1 - pixel_mask) + 0.5 * pixel_mask
         tokens = encoder(masked, taps=[last]).taps[last][:, encoder.num_prefix_tokens :]
@@ -50,9 +51,13 @@ def pretrain_masked_reconstruction(
         err = (recon - images).abs().mean(1, keepdim=True)
         return (err * pixel_mask).sum() / pixel_mask.sum().clamp(min=1), {}
 
-    encoder.train()
+    home = next(encoder.parameters()).device
+    encoder.train().to(current().device)  # trained on the run's device, handed back where it came from
+    decoder.to(current().device)
     params = [
         {"params": list(encoder.parameters()), "lr": lr},
         {"params": list(decoder.parameters()), "lr": lr},
     ]
-    return fit(step, params, loader, steps, desc="pretrain θ0", progress=progress)
+    curve = fit(step, params, loader, steps, desc="pretrain θ0", progress=progress)
+    encoder.to(home)
+    return curve

@@ -124,9 +124,9 @@ def test_single_process_commands_refuse_several_processes_before_spawning(capsys
     assert err.count("error") == 1  # refused before a second process was launched
 
 
-def test_bf16_mixed_on_cpu_stays_near_fp32(pool_dir):
-    """Evaluation under bf16 autocast: every metric within 5% (relative) or 0.5 (absolute, rates in %)
-    of fp32 on this random pool; the metrics themselves accumulate in fp32."""
+def evaluate_expert(pool_dir, task: str, runtime_cfg: RuntimeConfig | None = None):
+    """``task``'s expert with every head, evaluated on 16 test scenes (on ``runtime_cfg`` if given);
+    returns (metrics, model)."""
     from torch.utils.data import DataLoader
 
     from simo_merge.pool.folder import load_pool_dir
@@ -136,11 +136,22 @@ def test_bf16_mixed_on_cpu_stays_near_fp32(pool_dir):
     pool = load_pool_dir(pool_dir)
     data = build_dataset("synthetic_scenes", split="test", size=(32, 32), num_samples=16)
     specs = {t: data.task_specs[t] for t in TASKS}
-    model = pool.model(pool.experts["depth"])
-    fp32 = evaluate(model, DataLoader(data, 8), specs, progress=False)
-    with started(RuntimeConfig(accelerator="cpu", precision="bf16-mixed")) as runtime:
-        assert runtime.cfg.precision == "bf16-mixed"
-        bf16 = evaluate(model, DataLoader(data, 8), specs, progress=False)
+    model = pool.model(pool.experts[task])
+    if runtime_cfg is None:
+        return evaluate(model, DataLoader(data, 8), specs, progress=False), model
+    with started(runtime_cfg) as runtime:
+        assert (runtime.cfg.accelerator, runtime.cfg.precision) == (
+            runtime_cfg.accelerator,
+            runtime_cfg.precision,
+        )
+        return evaluate(model, DataLoader(data, 8), specs, progress=False), model
+
+
+def test_bf16_mixed_on_cpu_stays_near_fp32(pool_dir):
+    """Evaluation under bf16 autocast: every metric within 5% (relative) or 0.5 (absolute, rates in %)
+    of fp32 on this random pool; the metrics themselves accumulate in fp32."""
+    fp32, _ = evaluate_expert(pool_dir, "depth")
+    bf16, _ = evaluate_expert(pool_dir, "depth", RuntimeConfig(accelerator="cpu", precision="bf16-mixed"))
     pairs = [(fp32[t][m], bf16[t][m]) for t in TASKS for m in fp32[t]]
     for a, b in pairs:
         assert b == pytest.approx(a, rel=0.05, abs=0.5)
@@ -152,22 +163,10 @@ def test_bf16_mixed_on_cpu_stays_near_fp32(pool_dir):
 def test_evaluate_on_cuda_matches_cpu(pool_dir):
     """Device placement: the model, batches and metric states move to the GPU and back; fp32 on CUDA gives
     the CPU's metrics (TF32 off) within 1e-4 relative, and the model comes back on the CPU."""
-    from torch.utils.data import DataLoader
-
-    from simo_merge.pool.folder import load_pool_dir
-    from simo_merge.runtime import started
-    from simo_merge.training.evaluate import evaluate
-
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    pool = load_pool_dir(pool_dir)
-    data = build_dataset("synthetic_scenes", split="test", size=(32, 32), num_samples=16)
-    specs = {t: data.task_specs[t] for t in TASKS}
-    model = pool.model(pool.experts["semseg"])
-    cpu = evaluate(model, DataLoader(data, 8), specs, progress=False)
-    with started(RuntimeConfig(accelerator="cuda", precision="32-true")) as runtime:
-        assert runtime.device.type == "cuda"
-        gpu = evaluate(model, DataLoader(data, 8), specs, progress=False)
+    cpu, _ = evaluate_expert(pool_dir, "semseg")
+    gpu, model = evaluate_expert(pool_dir, "semseg", RuntimeConfig(accelerator="cuda", precision="32-true"))
     assert next(model.parameters()).device.type == "cpu"
     for task in TASKS:
         for metric, value in cpu[task].items():

@@ -11,15 +11,14 @@ import torch
 from safetensors.torch import save_file
 
 from simo_merge.checkpoint import CheckpointError
+from simo_merge.encoders.convert_clip import hf_clip_vision_to_open_clip, open_clip_visual_to_hf
 from simo_merge.encoders.open_clip_vit import register_small_configs
 from simo_merge.pool.clip_layout import (
     StandIn,
-    hf_clip_vision_to_open_clip,
     load_open_clip_visual_state,
     load_task_vectors_encoder,
     load_task_vectors_head,
     load_task_vectors_zeroshot_head,
-    open_clip_visual_to_hf,
     task_vectors_paths,
 )
 

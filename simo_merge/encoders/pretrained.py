@@ -4,8 +4,8 @@ published weights in the local caches only (nothing is ever downloaded here).
 - :func:`load_timm_checkpoint` / :func:`load_open_clip_checkpoint`: a safetensors file or a
   ``.pt/.pth/.bin`` read with ``torch.load(weights_only=True)``, converted to the library's keys (DINOv2:
   timm, torch.hub and Hugging Face layouts, see :mod:`simo_merge.encoders.convert_dinov2`; CLIP: open_clip
-  and Hugging Face layouts, see :mod:`simo_merge.pool.clip_layout`), with the position embeddings resampled
-  to the encoder's patch grid (:func:`resample_pos_embed`), then loaded strictly.
+  and Hugging Face layouts, see :mod:`simo_merge.encoders.convert_clip`), with the position embeddings
+  resampled to the encoder's patch grid (:func:`resample_pos_embed`), then loaded strictly.
 - :func:`resolve_pretrained`: ``pretrained=true|TAG`` -> a file in the local cache: timm's pretrained
   configs (Hugging Face hub cache for ``hf_hub_id``, else torch hub's ``checkpoints/`` for ``url``),
   open_clip's pretrained tags (hub cache, else ``~/.cache/clip``), or a Hugging Face model repository
@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from simo_merge.checkpoint import CheckpointError, StateDict, load_state
+from simo_merge.encoders.convert_clip import visual_from_clip_state
 
 #: weight files a Hugging Face model repository may hold, in the order they are preferred
 HF_WEIGHT_FILES = (
@@ -179,9 +180,7 @@ def load_timm_checkpoint(model: nn.Module, path: str | os.PathLike, arch: str = 
 def open_clip_state_for(visual: nn.Module, raw: Mapping[str, Tensor], source: str) -> StateDict:
     """An open_clip visual-tower state from ``raw`` (whole CLIP, visual only or HF CLIP vision), with
     ``positional_embedding`` resampled to ``visual``'s grid."""
-    from simo_merge.pool.clip_layout import _visual_from_clip_state
-
-    state = _visual_from_clip_state(raw, source)
+    state = visual_from_clip_state(raw, source)
     pos = state.get("positional_embedding")
     ref = getattr(visual, "positional_embedding", None)
     if pos is not None and ref is not None and tuple(pos.shape) != tuple(ref.shape):

@@ -24,8 +24,6 @@ KNOWN_OVERSIZED: set[str] = {
     "datasets/synthetic.py:SyntheticScenes",
     "datasets/taskonomy.py:TaskonomyDataset",
     "datasets/taskonomy.py:TaskonomyDataset.__init__",
-    # encoders/base.py (h5)
-    "simo_merge/encoders/base.py:Encoder",
     # jobs/demo.py (h2)
     "simo_merge/jobs/demo.py:Demo",
     "simo_merge/jobs/demo.py:Demo.realign_rows",

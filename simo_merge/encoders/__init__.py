@@ -8,7 +8,9 @@ from simo_merge.registry import Registry
 
 ENCODERS: Registry = Registry("encoder", package=__name__)
 
-from simo_merge.encoders.base import Encoder, EncoderOutput, HookHandle, InputRangeWarning  # noqa: E402
+from simo_merge.encoders.base import Encoder, EncoderOutput  # noqa: E402
+from simo_merge.encoders.hooks import HookHandle  # noqa: E402
+from simo_merge.encoders.input_range import InputRangeWarning  # noqa: E402
 
 
 def build_encoder(library: str, arch: str, **kwargs: Any) -> Encoder:

@@ -4,40 +4,28 @@ Everything later (merging, realignment adapters, Fisher/RegMean statistics, feat
 through this class and never reaches into timm/open_clip internals.
 
 Hooks: each transformer block gets exactly one torch forward hook, installed at construction, that
-dispatches to the Encoder's own ordered hook lists. A hook ``fn(block_index, tokens) -> tokens | None``
-sees the block output as ``[B, N, D]`` (batch first, prefix tokens first, whatever layout the library
-uses internally); returning a tensor replaces the block output (that is how adapters are inserted and
-fed forward to the next block), returning None only observes it. ``"adapt"`` hooks run before
-``"record"`` hooks, so recorders see adapted features. Final-feature hooks work the same on the
-encoder's final features ``[B, F]``. Every ``add_*`` returns a handle with ``remove()``; handles are
-also context managers.
+dispatches to the Encoder's own ordered hook lists (:mod:`simo_merge.encoders.hooks` keeps them). A hook
+``fn(block_index, tokens) -> tokens | None`` sees the block output as ``[B, N, D]`` (batch first, prefix
+tokens first, whatever layout the library uses internally); returning a tensor replaces the block output
+(that is how adapters are inserted and fed forward to the next block), returning None only observes it.
+``"adapt"`` hooks run before ``"record"`` hooks, so recorders see adapted features. Final-feature hooks
+work the same on the encoder's final features ``[B, F]``. Every ``add_*`` returns a handle with
+``remove()``; handles are also context managers.
 """
 
 from __future__ import annotations
 
 import math
 import re
-import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-BlockHook = Callable[[int, Tensor], "Tensor | None"]
-FeatureHook = Callable[[Tensor], "Tensor | None"]
-
-HOOK_KINDS = ("adapt", "record")
-
-#: How far outside [0, 1] a batch may reach before it counts as "not [0, 1] images". Resampling can
-#: overshoot a little; an already mean/std-normalised image spans about [-2.1, 2.6] (ImageNet/CLIP stats).
-INPUT_RANGE_TOLERANCE = 0.5
-INPUT_CHECKS = ("warn", "error", "off")
-
-
-class InputRangeWarning(UserWarning):
-    """Images handed to an :class:`Encoder` are clearly outside [0, 1] (normalised twice?)."""
+from simo_merge.encoders.hooks import BlockHook, FeatureHook, HookHandle, HookLists
+from simo_merge.encoders.input_range import check_input_range
 
 
 @dataclass
@@ -46,24 +34,6 @@ class EncoderOutput:
 
     features: Tensor  # [B, F] pooled (and projected, for CLIP) final features
     taps: dict[int, Tensor] = field(default_factory=dict)  # block index -> [B, N, D] tokens
-
-
-class HookHandle:
-    """Removes one registered hook; usable as a context manager."""
-
-    def __init__(self, hooks: list, entry: tuple) -> None:
-        self._hooks = hooks
-        self._entry = entry
-
-    def remove(self) -> None:
-        if self._entry in self._hooks:
-            self._hooks.remove(self._entry)
-
-    def __enter__(self) -> HookHandle:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.remove()
 
 
 class Encoder(nn.Module):
@@ -75,9 +45,9 @@ class Encoder(nn.Module):
     Input contract: images enter as ``[B, 3, H, W]`` floats in [0, 1] (what every dataset in
     :mod:`simo_merge.datasets` yields) and the encoder applies its own mean/std normalisation
     (``pixel_mean``/``pixel_std``). Normalising first (the usual DINOv2/CLIP recipe) would normalise
-    twice, so a batch reaching more than ``INPUT_RANGE_TOLERANCE`` outside [0, 1] triggers
-    ``input_check``: ``"warn"`` (default, one :class:`InputRangeWarning` per encoder), ``"error"``
-    (ValueError) or ``"off"``.
+    twice, so a batch reaching more than ``INPUT_RANGE_TOLERANCE`` outside [0, 1] triggers ``input_check``
+    (:mod:`simo_merge.encoders.input_range`): ``"warn"`` (default, one ``InputRangeWarning`` per encoder),
+    ``"error"`` (ValueError) or ``"off"``.
     """
 
     #: prefix of the block parameters in :meth:`model_state` keys, e.g. ``"blocks."``
@@ -112,9 +82,7 @@ class Encoder(nn.Module):
         self._blocks = list(blocks)
         self.register_buffer("pixel_mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), False)
-        self._block_hooks: list[tuple[int, str, int, BlockHook]] = []
-        self._feature_hooks: list[tuple[str, int, FeatureHook]] = []
-        self._hook_counter = 0
+        self._hooks = HookLists()
         self._input_warned = False
         for block in self._blocks:
             # a bound method (not a closure) so that copy.deepcopy(encoder) re-binds it to the copy
@@ -166,48 +134,26 @@ class Encoder(nn.Module):
     # -------------------------------------------------------------------------------------- hooks
     def add_block_hook(self, block: int | Iterable[int], fn: BlockHook, kind: str = "record") -> HookHandle:
         """Call ``fn(i, tokens)`` on the output of block(s) ``block``; see the module docstring."""
-        if kind not in HOOK_KINDS:
-            raise ValueError(f"hook kind must be one of {HOOK_KINDS}, got {kind!r}")
         indices = [block] if isinstance(block, int) else list(block)
         for i in indices:
             if not 0 <= i < self.depth:
                 raise IndexError(f"{self.name}: block {i} out of range 0..{self.depth - 1}")
-        entries = []
-        for i in indices:
-            self._hook_counter += 1
-            entries.append((i, kind, self._hook_counter, fn))
-        self._block_hooks.extend(entries)
-        self._block_hooks.sort(key=lambda e: (e[0], HOOK_KINDS.index(e[1]), e[2]))
-        return _MultiHandle([HookHandle(self._block_hooks, e) for e in entries])
+        return self._hooks.add_block(indices, fn, kind)
 
     def add_feature_hook(self, fn: FeatureHook, kind: str = "record") -> HookHandle:
         """Call ``fn(features)`` on the final features; returning a tensor replaces them."""
-        if kind not in HOOK_KINDS:
-            raise ValueError(f"hook kind must be one of {HOOK_KINDS}, got {kind!r}")
-        self._hook_counter += 1
-        entry = (kind, self._hook_counter, fn)
-        self._feature_hooks.append(entry)
-        self._feature_hooks.sort(key=lambda e: (HOOK_KINDS.index(e[0]), e[1]))
-        return HookHandle(self._feature_hooks, entry)
+        return self._hooks.add_feature(fn, kind)
 
     def num_hooks(self) -> int:
-        return len(self._block_hooks) + len(self._feature_hooks)
+        return len(self._hooks)
 
     def _dispatch_block(self, module: nn.Module, inputs: tuple, output: Tensor) -> Tensor | None:
-        if not self._block_hooks:
+        """The torch forward hook of every block: hand its output, batch first, to that block's hooks."""
+        if not self._hooks.block:
             return None
         index = next(i for i, b in enumerate(self._blocks) if b is module)
-        hooks = [e for e in self._block_hooks if e[0] == index]
-        if not hooks:
-            return None
-        tokens = output if self._batch_first else output.transpose(0, 1)
-        changed = False
-        for _, _, _, fn in hooks:
-            result = fn(index, tokens)
-            if result is not None:
-                tokens = result
-                changed = True
-        if not changed:
+        tokens = self._hooks.run_block(index, output if self._batch_first else output.transpose(0, 1))
+        if tokens is None:
             return None
         return tokens if self._batch_first else tokens.transpose(0, 1)
 
@@ -220,26 +166,9 @@ class Encoder(nn.Module):
 
     def check_input_range(self, images: Tensor) -> None:
         """Warn (or raise, per ``input_check``) when ``images`` are clearly not [0, 1] images."""
-        if self.input_check not in INPUT_CHECKS:
-            raise ValueError(
-                f"{self.name}: input_check must be one of {INPUT_CHECKS}, got {self.input_check!r}"
-            )
-        if self.input_check == "off" or images.numel() == 0:
-            return
-        lo, hi = (float(v) for v in torch.aminmax(images.detach()))
-        if lo >= -INPUT_RANGE_TOLERANCE and hi <= 1 + INPUT_RANGE_TOLERANCE:
-            return
-        message = (
-            f"encoder {self.name!r}: input images span [{lo:.2f}, {hi:.2f}], clearly outside [0, 1]. The "
-            "encoder expects [0, 1] images and applies its own mean/std normalisation "
-            f"(mean {[round(v, 3) for v in self.pixel_mean.flatten().tolist()]}); images normalised "
-            "beforehand get normalised twice. Pass [0, 1] images (or set encoder.input_check = 'off')."
+        self._input_warned = check_input_range(
+            images, self.input_check, self.name, self.pixel_mean, warned=self._input_warned
         )
-        if self.input_check == "error":
-            raise ValueError(message)
-        if not self._input_warned:  # once per encoder: not once per batch
-            self._input_warned = True
-            warnings.warn(message, InputRangeWarning, stacklevel=3)
 
     def forward(self, images: Tensor, taps: Sequence[int] | None = None) -> EncoderOutput:
         """Encode ``[B, 3, H, W]`` images in [0, 1]; return final features and the outputs of ``taps``."""
@@ -253,19 +182,5 @@ class Encoder(nn.Module):
         finally:
             for h in handles:
                 h.remove()
-        for _, _, fn in list(self._feature_hooks):  # kept sorted: adapt before record
-            result = fn(features)
-            if result is not None:
-                features = result
+        features = self._hooks.run_features(features)
         return EncoderOutput(features=features, taps={i: recorded[i] for i in (taps or [])})
-
-
-class _MultiHandle(HookHandle):
-    """Handle over several hook entries registered together."""
-
-    def __init__(self, handles: list[HookHandle]) -> None:
-        self._handles = handles
-
-    def remove(self) -> None:
-        for h in self._handles:
-            h.remove()

@@ -56,7 +56,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from simo_merge.datasets import DATASETS
-from simo_merge.datasets.nyuv2 import (
+from simo_merge.datasets.npy_files import (
     check_npy_files,
     list_npy_indices,
     load_npy,

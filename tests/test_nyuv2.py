@@ -18,7 +18,8 @@ from simo_merge.datasets._geometry import (
     normal_axis_agreement,
     normals_from_depth,
 )
-from simo_merge.datasets.nyuv2 import NYUv2, NYUv2Mat, build_label_lut, simo_split
+from simo_merge.datasets.nyuv2 import NYUv2, NYUv2Mat, simo_split
+from simo_merge.datasets.nyuv2_matlab import build_label_lut
 from simo_merge.datasets.transforms import JointTransform
 
 H, W = 12, 16  # frames are non-square so a transposition mistake changes the shape

@@ -348,6 +348,112 @@ def _list_views(folder: str, domains: Sequence[str]) -> dict[tuple[int, int], st
     return found
 
 
+def _candidate_dirs(root: str, names: Sequence[str], building: str, layout: str) -> list[str]:
+    """Folders that may hold the files of folder ``names`` of ``building`` under ``layout``, in order."""
+    dirs = []
+    for name in names:
+        if layout == "omnidata":
+            dirs.append(os.path.join(root, name, "taskonomy", building))
+        elif layout == "building":
+            dirs.append(os.path.join(root, building, name))
+        elif layout == "task_building":
+            dirs.append(os.path.join(root, name, building))
+        else:
+            outer = os.path.join(root, f"{building}_{name}")
+            dirs += [os.path.join(outer, name), outer]
+    return dirs
+
+
+def _find_dir(root: str, names: Sequence[str], building: str, layout: str) -> str | None:
+    """The first existing folder of :func:`_candidate_dirs`, or None."""
+    for d in _candidate_dirs(root, names, building, layout):
+        if os.path.isdir(d):
+            return d
+    return None
+
+
+def detect_layout(root: str, buildings: Sequence[str]) -> str:
+    """The first of :data:`LAYOUTS` under which some building has an rgb folder; FileNotFoundError if none."""
+    for layout in LAYOUTS:
+        for building in buildings:
+            if any(os.path.isdir(d) for d in _candidate_dirs(root, _RGB_NAMES, building, layout)):
+                return layout
+    looked = [_candidate_dirs(root, _RGB_NAMES, buildings[0], lay)[0] for lay in LAYOUTS]
+    raise FileNotFoundError(
+        f"taskonomy: no rgb folder for any of buildings {buildings} under {root}; looked for e.g. {looked}"
+    )
+
+
+def _task_views(
+    root: str, layout: str, building: str, tasks: Sequence[str]
+) -> dict[str, tuple[str, dict[tuple[int, int], str]]]:
+    """``{task: (folder, {(point, view): file})}`` of ``building`` for every task that reads a file."""
+    per_task: dict[str, tuple[str, dict[tuple[int, int], str]]] = {}
+    for task in tasks:
+        if task == "autoencoding":
+            continue
+        tk_name, folder_names = _TASKS[task]
+        tdir = _find_dir(root, folder_names, building, layout)
+        if tdir is None:
+            expected = _candidate_dirs(root, folder_names, building, layout)[0]
+            raise FileNotFoundError(
+                f"taskonomy: {tk_name} folder of building {building!r} not found: {expected}"
+            )
+        per_task[task] = (tdir, _list_views(tdir, folder_names))
+    return per_task
+
+
+def _first_views(rgb: dict[tuple[int, int], str], per_building: int | None) -> list[tuple[int, int]]:
+    """The rgb views to keep: all in (point, view) order, or the first ``per_building`` in file-name
+    (string) order, as the SIMO loader takes them."""
+    if per_building is None:
+        return sorted(rgb)
+    return sorted(rgb, key=lambda k: os.path.basename(rgb[k]))[:per_building]
+
+
+def _resolve_buildings(
+    protocol: str, split: str, buildings: Sequence[str] | None, per_building: int | None
+) -> tuple[list[str], int | None]:
+    """``(buildings, per_building)``: the split's buildings of the protocol's table unless given, and the
+    SIMO per-building count for ``"simo"`` unless given; ValueError naming a bad split or value."""
+    table = SIMO_SPLITS if protocol == "simo" else TINY_SPLITS
+    if per_building is None and protocol == "simo":
+        if split not in SIMO_PER_BUILDING:
+            raise ValueError(f"taskonomy: unknown split {split!r}; expected one of {sorted(SIMO_SPLITS)}")
+        per_building = SIMO_PER_BUILDING[split]
+    if per_building is not None and per_building < 1:
+        raise ValueError(f"taskonomy: per_building must be >= 1, got {per_building}")
+    if buildings is None:
+        if split not in table:
+            raise ValueError(f"taskonomy: unknown split {split!r}; expected one of {sorted(table)}")
+        buildings = table[split]
+    elif isinstance(buildings, str) or len(buildings) == 0:
+        raise ValueError(f"taskonomy: buildings must be a non-empty list of names, got {buildings!r}")
+    return [str(b) for b in buildings], per_building
+
+
+def _resolve_tasks(
+    tasks: Sequence[str] | None, protocol: str
+) -> tuple[list[str], dict[str, TaskSpec], tuple[str, ...]]:
+    """``(tasks, task_specs, class_names)``: our task names (aliases resolved, duplicates dropped), their
+    specs and the semseg class names under ``protocol`` (SIMO keeps the 18 raw classes, 0 = uncertain)."""
+    names = list(_TASKS) if tasks is None else [canonical_task(t) for t in tasks]
+    if len(names) == 0:
+        raise ValueError("taskonomy: tasks must not be empty")
+    tasks = list(dict.fromkeys(names))
+    specs = dict(_TASK_SPECS)
+    if protocol == "simo":  # the 18 raw classes, class 0 (uncertain) masked
+        specs["semseg"] = segmentation("semseg", len(SEMSEG_CLASSES) + 1)
+    class_names = ("uncertain",) + SEMSEG_CLASSES if protocol == "simo" else SEMSEG_CLASSES
+    return tasks, {t: specs[t] for t in tasks}, class_names
+
+
+def _check_normal_signs(normal_signs: Sequence[float]) -> tuple[float, float, float]:
+    if len(normal_signs) != 3 or any(s not in (-1, 1) for s in normal_signs):
+        raise ValueError(f"taskonomy: normal_signs must be three of +-1, got {normal_signs!r}")
+    return tuple(float(s) for s in normal_signs)
+
+
 @DATASETS.register("taskonomy")
 class TaskonomyDataset(Dataset):
     """Taskonomy views of a building split; see the module docstring for layouts and encodings.
@@ -391,41 +497,15 @@ class TaskonomyDataset(Dataset):
         if protocol not in PROTOCOLS:
             raise ValueError(f"taskonomy: unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
         self.protocol = protocol
-        table = SIMO_SPLITS if protocol == "simo" else TINY_SPLITS
-        if per_building is None and protocol == "simo":
-            if split not in SIMO_PER_BUILDING:
-                raise ValueError(f"taskonomy: unknown split {split!r}; expected one of {sorted(SIMO_SPLITS)}")
-            per_building = SIMO_PER_BUILDING[split]
-        if per_building is not None and per_building < 1:
-            raise ValueError(f"taskonomy: per_building must be >= 1, got {per_building}")
-        self.per_building = per_building
-        if strict is None:
-            strict = protocol == "simo"
-        if buildings is None:
-            if split not in table:
-                raise ValueError(f"taskonomy: unknown split {split!r}; expected one of {sorted(table)}")
-            buildings = table[split]
-        elif isinstance(buildings, str) or len(buildings) == 0:
-            raise ValueError(f"taskonomy: buildings must be a non-empty list of names, got {buildings!r}")
+        self.buildings, self.per_building = _resolve_buildings(protocol, split, buildings, per_building)
         self.split = split
-        self.buildings = [str(b) for b in buildings]
-        names = list(_TASKS) if tasks is None else [canonical_task(t) for t in tasks]
-        if len(names) == 0:
-            raise ValueError("taskonomy: tasks must not be empty")
-        self.tasks: list[str] = list(dict.fromkeys(names))
-        specs = dict(_TASK_SPECS)
-        if protocol == "simo":  # the 18 raw classes, class 0 (uncertain) masked
-            specs["semseg"] = segmentation("semseg", len(SEMSEG_CLASSES) + 1)
-        self.task_specs: dict[str, TaskSpec] = {t: specs[t] for t in self.tasks}
-        self.class_names = ("uncertain",) + SEMSEG_CLASSES if protocol == "simo" else SEMSEG_CLASSES
+        self.tasks, self.task_specs, self.class_names = _resolve_tasks(tasks, protocol)
         self.transform = transform
-        self.strict = strict
-        if len(normal_signs) != 3 or any(s not in (-1, 1) for s in normal_signs):
-            raise ValueError(f"taskonomy: normal_signs must be three of +-1, got {normal_signs!r}")
-        self.normal_signs = tuple(float(s) for s in normal_signs)
+        self.strict = protocol == "simo" if strict is None else strict
+        self.normal_signs = _check_normal_signs(normal_signs)
         if layout != "auto" and layout not in LAYOUTS:
             raise ValueError(f"taskonomy: unknown layout {layout!r}; expected 'auto' or one of {LAYOUTS}")
-        self.layout = self._detect_layout() if layout == "auto" else layout
+        self.layout = detect_layout(self.root, self.buildings) if layout == "auto" else layout
 
         self.samples: list[tuple[str, int, int]] = []
         self._paths: list[dict[str, str]] = []
@@ -433,56 +513,14 @@ class TaskonomyDataset(Dataset):
         self.missing_buildings: list[str] = []
         for building in self.buildings:
             self._index_building(building, skip_missing_buildings)
-        n_skipped = sum(self.skipped.values())
-        if n_skipped:
-            logger.warning(
-                "taskonomy %s: skipped rgb views lacking task files (per task: %s); kept %d",
-                split,
-                {k: v for k, v in self.skipped.items() if v},
-                len(self.samples),
-            )
-        if not self.samples:
-            raise ValueError(
-                f"taskonomy: no samples with rgb and all of {self.tasks} under {self.root} "
-                f"(layout {self.layout!r}, buildings {self.buildings})"
-            )
+        self._report_index()
 
     # ------------------------------------------------------------------------------------------- index
-    def _candidates(self, names: Sequence[str], building: str, layout: str) -> list[str]:
-        dirs = []
-        for name in names:
-            if layout == "omnidata":
-                dirs.append(os.path.join(self.root, name, "taskonomy", building))
-            elif layout == "building":
-                dirs.append(os.path.join(self.root, building, name))
-            elif layout == "task_building":
-                dirs.append(os.path.join(self.root, name, building))
-            else:
-                outer = os.path.join(self.root, f"{building}_{name}")
-                dirs += [os.path.join(outer, name), outer]
-        return dirs
-
-    def _detect_layout(self) -> str:
-        for layout in LAYOUTS:
-            for building in self.buildings:
-                if any(os.path.isdir(d) for d in self._candidates(_RGB_NAMES, building, layout)):
-                    return layout
-        looked = [self._candidates(_RGB_NAMES, self.buildings[0], lay)[0] for lay in LAYOUTS]
-        raise FileNotFoundError(
-            f"taskonomy: no rgb folder for any of buildings {self.buildings} under {self.root}; "
-            f"looked for e.g. {looked}"
-        )
-
-    def _task_dir(self, names: Sequence[str], building: str) -> str | None:
-        for d in self._candidates(names, building, self.layout):
-            if os.path.isdir(d):
-                return d
-        return None
-
     def _index_building(self, building: str, skip_missing: bool) -> None:
-        rgb_dir = self._task_dir(_RGB_NAMES, building)
+        """Add the views of ``building`` that have every task file (count or raise on the others)."""
+        rgb_dir = _find_dir(self.root, _RGB_NAMES, building, self.layout)
         if rgb_dir is None:
-            expected = self._candidates(_RGB_NAMES, building, self.layout)[0]
+            expected = _candidate_dirs(self.root, _RGB_NAMES, building, self.layout)[0]
             if skip_missing:
                 logger.warning(
                     "taskonomy: skipping building %r, rgb folder not found: %s", building, expected
@@ -491,25 +529,8 @@ class TaskonomyDataset(Dataset):
                 return
             raise FileNotFoundError(f"taskonomy: rgb folder of building {building!r} not found: {expected}")
         rgb = _list_views(rgb_dir, _RGB_NAMES)
-        per_task: dict[str, tuple[str, dict[tuple[int, int], str]]] = {}
-        for task in self.tasks:
-            if task == "autoencoding":
-                continue
-            tk_name, folder_names = _TASKS[task]
-            tdir = self._task_dir(folder_names, building)
-            if tdir is None:
-                expected = self._candidates(folder_names, building, self.layout)[0]
-                raise FileNotFoundError(
-                    f"taskonomy: {tk_name} folder of building {building!r} not found: {expected}"
-                )
-            per_task[task] = (tdir, _list_views(tdir, folder_names))
-        keys = sorted(rgb)
-        if (
-            self.per_building is not None
-        ):  # first N in file-name (string) order, as the SIMO loader takes them
-            keys = sorted(rgb, key=lambda k: os.path.basename(rgb[k]))[: self.per_building]
-        for key in keys:
-            paths = {"image": rgb[key]}
+        per_task = _task_views(self.root, self.layout, building, self.tasks)
+        for key in _first_views(rgb, self.per_building):
             missing = [t for t, (_, files) in per_task.items() if key not in files]
             for task in missing:
                 tdir = per_task[task][0]
@@ -519,9 +540,24 @@ class TaskonomyDataset(Dataset):
                 self.skipped[task] += 1
             if missing:
                 continue
-            paths.update({t: files[key] for t, (_, files) in per_task.items()})
             self.samples.append((building, key[0], key[1]))
-            self._paths.append(paths)
+            self._paths.append({"image": rgb[key]} | {t: files[key] for t, (_, files) in per_task.items()})
+
+    def _report_index(self) -> None:
+        """Log the views skipped for missing task files; ValueError when none is left."""
+        n_skipped = sum(self.skipped.values())
+        if n_skipped:
+            logger.warning(
+                "taskonomy %s: skipped rgb views lacking task files (per task: %s); kept %d",
+                self.split,
+                {k: v for k, v in self.skipped.items() if v},
+                len(self.samples),
+            )
+        if not self.samples:
+            raise ValueError(
+                f"taskonomy: no samples with rgb and all of {self.tasks} under {self.root} "
+                f"(layout {self.layout!r}, buildings {self.buildings})"
+            )
 
     # ------------------------------------------------------------------------------------------- access
     def __len__(self) -> int:

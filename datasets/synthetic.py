@@ -148,6 +148,116 @@ def _as_size(size: int | Sequence[int]) -> tuple[int, int]:
     return h, w
 
 
+def _check_options(
+    seed: int,
+    split: str,
+    tasks: Sequence[str] | None,
+    num_samples: int | None,
+    antialias: int,
+    transform: object,
+) -> tuple[list[str], int]:
+    """``(tasks, num_samples)`` with their defaults, after checking every constructor argument that can be
+    wrong on its own; ValueError naming the argument."""
+    _check_seed_split(seed, split)
+    tasks = list(SUPPORTED_TASKS) if tasks is None else list(tasks)
+    for task in tasks:
+        if task not in SUPPORTED_TASKS:
+            raise ValueError(
+                f"synthetic_scenes: unsupported task {task!r}; supported: {list(SUPPORTED_TASKS)}"
+            )
+    if num_samples is None:
+        num_samples = DEFAULT_SPLIT_SIZES[split]
+    if not isinstance(num_samples, (int, np.integer)) or isinstance(num_samples, bool) or num_samples < 1:
+        raise ValueError(f"synthetic_scenes: num_samples must be a positive integer, got {num_samples!r}")
+    if not isinstance(antialias, (int, np.integer)) or antialias < 1:
+        raise ValueError(f"synthetic_scenes: antialias must be an integer >= 1, got {antialias!r}")
+    if transform is not None and not callable(transform):
+        raise ValueError(f"synthetic_scenes: transform must be callable or None, got {transform!r}")
+    return tasks, num_samples
+
+
+def _task_specs(tasks: Sequence[str], num_classes: int) -> dict[str, TaskSpec]:
+    specs = {
+        "semseg": segmentation("semseg", num_classes),
+        "depth": regression("depth", 1),
+        "normal": normals("normal"),
+        "edge": regression("edge", 1),
+        "autoencoding": regression("autoencoding", 3),
+    }
+    return {t: spec for t, spec in specs.items() if t in tasks}
+
+
+def _read_cache(path: Path, key: str) -> dict[str, np.ndarray] | None:
+    """The arrays of the cache file ``path`` if it was written for ``key``; None (with a warning) when it
+    cannot be read or belongs to other parameters."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["key"]) != key:
+                raise ValueError(f"key mismatch: {str(z['key'])}")
+            return {k: z[k] for k in _ARRAY_KEYS}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as err:
+        # stacklevel: here, _load_or_generate, __init__, then the code constructing the dataset
+        warnings.warn(
+            f"synthetic_scenes: ignoring unreadable cache {str(path)!r} ({err}); regenerating it",
+            stacklevel=4,
+        )
+        return None
+
+
+def _stored_sample(data: dict[str, torch.Tensor], index: int) -> dict[str, np.ndarray | None]:
+    """Sample ``index`` of the stacked in-memory split as :func:`generate_sample` returns it (HWC)."""
+    return {
+        "image": data["image"][index].numpy().transpose(1, 2, 0),
+        "semseg": data["semseg"][index].numpy() if "semseg" in data else None,
+        "depth": data["depth"][index].numpy() if "depth" in data else None,
+        "normal": data["normal"][index].numpy().transpose(1, 2, 0) if "normal" in data else None,
+        "edge": data["edge"][index].numpy() if "edge" in data else None,
+    }
+
+
+def _transform_arrays(
+    raw: dict[str, Any], tasks: Sequence[str], size: tuple[int, int]
+) -> dict[str, np.ndarray]:
+    """A raw sample in the transform format: float [0, 1] image, int64 semseg, float maps, all-True masks."""
+    out: dict[str, np.ndarray] = {"image": raw["image"].astype(np.float32) / np.float32(255.0)}
+    h, w = size
+    for task in tasks:
+        if task == "autoencoding":
+            continue
+        value = raw[task]
+        if task == "semseg":
+            value = value.astype(np.int64)
+        elif task == "edge":
+            value = value.astype(np.float32)
+        else:
+            value = np.array(value, dtype=np.float32)
+        out[task] = value
+        out[f"{task}_mask"] = np.ones((h, w), dtype=bool)
+    return out
+
+
+def _tensor_item(
+    data: dict[str, torch.Tensor], index: int, tasks: Sequence[str], size: tuple[int, int]
+) -> dict[str, torch.Tensor]:
+    """Sample ``index`` straight from the in-memory tensors (no transform): what ``to_sample`` would give."""
+    image = data["image"][index].float().div_(255.0)
+    out: dict[str, torch.Tensor] = {"image": image}
+    h, w = size
+    for task in tasks:
+        if task == "semseg":
+            out[task] = data["semseg"][index].long()
+        elif task == "depth":
+            out[task] = data["depth"][index][None].clone()
+        elif task == "normal":
+            out[task] = data["normal"][index].clone()
+        elif task == "edge":
+            out[task] = data["edge"][index][None].float()
+        else:
+            out[task] = image.clone()
+        out[f"{task}_mask"] = torch.ones((h, w), dtype=torch.bool)
+    return out
+
+
 @DATASETS.register("synthetic_scenes")
 class SyntheticScenes(Dataset):
     """Procedural rooms with exact semantic / depth / normal / edge labels; see the module docstring.
@@ -177,21 +287,7 @@ class SyntheticScenes(Dataset):
         in_memory: bool = True,
         num_workers: int = 0,
     ) -> None:
-        _check_seed_split(seed, split)
-        tasks = list(SUPPORTED_TASKS) if tasks is None else list(tasks)
-        for task in tasks:
-            if task not in SUPPORTED_TASKS:
-                raise ValueError(
-                    f"synthetic_scenes: unsupported task {task!r}; supported: {list(SUPPORTED_TASKS)}"
-                )
-        if num_samples is None:
-            num_samples = DEFAULT_SPLIT_SIZES[split]
-        if not isinstance(num_samples, (int, np.integer)) or isinstance(num_samples, bool) or num_samples < 1:
-            raise ValueError(f"synthetic_scenes: num_samples must be a positive integer, got {num_samples!r}")
-        if not isinstance(antialias, (int, np.integer)) or antialias < 1:
-            raise ValueError(f"synthetic_scenes: antialias must be an integer >= 1, got {antialias!r}")
-        if transform is not None and not callable(transform):
-            raise ValueError(f"synthetic_scenes: transform must be callable or None, got {transform!r}")
+        tasks, num_samples = _check_options(seed, split, tasks, num_samples, antialias, transform)
         self.root = root
         self.split = split
         self.tasks = tasks
@@ -202,17 +298,7 @@ class SyntheticScenes(Dataset):
         self.antialias = int(antialias)
         self.num_workers = int(num_workers)
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
-        self.task_specs: dict[str, TaskSpec] = {
-            t: spec
-            for t, spec in {
-                "semseg": segmentation("semseg", self.num_classes),
-                "depth": regression("depth", 1),
-                "normal": normals("normal"),
-                "edge": regression("edge", 1),
-                "autoencoding": regression("autoencoding", 3),
-            }.items()
-            if t in tasks
-        }
+        self.task_specs: dict[str, TaskSpec] = _task_specs(tasks, self.num_classes)
         self._data: dict[str, torch.Tensor] | None = None
         if in_memory or self.cache_dir is not None:
             arrays = self._load_or_generate()
@@ -253,17 +339,9 @@ class SyntheticScenes(Dataset):
                 raise NotADirectoryError(
                     f"synthetic_scenes: cache_dir {str(self.cache_dir)!r} is not a folder"
                 )
-            if path.exists():
-                try:
-                    with np.load(path, allow_pickle=False) as z:
-                        if str(z["key"]) != key:
-                            raise ValueError(f"key mismatch: {str(z['key'])}")
-                        return {k: z[k] for k in _ARRAY_KEYS}
-                except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as err:
-                    warnings.warn(
-                        f"synthetic_scenes: ignoring unreadable cache {str(path)!r} ({err}); regenerating it",
-                        stacklevel=3,
-                    )
+            cached = _read_cache(path, key) if path.exists() else None
+            if cached is not None:
+                return cached
         arrays = generate_split(
             self.seed, self.split, self.num_samples, self.size, self.antialias, self.num_workers
         )
@@ -297,55 +375,15 @@ class SyntheticScenes(Dataset):
         """Sample ``index`` as numpy arrays in the transform format (HWC float image, int64 labels, masks)."""
         index = self._check_index(index)
         if self._data is not None:
-            d = self._data
-            raw = {
-                "image": d["image"][index].numpy().transpose(1, 2, 0),
-                "semseg": d["semseg"][index].numpy() if "semseg" in d else None,
-                "depth": d["depth"][index].numpy() if "depth" in d else None,
-                "normal": d["normal"][index].numpy().transpose(1, 2, 0) if "normal" in d else None,
-                "edge": d["edge"][index].numpy() if "edge" in d else None,
-            }
+            raw = _stored_sample(self._data, index)
         else:
             raw = generate_sample(self.seed, self.split, index, self.size, self.antialias)
-        out: dict[str, np.ndarray] = {"image": raw["image"].astype(np.float32) / np.float32(255.0)}
-        h, w = self.size
-        for task in self.tasks:
-            if task == "autoencoding":
-                continue
-            value = raw[task]
-            if task == "semseg":
-                value = value.astype(np.int64)
-            elif task == "edge":
-                value = value.astype(np.float32)
-            else:
-                value = np.array(value, dtype=np.float32)
-            out[task] = value
-            out[f"{task}_mask"] = np.ones((h, w), dtype=bool)
-        return out
-
-    def _fast_item(self, index: int) -> dict[str, torch.Tensor]:
-        d = self._data
-        image = d["image"][index].float().div_(255.0)
-        out: dict[str, torch.Tensor] = {"image": image}
-        h, w = self.size
-        for task in self.tasks:
-            if task == "semseg":
-                out[task] = d["semseg"][index].long()
-            elif task == "depth":
-                out[task] = d["depth"][index][None].clone()
-            elif task == "normal":
-                out[task] = d["normal"][index].clone()
-            elif task == "edge":
-                out[task] = d["edge"][index][None].float()
-            else:
-                out[task] = image.clone()
-            out[f"{task}_mask"] = torch.ones((h, w), dtype=torch.bool)
-        return out
+        return _transform_arrays(raw, self.tasks, self.size)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         index = self._check_index(int(index))
         if self.transform is None and self._data is not None:
-            return self._fast_item(index)
+            return _tensor_item(self._data, index, self.tasks, self.size)
         arrays = self.arrays(index)
         if self.transform is not None:
             arrays = self.transform(arrays)

@@ -3,9 +3,13 @@ and one fine-tuned expert per task (the demo's first step) into a pool folder.""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from simo_merge.jobs.demo import Demo, DemoConfig
+import torch
+
+from simo_merge.jobs._demo_config import DemoConfig
+from simo_merge.training.recipes import CachedTraining
 
 Config = DemoConfig
 DEFAULT_CONFIG = "demo"
@@ -16,7 +20,9 @@ def output_folder(cfg: DemoConfig) -> tuple[str, str]:
 
 
 def run(cfg: DemoConfig) -> dict[str, Any]:
-    demo = Demo(cfg)
-    pool = demo.experts()
-    print(f"expert pool ({', '.join(pool.tasks)}) in {demo.pool_dir}")
-    return {"pool_dir": str(demo.pool_dir), "tasks": pool.tasks}
+    cfg.validate()
+    torch.set_num_threads(cfg.threads)
+    training = CachedTraining(cfg, Path(cfg.output_dir))
+    pool = training.experts()
+    print(f"expert pool ({', '.join(pool.tasks)}) in {training.pool_dir}")
+    return {"pool_dir": str(training.pool_dir), "tasks": pool.tasks}

@@ -1,0 +1,307 @@
+"""The cached training stages of a run folder: θ0 (pretrained by masked reconstruction, or read from
+``encoder.checkpoint`` / ``encoder.pretrained``), one fine-tuned expert per task, and the MTL baseline.
+
+Each stage is written to the run folder with the hash of the config sections it depends on (and of the θ0
+file it started from), so a rerun with the same config reuses it and a changed recipe retrains only what
+depends on it. Each stage draws from its own seed (:func:`simo_merge.seeding.stage_seed`), so reusing one
+stage never shifts the random draws of the next. ``simo-merge demo`` and ``train-experts`` run these.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch.utils.data import DataLoader
+
+from simo_merge.checkpoint import header_meta, load_state, save_state
+from simo_merge.config import EncoderConfig
+from simo_merge.data import DataConfig, build_split
+from simo_merge.encoders import Encoder, build_encoder
+from simo_merge.encoders.pretrained import file_sha256
+from simo_merge.heads import TaskHead, build_head
+from simo_merge.pool.expert_pool import ExpertPool
+from simo_merge.pool.folder import load_head, load_pool_dir, save_expert
+from simo_merge.pool.model import MultiTaskModel
+from simo_merge.provenance import all_verified, verified_state
+from simo_merge.seeding import stage_seed
+from simo_merge.training.finetune import FinetuneRecipe, finetune
+from simo_merge.training.pretrain import pretrain_masked_reconstruction
+
+
+@dataclass
+class HeadConfig:
+    kind: str = "linear"
+    taps: list[int] | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PretrainConfig:
+    """Masked-reconstruction pretraining of θ0; ``steps=0`` skips it: θ0 is then the initialised encoder
+    (the seeded random init, or the weights ``encoder.kwargs`` load, e.g. a real pretrained ViT)."""
+
+    steps: int = 200
+    lr: float = 1e-3
+    mask_ratio: float = 0.5
+
+
+class TrainingSections(Protocol):
+    """The sections of a job config (e.g. the demo's) that θ0, the experts and the MTL model depend on."""
+
+    encoder: EncoderConfig
+    data: DataConfig
+    head: HeadConfig
+    pretrain: PretrainConfig
+    expert: FinetuneRecipe
+    mtl: FinetuneRecipe
+    seed: int
+    progress: bool
+
+
+def loss_first_last(curve: list[float]) -> list[float]:
+    """First and last loss of a training curve; empty when no step ran (e.g. ``pretrain.steps=0``)."""
+    return [curve[0], curve[-1]] if curve else []
+
+
+def loss_span(curve: list[float]) -> str:
+    """``"0.548 -> 0.456"`` for log lines, or ``"n/a, 0 steps"`` when no step ran."""
+    return f"{curve[0]:.3f} -> {curve[-1]:.3f}" if curve else "n/a, 0 steps"
+
+
+def config_key(*parts: Any) -> str:
+    """A short stable hash of config sections, used to decide whether a cached artefact is reusable."""
+    text = json.dumps([asdict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def theta0_key(cfg: TrainingSections) -> str:
+    """What θ0 depends on: the given file's content, or the pretraining config."""
+    weights = cfg.encoder.weights()
+    if "checkpoint" in weights:
+        path = Path(weights["checkpoint"])
+        if not path.is_file():
+            raise FileNotFoundError(f"encoder.checkpoint: file {path} not found")
+        return config_key(cfg.encoder, file_sha256(path))
+    if weights:
+        return config_key(cfg.encoder)
+    return config_key(cfg.encoder, cfg.pretrain, cfg.data, cfg.seed)
+
+
+class DemoData:
+    """Datasets and loaders of the three splits."""
+
+    def __init__(self, cfg: DataConfig, cache_dir: Path, seed: int) -> None:
+        self.sets = {role: build_split(cfg, role, seed, cache_dir) for role in ("train", "val", "test")}
+        self.specs = {t: self.sets["train"].task_specs[t] for t in cfg.tasks}
+        gen = torch.Generator().manual_seed(seed)
+        self.train = DataLoader(
+            self.sets["train"], cfg.batch_size, shuffle=True, drop_last=True, generator=gen
+        )
+        self.val = DataLoader(self.sets["val"], 64)
+        self.test = DataLoader(self.sets["test"], 64)
+        self.batch_size = cfg.batch_size
+
+    def train_loader(self, seed: int) -> DataLoader:
+        """A training loader whose shuffle, augmentation and global torch draws all restart from ``seed``."""
+        torch.manual_seed(seed)
+        transform = getattr(self.sets["train"], "transform", None)
+        if hasattr(transform, "reseed"):
+            transform.reseed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        return DataLoader(self.sets["train"], self.batch_size, shuffle=True, drop_last=True, generator=gen)
+
+
+class ModelFactory:
+    """Fresh, seeded encoders and heads of a config: every one starts from the same draws, whatever ran
+    before; weights (θ0, an expert, a merge) are loaded by the caller."""
+
+    def __init__(self, cfg: TrainingSections, data: DemoData) -> None:
+        self.cfg = cfg
+        self.data = data
+        self.image_size = tuple(cfg.data.size)
+
+    @property
+    def arch(self) -> str:
+        """The architecture name to build: a timm ``pretrained`` tag becomes ``arch.tag`` (its mean/std)."""
+        e = self.cfg.encoder
+        tag = e.weights().get("pretrained")
+        if e.library == "timm" and isinstance(tag, str) and "/" not in tag:
+            return f"{e.arch.split('.')[0]}.{tag}"
+        return e.arch
+
+    def encoder_record(self) -> dict[str, Any]:
+        """The encoder config written to θ0's sidecar: what rebuilds the bare architecture, + weights."""
+        e = self.cfg.encoder
+        return {
+            "library": e.library,
+            "arch": self.arch,
+            "kwargs": e.architecture_kwargs(),
+            "checkpoint": e.checkpoint,
+            "pretrained": e.pretrained,
+        }
+
+    def new_encoder(self) -> Encoder:
+        """The bare architecture (random init, seeded); weights are loaded by the caller."""
+        torch.manual_seed(self.cfg.seed)
+        e = self.cfg.encoder
+        return build_encoder(e.library, self.arch, **e.architecture_kwargs())
+
+    def new_head(self, task: str, seed_offset: int = 0) -> TaskHead:
+        """A fresh head of ``task`` (seeded by the run seed and ``seed_offset``) on a fresh encoder."""
+        torch.manual_seed(self.cfg.seed + 1000 + seed_offset)
+        h = self.cfg.head
+        return build_head(
+            h.kind, self.data.specs[task], self.new_encoder(), self.image_size, h.taps, **h.options
+        )
+
+
+class CachedTraining(ModelFactory):
+    """θ0, the experts (``<out>/experts``: a pool folder) and the MTL model (``<out>/mtl``), each trained
+    once and reused while its config key matches; log lines and stage timings are kept for the report."""
+
+    def __init__(self, cfg: TrainingSections, out: Path) -> None:
+        super().__init__(cfg, DemoData(cfg.data, out / "cache", cfg.seed))
+        self.out = out
+        self.pool_dir = out / "experts"
+        self.log: list[str] = []
+        self.timings: dict[str, float] = {}
+        self._theta0_key: str | None = None
+
+    def say(self, text: str) -> None:
+        """Print ``text`` now and keep it for the report."""
+        print(text, flush=True)
+        self.log.append(text)
+
+    def theta0_key(self) -> str:
+        """What θ0 depends on (:func:`theta0_key`), computed once."""
+        if self._theta0_key is None:
+            self._theta0_key = theta0_key(self.cfg)
+        return self._theta0_key
+
+    def theta0(self) -> dict[str, torch.Tensor]:
+        """θ0: from ``encoder.checkpoint``/``encoder.pretrained`` when given, else pretrained here."""
+        path = self.pool_dir / "theta0.safetensors"
+        key = self.theta0_key()
+        cached = verified_state(path, key)
+        if cached is not None:
+            return cached
+        weights = self.cfg.encoder.weights()
+        if weights:
+            return self.given_theta0(path, key, weights)
+        return self.pretrained_theta0(path, key)
+
+    def pretrained_theta0(self, path: Path, key: str) -> dict[str, torch.Tensor]:
+        """θ0 pretrained here by masked reconstruction (or, with ``pretrain.steps=0``, the initialised
+        encoder), written to ``path`` with its loss curve's ends."""
+        start = time.perf_counter()
+        encoder = self.new_encoder()
+        p = self.cfg.pretrain
+        loader = self.data.train_loader(stage_seed(self.cfg.seed, "theta0")) if p.steps > 0 else None
+        curve = (
+            pretrain_masked_reconstruction(
+                encoder, loader, p.steps, p.lr, p.mask_ratio, self.cfg.seed, self.cfg.progress
+            )
+            if p.steps > 0
+            else []
+        )
+        state = encoder.model_state()
+        role = "pretrained θ0" if p.steps > 0 else "initialised θ0 (pretrain.steps=0)"
+        source = {"kind": "masked reconstruction", "steps": p.steps}
+        meta = {"key": key, "role": role, "encoder": self.encoder_record(), "source": source}
+        save_state(path, state, {**meta, "loss_first_last": loss_first_last(curve)})
+        self.timings["pretrain"] = time.perf_counter() - start
+        if p.steps > 0:
+            self.say(
+                f"pretrained θ0 (masked reconstruction L1 {loss_span(curve)}) "
+                f"in {self.timings['pretrain']:.0f}s"
+            )
+        else:
+            self.say(
+                f"θ0 = the initialised encoder {self.cfg.encoder.arch} {self.cfg.encoder.kwargs} "
+                "(pretrain.steps=0: no pretraining)"
+            )
+        return state
+
+    def given_theta0(self, path: Path, key: str, weights: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """θ0 read from a checkpoint or published weights (no masked pretraining); the sidecar records
+        the source file and its SHA-256."""
+        e = self.cfg.encoder
+        torch.manual_seed(self.cfg.seed)
+        encoder = build_encoder(e.library, self.arch, **weights, **e.architecture_kwargs())
+        source = encoder.source.as_dict()
+        state = encoder.model_state()
+        meta = {"key": key, "role": "pretrained θ0", "encoder": self.encoder_record(), "source": source}
+        save_state(path, state, meta)
+        self.say(
+            f"θ0 from {source['kind']} {source['file']} (sha256 {source['sha256'][:12]}); "
+            "masked pretraining skipped"
+        )
+        return state
+
+    def theta0_hash(self) -> str:
+        """Content hash of the θ0 file, as :func:`save_state` recorded it in the file's own header (and
+        :meth:`theta0` verified it): read, not recomputed over every tensor."""
+        return header_meta(self.pool_dir / "theta0.safetensors")["content_hash"]
+
+    def experts(self) -> ExpertPool:
+        """The pool of θ0 and one expert per task, fine-tuning only the experts not cached for this θ0."""
+        base = self.theta0()
+        base_hash = self.theta0_hash()  # an expert is reused only if it was trained from this very θ0
+        c = self.cfg
+        for i, task in enumerate(self.data.specs):
+            files = [self.pool_dir / f"{task}.safetensors", self.pool_dir / f"{task}_head.safetensors"]
+            key = config_key(self.theta0_key(), c.data, c.head, c.expert, c.seed, task, base_hash)
+            if not all_verified(files, key):
+                self.train_expert(base, task, i, key)
+        return load_pool_dir(self.pool_dir, list(self.data.specs))
+
+    def train_expert(self, base: dict[str, torch.Tensor], task: str, index: int, key: str) -> None:
+        """Fine-tune the ``task`` expert (the ``index``-th task's head seed) from θ0 into the pool folder."""
+        start = time.perf_counter()
+        encoder = self.new_encoder()
+        encoder.load_model_state(base)
+        model, curve = finetune(
+            encoder,
+            {task: self.new_head(task, index)},
+            self.data.train_loader(stage_seed(self.cfg.seed, "expert", task)),
+            self.cfg.expert,
+            desc=f"expert {task}",
+            progress=self.cfg.progress,
+        )
+        save_expert(self.pool_dir, task, encoder.model_state(), model.heads[task], {"key": key})
+        self.timings[f"expert {task}"] = time.perf_counter() - start
+        self.say(
+            f"fine-tuned the {task} expert (loss {loss_span(curve)}) in {self.timings[f'expert {task}']:.0f}s"
+        )
+
+    def mtl(self, base: dict[str, torch.Tensor]) -> MultiTaskModel:
+        """The multi-task baseline: one encoder fine-tuned from θ0 with every task's head, cached."""
+        mtl_dir = self.out / "mtl"
+        c = self.cfg
+        key = config_key(self.theta0_key(), c.data, c.head, c.mtl, c.seed, self.theta0_hash())
+        enc_path = mtl_dir / "encoder.safetensors"
+        head_paths = [mtl_dir / f"{t}_head.safetensors" for t in self.data.specs]
+        encoder = self.new_encoder()
+        if all_verified([*head_paths, enc_path], key):
+            encoder.load_model_state(load_state(enc_path))
+            heads = {t: load_head(mtl_dir / f"{t}_head.safetensors") for t in self.data.specs}
+            return MultiTaskModel(encoder, heads).eval()
+        start = time.perf_counter()
+        encoder.load_model_state(base)
+        heads = {t: self.new_head(t, i) for i, t in enumerate(self.data.specs)}
+        loader = self.data.train_loader(stage_seed(c.seed, "mtl"))
+        model, curve = finetune(encoder, heads, loader, c.mtl, desc="MTL", progress=c.progress)
+        for t, head in model.heads.items():
+            meta = {"head": head.config(), "key": key, "role": f"MTL head {t}"}
+            save_state(mtl_dir / f"{t}_head.safetensors", head.state_dict(), meta)
+        # the encoder, written last, commits the stage (every file is verified on reuse anyway)
+        save_state(enc_path, encoder.model_state(), {"key": key, "role": "MTL encoder"})
+        self.timings["mtl"] = time.perf_counter() - start
+        self.say(f"trained the MTL baseline (loss {loss_span(curve)}) in {self.timings['mtl']:.0f}s")
+        return model

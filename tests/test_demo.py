@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -84,15 +85,87 @@ def test_demo_writes_the_run_folder(demo_run):
     assert not trained_on["unsupervised"]["augmented"] and "test-time setting (test_time=true)" in report
 
 
-def test_rerun_reuses_trained_models(demo_run, capsys):
+def _without_timings(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k != "timings"}
+
+
+def test_rerun_reuses_trained_models_and_reproduces_the_metrics(demo_run, capsys):
+    first = json.loads((demo_run / "metrics.json").read_text())
     assert main(["demo", *TINY, f"output_dir={demo_run}"]) == 0
     out = capsys.readouterr().out
     assert "fine-tuned" not in out and "pretrained θ0" not in out and "trained the MTL" not in out
     assert "| TA |" in out
+    again = json.loads((demo_run / "metrics.json").read_text())
+    assert _without_timings(again) == _without_timings(first)  # every number, bit for bit
+    assert not any(k.startswith(("pretrain", "expert", "mtl")) for k in again["timings"])  # nothing trained
 
 
-def test_changed_recipe_retrains_only_what_depends_on_it(demo_run, capsys):
-    assert main(["demo", *TINY, "expert.finetune_steps=3", f"output_dir={demo_run}"]) == 0
+def _tiny_demo(out):
+    from simo_merge.config import load_config
+    from simo_merge.configs import builtin_config
+    from simo_merge.jobs.demo import Demo, DemoConfig
+
+    return Demo(load_config(DemoConfig, builtin_config("demo"), [*TINY, f"output_dir={out}"]))
+
+
+def test_summary_is_normalised_performance_against_the_individual_experts(demo_run):
+    from simo_merge.metrics.summary import normalized_performance
+
+    result = json.loads((demo_run / "metrics.json").read_text())
+    rows, summary = result["rows"], result["summary"]
+    assert all(summary["Individual"][f"norm_{t}"] == pytest.approx(100.0) for t in result["tasks"])
+    for name, row in rows.items():
+        norm = normalized_performance(row, rows["Individual"])
+        assert summary[name]["norm_perf"] == pytest.approx(norm["mean"]), name
+        assert norm["mean"] == pytest.approx(sum(norm[t] for t in result["tasks"]) / 3), name
+    # the table's NormPerf column shows the same numbers
+    report = (demo_run / "report.md").read_text()
+    mtl_line = next(line for line in report.splitlines() if line.startswith("| MTL |"))
+    assert f" {summary['MTL']['norm_perf']:.1f} | {summary['MTL']['delta_mtl']:+.2f} |" in mtl_line
+
+
+def test_lambda_is_the_grid_value_with_the_best_val_norm_perf(demo_run):
+    """Recompute the TA sweep from the cached pool: the chosen λ maximises val NormPerf over the grid, its
+    score is the recorded one, and the TA row is that merge's test result."""
+    from simo_merge.merging import merge
+    from simo_merge.metrics.summary import normalized_performance
+    from simo_merge.training.evaluate import evaluate
+
+    result = json.loads((demo_run / "metrics.json").read_text())
+    demo = _tiny_demo(demo_run)
+    pool = demo.experts()  # cached: nothing retrained
+    val_individual = demo.individual(pool, demo.data.val, "val")
+    scores = {}
+    for lam in (0.3, 1.0):
+        model = demo.merged_model(pool, merge(pool, "task_arithmetic", lam=lam))
+        val = evaluate(model, demo.data.val, demo.data.specs, progress=False)
+        scores[lam] = normalized_performance(val, val_individual)["mean"]
+    chosen = result["merge_params"]["TA"]
+    assert chosen["lam"] == max(scores, key=scores.get)
+    assert chosen["val_norm_perf"] == round(scores[chosen["lam"]], 2)
+    assert scores[0.3] != scores[1.0]  # the sweep did choose
+    ta = demo.test_row(pool, merge(pool, "task_arithmetic", lam=chosen["lam"]), "TA")
+    assert ta == result["rows"]["TA"]
+
+
+def test_representation_bias_before_and_after_realignment(demo_run):
+    """The recorded bias of TA is the mean over tasks and layers of its per-layer bias against the experts;
+    the heads realigner leaves the encoder as merged, so its bias is TA's to the last digit, while the
+    encoder realigners change it."""
+    bias = json.loads((demo_run / "metrics.json").read_text())["representation_bias"]
+    before = bias["TA"]["per_layer_before"]
+    assert set(before) == {"semseg", "depth", "normal"}
+    values = [v for per_task in before.values() for v in per_task.values()]
+    assert all(v > 0 for v in values) and len(values) == 3 * 3  # 2 blocks + final, per task
+    assert bias["TA"]["before"] == pytest.approx(sum(values) / len(values))
+    assert bias["TA+heads"]["after"] == pytest.approx(bias["TA"]["before"], rel=1e-6)
+    for realigner in ("surgery", "deep", "shared-deep", "taps"):
+        assert bias[f"TA+{realigner}"]["after"] != pytest.approx(bias["TA"]["before"], rel=1e-6), realigner
+
+
+def test_changed_recipe_retrains_only_what_depends_on_it(demo_run, tmp_path, capsys):
+    shutil.copytree(demo_run, tmp_path / "run")  # the fixture's folder keeps the models of TINY
+    assert main(["demo", *TINY, "expert.finetune_steps=3", f"output_dir={tmp_path / 'run'}"]) == 0
     out = capsys.readouterr().out
     assert out.count("fine-tuned the") == 3 and "pretrained θ0" not in out and "trained the MTL" not in out
 
@@ -305,7 +378,8 @@ def test_train_experts_with_pretrain_steps_0_keeps_the_initialised_encoder(tmp_p
     from simo_merge.checkpoint import load_state, read_sidecar
     from simo_merge.config import load_config
     from simo_merge.configs import builtin_config
-    from simo_merge.jobs.demo import Demo, DemoConfig
+    from simo_merge.jobs.demo import DemoConfig
+    from simo_merge.training.recipes import CachedTraining
 
     args = [*TINY, "pretrain.steps=0", f"output_dir={tmp_path}"]
     assert main(["train-experts", *args]) == 0
@@ -313,7 +387,8 @@ def test_train_experts_with_pretrain_steps_0_keeps_the_initialised_encoder(tmp_p
     theta0 = tmp_path / "experts" / "theta0.safetensors"
     assert read_sidecar(theta0)["loss_first_last"] == []
     assert "pretrain.steps=0" in read_sidecar(theta0)["role"]
-    fresh = Demo(load_config(DemoConfig, builtin_config("demo"), args)).new_encoder().model_state()
+    cfg = load_config(DemoConfig, builtin_config("demo"), args)
+    fresh = CachedTraining(cfg, tmp_path).new_encoder().model_state()
     stored = load_state(theta0)
     assert set(stored) == set(fresh)
     assert all(torch.equal(stored[k], fresh[k]) for k in fresh)

@@ -358,11 +358,19 @@ def test_full_demo_adds_data_dependent_rows(tmp_path):
         "data_dependent.params={adamerging: {steps: 2}, adamerging_layerwise: {steps: 2}, "
         "fisher: {num_batches: 1}, regmean: {num_batches: 1}}"
     )
-    assert main(["demo", *TINY, "realign.realigners=[surgery]", "full=true", steps, f"output_dir={out}"]) == 0
+    realigners = "realign.realigners=[surgery, heads]"
+    assert main(["demo", *TINY, realigners, "full=true", steps, f"output_dir={out}"]) == 0
     result = json.loads((out / "metrics.json").read_text())
     for row in ("AdaMerging", "AdaMerging-LW", "Fisher", "RegMean", "AdaMerging-LW+surgery"):
         assert row in result["rows"], row
     assert (out / "lambdas_adamerging_layerwise.png").is_file()
+    # the data-free rows' realigners (deep, taps: unsupervised) come last; the record of the supervised
+    # heads realigner's inputs, trained before them, is kept
+    assert "TA+heads" in result["rows"] and "LiNeS+taps" in result["rows"]
+    assert set(result["realign_trained_on"]) == {"unsupervised", "supervised"}
+    assert (
+        "Realigners (supervised): Adapters trained on synthetic_scenes/val" in (out / "report.md").read_text()
+    )
 
 
 def test_demo_is_reproducible_from_its_config(tmp_path):

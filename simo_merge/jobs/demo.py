@@ -462,6 +462,4 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     realigned = realign_rows(demo, pool, table.states, apply_to, rc.realigners)
     on_data_free = realign_rows(demo, pool, table.states, list(data_free.states), cfg.data_free.realigners)
     table.add(realigned).add(on_data_free)
-    # as before the regroup: the record of the last realign_rows call that trained anything
-    table.trained_on = on_data_free.trained_on or realigned.trained_on
     return write_results(demo, table, start)

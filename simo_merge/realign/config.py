@@ -1,0 +1,106 @@
+"""What one realignment run is configured with: the realigner, objective, recipe, schedule and optimizer.
+
+The recipes and schedules are described in :mod:`simo_merge.realign.train`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+OBJECTIVES = ("unsupervised", "supervised")
+SCHEDULES = ("reference", "joint")
+OPTIMIZERS = ("adam", "adamw")
+LR_SCHEDULES = ("constant", "onecycle")
+#: per recipe, the values it gives to fields left at their defaults (see the module docstring)
+RECIPES: dict[str, dict] = {
+    "surgery": {},
+    "simo": {
+        "objective": "supervised",
+        "train_heads": True,
+        "optimizer": "adamw",
+        "weight_decay": 0.01,
+        "lr": 1e-5,
+        "lr_schedule": "onecycle",
+        "warmup": 0.1,
+        "clip_grad": 35.0,
+        "epochs": 1.0,
+        "schedule": "joint",
+    },
+}
+#: the realigners whose papers train per task with the reference schedule
+REFERENCE_SCHEDULE_REALIGNERS = ("surgery", "deep")
+
+
+@dataclass
+class RealignConfig:
+    """One realignment run (the CLI's ``realigner=deep objective=unsupervised rank=16`` etc.)."""
+
+    realigner: str = "surgery"
+    objective: str = "unsupervised"
+    rank: int = 16
+    steps: int = 500
+    lr: float = 1e-3
+    batch_size: int = 16
+    token_reduce: str | None = None  # None: the realigner's default ("mean" for deep, else per token)
+    match: str | None = None  # expert "features", expert head "outputs", "both"; None: realigner default
+    fraction: float = 1.0  # use this fraction of the inputs (a seeded subset)
+    online: bool = False  # batch size 1, one pass, each sample used once
+    use_cache: bool = True
+    seed: int = 0
+    progress: bool = True
+    recipe: str = "surgery"  # "surgery" (unsupervised papers' recipe) or "simo" (supervised SIMO recipe)
+    schedule: str | None = None  # "reference" | "joint"; None: reference for surgery/deep on classification
+    batches_per_task: int = 2  # reference schedule: batches per task per iteration, one step each
+    optimizer: str = "adam"  # "adam" | "adamw"
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"  # "constant" | "onecycle" (max lr = lr, warm-up fraction = warmup)
+    warmup: float = 0.1
+    clip_grad: float | None = None  # clip the global gradient norm of the trained tensors at this value
+    epochs: float | None = None  # if set, replaces steps: this many passes over the inputs
+    train_heads: bool = False  # also train (copies of) the heads, next to the adapters
+
+    def resolved(self) -> RealignConfig:
+        """The config with the recipe's values filled into every field still at its default."""
+        if self.recipe not in RECIPES:
+            raise ValueError(f"recipe must be one of {tuple(RECIPES)}, got {self.recipe!r}")
+        defaults = {f.name: f.default for f in dataclasses.fields(RealignConfig)}
+        updates = {
+            name: value
+            for name, value in RECIPES[self.recipe].items()
+            if getattr(self, name) == defaults[name]
+        }
+        return dataclasses.replace(self, **updates)
+
+    def validate(self) -> None:
+        if self.recipe not in RECIPES:
+            raise ValueError(f"recipe must be one of {tuple(RECIPES)}, got {self.recipe!r}")
+        if self.schedule not in (None, *SCHEDULES):
+            raise ValueError(f"schedule must be 'reference', 'joint' or None, got {self.schedule!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if not 0 <= self.warmup < 1:
+            raise ValueError(f"warmup must be in [0, 1) (a fraction of the steps), got {self.warmup}")
+        if self.clip_grad is not None and not self.clip_grad > 0:
+            raise ValueError(f"clip_grad must be > 0 or None, got {self.clip_grad}")
+        if self.epochs is not None and not self.epochs > 0:
+            raise ValueError(f"epochs must be > 0 or None, got {self.epochs}")
+        if self.batches_per_task < 1:
+            raise ValueError(f"batches_per_task must be >= 1, got {self.batches_per_task}")
+        if self.online and self.schedule == "reference":
+            raise ValueError("online=true draws each input once in one joint pass; use schedule=joint")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.match not in (None, "features", "outputs", "both"):
+            raise ValueError(f"match must be 'features', 'outputs' or 'both', got {self.match!r}")
+        if self.token_reduce not in (None, "none", "mean"):
+            raise ValueError(f"token_reduce must be 'none' or 'mean', got {self.token_reduce!r}")
+        if not 0 < self.fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
+        if self.rank < 1 or self.steps < 0 or self.batch_size < 1:
+            raise ValueError(
+                f"rank, batch_size must be >= 1 and steps >= 0 (got {self.rank}, {self.batch_size}, "
+                f"{self.steps})"
+            )

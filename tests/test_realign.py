@@ -235,8 +235,7 @@ def test_deep_feature_cache_stores_only_the_token_means_its_loss_reads():
         assert feature_l1(adapted[site], targets[site], "mean").item() == pytest.approx(
             feature_l1(adapted[site], full[site], "mean").item(), rel=1e-6
         )
-    stored = sum(v.numel() for feats in cache._memory.values() for v in feats.values())
-    assert stored == 8 * 3 * 32  # 8 inputs x 3 blocks x width: 17x less than the token maps
+    assert cache.memory_bytes == 8 * 3 * 32 * 4  # 8 inputs x 3 blocks x width, fp32: 17x less than tokens
     # shared-deep compares every token: its cache keeps the token maps it reads
     shared = Realignment(
         make_encoder, base, experts, heads, inputs, RealignConfig(realigner="shared-deep", progress=False)

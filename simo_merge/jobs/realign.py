@@ -51,6 +51,7 @@ class RealignJobConfig(RealignConfig):
     eval_split: str = "test"
     output_dir: str = "runs/realign"
     disk_cache: bool = True  # keep cached features in <output_dir>/cache as safetensors
+    cache_memory_mb: float = 2048.0  # cached features past this stay on disk, read back by rows
     # reuse evaluations (experts, merged model, bias before) of unchanged checkpoints on unchanged data
     reuse_evaluations: bool = True
     eval_cache_dir: str | None = None  # None: <output_dir>/../eval_cache, shared by sibling runs
@@ -108,7 +109,7 @@ def run(cfg: RealignJobConfig) -> dict[str, Any]:
         f"{cfg.data.name}/{choice.split}" + ("-augmented" if choice.augmented else ""),
         with_labels=choice.labelled,
     )
-    trained_on = choice.record(len(next(iter(inputs.images.values()))), cfg.data.name)
+    trained_on = choice.record(inputs.num_inputs(tasks[0]), cfg.data.name)
     if cfg.checkpoint:
         check_checkpoint_encoder(pool, cfg.checkpoint)
         merged_state, merged_name = (
@@ -121,7 +122,7 @@ def run(cfg: RealignJobConfig) -> dict[str, Any]:
     merged_hash = state_hash(merged_state)
     heads = pool_heads(pool)
     head_ids = {t: [module_hash(h), h.config()] for t, h in heads.items()}  # before any training
-    cache = FeatureCache(out / "cache" if cfg.disk_cache else None)
+    cache = FeatureCache(out / "cache" if cfg.disk_cache else None, cfg.cache_memory_mb)
     t0 = time.perf_counter()
     run_cfg = RealignConfig(**{k: getattr(cfg, k) for k in RealignConfig.__dataclass_fields__})
     model, curve = realign(pool.encoder, merged_state, pool.experts, heads, inputs, run_cfg, cache)
@@ -143,7 +144,7 @@ def run(cfg: RealignJobConfig) -> dict[str, Any]:
     )
     # diagnostics on the evaluation inputs
     eval_splits = build_task_splits(cfg.data, tasks, cfg.eval_split, cfg.seed)
-    eval_images = split_inputs(eval_splits, "eval").images
+    eval_images = split_inputs(eval_splits, "eval")  # read in batches by representation_bias
     experts = pool.expert_encoders()
     merged_encoder = pool.encoder()
     merged_encoder.load_model_state(merged_state)

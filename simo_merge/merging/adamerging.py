@@ -96,7 +96,7 @@ class AdaMergingProblem:
             raise ValueError(f"{method}: no task vectors to merge")
         self.merge_data = merge_data
         self.tasks = list(task_vectors)
-        missing = [t for t in self.tasks if t not in merge_data.heads or t not in merge_data.images]
+        missing = [t for t in self.tasks if t not in merge_data.heads or t not in merge_data.inputs.sources]
         if missing:
             raise ValueError(
                 f"{method}: the merge_data has no head or inputs for task(s) {missing}; merge_data tasks: "
@@ -158,19 +158,19 @@ class AdaMergingProblem:
         Tasks whose inputs are the same tensor and whose batches are equal share one encoder pass.
         """
         params = self.params(lam)
-        passes: list[tuple[Tensor, Tensor, list[str]]] = []
+        passes: list[tuple[Any, Tensor, list[str]]] = []
         for task in self.tasks:
-            images = self.merge_data.images[task]
+            source = self.merge_data.source(task)  # tasks sharing inputs and a batch share one pass
             for entry in passes:
-                if entry[0] is images and torch.equal(entry[1], idx[task]):
+                if entry[0] is source and torch.equal(entry[1], idx[task]):
                     entry[2].append(task)
                     break
             else:
-                passes.append((images, idx[task], [task]))
+                passes.append((source, idx[task], [task]))
         total = lam.new_zeros(())
         parts: dict[str, float] = {}
-        for images, batch, tasks in passes:
-            outputs = self.merge_data.functional_outputs(params, images[batch], tasks)
+        for source, batch, tasks in passes:
+            outputs = self.merge_data.functional_outputs(params, source.images(batch), tasks)
             for task in tasks:
                 value = task_objective(self.merge_data, task, self.objectives[task], outputs[task], batch)
                 parts[task] = value.item()

@@ -26,8 +26,7 @@ def merge_with_inputs(
             pool.encoder,
             pool_heads(pool),
             pool.experts,
-            inputs.images,
-            inputs.name,
+            inputs,  # streamed: each batch read from its source when drawn
             seed=seed,
             progress=progress,
         )

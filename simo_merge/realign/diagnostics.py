@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from simo_merge.encoders import Encoder
+from simo_merge.features.inputs import RealignInputs
 from simo_merge.features.sites import Site, run_encoder
 from simo_merge.plotting import pyplot, save_png
 from simo_merge.realign.model import RealignedModel
@@ -23,19 +24,21 @@ from simo_merge.realign.model import RealignedModel
 def representation_bias(
     merged: Encoder | RealignedModel,
     experts: dict[str, Encoder],
-    images: dict[str, Tensor],
+    images: dict[str, Tensor] | RealignInputs,
     batch_size: int = 64,
 ) -> dict[str, dict[str, float]]:
-    """``{task: {"block0": ..., ..., "final": ...}}`` mean L1 between merged (or realigned) and expert."""
+    """``{task: {"block0": ..., ..., "final": ...}}`` mean L1 between merged (or realigned) and expert.
+    ``images`` are tensors or :class:`RealignInputs`, read ``batch_size`` inputs at a time."""
+    inputs = images if isinstance(images, RealignInputs) else RealignInputs(images=images)
     result: dict[str, dict[str, float]] = {}
     for task, expert in experts.items():
         depth = expert.depth
         sites: list[Site] = [*range(depth), "final"]
         sums = {s: 0.0 for s in sites}
         count = 0
-        x_all = images[task]
-        for start in range(0, x_all.shape[0], batch_size):
-            x = x_all[start : start + batch_size]
+        source = inputs.sources[task]
+        for start in range(0, len(source), batch_size):
+            x = source.images(torch.arange(start, min(start + batch_size, len(source))))
             ref = run_encoder(expert, x, sites)
             if isinstance(merged, RealignedModel):
                 owner = merged.plan.owner(task)
@@ -110,15 +113,20 @@ def tsne_groups(
     merged: Encoder,
     realigned: RealignedModel,
     experts: dict[str, Encoder],
-    images: Tensor | dict[str, Tensor],
+    images: Tensor | dict[str, Tensor] | RealignInputs,
     limit: int = 200,
 ) -> dict[str, dict[str, Tensor]]:
     """Token-averaged last-block features of merged (before/after) vs each expert, for t-SNE panels
-    (``images``: one tensor for every task, or each task's own)."""
+    (``images``: one tensor for every task, each task's own, or :class:`RealignInputs`: the first
+    ``limit`` inputs are read)."""
     last = merged.depth - 1
     groups = {}
     for task, expert in experts.items():
-        x = (images[task] if isinstance(images, dict) else images)[:limit]
+        if isinstance(images, RealignInputs):
+            source = images.sources[task]
+            x = source.images(torch.arange(min(limit, len(source))))
+        else:
+            x = (images[task] if isinstance(images, dict) else images)[:limit]
         before = run_encoder(merged, x, [last])[last].mean(1)
         ref = run_encoder(expert, x, [last])[last].mean(1)
         owner = realigned.plan.owner(task)

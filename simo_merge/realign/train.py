@@ -77,6 +77,68 @@ def feature_l1(adapted: Tensor, target: Tensor, token_reduce: str) -> Tensor:
     return (adapted - target).abs().mean()
 
 
+def make_plan(cfg: RealignConfig, depth: int, heads: dict[str, nn.Module]) -> Plan:
+    """The realigner's plan for these heads, with the config's ``token_reduce`` / ``match`` overrides."""
+    plan: Plan = REALIGNERS.get(cfg.realigner)(depth, {t: head_sites(h) for t, h in heads.items()})
+    if cfg.token_reduce is not None:
+        plan = dataclasses.replace(plan, token_reduce=cfg.token_reduce)
+    if cfg.match is not None and not plan.trains_heads:
+        plan = dataclasses.replace(plan, match=cfg.match)
+    return plan
+
+
+def check_inputs(cfg: RealignConfig, tasks: list[str], inputs: RealignInputs) -> None:
+    """Every task has inputs, and labels when the objective is supervised."""
+    missing = [t for t in tasks if t not in inputs.sources]
+    if missing:
+        raise KeyError(f"no realignment inputs for task(s) {missing}")
+    if cfg.objective == "supervised":
+        absent = [t for t in tasks if not inputs.has_labels(t)]
+        if absent:
+            hint = " (without labels use the default recipe=surgery)" if cfg.recipe == "simo" else ""
+            raise KeyError(f"objective=supervised needs labels for task(s) {absent}{hint}")
+
+
+def default_schedule(cfg: RealignConfig, heads: dict[str, nn.Module]) -> str:
+    """``reference`` for surgery/deep when every head is a classifier (the papers' CLIP setting)."""
+    classification = all(getattr(h.task, "kind", None) == "classification" for h in heads.values())
+    if cfg.realigner in REFERENCE_SCHEDULE_REALIGNERS and classification and not cfg.online:
+        return "reference"
+    return "joint"
+
+
+class RunSamplers:
+    """The seeded index samplers of one run and the iterators its loop draws from.
+
+    Joint: one sampler per distinct source (SIMO tasks share inputs and see the same batches).
+    Reference: every task draws from its own shuffled inputs, as its own loader would.
+    """
+
+    def __init__(self, cfg: RealignConfig, schedule: str, inputs: RealignInputs, tasks: list[str]) -> None:
+        self.schedule = schedule
+        self.inputs = inputs
+        self.store_of = {t: id(self.inputs.sources[t]) for t in tasks}
+        self.num_inputs = {t: self.inputs.num_inputs(t) for t in tasks}
+        self.joint_samplers = {}
+        for offset, store in enumerate(dict.fromkeys(self.store_of.values())):
+            n = self.num_inputs[next(t for t, s in self.store_of.items() if s == store)]
+            self.joint_samplers[store] = IndexSampler(
+                n, cfg.batch_size, cfg.seed + offset, cfg.fraction, cfg.online
+            )
+        self.own_samplers = {
+            t: IndexSampler(self.num_inputs[t], cfg.batch_size, cfg.seed + i, cfg.fraction)
+            for i, t in enumerate(tasks)
+        }
+        self.joint = {store: iter(s) for store, s in self.joint_samplers.items()}
+        self.per_task = {t: iter(s) for t, s in self.own_samplers.items()}
+
+    def sampler_of(self, task: str) -> IndexSampler:
+        """The sampler whose pool ``task``'s batches come from under this run's schedule."""
+        if self.schedule == "reference":
+            return self.own_samplers[task]
+        return self.joint_samplers[self.store_of[task]]
+
+
 class Realignment:
     """Holds the model, loss targets and samplers of one run; :meth:`train` runs it.
 
@@ -101,71 +163,22 @@ class Realignment:
         self.cache = cache or FeatureCache()
         encoder = make_encoder()
         encoder.load_model_state(merged_state)
-        self.plan = self.make_plan(cfg, encoder.depth, heads)
+        self.plan = make_plan(cfg, encoder.depth, heads)
         torch.manual_seed(cfg.seed)
         self.model = RealignedModel(encoder, heads, self.plan, cfg.rank, cfg.train_heads).eval()
-        self.check_inputs(cfg, list(heads), inputs)
-        self.schedule = cfg.schedule or self.default_schedule(cfg, heads)
-        self.make_samplers(list(heads))
-        pools = {t: self.sampler_of(t).pool for t in heads}
+        check_inputs(cfg, list(heads), inputs)
+        self.schedule = cfg.schedule or default_schedule(cfg, heads)
+        self.sampling = RunSamplers(cfg, self.schedule, inputs, list(heads))
+        self.store_of, self.num_inputs = self.sampling.store_of, self.sampling.num_inputs
+        self.samplers, self.task_samplers = self.sampling.joint, self.sampling.per_task
+        pools = {t: self.sampling.sampler_of(t).pool for t in heads}
         self.targets = LossTargets(
             make_encoder, expert_states, heads, self.model, state_hash(merged_state), inputs, pools,
             self.cache, cfg.use_cache,
         )  # fmt: skip
         self.optimizer: torch.optim.Optimizer | None = None
 
-    @staticmethod
-    def make_plan(cfg: RealignConfig, depth: int, heads: dict[str, nn.Module]) -> Plan:
-        plan: Plan = REALIGNERS.get(cfg.realigner)(depth, {t: head_sites(h) for t, h in heads.items()})
-        if cfg.token_reduce is not None:
-            plan = dataclasses.replace(plan, token_reduce=cfg.token_reduce)
-        if cfg.match is not None and not plan.trains_heads:
-            plan = dataclasses.replace(plan, match=cfg.match)
-        return plan
-
-    @staticmethod
-    def check_inputs(cfg: RealignConfig, tasks: list[str], inputs: RealignInputs) -> None:
-        missing = [t for t in tasks if t not in inputs.sources]
-        if missing:
-            raise KeyError(f"no realignment inputs for task(s) {missing}")
-        if cfg.objective == "supervised":
-            absent = [t for t in tasks if not inputs.has_labels(t)]
-            if absent:
-                hint = " (without labels use the default recipe=surgery)" if cfg.recipe == "simo" else ""
-                raise KeyError(f"objective=supervised needs labels for task(s) {absent}{hint}")
-
-    def make_samplers(self, tasks: list[str]) -> None:
-        """Joint: one sampler per distinct source (SIMO tasks share inputs and see the same batches).
-        Reference: every task draws from its own shuffled inputs, as its own loader would."""
-        cfg = self.cfg
-        self.store_of = {t: id(self.inputs.sources[t]) for t in tasks}
-        self.num_inputs = {t: self.inputs.num_inputs(t) for t in tasks}
-        self.joint_samplers = {}
-        for offset, store in enumerate(dict.fromkeys(self.store_of.values())):
-            n = self.num_inputs[next(t for t, s in self.store_of.items() if s == store)]
-            self.joint_samplers[store] = IndexSampler(
-                n, cfg.batch_size, cfg.seed + offset, cfg.fraction, cfg.online
-            )
-        self.own_samplers = {
-            t: IndexSampler(self.num_inputs[t], cfg.batch_size, cfg.seed + i, cfg.fraction)
-            for i, t in enumerate(tasks)
-        }
-        self.samplers = {store: iter(s) for store, s in self.joint_samplers.items()}
-        self.task_samplers = {t: iter(s) for t, s in self.own_samplers.items()}
-
-    def sampler_of(self, task: str) -> IndexSampler:
-        """The sampler whose pool ``task``'s batches come from under this run's schedule."""
-        if self.schedule == "reference":
-            return self.own_samplers[task]
-        return self.joint_samplers[self.store_of[task]]
-
-    @staticmethod
-    def default_schedule(cfg: RealignConfig, heads: dict[str, nn.Module]) -> str:
-        """``reference`` for surgery/deep when every head is a classifier (the papers' CLIP setting)."""
-        classification = all(getattr(h.task, "kind", None) == "classification" for h in heads.values())
-        if cfg.realigner in REFERENCE_SCHEDULE_REALIGNERS and classification and not cfg.online:
-            return "reference"
-        return "joint"
+    default_schedule = staticmethod(default_schedule)  # kept: callers read it off the class
 
     # ----------------------------------------------------------------------------- feature sources
     def expert_encoder(self, task: str) -> Encoder:

@@ -4,7 +4,8 @@ It offers the pieces data-dependent methods share:
 - :meth:`MergeData.functional_outputs`: head outputs of the encoder run with *given* parameter
   tensors through ``torch.func.functional_call`` (no model copy; gradients flow to those tensors);
 - :meth:`MergeData.expert_outputs`: each expert model's own head outputs, cached once per input;
-- :meth:`MergeData.batches`: seeded index batches over a task's inputs;
+- :meth:`MergeData.batches`: seeded index batches over a task's inputs, :meth:`MergeData.read` the
+  images of one batch (inputs are read from their source when drawn, never stacked up front);
 - ``encoder`` / ``heads``: modules to register statistics hooks on.
 Statistics a method computes from these (Fisher diagonals, Gram matrices) are cached through
 :attr:`MergeData.cache` (the realignment feature cache), keyed by inputs and checkpoint hashes.
@@ -20,36 +21,39 @@ from torch.func import functional_call
 
 from simo_merge.checkpoint import state_hash
 from simo_merge.encoders import Encoder
-from simo_merge.features.cache import FeatureCache, compute_in_batches, tensor_hash
+from simo_merge.features.cache import FeatureCache
+from simo_merge.features.inputs import InputSource, RealignInputs
 from simo_merge.features.sampling import IndexSampler
 from simo_merge.features.sites import head_sites, run_encoder
 
 
 class MergeData:
-    """``make_encoder()`` builds the pool's architecture; ``images[task]`` are that task's unlabelled inputs
-    (SIMO: one tensor shared by all tasks)."""
+    """``make_encoder()`` builds the pool's architecture; ``images`` are the unlabelled inputs per task:
+    :class:`RealignInputs` (streamed from datasets; its ``name`` is used) or ``{task: tensor}`` (SIMO: one
+    tensor shared by all tasks), read batch by batch either way."""
 
     def __init__(
         self,
         make_encoder: Callable[[], Encoder],
         heads: dict[str, nn.Module],
         expert_states: dict[str, dict[str, Tensor]],
-        images: dict[str, Tensor],
+        images: dict[str, Tensor] | RealignInputs,
         name: str = "inputs",
         batch_size: int = 16,
         seed: int = 0,
         cache: FeatureCache | None = None,
         progress: bool = True,
     ) -> None:
-        missing = [t for t in heads if t not in images or t not in expert_states]
+        inputs = images if isinstance(images, RealignInputs) else RealignInputs(images=images, name=name)
+        missing = [t for t in heads if t not in inputs.sources or t not in expert_states]
         if missing:
             raise KeyError(f"merge_data: task(s) {missing} lack inputs or an expert state")
         self.make_encoder = make_encoder
         self.encoder = make_encoder().eval().requires_grad_(False)
         self.heads = {t: h.eval().requires_grad_(False) for t, h in heads.items()}
         self.expert_states = expert_states
-        self.images = images
-        self.name = name
+        self.inputs = inputs
+        self.name = inputs.name
         self.batch_size = batch_size
         self.seed = seed
         self.cache = cache or FeatureCache()
@@ -63,10 +67,26 @@ class MergeData:
     def sites(self, tasks: list[str] | None = None) -> list:
         return sorted({s for t in (tasks or self.tasks) for s in head_sites(self.heads[t])}, key=str)
 
+    @property
+    def images(self) -> dict[str, Tensor]:
+        """Deprecated (stacks every input in memory; read batches with :meth:`read`)."""
+        return self.inputs.images
+
+    def source(self, task: str) -> InputSource:
+        """``task``'s inputs (tasks sharing one source share the object)."""
+        return self.inputs.sources[task]
+
+    def num_inputs(self, task: str) -> int:
+        return len(self.source(task))
+
+    def read(self, task: str, idx: Tensor) -> Tensor:
+        """The images of ``task``'s inputs ``idx``."""
+        return self.source(task).images(idx)
+
     def input_hash(self, task: str) -> str:
-        key = f"images:{id(self.images[task])}"
+        key = f"images:{id(self.source(task))}"
         if key not in self._hashes:
-            self._hashes[key] = tensor_hash(self.images[task])
+            self._hashes[key] = self.source(task).fingerprint(torch.arange(self.num_inputs(task)))
         return self._hashes[key]
 
     def expert_hash(self, task: str) -> str:
@@ -80,7 +100,7 @@ class MergeData:
 
     def batches(self, task: str, seed_offset: int = 0) -> Iterator[Tensor]:
         """Endless seeded index batches over ``task``'s inputs."""
-        return iter(IndexSampler(self.images[task].shape[0], self.batch_size, self.seed + seed_offset))
+        return iter(IndexSampler(self.num_inputs(task), self.batch_size, self.seed + seed_offset))
 
     def expert_encoder(self, task: str) -> Encoder:
         encoder = self.make_encoder()
@@ -88,15 +108,20 @@ class MergeData:
         return encoder.eval().requires_grad_(False)
 
     def expert_outputs(self, task: str, idx: Tensor) -> Tensor:
-        """The expert model's (its encoder + its head) outputs on inputs ``idx``; computed once, cached."""
+        """The expert model's (its encoder + its head) outputs on inputs ``idx``; computed once for every
+        input, in batches, and cached (on disk when larger than the cache's memory budget)."""
+        made: list = []
 
-        def compute() -> dict:
-            encoder, head = self.expert_encoder(task), self.heads[task]
-            return compute_in_batches(
-                lambda x: {"output": head(run_encoder(encoder, x, head_sites(head)))}, self.images[task]
-            )
+        def compute(batch: Tensor) -> dict:
+            if not made:
+                made.append(self.expert_encoder(task))
+            head = self.heads[task]
+            return {"output": head(run_encoder(made[0], self.read(task, batch), head_sites(head)))}
 
-        return self.cache.get(self.cache_key(task, "outputs"), compute)["output"][idx]
+        table = self.cache.table(
+            self.cache_key(task, "outputs"), torch.arange(self.num_inputs(task)), compute
+        )
+        return table.rows(idx)["output"]
 
     def functional_outputs(
         self, params: dict[str, Tensor], images: Tensor, tasks: list[str]

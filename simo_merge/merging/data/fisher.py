@@ -124,8 +124,8 @@ def diagonal_fisher(merge_data, task: str, num_batches: int = 8) -> dict[str, Te
 
     def compute() -> dict[str, Tensor]:
         encoder = merge_data.expert_encoder(task)
-        images = merge_data.images[task]
-        batches = (images[idx] for idx in itertools.islice(merge_data.batches(task), int(num_batches)))
+        drawn = itertools.islice(merge_data.batches(task), int(num_batches))
+        batches = (merge_data.read(task, idx) for idx in drawn)  # read when drawn
         generator = torch.Generator().manual_seed(merge_data.seed)
         fisher = fisher_of_model(
             encoder, head, batches, generator, progress=merge_data.progress, desc=f"fisher {task}"

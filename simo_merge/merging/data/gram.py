@@ -207,8 +207,8 @@ def gram_matrices(merge_data, task: str, num_batches: int = 8) -> dict[str, Tens
 
     def compute() -> dict[str, Tensor]:
         encoder = merge_data.expert_encoder(task)
-        images = merge_data.images[task]
-        batches = (images[idx] for idx in itertools.islice(merge_data.batches(task), int(num_batches)))
+        drawn = itertools.islice(merge_data.batches(task), int(num_batches))
+        batches = (merge_data.read(task, idx) for idx in drawn)  # read when drawn
         sums, counts = collect_grams(encoder, batches, progress=merge_data.progress, desc=f"grams {task}")
         out = {_GRAM + k: v for k, v in sums.items()}
         out.update({_COUNT + k: torch.tensor(n, dtype=torch.int64) for k, n in counts.items()})

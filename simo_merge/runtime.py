@@ -8,6 +8,7 @@ one-process CPU runtime, as before.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -15,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 ACCELERATORS = ("auto", "cpu", "cuda", "gpu", "mps")
@@ -156,6 +158,47 @@ class Runtime:
             collate_fn=loader.collate_fn,
         )
 
+    def setup_training(
+        self, objective: nn.Module, optimizer: torch.optim.Optimizer
+    ) -> tuple[nn.Module, torch.optim.Optimizer]:
+        """``objective`` and its optimizer set up by Fabric: on the device, under the precision, wrapped in
+        DDP when there are several processes (gradients averaged over ranks). BatchNorm layers become
+        SyncBatchNorm under DDP where torch supports it (CUDA/XPU/HPU; on CPU torch refuses to sync batch
+        statistics, so each rank normalises with its own share of the global batch)."""
+        if self.world_size > 1 and self.device.type in SYNC_BATCHNORM_DEVICES:
+            objective = nn.SyncBatchNorm.convert_sync_batchnorm(objective)  # same Parameter objects
+        return self.fabric.setup(objective, optimizer)
+
+    def train_loader(self, loader: Any) -> Any:
+        """A training DataLoader sharded over the ranks so that the global batch (per-device batch x world
+        size) is the one-process run's batch: the loader's own sampler (its shuffle and generator, the same
+        on every rank) decides the order and sample ``i`` of it goes to rank ``i % world``
+        (:class:`GlobalBatchShard`). Fabric's default, a DistributedSampler reshuffling with its own seed,
+        would not reproduce a one-process run."""
+        if self.world_size == 1 or not isinstance(loader, DataLoader) or loader.batch_size is None:
+            return loader
+        sharded = DataLoader(
+            loader.dataset,
+            batch_size=loader.batch_size,
+            sampler=GlobalBatchShard(loader.sampler, self.rank, self.world_size),
+            drop_last=loader.drop_last,
+            num_workers=loader.num_workers,
+            collate_fn=loader.collate_fn,
+            pin_memory=loader.pin_memory,
+            worker_init_fn=loader.worker_init_fn,
+            generator=loader.generator,  # its draws interleave with the sampler's, as in the original
+        )
+        return self.fabric.setup_dataloaders(sharded, use_distributed_sampler=False)
+
+    def mean_over_ranks(self, value: torch.Tensor) -> torch.Tensor:
+        """``value`` averaged over the ranks (itself on one process): a loss as the global batch saw it."""
+        if self.world_size == 1:
+            return value
+        return self.fabric.all_reduce(value, reduce_op="mean")
+
+
+SYNC_BATCHNORM_DEVICES = ("cuda", "xpu", "hpu")
+
 
 class RankShard(Sampler[int]):
     """Indices ``rank, rank + world, ...`` of ``range(n)``: a partition, no padding, no duplicates."""
@@ -168,6 +211,26 @@ class RankShard(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+class GlobalBatchShard(Sampler[int]):
+    """Rank ``rank``'s share of ``base``'s order: its elements ``rank, rank + world, ...``, read lazily so
+    the base sampler draws its randomness at the same moments as in a one-process run (and drained at
+    the end, as a one-process epoch would). The last ``len(base) % world`` elements are left out, so every
+    rank has as many samples (and steps)."""
+
+    def __init__(self, base: Sampler | Sequence[int], rank: int, world: int) -> None:
+        self.base, self.rank, self.world = base, rank, world
+
+    def __len__(self) -> int:
+        return len(self.base) // self.world
+
+    def __iter__(self) -> Iterator[int]:
+        order = iter(self.base)
+        for _ in range(len(self)):
+            yield list(itertools.islice(order, self.world))[self.rank]
+        for _ in order:  # drain: a sampler may draw again when exhausted (RandomSampler does)
+            pass
 
 
 _CURRENT: Runtime | None = None

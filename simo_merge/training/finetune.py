@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from simo_merge.encoders import Encoder
 from simo_merge.heads import TaskHead
@@ -50,11 +50,15 @@ class FinetuneRecipe:
         return self.lr_head if self.probe_lr_head is None else self.probe_lr_head
 
 
-def _step_fn(model: MultiTaskModel, specs: dict[str, TaskSpec]) -> Callable:
-    def step(batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
-        return multitask_loss(specs, model(batch["image"], tasks=list(specs)), batch)
+class MultiTaskObjective(nn.Module):
+    """The fine-tuning objective as a module (so DDP can wrap its forward): the batch's multi-task loss."""
 
-    return step
+    def __init__(self, model: MultiTaskModel, specs: dict[str, TaskSpec]) -> None:
+        super().__init__()
+        self.model, self.specs = model, specs
+
+    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        return multitask_loss(self.specs, self.model(batch["image"], tasks=list(self.specs)), batch)
 
 
 def finetune(
@@ -69,13 +73,13 @@ def finetune(
     model = MultiTaskModel(encoder, heads).train()
     home = next(encoder.parameters()).device
     model.to(current().device)  # trained on the run's device, handed back where it came from
-    specs = {t: h.task for t, h in heads.items()}
+    objective = MultiTaskObjective(model, {t: h.task for t, h in heads.items()})
     head_params = [p for h in heads.values() for p in h.parameters()]
     curve: list[float] = []
     if recipe.probe_steps:
         encoder.requires_grad_(False)
         curve += fit(
-            _step_fn(model, specs),
+            objective,
             [{"params": head_params, "lr": recipe.probe_lr}],
             loader,
             recipe.probe_steps,
@@ -86,7 +90,7 @@ def finetune(
         )
         encoder.requires_grad_(True)
     curve += fit(
-        _step_fn(model, specs),
+        objective,
         [
             {"params": list(encoder.parameters()), "lr": recipe.lr_encoder},
             {"params": head_params, "lr": recipe.lr_head},

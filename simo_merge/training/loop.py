@@ -44,7 +44,7 @@ def warmup_cosine(steps: int, warmup_fraction: float) -> Callable[[int], float]:
 
 
 def fit(
-    step_loss: Callable[[dict[str, Tensor]], tuple[Tensor, dict[str, float]]],
+    step_loss: Callable[[dict[str, Tensor]], tuple[Tensor, dict[str, float]]] | nn.Module,
     param_groups: list[dict],
     loader: Iterable,
     steps: int,
@@ -56,33 +56,61 @@ def fit(
 ) -> list[float]:
     """Run ``steps`` optimizer steps of ``step_loss(batch) -> (loss, parts)``; return the loss curve.
 
-    Batches move to the parameters' device; where that is the current runtime's device, the steps run
-    under its precision (``bf16-mixed`` autocast; ``16-mixed`` would need loss scaling and is refused)."""
+    An ``nn.Module`` objective (its forward returns ``(loss, parts)``) trains on the current runtime through
+    Fabric: on its device and precision (``bf16-mixed`` autocast; ``16-mixed`` is refused), and, under
+    several processes, as DDP over :meth:`Runtime.train_loader`'s shards: per-device batch = the
+    loader's, global batch = that x world size; the curve holds the loss averaged over the ranks.
+    A plain callable trains in one process, on its parameters' device (under the runtime's precision when
+    that is the runtime's device)."""
     groups = [g for g in param_groups if any(p.requires_grad for p in g["params"])]
     if not groups:
         raise ValueError(f"{desc}: nothing to train (no parameter requires grad)")
     runtime = current()
-    device = groups[0]["params"][0].device
+    as_module = isinstance(step_loss, nn.Module)
+    if not as_module and runtime.world_size > 1:
+        raise ValueError(
+            f"{desc}: training on {runtime.world_size} processes needs the objective as an nn.Module "
+            "(DDP averages gradients through its forward)"
+        )
+    device = runtime.device if as_module else groups[0]["params"][0].device
     on_runtime = device == runtime.device
     if on_runtime and runtime.cfg.precision == "16-mixed":
         raise ValueError("runtime.precision=16-mixed: training needs loss scaling; use bf16-mixed or 32-true")
-    precision = runtime.autocast if on_runtime else contextlib.nullcontext
     optimizer = torch.optim.AdamW(groups, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(steps, pct_start))
     params = [p for g in groups for p in g["params"]]
+    if as_module:  # Fabric's forward runs under the precision itself
+        step_loss, optimizer = runtime.setup_training(step_loss, optimizer)
+        loader = runtime.train_loader(loader)
+        _say_global_batch(loader, desc)
+    precision = runtime.autocast if on_runtime and not as_module else contextlib.nullcontext
     curve: list[float] = []
     batches = forever(loader)
-    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    show = progress and runtime.is_global_zero
+    bar = tqdm(range(steps), desc=desc, disable=not show, leave=False, dynamic_ncols=True)
     for _ in bar:
         with precision():
             loss, parts = step_loss(move_data_to_device(next(batches), device))
         loss = loss.float()
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if as_module:
+            runtime.fabric.backward(loss)
+        else:
+            loss.backward()
         if clip:
             nn.utils.clip_grad_norm_(params, clip)
         optimizer.step()
         schedule.step()
-        curve.append(loss.item())
+        curve.append(runtime.mean_over_ranks(loss.detach()).item() if as_module else loss.item())
         bar.set_postfix(loss=f"{curve[-1]:.4f}", **{k: f"{v:.3f}" for k, v in parts.items()})
     return curve
+
+
+def _say_global_batch(loader: Iterable, desc: str) -> None:
+    """Print (rank 0) the global batch of a several-process run: per-device batch x world size."""
+    runtime, per_device = current(), getattr(loader, "batch_size", None)
+    if runtime.world_size > 1 and per_device:
+        runtime.fabric.print(
+            f"{desc}: global batch {per_device * runtime.world_size} "
+            f"= {per_device} per device x {runtime.world_size} processes"
+        )

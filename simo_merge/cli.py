@@ -90,6 +90,21 @@ JOBS: dict[str, tuple[str, str, str, str]] = {
 BENCHES = {"clip8": "simo_merge.jobs.clip8"}  # ``bench <suite>``
 
 
+def _multi_process_commands() -> list[str]:
+    """The commands whose job module declares ``MULTI_PROCESS = True`` (for the refusal message; the
+    declaration is read from the source, since importing every job would take seconds)."""
+    import importlib.util
+    import re
+
+    modules = {**{c: m[0] for c, m in JOBS.items()}, **{f"bench {b}": m for b, m in BENCHES.items()}}
+    declared = re.compile(r"^MULTI_PROCESS = True\b", re.MULTILINE)
+    return [
+        command
+        for command, module in modules.items()
+        if declared.search(Path(importlib.util.find_spec(module).origin).read_text(encoding="utf-8"))
+    ]
+
+
 def run_job(module_name: str, args: argparse.Namespace) -> int:
     """Load the job's config (file or built-in name, + flags and key=value overrides), claim its output
     folder for the duration of the run, run it."""
@@ -112,7 +127,8 @@ def run_job(module_name: str, args: argparse.Namespace) -> int:
     if cfg.runtime.processes() > 1 and not getattr(job, "MULTI_PROCESS", False):  # before any spawn
         raise ConfigError(
             f"runtime.devices={cfg.runtime.devices} runtime.num_nodes={cfg.runtime.num_nodes}: "
-            f"{args.command} runs in one process for now; multi-process runs are supported by: evaluate"
+            f"{args.command} runs in one process for now; multi-process runs are supported by: "
+            + ", ".join(_multi_process_commands())
         )
     with started(cfg.runtime) as runtime:
         cfg.runtime = runtime.cfg  # the resolved device, precision and workers land in config.yaml

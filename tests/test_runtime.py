@@ -153,6 +153,7 @@ def test_single_process_commands_refuse_several_processes_before_spawning(capsys
     code = main(["demo", "runtime.accelerator=cpu", "runtime.devices=2", "output_dir=/nonexistent/x"])
     err = capsys.readouterr().err
     assert code == 2 and "runtime.devices=2" in err and "demo runs in one process" in err
+    assert err.rstrip().endswith("supported by: train-experts, evaluate")
     assert err.count("error") == 1  # refused before a second process was launched
 
 
@@ -289,3 +290,46 @@ def test_ddp_on_accelerators_syncs_batchnorm(monkeypatch):
         module, _ = fake.setup_training(objective, optimizer)
         assert isinstance(module[1], torch.nn.SyncBatchNorm) == synced
     assert module[1].weight is weight  # the optimizer still holds the trained parameters
+
+
+def test_train_experts_on_two_processes_writes_one_pool(tmp_path):
+    """``simo-merge train-experts`` on 2 gloo processes: θ0 and one expert per task trained as DDP with
+    a global batch of 2 x 4, rank 0 alone reporting and writing the pool folder (rank 1 waits for it)."""
+    from simo_merge.pool.folder import load_pool_dir
+
+    tiny = [
+        "encoder.kwargs={img_size: 32, patch_size: 8, depth: 2, embed_dim: 32, num_heads: 2}",
+        "data.size=[32,32]",
+        "data.tasks=[semseg,depth]",
+        "data.num_samples={train: 16, val: 4, test: 4}",
+        "data.batch_size=4",
+        "pretrain.steps=2",
+        "expert.probe_steps=1",
+        "expert.finetune_steps=2",
+        "threads=1",
+        "progress=false",
+    ]
+    runtime = ["runtime.accelerator=cpu", "runtime.devices=2", "runtime.strategy=ddp"]
+    args = [
+        sys.executable,
+        "-m",
+        "simo_merge.cli",
+        "train-experts",
+        *tiny,
+        *runtime,
+        f"output_dir={tmp_path}",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = done.stdout
+    assert log.count("runtime: cpu x2") == 1 and log.count("pretrained θ0") == 1
+    assert log.count("global batch 8 = 4 per device x 2 processes") == 5  # θ0, then probe + tune per expert
+    for task in ("semseg", "depth"):
+        assert log.count(f"fine-tuned the {task} expert") == 1
+    pool = tmp_path / "experts"
+    stems = ["theta0", "semseg", "semseg_head", "depth", "depth_head"]
+    assert sorted(p.name for p in pool.iterdir()) == sorted(
+        f"{s}.{x}" for s in stems for x in ("json", "safetensors")
+    )
+    assert sorted(load_pool_dir(pool).tasks) == ["depth", "semseg"]

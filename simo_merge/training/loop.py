@@ -84,6 +84,7 @@ def fit(
         loader = runtime.train_loader(loader)
         _say_global_batch(loader, desc)
     precision = runtime.autocast if on_runtime and not as_module else contextlib.nullcontext
+    backward = runtime.fabric.backward if as_module else Tensor.backward
     curve: list[float] = []
     batches = forever(loader)
     show = progress and runtime.is_global_zero
@@ -93,10 +94,7 @@ def fit(
             loss, parts = step_loss(move_data_to_device(next(batches), device))
         loss = loss.float()
         optimizer.zero_grad(set_to_none=True)
-        if as_module:
-            runtime.fabric.backward(loss)
-        else:
-            loss.backward()
+        backward(loss)
         if clip:
             nn.utils.clip_grad_norm_(params, clip)
         optimizer.step()

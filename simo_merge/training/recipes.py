@@ -29,6 +29,7 @@ from simo_merge.pool.expert_pool import ExpertPool
 from simo_merge.pool.folder import load_head, load_pool_dir, save_expert
 from simo_merge.pool.model import MultiTaskModel
 from simo_merge.provenance import all_verified, verified_state
+from simo_merge.runtime import current
 from simo_merge.seeding import stage_seed
 from simo_merge.training.finetune import FinetuneRecipe, finetune
 from simo_merge.training.pretrain import pretrain_masked_reconstruction
@@ -252,6 +253,7 @@ class CachedTraining(ModelFactory):
     def experts(self) -> ExpertPool:
         """The pool of θ0 and one expert per task, fine-tuning only the experts not cached for this θ0."""
         base = self.theta0()
+        current().barrier()  # several processes: rank 0 has published θ0 before any rank reads it
         base_hash = self.theta0_hash()  # an expert is reused only if it was trained from this very θ0
         c = self.cfg
         for i, task in enumerate(self.data.specs):
@@ -259,6 +261,7 @@ class CachedTraining(ModelFactory):
             key = config_key(self.theta0_key(), c.data, c.head, c.expert, c.seed, task, base_hash)
             if not all_verified(files, key):
                 self.train_expert(base, task, i, key)
+        current().barrier()  # ... and every expert before any rank lists the pool
         return load_pool_dir(self.pool_dir, list(self.data.specs))
 
     def train_expert(self, base: dict[str, torch.Tensor], task: str, index: int, key: str) -> None:

@@ -57,13 +57,13 @@ from torch.func import functional_call  # noqa: E402
 
 from simo_merge.atomic import write_json  # noqa: E402
 from simo_merge.encoders import Encoder, build_encoder  # noqa: E402
-from simo_merge.features.cache import FeatureCache
-from simo_merge.features.inputs import RealignInputs
-from simo_merge.features.sites import Features
+from simo_merge.features.cache import FeatureCache, FeatureTable  # noqa: E402
+from simo_merge.features.inputs import RealignInputs  # noqa: E402
+from simo_merge.features.sites import Features  # noqa: E402
 from simo_merge.heads import build_head  # noqa: E402
 from simo_merge.merging import merge  # noqa: E402
 from simo_merge.pool.expert_pool import ExpertPool, is_mergeable  # noqa: E402
-from simo_merge.realign.train import RealignConfig, Realignment, feature_l1, realign
+from simo_merge.realign.train import RealignConfig, Realignment, feature_l1, realign  # noqa: E402
 from simo_merge.tasks import TaskSpec, normals, regression, segmentation  # noqa: E402
 
 DEFAULT_REALIGNERS = ("surgery", "deep", "taps", "shared-deep", "heads")
@@ -91,6 +91,18 @@ class TimedCache(FeatureCache):
                 self.build_seconds += time.perf_counter() - start
 
         return super().get(key, timed)
+
+    def table(
+        self, key: str, indices: Tensor, compute: Callable[[Tensor], Features], batch_size: int = 64
+    ) -> FeatureTable:
+        def timed(batch: Tensor) -> Features:
+            start = time.perf_counter()
+            try:
+                return compute(batch)
+            finally:
+                self.build_seconds += time.perf_counter() - start
+
+        return super().table(key, indices, timed, batch_size)
 
 
 @dataclass

@@ -15,11 +15,6 @@ SOURCE_DIRS = ("simo_merge", "heads", "datasets")
 MAX_CLASS_LINES = 150
 MAX_FUNCTION_LINES = 60
 
-# Oversized definitions in files other helpers of issue 14 own right now, as "path:qualified.name". The lead
-# empties this set when the branches are merged.
-KNOWN_OVERSIZED: set[str] = {
-}
-
 
 def _is_job_run(path: Path, name: str) -> bool:
     return path.parent.name == "jobs" and path.parent.parent.name == "simo_merge" and name == "run"
@@ -56,17 +51,11 @@ def _all_oversized() -> dict[str, int]:
 
 
 def test_no_class_or_function_over_its_limit() -> None:
-    new = {k: v for k, v in _all_oversized().items() if k not in KNOWN_OVERSIZED}
+    new = _all_oversized()
     assert not new, (
         f"over {MAX_CLASS_LINES} lines (class) / {MAX_FUNCTION_LINES} lines (function):\n"
         + "\n".join(f"  {k} ({v} lines)" for k, v in sorted(new.items()))
     )
-
-
-def test_known_oversized_are_still_oversized() -> None:
-    """A definition brought under its limit leaves the known list, so the list only shrinks."""
-    fixed = sorted(KNOWN_OVERSIZED - set(_all_oversized()))
-    assert not fixed, "now within the limits, remove from KNOWN_OVERSIZED:\n" + "\n".join(fixed)
 
 
 def test_sizes_are_measured_on_nested_definitions(tmp_path: Path) -> None:

@@ -71,11 +71,6 @@ LAYERS: dict[str, int] = {
 # Jobs modules every job may import (private helpers, not jobs).
 SHARED_JOB_MODULES = {"simo_merge.jobs._common", "simo_merge.jobs._checks", "simo_merge.jobs._demo_config"}
 
-# Imports that break the rule today, in files other helpers of issue 14 own right now. The lead empties this
-# set when the branches are merged; each entry is (importing module, imported module).
-KNOWN_VIOLATIONS: set[tuple[str, str]] = {
-}
-
 
 def _modules() -> dict[str, Path]:
     """Every module of the package, by dotted name."""
@@ -139,14 +134,8 @@ def test_every_module_has_a_layer() -> None:
 
 
 def test_modules_import_only_their_layer_or_below() -> None:
-    new = sorted(_violations() - KNOWN_VIOLATIONS)
+    new = sorted(_violations())
     assert not new, "imports against the layer rule:\n" + "\n".join(f"  {a} -> {b}" for a, b in new)
-
-
-def test_known_violations_are_still_there() -> None:
-    """A fixed violation leaves the known list, so the list only shrinks."""
-    fixed = sorted(KNOWN_VIOLATIONS - _violations())
-    assert not fixed, "no longer violations, remove from KNOWN_VIOLATIONS:\n" + "\n".join(map(str, fixed))
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # One prepared GPU check (run it on a machine with a CUDA GPU, from the repository root, after
-# `pip install -e .`): the device tests (pytest -m device) and the throughput benchmark at ViT-B/16 and
-# demo scale, each under its own time limit so the whole script stays inside ~5 minutes. Prints figures
-# only; every step's exit status is reported at the end. (The demo at GPU scale joins it once training
-# runs on the runtime: today only evaluation does.)
+# `pip install -e .`): the device tests (pytest -m device), the throughput benchmark at ViT-B/16 and
+# demo scale, and the demo at GPU scale (configs/demo_gpu.yaml: 224 px, ViT-S/16, bf16), each under its
+# own time limit so the whole script stays inside ~8 minutes. Prints figures only; every step's exit
+# status is reported at the end. OUT (default runs/gpu_check) holds the demo's run folder.
 set -u
 PY=${PY:-python}
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
@@ -22,10 +22,14 @@ print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch
 if torch.cuda.is_available():
     print(torch.cuda.get_device_name(0), "bf16", torch.cuda.is_bf16_supported())
 PY
-step "device tests" 150 $PY -m pytest -q -m device -p no:cacheprovider
+step "device tests" 120 $PY -m pytest -q -m device -p no:cacheprovider
 step "throughput ViT-B/16 bf16" 90 $PY benchmarks/throughput.py --model vit_b16 --accelerator cuda \
   --batch 128 --precision bf16-mixed --iters 20
-step "throughput ViT-B/16 fp32" 60 $PY benchmarks/throughput.py --model vit_b16 --accelerator cuda \
+step "throughput ViT-B/16 fp32" 45 $PY benchmarks/throughput.py --model vit_b16 --accelerator cuda \
   --batch 128 --precision 32-true --iters 10
-step "throughput demo bf16" 40 $PY benchmarks/throughput.py --accelerator cuda --batch 256 --precision bf16-mixed
+step "throughput demo bf16" 30 $PY benchmarks/throughput.py --accelerator cuda --batch 256 --precision bf16-mixed
+OUT=${OUT:-runs/gpu_check}
+step "demo at GPU scale" 240 $PY -m simo_merge.cli demo --config demo_gpu progress=false \
+  output_dir="$OUT/demo_gpu"
+[ -f "$OUT/demo_gpu/report.md" ] && sed -n '/^| Method/,/^$/p' "$OUT/demo_gpu/report.md"
 printf '%s\n' "${status[@]}"

@@ -333,3 +333,38 @@ def test_train_experts_on_two_processes_writes_one_pool(tmp_path):
         f"{s}.{x}" for s in stems for x in ("json", "safetensors")
     )
     assert sorted(load_pool_dir(pool).tasks) == ["depth", "semseg"]
+
+
+def test_gpu_demo_config_is_the_demo_at_224_pixels_on_cuda_in_bf16(tmp_path):
+    """``configs/demo_gpu.yaml`` (run by benchmarks/gpu_check.sh): the demo's recipe at 224×224 with a
+    ViT-S/16 on cuda in bf16; its data section makes 224×224 samples that a patch-16 encoder and the
+    linear heads read back at full resolution."""
+    from simo_merge.config import load_config
+    from simo_merge.configs import builtin_config
+    from simo_merge.data import build_split
+    from simo_merge.encoders import build_encoder
+    from simo_merge.heads import build_head
+    from simo_merge.jobs.demo import DemoConfig
+
+    cfg = load_config(DemoConfig, builtin_config("demo_gpu"), [])
+    demo = load_config(DemoConfig, builtin_config("demo"), [])
+    assert (cfg.encoder.arch, cfg.encoder.kwargs) == (
+        "vit_small_patch16_224",
+        {"img_size": 224, "patch_size": 16},
+    )
+    assert cfg.data.size == [224, 224] and cfg.data.tasks == demo.data.tasks
+    assert (cfg.runtime.accelerator, cfg.runtime.precision) == ("cuda", "bf16-mixed")
+    assert cfg.realign.test_time and cfg.merge.lam_grid == demo.merge.lam_grid
+    small = ["data.num_samples={train: 2, val: 2, test: 2}", "data.batch_size=2", f"output_dir={tmp_path}"]
+    cfg = load_config(DemoConfig, builtin_config("demo_gpu"), small)
+    data = build_split(cfg.data, "test", seed=0, cache_dir=tmp_path / "cache")
+    batch = torch.utils.data.default_collate([data[0], data[1]])
+    assert batch["image"].shape == (2, 3, 224, 224)
+    encoder = build_encoder(
+        "timm", "vit_small_patch16_224", depth=2, embed_dim=24, num_heads=2, **cfg.encoder.kwargs
+    )
+    assert encoder.grid_size == (14, 14)
+    taps = encoder(batch["image"], taps=encoder.default_taps()).taps
+    for task in cfg.data.tasks:
+        head = build_head(cfg.head.kind, data.task_specs[task], encoder, (224, 224))
+        assert head(taps).shape[-2:] == (224, 224), task

@@ -9,13 +9,16 @@ files load into it (:func:`zeroshot_head_from_weights`, fed by :mod:`simo_merge.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from simo_merge.checkpoint import load_state
+from simo_merge.clip_templates import templates as dataset_templates
 from simo_merge.heads import HEADS
 from simo_merge.heads.base import EncoderLayout, TaskHead
 from simo_merge.tasks import TaskSpec, classification
@@ -194,3 +197,71 @@ def zeroshot_head_from_weights(
         classification(task_name, c), layout or placeholder_layout(d), ["final"], d, bias is not None
     )
     return head.set_weights(weight, bias)
+
+
+def load_clip_text_tower(
+    path: str | os.PathLike, arch: str, quick_gelu: bool = False, allow_pickle: bool = False
+) -> Any:
+    """An open_clip ``arch`` model whose text tower (every non-``visual.`` weight) comes from the whole
+    CLIP state in ``path``; ValueError when that state has no text tower."""
+    import open_clip
+
+    from simo_merge.encoders.open_clip_vit import register_small_configs
+
+    register_small_configs()
+    clip = open_clip.create_model(arch, pretrained=None, **({"force_quick_gelu": True} if quick_gelu else {}))
+    state = load_state(path, allow_pickle=allow_pickle)
+    state = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
+    need = [k for k in clip.state_dict() if not k.startswith("visual.")]
+    absent = [k for k in need if k not in state]
+    if absent:
+        raise ValueError(f"text_checkpoint {path}: no CLIP text tower (missing {absent[:3]}...)")
+    clip.load_state_dict({k: state[k] for k in need}, strict=False)
+    return clip
+
+
+def clip_text_heads(
+    path: str | os.PathLike,
+    arch: str,
+    classnames: Mapping[str, Sequence[str]],
+    quick_gelu: bool = False,
+    allow_pickle: bool = False,
+) -> dict[str, ZeroShotHead]:
+    """One zero-shot head per task of ``classnames`` (in label order) from the text tower in ``path``:
+    CLIP's prompt ensemble over the task's templates (:mod:`simo_merge.clip_templates`)."""
+    import open_clip
+
+    if not classnames:
+        return {}
+    clip = load_clip_text_tower(path, arch, quick_gelu, allow_pickle)
+    tokenizer = open_clip.get_tokenizer(arch)
+    return {
+        t: zeroshot_head(clip, tokenizer, names, dataset_templates(t), task_name=t).eval()
+        for t, names in classnames.items()
+    }
+
+
+def zeroshot_heads(
+    head_weights: Mapping[str, tuple[Tensor, Tensor | None] | None],
+    classnames: Mapping[str, Sequence[str]],
+    text_checkpoint: str | os.PathLike | None,
+    arch: str,
+    quick_gelu: bool = False,
+    allow_pickle: bool = False,
+) -> dict[str, ZeroShotHead]:
+    """A head per task of ``head_weights``: from its ``(weight, bias)`` where given, else computed from
+    the text tower in ``text_checkpoint`` (:func:`clip_text_heads`) with ``classnames[task]``."""
+    heads = {
+        t: zeroshot_head_from_weights(*hw, task_name=t).eval()
+        for t, hw in head_weights.items()
+        if hw is not None
+    }
+    missing = [t for t, hw in head_weights.items() if hw is None]
+    if missing and text_checkpoint is None:
+        raise FileNotFoundError(
+            f"no head file for {missing} and no text tower to compute them: set text_checkpoint to a whole "
+            "open_clip CLIP state (task_vectors' zeroshot.pt has no text tower)"
+        )
+    names = {t: classnames[t] for t in missing}
+    heads.update(clip_text_heads(text_checkpoint, arch, names, quick_gelu, allow_pickle) if missing else {})
+    return heads

@@ -1,10 +1,14 @@
-"""Result tables (markdown/JSON) and bar charts (PNG) for rows of per-task metrics."""
+"""Result tables (markdown/CSV/JSON) and bar charts (PNG) for rows of per-task metrics."""
 
 from __future__ import annotations
 
+import csv
+import io
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from simo_merge.metrics.summary import (
     HIGHER_IS_BETTER,
@@ -60,14 +64,27 @@ def markdown_table(
     extra_cols = sorted({k for e in (extra or {}).values() for k in e})
     header = ["model"] + [metric_header(t, m) for t, m in columns]
     header += ["NormPerf % ↑", "ΔMTL % ↑"] + extra_cols
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    body = []
     for name, results in rows.items():
         cells = [name]
         cells += [format_metric(m, results[t][m]) for t, m in columns]
         cells += [f"{summary[name]['norm_perf']:.1f}", f"{summary[name]['delta_mtl']:+.2f}"]
         cells += [(extra or {}).get(name, {}).get(c, "") for c in extra_cols]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        body.append(cells)
+    return "\n".join(markdown_lines(header, body)) + "\n"
+
+
+def markdown_lines(
+    header: Sequence[str], body: Sequence[Sequence[str]], numbers_right: bool = False
+) -> list[str]:
+    """A markdown table's lines: header, rule (columns after the first right-aligned if
+    ``numbers_right``), one line per body row."""
+    rule = "|---|" + ("---:|" if numbers_right else "---|") * (len(header) - 1)
+    return [_markdown_line(header), rule, *(_markdown_line(row) for row in body)]
+
+
+def _markdown_line(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
 
 
 def bar_chart(
@@ -87,5 +104,75 @@ def bar_chart(
     ax.set_ylabel("normalised performance (%)")
     ax.set_title(title)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_png(fig, path)
+
+
+# ----------------------------------------------------------------------------- accuracy tables
+def accuracy_summary(
+    acc: Mapping[str, float], reference: Mapping[str, float] | None, tasks: Sequence[str]
+) -> dict[str, Any]:
+    """A row of accuracies (%): per task, their mean, and where a ``reference`` row is given (the
+    individual experts) the normalised accuracy ``100 acc / reference`` per task (NaN where the
+    reference is 0) and its mean."""
+    row: dict[str, Any] = {"accuracy": {t: acc[t] for t in tasks}, "avg": sum(acc.values()) / len(acc)}
+    if reference is not None:
+        norm = {t: (100.0 * acc[t] / reference[t]) if reference[t] > 0 else math.nan for t in tasks}
+        row["normalized"] = norm
+        row["normalized_avg"] = sum(norm.values()) / len(norm)
+    return row
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every NaN replaced by None (JSON has no NaN), through dicts, lists and tuples."""
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def format_percent(value: float | None) -> str:
+    """One decimal, or ``–`` for a missing (None/NaN) value."""
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1f}"
+
+
+def accuracy_tables(
+    rows: Mapping[str, Mapping[str, Any]], tasks: Sequence[str], columns: Sequence[str]
+) -> tuple[str, str]:
+    """(markdown with the accuracy and normalised-accuracy tables, CSV with both) of
+    :func:`accuracy_summary` rows; ``columns`` are the tasks' column titles, then ``Avg.``."""
+    cols = [*columns, "Avg."]
+    md: list[str] = []
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["row", "metric", "unit", *cols])
+    for title, key, avg in (
+        ("Accuracy (%)", "accuracy", "avg"),
+        ("Normalised accuracy (%)", "normalized", "normalized_avg"),
+    ):
+        body = []
+        for name, row in rows.items():
+            vals = [row[key][t] for t in tasks] + [row[avg]]
+            body.append([name, *(format_percent(v) for v in vals)])
+            writer.writerow([name, key, "%", *(f"{v:.4f}" for v in vals)])
+        md += [f"### {title}", "", *markdown_lines(["Method", *cols], body, numbers_right=True), ""]
+    return "\n".join(md), buf.getvalue()
+
+
+def average_chart(values: Mapping[str, float], path: str | os.PathLike, ylabel: str, title: str = "") -> Path:
+    """One labelled bar per row (e.g. its average accuracy)."""
+    plt = pyplot()
+    names = list(values)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(names) + 1.5), 3.5))
+    heights = [values[n] for n in names]
+    ax.bar(range(len(names)), heights, color="tab:blue")
+    for i, v in enumerate(heights):
+        ax.text(i, v, f"{v:.1f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     fig.tight_layout()
     return save_png(fig, path)

@@ -4,7 +4,7 @@ Layers, top to bottom (a higher number may import a lower one, never the reverse
 
     6  cli
     5  jobs        (no job imports another job; jobs._common / jobs._checks are shared private helpers)
-    4  merging, realign, affinity, training
+    4  merging, realign, affinity, training, bench
     3  pool, features
     2  encoders, heads, datasets, metrics, and the utilities (config, data, checkpoint, ...)
 
@@ -39,6 +39,7 @@ LAYERS: dict[str, int] = {
     "realign": METHODS,
     "affinity": METHODS,
     "training": METHODS,
+    "bench": METHODS,  # benchmark runners: evaluate, merge and realign over one pool
     # models and their features, shared by every method
     "pool": FLOOR,
     "features": FLOOR,

@@ -74,24 +74,36 @@ class TensorSource(InputSource):
 
 
 class DatasetSource(InputSource):
-    """Items read lazily from a dataset (``dataset[i]`` a dict); only ``keys`` are kept from each item."""
+    """Items read lazily from a dataset (``dataset[i]`` a dict); only ``keys`` are kept from each item.
 
-    def __init__(self, dataset: Any, keys: Sequence[str] = (IMAGE,)) -> None:
+    ``indices`` (optional) restricts the source to those items of ``dataset``, in that order: item ``i``
+    of the source is ``dataset[indices[i]]`` (a seeded subset, read only when drawn)."""
+
+    def __init__(
+        self, dataset: Any, keys: Sequence[str] = (IMAGE,), indices: Tensor | Sequence[int] | None = None
+    ) -> None:
         self.dataset = dataset
         self.keys = tuple(dict.fromkeys([IMAGE, *keys]))
+        self.indices = None if indices is None else _as_index(indices)
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.dataset) if self.indices is None else len(self.indices)
 
     def read(self, idx: Tensor | Sequence[int]) -> dict[str, Tensor]:
-        items = [self.dataset[int(i)] for i in _as_index(idx)]
+        idx = _as_index(idx)
+        if self.indices is not None:
+            idx = self.indices[idx]
+        items = [self.dataset[int(i)] for i in idx]
         return {k: torch.stack([item[k] for item in items]) for k in self.keys if k in items[0]}
 
     def fingerprint(self, pool: Tensor) -> str:
         """The dataset's own ``fingerprint()`` if it has one; else its class, length and the content of
-        the first and last sampled item (read anyway), so no unsampled item is read for a cache key."""
+        the first and last sampled item (read anyway), so no unsampled item is read for a cache key;
+        plus the subset's indices when there are some."""
         own = getattr(self.dataset, "fingerprint", None)
         h = hashlib.sha256(f"{type(self.dataset).__qualname__}|{len(self)}".encode())
+        if self.indices is not None:
+            h.update(f"{len(self.dataset)}|".encode() + self.indices.numpy().tobytes())
         if callable(own):
             h.update(str(own()).encode())
         else:
@@ -210,3 +222,18 @@ def dataset_inputs(dataset: Any, tasks: list[str], name: str, with_labels: bool 
         source = TensorSource(source.read(torch.arange(len(source))))
         label_keys = {t: tuple(k for k in ks if k in source.keys) for t, ks in label_keys.items()}
     return RealignInputs(name=name, sources={t: source for t in tasks}, label_keys=label_keys)
+
+
+def seeded_subset(n: int, limit: int | None, seed: int) -> Tensor:
+    """Sorted indices of a seeded subset of at most ``limit`` of ``n`` items (all of them when None)."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randperm(n, generator=gen)[:limit].sort().values
+
+
+def subset_inputs(datasets: Mapping[str, Any], name: str, limit: int | None, seed: int) -> RealignInputs:
+    """Each task's unlabelled inputs from its own dataset: a seeded subset of at most ``limit`` items
+    (:func:`seeded_subset`; None: every item), read only when a batch draws them."""
+    sources = {
+        t: DatasetSource(ds, indices=seeded_subset(len(ds), limit, seed)) for t, ds in datasets.items()
+    }
+    return RealignInputs(name=name, sources=sources)

@@ -29,12 +29,14 @@ can: :func:`pickled_activation` reads the class of the MLP activation modules in
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 
 from simo_merge.checkpoint import CheckpointError, StateDict, load_state
+from simo_merge.clip_templates import canonical_dataset
 from simo_merge.encoders.convert_clip import VISUAL_MARKER, visual_from_clip_state
 from simo_merge.unpickler import (  # noqa: F401  (re-exported: the loaders' public names)
     RestrictedUnpickler,
@@ -183,24 +185,123 @@ def load_task_vectors_zeroshot_head(
     return zeroshot_head_from_weights(weight, bias, task_name=task_name)
 
 
-def task_vectors_paths(root: str | os.PathLike, model: str, dataset: str) -> dict[str, Path]:
-    """``{"zeroshot", "finetuned", "head"}`` paths of ``dataset`` under the task_vectors layout.
+# ----------------------------------------------------------------------------- finding the files
 
-    Tries ``<Dataset>`` then ``<Dataset>Val`` (the name task_vectors trains and saves under); raises
-    FileNotFoundError naming every path tried when one is missing.
-    """
+
+def first_existing(paths: list[Path], what: str, required: bool = True) -> Path | None:
+    """The first of ``paths`` that is a file; None when none is and not ``required``, else
+    FileNotFoundError naming ``what`` and every path tried."""
+    hit = next((p for p in paths if p.is_file()), None)
+    if hit is None and required:
+        raise FileNotFoundError(f"{what} not found; tried {[str(p) for p in paths]}")
+    return hit
+
+
+def task_vectors_candidates(root: str | os.PathLike, model: str, dataset: str) -> dict[str, list[Path]]:
+    """``{"zeroshot", "finetuned", "head"}`` -> the paths that may hold them under the task_vectors
+    layout, in order: ``<Dataset>`` then ``<Dataset>Val`` (the name task_vectors trains and saves under)."""
     base = Path(root) / model
-    candidates = {
+    return {
         "zeroshot": [base / "zeroshot.pt"],
         "finetuned": [base / dataset / "finetuned.pt", base / f"{dataset}Val" / "finetuned.pt"],
         "head": [base / f"head_{dataset}.pt", base / f"head_{dataset}Val.pt"],
     }
-    out: dict[str, Path] = {}
-    for role, paths in candidates.items():
-        hit = next((p for p in paths if p.is_file()), None)
-        if hit is None:
-            raise FileNotFoundError(
-                f"task_vectors {role} checkpoint not found; tried {[str(p) for p in paths]}"
-            )
-        out[role] = hit
+
+
+def open_clip_candidates(root: str | os.PathLike, model: str, dataset: str) -> dict[str, list[Path]]:
+    """The same roles under the open_clip layout: ``<model>/zeroshot.safetensors``,
+    ``<model>/<Dataset>.safetensors`` and ``<model>/head_<Dataset>.safetensors``."""
+    base = Path(root) / model
+    return {
+        "zeroshot": [base / "zeroshot.safetensors"],
+        "finetuned": [base / f"{dataset}.safetensors"],
+        "head": [base / f"head_{dataset}.safetensors"],
+    }
+
+
+def task_vectors_paths(root: str | os.PathLike, model: str, dataset: str) -> dict[str, Path]:
+    """``{"zeroshot", "finetuned", "head"}`` paths of ``dataset`` under the task_vectors layout; raises
+    FileNotFoundError naming every path tried when one is missing."""
+    return {
+        role: first_existing(paths, f"task_vectors {role} checkpoint")
+        for role, paths in task_vectors_candidates(root, model, dataset).items()
+    }
+
+
+# ----------------------------------------------------------------------------- the eight-task pool
+
+HeadWeights = tuple[Tensor, Tensor | None]
+
+
+@dataclass
+class Clip8Checkpoints:
+    """θ0, the experts, the heads loaded from files (``None`` where absent) and the layout used."""
+
+    layout: str
+    base: StateDict
+    experts: dict[str, StateDict]
+    head_weights: dict[str, HeadWeights | None]
+    sources: dict[str, str]
+    activation: str | None = None  # "quick_gelu" / "gelu" as read from the pickles; None: unknown
+
+
+def detect_layout(root: str | os.PathLike, model: str, tasks: list[str]) -> str:
+    """``task_vectors`` when ``<model>/zeroshot.pt`` and a ``finetuned.pt`` exist, ``open_clip`` when
+    ``<model>/zeroshot.safetensors`` exists; FileNotFoundError naming both otherwise."""
+    base = Path(root) / model
+    if (base / "zeroshot.pt").is_file() and any(
+        p.is_file()
+        for t in tasks
+        for p in task_vectors_candidates(root, model, canonical_dataset(t))["finetuned"]
+    ):
+        return "task_vectors"
+    if (base / "zeroshot.safetensors").is_file():
+        return "open_clip"
+    raise FileNotFoundError(
+        f"no CLIP checkpoints found: neither {base / 'zeroshot.pt'} + <Dataset>/finetuned.pt (task_vectors) "
+        f"nor {base / 'zeroshot.safetensors'} (open_clip layout)"
+    )
+
+
+def load_open_clip_head(path: str | os.PathLike) -> HeadWeights:
+    """``(weight [C, D], bias [C] or None)`` of an open_clip-layout ``head_<Dataset>.safetensors``."""
+    state = load_state(path)
+    if "weight" not in state or state["weight"].dim() != 2:
+        raise ValueError(f"{path}: needs a 2-D 'weight' [num_classes, embed_dim]")
+    return state["weight"], state.get("bias")
+
+
+def load_clip8_checkpoints(
+    root: str | os.PathLike, model: str, tasks: list[str], layout: str = "auto", allow_pickle: bool = False
+) -> Clip8Checkpoints:
+    """θ0, every expert of ``tasks`` and the head files present under ``root/model``, from either layout
+    (``auto``: :func:`detect_layout`); a missing head comes back as None (to be computed from text)."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"checkpoints folder {root} does not exist")
+    layout = detect_layout(root, model, tasks) if layout == "auto" else layout
+    pickles = layout == "task_vectors"
+    where = "task_vectors" if pickles else "open_clip"
+    candidates = task_vectors_candidates if pickles else open_clip_candidates
+
+    def encoder(path: Path) -> tuple[StateDict, str | None]:
+        if pickles:
+            return load_task_vectors_encoder_and_activation(path, allow_pickle=allow_pickle)
+        return load_open_clip_visual_state(path, allow_pickle=allow_pickle), None
+
+    zs = first_existing(candidates(root, model, "")["zeroshot"], f"{where} zeroshot checkpoint")
+    base, activation = encoder(zs)
+    out = Clip8Checkpoints(layout, base, {}, {}, {}, activation)
+    for t in tasks:
+        paths = candidates(root, model, canonical_dataset(t))
+        what = f"task_vectors finetuned checkpoint of {t}" if pickles else f"open_clip checkpoint of {t}"
+        ft = first_existing(paths["finetuned"], what)
+        out.experts[t], act = encoder(ft)
+        if activation is not None and act is not None and act != activation:
+            raise ValueError(f"{ft} uses {act} but {zs} uses {activation}: not one architecture")
+        head = first_existing(paths["head"], "", required=False)
+        read_head = (lambda p: load_task_vectors_head(p, allow_pickle)) if pickles else load_open_clip_head
+        out.head_weights[t] = None if head is None else read_head(head)
+        out.sources[t] = str(ft)
+    out.sources["base"] = str(zs)
     return out

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import save_file
 
+from simo_merge.bench import ClassificationBench
 from simo_merge.checkpoint import CheckpointError
 from simo_merge.config import ConfigError, load_config
 from simo_merge.datasets import build_dataset
@@ -27,7 +28,7 @@ from simo_merge.datasets.clip8 import CLIP8_TASKS
 from simo_merge.encoders import build_encoder
 from simo_merge.encoders.open_clip_vit import register_small_configs
 from simo_merge.jobs import clip8 as clip_bench
-from simo_merge.jobs.clip8 import Clip8Config, detect_layout, row_keys
+from simo_merge.jobs.clip8 import Clip8Config, row_keys
 from simo_merge.jobs.clip8 import run as run_clip8
 
 ARCH = "ViT-Tiny-8"
@@ -195,16 +196,18 @@ def test_end_to_end_tables_and_resume(fixture_dirs, tmp_path, monkeypatch):
     out = tmp_path / "run"
     cfg = load_config(Clip8Config, STANDIN, _overrides(root, text, out))
     assert cfg.model == ARCH and cfg.methods == ["task_arithmetic", "ties"] and cfg.realign == ["surgery"]
+    from simo_merge.pool.clip_layout import detect_layout
+
     assert detect_layout(root / "ckpt", ARCH, cfg.datasets) == "task_vectors"
     states, realigned = [], []
-    real_state_model, real_realigned = clip_bench._Bench.state_model, clip_bench._Bench.realigned
+    real_state_model, real_realigned = ClassificationBench.state_model, ClassificationBench.realigned
     monkeypatch.setattr(
-        clip_bench._Bench, "state_model", lambda self, st: states.append(st) or real_state_model(self, st)
+        ClassificationBench, "state_model", lambda self, st: states.append(st) or real_state_model(self, st)
     )
     monkeypatch.setattr(
-        clip_bench._Bench,
+        ClassificationBench,
         "realigned",
-        lambda self, st, r: realigned.append((st, r)) or real_realigned(self, st, r),
+        lambda self, st, r: realigned.append((st, r.realigner)) or real_realigned(self, st, r),
     )
     result = run_clip8(cfg)
     # the models evaluated: θ0, the eight experts in order, θ0 + 0.3 Σ τt (task arithmetic), then TIES
@@ -264,8 +267,10 @@ def test_end_to_end_tables_and_resume(fixture_dirs, tmp_path, monkeypatch):
 
     # resume: nothing recomputed, same numbers
     calls = []
-    real = clip_bench._Bench.accuracy
-    monkeypatch.setattr(clip_bench._Bench, "accuracy", lambda self, *a: calls.append(a[2]) or real(self, *a))
+    real = ClassificationBench.accuracy
+    monkeypatch.setattr(
+        ClassificationBench, "accuracy", lambda self, *a: calls.append(a[2]) or real(self, *a)
+    )
     again = run_clip8(load_config(Clip8Config, STANDIN, _overrides(root, text, out, "progress=false")))
     assert calls == [] and again["computed"] == [] and again["rows"] == result["rows"]
     # a changed ties λ recomputes ties and ties+surgery only; a deleted row file is recomputed
@@ -419,7 +424,7 @@ def test_task_vectors_row_builds_a_quickgelu_model(fixture_dirs, tmp_path):
     ckpt = clip_bench.load_checkpoints(cfg)
     assert ckpt.activation == "quick_gelu"
     assert clip_bench.resolve_architecture(cfg, ckpt) == (ARCH, True)
-    bench = clip_bench._Bench(cfg, ckpt)
+    bench = clip_bench.build_bench(cfg, ckpt)
     enc = bench.make_encoder().eval()
     acts = {type(m).__name__ for m in enc.model.modules() if "GELU" in type(m).__name__}
     assert acts == {"QuickGELU"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from simo_merge.bench import ClassificationBench
 from simo_merge.config import load_config
 from simo_merge.datasets.clip8 import CLIP8_TASKS
 from simo_merge.jobs import clip8 as clip_bench
@@ -21,12 +22,14 @@ def test_data_free_rows_with_deep_and_taps(fixture_dirs, tmp_path, monkeypatch):
         "Pretrained", "Individual", "iso_cts", "iso_cts+deep", "iso_cts+taps", "tall_masks",
     ]  # fmt: skip
     states, realigned = [], []
-    real_state_model, real_realigned = clip_bench._Bench.state_model, clip_bench._Bench.realigned
+    real_state_model, real_realigned = ClassificationBench.state_model, ClassificationBench.realigned
     monkeypatch.setattr(
-        clip_bench._Bench, "state_model", lambda self, st: states.append(st) or real_state_model(self, st)
+        ClassificationBench, "state_model", lambda self, st: states.append(st) or real_state_model(self, st)
     )
     monkeypatch.setattr(
-        clip_bench._Bench, "realigned", lambda self, st, r: realigned.append(r) or real_realigned(self, st, r)
+        ClassificationBench,
+        "realigned",
+        lambda self, st, r: realigned.append(r.realigner) or real_realigned(self, st, r),
     )
     result = run_clip8(cfg)
     assert list(result["rows"]) == list(row_keys(cfg))

@@ -11,7 +11,6 @@ import sys
 import types
 import zipfile
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -145,11 +144,9 @@ def _load_task_vectors_head(path, allow):
 
 
 def _load_text(path, allow):
-    from simo_merge.jobs.clip8 import Clip8Config, _text_heads
+    from simo_merge.heads.zeroshot import zeroshot_heads
 
-    cfg = Clip8Config(model="ViT-Tiny-8", text_checkpoint=str(path), allow_pickle=allow)
-    ckpt = SimpleNamespace(head_weights={"mnist": None}, layout="task_vectors", sources={}, activation=None)
-    _text_heads(cfg, ckpt, {"mnist": ["0", "1"]})
+    zeroshot_heads({"mnist": None}, {"mnist": ["0", "1"]}, str(path), "ViT-Tiny-8", allow_pickle=allow)
 
 
 LOADERS = {

@@ -9,7 +9,8 @@ MNIST, DTD, Avg.] top-1 accuracy (%):
 - one row per merge method in ``methods`` (defaults: task_arithmetic λ=0.3, ties k=20 λ=0.3 as in the
   papers' CLIP tables; data-dependent methods (adamerging, fisher, regmean) get a
   :class:`simo_merge.merging.data.MergeData` over each task's unlabelled test images, at most
-  ``max_unlabelled`` per task, a seeded subset);
+  ``max_unlabelled`` per task, a seeded subset (``null``: the whole test split), read from the test sets
+  only when a batch draws them);
 - one row ``<method>+<realigner>`` per method and realigner in ``realign`` (realigned on the same
   unlabelled test inputs for ``realign_steps`` steps).
 - a per-task method (``tall_masks``: one model rebuilt per task) is one row in which each task is
@@ -17,21 +18,24 @@ MNIST, DTD, Avg.] top-1 accuracy (%):
 
 Normalised accuracy = row accuracy / Individual accuracy × 100 per task (NaN where Individual is 0); its
 average is the mean over tasks. Results go to ``output_dir`` as ``results.{md,csv,json}`` and
-``results.png`` (average accuracy per row), all written atomically.
+``results.png`` (average accuracy per row), all written atomically (tables from :mod:`simo_merge.report`;
+the rows run on :class:`simo_merge.bench.ClassificationBench`).
 
-Checkpoint layouts under ``checkpoints`` (``layout=auto`` picks the first that matches):
+Checkpoint layouts under ``checkpoints`` (``layout=auto`` picks the first that matches; read by
+:mod:`simo_merge.pool.clip_layout`):
 
 - ``task_vectors`` (mlfoundations/task_vectors): ``<model>/zeroshot.pt``,
   ``<model>/<Dataset>[Val]/finetuned.pt``, ``<model>/head_<Dataset>[Val].pt``; pickled modules, read
-  only with ``allow_pickle=true`` (see :mod:`simo_merge.pool.clip_layout`).
+  only with ``allow_pickle=true``.
 - ``open_clip``: ``<model>/zeroshot.safetensors`` and ``<model>/<Dataset>.safetensors`` (whole open_clip
   CLIP states, visual-only states or HF CLIP vision states), heads ``<model>/head_<Dataset>.safetensors``
   (``weight`` [C, D] already times the logit scale, optional ``bias`` [C]).
 
-A missing head file is computed from text: CLIP's prompt ensemble over the templates of
-:mod:`simo_merge.clip_templates` and the loader's own ``classnames`` (same class-id order as the labels),
-with the text tower of ``text_checkpoint`` (a whole open_clip CLIP state; default: the open_clip
-layout's ``zeroshot.safetensors``). task_vectors' ``zeroshot.pt`` has no text tower.
+A missing head file is computed from text (:func:`simo_merge.heads.zeroshot.zeroshot_heads`): CLIP's
+prompt ensemble over the templates of :mod:`simo_merge.clip_templates` and the loader's own
+``classnames`` (same class-id order as the labels), with the text tower of ``text_checkpoint`` (a whole
+open_clip CLIP state; default: the open_clip layout's ``zeroshot.safetensors``). task_vectors'
+``zeroshot.pt`` has no text tower.
 
 Test splits follow task_vectors: ``test`` except SUN397 and DTD, whose test sets are the ``val`` folders
 (see :mod:`simo_merge.datasets.clip8`); ``test_splits`` overrides per dataset. Those ``val`` folders hold
@@ -44,46 +48,29 @@ that determines it; a rerun reuses rows whose hash matches and recomputes the re
 
 from __future__ import annotations
 
-import copy
-import csv
 import hashlib
-import io
 import json
-import math
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import Tensor, nn
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from simo_merge.atomic import write_json, write_text
-from simo_merge.checkpoint import load_state
-from simo_merge.clip_templates import canonical_dataset, templates
+from simo_merge.bench import ClassificationBench
+from simo_merge.clip_templates import canonical_dataset
 from simo_merge.config import ConfigError
 from simo_merge.datasets import build_dataset
 from simo_merge.datasets.clip8 import CLIP8_TASKS
-from simo_merge.encoders import Encoder, build_encoder
-from simo_merge.features.inputs import RealignInputs
-from simo_merge.heads.zeroshot import ZeroShotHead, zeroshot_head, zeroshot_head_from_weights
-from simo_merge.merging import MERGE_METHODS, merge
-from simo_merge.plotting import pyplot, save_png
-from simo_merge.pool.clip_layout import (
-    load_open_clip_visual_state,
-    load_task_vectors_encoder_and_activation,
-    load_task_vectors_head,
-)
+from simo_merge.encoders import build_encoder
+from simo_merge.heads.zeroshot import zeroshot_heads
+from simo_merge.merging import MERGE_METHODS
+from simo_merge.pool.clip_layout import Clip8Checkpoints, detect_layout, load_clip8_checkpoints
 from simo_merge.pool.expert_pool import ExpertPool
-from simo_merge.pool.model import MultiTaskModel
 from simo_merge.realign import REALIGNERS
-from simo_merge.realign.train import RealignConfig, realign
+from simo_merge.realign.train import RealignConfig
+from simo_merge.report import accuracy_summary, accuracy_tables, average_chart, json_safe
 from simo_merge.runtime import RuntimeConfig
-from simo_merge.training.evaluate import evaluate
-
-StateDict = dict[str, Tensor]
 
 LAYOUTS = ("auto", "task_vectors", "open_clip")
 #: hyper-parameter defaults of the CLIP tables (Task Arithmetic: λ=0.3; TIES: top-20%, disjoint sum,
@@ -117,7 +104,7 @@ class Clip8Config:
     realign: list[str] = field(default_factory=list)
     realign_steps: int = 500
     realign_params: dict[str, Any] = field(default_factory=dict)  # other RealignConfig fields
-    max_unlabelled: int = 256  # per task, for merge data and realignment (held in memory)
+    max_unlabelled: int | None = 256  # per task, for merge data and realignment; None: the whole test split
     batch_size: int = 128
     num_workers: int = 0
     seed: int = 0
@@ -154,7 +141,8 @@ class Clip8Config:
                 f"realign_params: keys {sorted(self.realign_params)} must be RealignConfig fields other "
                 "than realigner/steps/seed/progress"
             )
-        if self.max_unlabelled < 1 or self.batch_size < 1 or self.realign_steps < 0:
+        too_few = self.max_unlabelled is not None and self.max_unlabelled < 1
+        if too_few or self.batch_size < 1 or self.realign_steps < 0:
             raise ConfigError(
                 f"max_unlabelled, batch_size must be >= 1 and realign_steps >= 0 (got {self.max_unlabelled}, "
                 f"{self.batch_size}, {self.realign_steps})"
@@ -169,18 +157,6 @@ class Clip8Config:
 
 
 # ----------------------------------------------------------------------------------------- checkpoints
-@dataclass
-class Clip8Checkpoints:
-    """θ0, the experts, the heads loaded from files (``None`` where absent) and the layout used."""
-
-    layout: str
-    base: StateDict
-    experts: dict[str, StateDict]
-    head_weights: dict[str, tuple[Tensor, Tensor | None] | None]
-    sources: dict[str, str]
-    activation: str | None = None  # "quick_gelu" / "gelu" as read from the pickles; None: unknown
-
-
 def resolve_architecture(cfg: Clip8Config, ckpt: Clip8Checkpoints | None = None) -> tuple[str, bool]:
     """The open_clip architecture to build and whether it uses QuickGELU.
 
@@ -210,110 +186,49 @@ def _open_clip_kwargs(quick_gelu: bool) -> dict[str, Any]:
     return {"force_quick_gelu": True} if quick_gelu else {}
 
 
-def _tv_candidates(base: Path, name: str) -> dict[str, list[Path]]:
-    return {
-        "finetuned": [base / name / "finetuned.pt", base / f"{name}Val" / "finetuned.pt"],
-        "head": [base / f"head_{name}.pt", base / f"head_{name}Val.pt"],
-    }
-
-
-def detect_layout(root: Path, model: str, tasks: list[str]) -> str:
-    """``task_vectors`` when ``<model>/zeroshot.pt`` and a ``finetuned.pt`` exist, ``open_clip`` when
-    ``<model>/zeroshot.safetensors`` exists; FileNotFoundError naming both otherwise."""
-    base = root / model
-    if (base / "zeroshot.pt").is_file() and any(
-        p.is_file() for t in tasks for p in _tv_candidates(base, canonical_dataset(t))["finetuned"]
-    ):
-        return "task_vectors"
-    if (base / "zeroshot.safetensors").is_file():
-        return "open_clip"
-    raise FileNotFoundError(
-        f"no CLIP checkpoints found: neither {base / 'zeroshot.pt'} + <Dataset>/finetuned.pt (task_vectors) "
-        f"nor {base / 'zeroshot.safetensors'} (open_clip layout)"
-    )
-
-
-def _first(paths: list[Path], what: str, required: bool) -> Path | None:
-    hit = next((p for p in paths if p.is_file()), None)
-    if hit is None and required:
-        raise FileNotFoundError(f"{what} not found; tried {[str(p) for p in paths]}")
-    return hit
-
-
 def load_checkpoints(cfg: Clip8Config) -> Clip8Checkpoints:
-    """Read θ0, every expert of ``cfg.datasets`` and the head files present, from either layout."""
-    root = Path(cfg.checkpoints).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(f"checkpoints folder {root} does not exist")
-    layout = detect_layout(root, cfg.model, cfg.datasets) if cfg.layout == "auto" else cfg.layout
-    base_dir = root / cfg.model
-    experts: dict[str, StateDict] = {}
-    heads: dict[str, tuple[Tensor, Tensor | None] | None] = {}
-    sources: dict[str, str] = {}
-    activation: str | None = None
-    if layout == "task_vectors":
-        zs = _first([base_dir / "zeroshot.pt"], "task_vectors zeroshot checkpoint", True)
-        base, activation = load_task_vectors_encoder_and_activation(zs, allow_pickle=cfg.allow_pickle)
-        for t in cfg.datasets:
-            cands = _tv_candidates(base_dir, canonical_dataset(t))
-            ft = _first(cands["finetuned"], f"task_vectors finetuned checkpoint of {t}", True)
-            experts[t], act = load_task_vectors_encoder_and_activation(ft, allow_pickle=cfg.allow_pickle)
-            if activation is not None and act is not None and act != activation:
-                raise ValueError(f"{ft} uses {act} but {zs} uses {activation}: not one architecture")
-            head = _first(cands["head"], "", False)
-            heads[t] = None if head is None else load_task_vectors_head(head, allow_pickle=cfg.allow_pickle)
-            sources[t] = str(ft)
-    else:
-        zs = _first([base_dir / "zeroshot.safetensors"], "open_clip zeroshot checkpoint", True)
-        base = load_open_clip_visual_state(zs, allow_pickle=cfg.allow_pickle)
-        for t in cfg.datasets:
-            name = canonical_dataset(t)
-            ft = _first([base_dir / f"{name}.safetensors"], f"open_clip checkpoint of {t}", True)
-            experts[t] = load_open_clip_visual_state(ft, allow_pickle=cfg.allow_pickle)
-            head = _first([base_dir / f"head_{name}.safetensors"], "", False)
-            if head is None:
-                heads[t] = None
-            else:
-                state = load_state(head)
-                if "weight" not in state or state["weight"].dim() != 2:
-                    raise ValueError(f"{head}: needs a 2-D 'weight' [num_classes, embed_dim]")
-                heads[t] = (state["weight"], state.get("bias"))
-            sources[t] = str(ft)
-    sources["base"] = str(zs)
-    return Clip8Checkpoints(layout, base, experts, heads, sources, activation)
+    """θ0, every expert of ``cfg.datasets`` and the head files present, from either layout."""
+    return load_clip8_checkpoints(cfg.checkpoints, cfg.model, cfg.datasets, cfg.layout, cfg.allow_pickle)
 
 
-def _text_heads(cfg: Clip8Config, ckpt: Clip8Checkpoints, classnames: dict[str, list[str]]) -> dict:
-    """Zero-shot heads from CLIP's text tower for the tasks without a head file."""
-    import open_clip
-
-    from simo_merge.encoders.open_clip_vit import register_small_configs
-
-    missing = [t for t, h in ckpt.head_weights.items() if h is None]
-    if not missing:
-        return {}
-    path = cfg.text_checkpoint
-    if path is None and ckpt.layout == "open_clip":
-        path = ckpt.sources["base"]
-    if path is None:
-        raise FileNotFoundError(
-            f"no head file for {missing} and no text tower to compute them: set text_checkpoint to a whole "
-            "open_clip CLIP state (task_vectors' zeroshot.pt has no text tower)"
-        )
-    register_small_configs()
+def build_bench(cfg: Clip8Config, ckpt: Clip8Checkpoints) -> ClassificationBench:
+    """The test sets, the heads (from files, else from text) checked against them, and the pool."""
     arch, quick = resolve_architecture(cfg, ckpt)
-    clip = open_clip.create_model(arch, pretrained=None, **_open_clip_kwargs(quick))
-    state = load_state(path, allow_pickle=cfg.allow_pickle)
-    state = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
-    need = [k for k in clip.state_dict() if not k.startswith("visual.")]
-    absent = [k for k in need if k not in state]
-    if absent:
-        raise ValueError(f"text_checkpoint {path}: no CLIP text tower (missing {absent[:3]}...)")
-    clip.load_state_dict({k: state[k] for k in need}, strict=False)
-    tokenizer = open_clip.get_tokenizer(arch)
-    return {
-        t: zeroshot_head(clip, tokenizer, classnames[t], templates(t), task_name=t).eval() for t in missing
+    kwargs = _open_clip_kwargs(quick)
+
+    def make_encoder() -> Any:
+        return build_encoder("open_clip", arch, **kwargs)
+
+    probe = make_encoder()
+    size = cfg.image_size or int(tuple(probe.model.image_size)[0])
+    datasets = {
+        t: build_dataset(t, root=cfg.data, split=split_of(cfg, t), image_size=size) for t in cfg.datasets
     }
+    text = cfg.text_checkpoint
+    if text is None and ckpt.layout == "open_clip":
+        text = ckpt.sources["base"]
+    classnames = {t: ds.classnames for t, ds in datasets.items()}
+    heads = zeroshot_heads(ckpt.head_weights, classnames, text, arch, quick, cfg.allow_pickle)
+    for t, ds in datasets.items():
+        c, n = heads[t].task.channels, ds.task_specs[t].channels
+        if c != n:
+            raise ValueError(f"{t}: head has {c} classes but the {split_of(cfg, t)} set has {n}")
+        if heads[t].embed_dim != probe.feature_dim:
+            raise ValueError(
+                f"{t}: head embed_dim {heads[t].embed_dim} != {cfg.model} feature dim {probe.feature_dim}"
+            )
+    return ClassificationBench(
+        make_encoder,
+        ExpertPool(ckpt.base, ckpt.experts, sources=ckpt.sources),
+        heads,
+        datasets,
+        name=f"clip8-{cfg.model}",
+        batch_size=cfg.batch_size,
+        num_workers=cfg.num_workers,
+        seed=cfg.seed,
+        max_unlabelled=cfg.max_unlabelled,
+        progress=cfg.progress,
+    )
 
 
 # ----------------------------------------------------------------------------------------- the bench
@@ -340,9 +255,10 @@ def row_keys(cfg: Clip8Config, ckpt: Clip8Checkpoints | None = None) -> dict[str
     keys = {PRETRAINED: _config_hash({**common, "row": PRETRAINED})}
     keys[INDIVIDUAL] = _config_hash({**common, "row": INDIVIDUAL})
     for m in cfg.methods:
-        method = {"method": m, "params": method_params(cfg, m), **(unlabelled if _needs_probe(m) else {})}
+        facts = MERGE_METHODS.facts(m)
+        method = {"method": m, "params": method_params(cfg, m), **(unlabelled if facts["needs_data"] else {})}
         keys[m] = _config_hash({**common, **method})
-        for r in [] if _per_task(m) else cfg.realign:
+        for r in [] if facts.get("per_task") else cfg.realign:
             extra = {"realigner": r, "steps": cfg.realign_steps, "params": cfg.realign_params, **unlabelled}
             keys[f"{m}+{r}"] = _config_hash({**common, **method, "realign": extra})
     return keys
@@ -358,170 +274,15 @@ def split_of(cfg: Clip8Config, task: str) -> str:
     return cfg.test_splits.get(task, "test")
 
 
-def _needs_probe(method: str) -> bool:
-    return bool(MERGE_METHODS.facts(method)["needs_data"])
-
-
-def _per_task(method: str) -> bool:
-    """A method that rebuilds one model per task (TALL masks): each task is evaluated on its own model,
-    and no realigner is stacked on it."""
-    return bool(MERGE_METHODS.facts(method).get("per_task"))
-
-
-class _Bench:
-    """State shared by the rows of one run: data, heads, encoder factory, unlabelled inputs."""
-
-    def __init__(self, cfg: Clip8Config, ckpt: Clip8Checkpoints) -> None:
-        self.cfg = cfg
-        self.ckpt = ckpt
-        self.tasks = list(cfg.datasets)
-        self.arch, self.quick_gelu = resolve_architecture(cfg, ckpt)
-        kwargs = _open_clip_kwargs(self.quick_gelu)
-        self.make_encoder: Callable[[], Encoder] = lambda: build_encoder("open_clip", self.arch, **kwargs)
-        probe_enc = self.make_encoder()
-        size = cfg.image_size or int(tuple(probe_enc.model.image_size)[0])
-        self.datasets = {
-            t: build_dataset(t, root=cfg.data, split=split_of(cfg, t), image_size=size) for t in self.tasks
-        }
-        self.specs = {t: ds.task_specs[t] for t, ds in self.datasets.items()}
-        heads: dict[str, ZeroShotHead] = {}
-        for t, hw in ckpt.head_weights.items():
-            if hw is not None:
-                heads[t] = zeroshot_head_from_weights(hw[0], hw[1], task_name=t).eval()
-        heads.update(_text_heads(cfg, ckpt, {t: ds.classnames for t, ds in self.datasets.items()}))
-        for t in self.tasks:
-            c, n = heads[t].task.channels, self.specs[t].channels
-            if c != n:
-                raise ValueError(f"{t}: head has {c} classes but the {split_of(cfg, t)} set has {n}")
-            if heads[t].embed_dim != probe_enc.feature_dim:
-                raise ValueError(
-                    f"{t}: head embed_dim {heads[t].embed_dim} != {cfg.model} feature dim "
-                    f"{probe_enc.feature_dim}"
-                )
-        self.heads = heads
-        self.pool = ExpertPool(ckpt.base, ckpt.experts, sources=ckpt.sources)
-        self._unlabelled: dict[str, Tensor] = {}
-        self.evaluations = 0
-
-    def loader(self, task: str) -> DataLoader:
-        return DataLoader(
-            self.datasets[task], batch_size=self.cfg.batch_size, num_workers=self.cfg.num_workers
-        )
-
-    def unlabelled(self) -> dict[str, Tensor]:
-        """Each task's unlabelled test images (a seeded subset of at most ``max_unlabelled``)."""
-        for t in self.tasks:
-            if t not in self._unlabelled:
-                ds = self.datasets[t]
-                gen = torch.Generator().manual_seed(self.cfg.seed)
-                idx = torch.randperm(len(ds), generator=gen)[: self.cfg.max_unlabelled].sort().values
-                self._unlabelled[t] = torch.stack([ds[int(i)]["image"] for i in idx])
-        return self._unlabelled
-
-    def heads_copy(self) -> dict[str, nn.Module]:
-        return {t: copy.deepcopy(h) for t, h in self.heads.items()}
-
-    def accuracy(self, model: nn.Module, tasks: list[str], desc: str) -> dict[str, float]:
-        out = {}
-        for t in tasks:
-            metrics = evaluate(model, self.loader(t), {t: self.specs[t]}, f"{desc}/{t}", self.cfg.progress)
-            out[t] = float(metrics[t]["accuracy"])  # already in %
-            self.evaluations += 1
-        return out
-
-    def state_model(self, state: StateDict) -> MultiTaskModel:
-        encoder = self.make_encoder()
-        encoder.load_model_state(state)
-        return MultiTaskModel(encoder, self.heads_copy()).eval()
-
-    def merged_state(self, method: str) -> StateDict:
-        params = method_params(self.cfg, method)
-        if _needs_probe(method):
-            from simo_merge.merging.data import MergeData
-
-            params["merge_data"] = MergeData(
-                self.make_encoder,
-                self.heads_copy(),
-                self.pool.experts,
-                self.unlabelled(),
-                name=f"clip8-{self.cfg.model}",
-                seed=self.cfg.seed,
-                progress=self.cfg.progress,
-            )
-        if MERGE_METHODS.facts(method)["progress"]:
-            params.setdefault("progress", self.cfg.progress)
-        return merge(self.pool, method, **params)
-
-    def realigned(self, merged: StateDict, realigner: str) -> nn.Module:
-        rcfg = RealignConfig(
-            realigner=realigner,
-            steps=self.cfg.realign_steps,
-            seed=self.cfg.seed,
-            progress=self.cfg.progress,
-            **self.cfg.realign_params,
-        )
-        inputs = RealignInputs(images=self.unlabelled(), name=f"clip8-{self.cfg.model}")
-        model, _ = realign(self.make_encoder, merged, self.pool.experts, self.heads_copy(), inputs, rcfg)
-        return model.eval()
-
-
-def _summarise(acc: dict[str, float], individual: dict[str, float] | None, tasks: list[str]) -> dict:
-    row: dict[str, Any] = {"accuracy": {t: acc[t] for t in tasks}, "avg": sum(acc.values()) / len(acc)}
-    if individual is not None:
-        norm = {t: (100.0 * acc[t] / individual[t]) if individual[t] > 0 else math.nan for t in tasks}
-        row["normalized"] = norm
-        row["normalized_avg"] = sum(norm.values()) / len(norm)
-    return row
-
-
-def _json_safe(obj: Any) -> Any:
-    """NaN -> None (JSON has no NaN)."""
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    return obj
-
-
-def _fmt(v: float) -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1f}"
-
-
-def format_tables(rows: dict[str, dict], tasks: list[str]) -> tuple[str, str]:
-    """(markdown with accuracy and normalised-accuracy tables, CSV with both)."""
-    cols = [canonical_dataset(t) for t in tasks] + ["Avg."]
-    md = []
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["row", "metric", "unit", *cols])
-    for title, key, avg in (
-        ("Accuracy (%)", "accuracy", "avg"),
-        ("Normalised accuracy (%)", "normalized", "normalized_avg"),
-    ):
-        md += [f"### {title}", "", "| Method | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
-        for name, row in rows.items():
-            vals = [row[key][t] for t in tasks] + [row[avg]]
-            md.append(f"| {name} | " + " | ".join(_fmt(v) for v in vals) + " |")
-            writer.writerow([name, key, "%", *(f"{v:.4f}" for v in vals)])
-        md.append("")
-    return "\n".join(md), buf.getvalue()
-
-
-def _plot(rows: dict[str, dict], path: Path) -> None:
-    plt = pyplot()
-    names = list(rows)
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(names) + 1.5), 3.5))
-    values = [rows[n]["avg"] for n in names]
-    ax.bar(range(len(names)), values, color="tab:blue")
-    for i, v in enumerate(values):
-        ax.text(i, v, f"{v:.1f}", ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("average accuracy (%)")
-    ax.set_title("CLIP eight-task benchmark")
-    fig.tight_layout()
-    save_png(fig, path)
+def realign_config(cfg: Clip8Config, realigner: str) -> RealignConfig:
+    """The realignment run of row ``<method>+<realigner>``."""
+    return RealignConfig(
+        realigner=realigner,
+        steps=cfg.realign_steps,
+        seed=cfg.seed,
+        progress=cfg.progress,
+        **cfg.realign_params,
+    )
 
 
 Config = Clip8Config
@@ -549,7 +310,7 @@ def run(cfg: Clip8Config) -> dict:
     rows_dir = out / "rows"
     ckpt = load_checkpoints(cfg)
     keys = row_keys(cfg, ckpt)
-    bench = _Bench(cfg, ckpt)
+    bench = build_bench(cfg, ckpt)
     tasks = bench.tasks
     raw: dict[str, dict[str, float]] = {}
     computed: list[str] = []
@@ -583,52 +344,69 @@ def run(cfg: Clip8Config) -> dict:
         store(INDIVIDUAL, acc)
     bar.update(1)
     for m in cfg.methods:
-        if _per_task(m):
+        if MERGE_METHODS.facts(m).get("per_task"):
             if m not in raw:
                 acc = {}
                 for t in tasks:
-                    state = merge(bench.pool, m, task=t, **method_params(cfg, m))
+                    state = bench.merged_state(m, method_params(cfg, m), task=t)
                     acc.update(bench.accuracy(bench.state_model(state), [t], f"{m}/{t}"))
                 store(m, acc)
             bar.update(1)
             continue
         todo = [n for n in [m] + [f"{m}+{r}" for r in cfg.realign] if n not in raw]
         if todo:
-            merged = bench.merged_state(m)
+            merged = bench.merged_state(m, method_params(cfg, m))
             if m in todo:
                 store(m, bench.accuracy(bench.state_model(merged), tasks, m))
             for r in cfg.realign:
                 if f"{m}+{r}" in todo:
                     name = f"{m}+{r}"
-                    store(name, bench.accuracy(bench.realigned(merged, r), tasks, name))
+                    store(name, bench.accuracy(bench.realigned(merged, realign_config(cfg, r)), tasks, name))
             del merged
         bar.update(1 + len(cfg.realign))
     bar.close()
 
-    rows = {n: _summarise(raw[n], raw[INDIVIDUAL], tasks) for n in keys}
-    md, table_csv = format_tables(rows, tasks)
+    rows = {n: accuracy_summary(raw[n], raw[INDIVIDUAL], tasks) for n in keys}
+    result = write_results(cfg, ckpt, rows, computed)
+    return result
+
+
+def write_results(
+    cfg: Clip8Config, ckpt: Clip8Checkpoints, rows: dict[str, dict], computed: list[str]
+) -> dict:
+    """Write ``results.{md,csv,json,png}`` of the summarised ``rows``, print the tables, return the
+    results dict."""
+    out = Path(cfg.output_dir)
+    tasks = list(cfg.datasets)
+    arch, quick = resolve_architecture(cfg, ckpt)
+    md, table_csv = accuracy_tables(rows, tasks, [canonical_dataset(t) for t in tasks])
     header = (
-        f"# CLIP eight-task merging benchmark ({cfg.model}; open_clip {bench.arch}"
-        f"{', QuickGELU' if bench.quick_gelu else ''})\n\n"
+        f"# CLIP eight-task merging benchmark ({cfg.model}; open_clip {arch}"
+        f"{', QuickGELU' if quick else ''})\n\n"
         f"checkpoints: `{cfg.checkpoints}` ({ckpt.layout} layout); data: `{cfg.data}`; "
         f"test splits: {', '.join(f'{canonical_dataset(t)}={split_of(cfg, t)}' for t in tasks)}\n\n"
     )
     result = {
         "model": cfg.model,
-        "arch": bench.arch,
-        "quick_gelu": bench.quick_gelu,
+        "arch": arch,
+        "quick_gelu": quick,
         "layout": ckpt.layout,
         "datasets": [canonical_dataset(t) for t in tasks],
         "rows": rows,
         "units": {"accuracy": "%", "avg": "%", "normalized": "%", "normalized_avg": "%"},
         "computed": computed,
-        "reused": [n for n in keys if n not in computed],
+        "reused": [n for n in rows if n not in computed],
         "config": asdict(cfg),
     }
     write_text(out / "results.md", header + md)
     write_text(out / "results.csv", table_csv)
-    write_json(out / "results.json", _json_safe(result))
-    _plot(rows, out / "results.png")
+    write_json(out / "results.json", json_safe(result))
+    average_chart(
+        {n: r["avg"] for n, r in rows.items()},
+        out / "results.png",
+        "average accuracy (%)",
+        "CLIP eight-task benchmark",
+    )
     print(md)
     return result
 
@@ -637,8 +415,8 @@ __all__ = [
     "DEFAULT_METHOD_PARAMS",
     "Clip8Checkpoints",
     "Clip8Config",
+    "build_bench",
     "detect_layout",
-    "format_tables",
     "load_checkpoints",
     "row_keys",
     "run",

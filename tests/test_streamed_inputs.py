@@ -12,7 +12,15 @@ from safetensors.torch import load_file
 from simo_merge.encoders import build_encoder
 from simo_merge.features.cache import FeatureCache
 from simo_merge.features.disk_rows import DiskRows, write_rows
-from simo_merge.features.inputs import RealignInputs, TensorSource, dataset_inputs, split_inputs
+from simo_merge.features.inputs import (
+    DatasetSource,
+    RealignInputs,
+    TensorSource,
+    dataset_inputs,
+    seeded_subset,
+    split_inputs,
+    subset_inputs,
+)
 from simo_merge.features.sampling import IndexSampler
 from simo_merge.heads import build_head
 from simo_merge.merging.data import MergeData, diagonal_fisher
@@ -188,3 +196,26 @@ def test_probes_read_only_the_batches_they_draw():
     drawn = torch.cat(list(itertools.islice(merge_data.batches("depth"), 2))).tolist()
     fingerprint = {0, 31}  # first and last input, read for the cache key
     assert set(data.reads) == set(drawn) | fingerprint and len(data.reads) == len(drawn) + 2
+
+
+def test_a_seeded_subset_is_read_only_when_drawn_and_equals_the_stacked_subset():
+    data = {"a": CountingDataset(10), "b": CountingDataset(7)}
+    inputs = subset_inputs(data, "subset", limit=4, seed=3)
+    assert all(ds.reads == [] for ds in data.values())  # nothing read up front
+    idx = {
+        t: torch.randperm(len(ds), generator=torch.Generator().manual_seed(3))[:4].sort().values
+        for t, ds in data.items()
+    }
+    assert all(torch.equal(seeded_subset(len(ds), 4, 3), idx[t]) for t, ds in data.items())
+    assert inputs.num_inputs("a") == 4 and inputs.num_inputs("b") == 4
+    got = inputs.read("a", torch.tensor([2, 0]))
+    assert data["a"].reads == [int(idx["a"][2]), int(idx["a"][0])] and data["b"].reads == []
+    stacked = torch.stack([data["a"][int(i)]["image"] for i in idx["a"]])
+    assert torch.equal(got["image"], stacked[[2, 0]]) and set(got) == {"image"}
+    whole = subset_inputs(data, "all", limit=None, seed=3)
+    assert whole.num_inputs("a") == 10 and torch.equal(whole.sources["a"].indices, torch.arange(10))
+    # the subset is part of the cache key: another seed's subset never reuses its features
+    pool = torch.arange(4)
+    other = DatasetSource(data["a"], indices=seeded_subset(10, 4, 4))
+    assert inputs.sources["a"].fingerprint(pool) != other.fingerprint(pool)
+    assert DatasetSource(data["a"]).fingerprint(pool) == DatasetSource(data["a"]).fingerprint(pool)

@@ -62,13 +62,11 @@ def output_folder(cfg: AffinityJobConfig) -> tuple[str, str]:
 
 def run(cfg: AffinityJobConfig) -> dict[str, Any]:
     from simo_merge.affinity import run_affinity, write_affinity_report
-    from simo_merge.encoders import build_encoder
 
     torch.set_num_threads(cfg.threads)
     start = time.perf_counter()
     pool = load_job_pool(cfg)
-    enc = pool.encoder_config
-    block_of = build_encoder(enc["library"], enc["arch"], **enc.get("kwargs", {})).block_of_key
+    block_of = pool.encoder().block_of_key  # the pool's architecture names each key's block
     kwargs: dict[str, Any] = {}
     if cfg.measured:
         test = build_task_splits(cfg.data, pool.tasks, "test", cfg.seed)

@@ -134,15 +134,6 @@ def pool_kind(pool: PoolConfig, pool_dir: str | None = None) -> str:
     raise ConfigError(f"no pool given: {POOL_HOW}")
 
 
-@dataclass
-class MethodConfig:
-    """A merge method from the registry, its hyper-parameters and task-vector transforms (e.g. dare)."""
-
-    name: str = "task_arithmetic"
-    params: dict[str, Any] = field(default_factory=dict)
-    transforms: dict[str, Any] = field(default_factory=dict)
-
-
 REPLACED_KEYS = ("kwargs",)
 
 

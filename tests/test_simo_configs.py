@@ -50,7 +50,10 @@ def test_config_loads_with_the_papers_settings(name: str, tmp_path: Path) -> Non
         "test": "test",
     }
     assert cfg.merge.lam_grid == [round(0.1 * i, 1) for i in range(11)]
-    assert cfg.realign.rank == 16 and cfg.realign.realigners == ["heads", "shared-deep"]
+    realign = cfg.realign.current()
+    assert realign.names() == ["heads", "shared-deep"]
+    assert {realign.config(r).objective for r in realign.names()} == {"supervised"}
+    assert realign.config("heads").rank == 16
     assert cfg.expert.clip == 25.0 and cfg.expert.lr_head == 1e-3 and cfg.expert.lr_encoder == 1e-6
     n_train, batch = {"nyuv2_simo": (795, 16), "cityscapes_simo": (2380, 16), "taskonomy_simo": (16000, 32)}[
         name

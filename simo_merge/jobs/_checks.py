@@ -34,6 +34,53 @@ def check_method_params(key: str, params: Mapping[str, Mapping[str, Any]], extra
             raise ConfigError(str(err)) from err
 
 
+def check_method_list(
+    key: str,
+    entries: list[Any],
+    old: Mapping[str, Mapping[str, Any]],
+    old_key: str,
+    grids: Mapping[str, list[float]] | None = None,
+) -> list[Any]:
+    """The checked :class:`MethodSpec` list of a job's ``key``; ``old`` (``old_key``: method -> params)
+    and ``grids`` are the older shape, checked under their own keys, then folded in."""
+    from simo_merge.merging.spec import check_specs, deprecated, method_specs
+
+    if old:
+        deprecated(old_key, f"{key}: [{{name: ..., params: {{...}}}}]")
+        check_method_params(old_key, old)
+    if grids:
+        deprecated(old_key.rsplit(".", 1)[0] + ".grids", f"{key}: [{{name: ..., grid: [...]}}]")
+    try:
+        specs = method_specs(entries, key, old, grids)
+        check_specs(specs, key)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    return specs
+
+
+def check_demo_realign(rc: Any, data_free_realigners: list[Any] | None) -> None:
+    """The demo's realignment settings: older keys under their own names, then the one shape."""
+    from simo_merge.merging.spec import deprecated
+    from simo_merge.realign import REALIGNERS
+    from simo_merge.realign.train import OBJECTIVES
+
+    check_names("realign.objectives", rc.objectives, REALIGNERS)
+    check_names("realign.recipes", rc.recipes, REALIGNERS)
+    for realigner, objective in rc.objectives.items():
+        if objective not in OBJECTIVES:
+            raise ConfigError(f"realign.objectives.{realigner}={objective!r}: must be one of {OBJECTIVES}")
+    old = [k for k in ("steps", "rank", "batch_size", "lr") if getattr(rc, k) is not None]
+    old += [k for k in ("objectives", "recipes") if getattr(rc, k)]
+    for key in old:
+        deprecated(f"realign.{key}", "realign.params (shared) or realign.realigners: [{name, params}]")
+    try:
+        rc.current().check("realign")
+        if data_free_realigners is not None:
+            rc.current(data_free_realigners).check("data_free", params_key="realign.params")
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+
+
 def check_data(cfg: Any, roles: Iterable[str]) -> None:
     """Splits the job reads exist; a training split holds at least one batch."""
     for role in roles:
@@ -52,34 +99,23 @@ def check_data(cfg: Any, roles: Iterable[str]) -> None:
 def check_demo_config(cfg: Any) -> None:
     """Every check :class:`simo_merge.jobs.demo.DemoConfig` needs before its run starts."""
     from simo_merge.merging import MERGE_METHODS
-    from simo_merge.realign import REALIGNERS
-    from simo_merge.realign.train import OBJECTIVES, RealignConfig
 
-    rc, dd = cfg.realign, cfg.data_dependent
-    check_names("merge.methods", cfg.merge.methods, MERGE_METHODS)
-    check_method_params("merge.params", cfg.merge.params)
+    rc, dd, df = cfg.realign, cfg.data_dependent, cfg.data_free
+    merged = check_method_list("merge.methods", cfg.merge.methods, cfg.merge.params, "merge.params")
     if not cfg.merge.lam_grid:
         raise ConfigError("merge.lam_grid: empty; λ is chosen on val from this grid")
     bad = [v for v in cfg.merge.lam_grid if not math.isfinite(v)]
     if bad:
         raise ConfigError(f"merge.lam_grid: {bad[0]} is not a finite number")
-    check_names("realign.realigners", rc.realigners, REALIGNERS)
-    check_names("realign.objectives", rc.objectives, REALIGNERS)
-    for realigner in rc.realigners:
-        objective = rc.objectives.get(realigner) or REALIGNERS.facts(realigner)["objective"]
-        if objective not in OBJECTIVES:
-            raise ConfigError(f"realign.objectives.{realigner}={objective!r}: must be one of {OBJECTIVES}")
-        try:
-            RealignConfig(realigner, objective, rc.rank, rc.steps, rc.lr, rc.batch_size).validate()
-        except ValueError as err:
-            raise ConfigError(f"realign: {err}") from err
-    rows = [MERGE_METHODS.facts(m)["label"] for m in cfg.merge.methods]
+    check_demo_realign(rc, df.realigners if cfg.full else None)
+    rows = [MERGE_METHODS.facts(spec.name)["label"] for spec in merged]
     apply_to = list(rc.apply_to)
     if cfg.full:
-        check_names("data_dependent.methods", dd.methods, MERGE_METHODS)
-        check_method_params("data_dependent.params", dd.params)
-        rows += [MERGE_METHODS.facts(m)["label"] for m in dd.methods]
+        key = "data_dependent"
+        specs = check_method_list(f"{key}.methods", dd.methods, dd.params, f"{key}.params")
+        rows += [MERGE_METHODS.facts(spec.name)["label"] for spec in specs]
         apply_to += list(dd.realign_on)
+        check_method_list("data_free.methods", df.methods, df.params, "data_free.params", df.grids)
     missing = [name for name in apply_to if name not in rows]
     if missing and rc.realigners:
         raise ConfigError(f"realign.apply_to / realign_on name {missing}, which are not merged rows: {rows}")

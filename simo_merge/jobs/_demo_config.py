@@ -8,6 +8,8 @@ from typing import Any
 
 from simo_merge.config import EncoderConfig
 from simo_merge.data import DataConfig
+from simo_merge.merging.spec import MethodSpec, method_specs
+from simo_merge.realign.config import RealignSettings
 from simo_merge.realign.inputs import InputsChoice, choose_inputs
 from simo_merge.runtime import RuntimeConfig
 from simo_merge.training.finetune import FinetuneRecipe
@@ -16,39 +18,61 @@ from simo_merge.training.recipes import HeadConfig, PretrainConfig
 
 @dataclass
 class MergeSweepConfig:
-    """Merge methods to run; λ of the methods that take one is chosen on val from ``lam_grid``."""
+    """Merge methods to run (:class:`MethodSpec` entries: a name, or ``{name, params, transforms, grid}``);
+    the scale (λ) of the methods that take one is chosen on val from the entry's ``grid``, else
+    ``lam_grid``. ``params`` (method -> params) is the older shape, folded into ``methods``."""
 
-    methods: list[str] = field(default_factory=lambda: ["weight_average", "task_arithmetic", "ties"])
+    methods: list[Any] = field(
+        default_factory=lambda: ["weight_average", "task_arithmetic", {"name": "ties", "params": {"k": 20}}]
+    )
     lam_grid: list[float] = field(default_factory=lambda: [0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0])
-    params: dict[str, dict[str, Any]] = field(default_factory=lambda: {"ties": {"k": 20}})
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)  # deprecated: params in ``methods``
+
+    def specs(self) -> list[MethodSpec]:
+        return method_specs(self.methods, "merge.methods", self.params)
 
 
 @dataclass
 class DemoRealignConfig:
-    """Realigners stacked on merged rows of the table. Unsupervised ones train on ``split``'s unlabelled
-    inputs, held out from the test split unless ``test_time`` asks for the papers' setting (test inputs;
-    ``configs/demo.yaml`` does, to reproduce the papers' tables); supervised ones on ``label_split``."""
+    """Realigners (the keys of :class:`RealignSettings`: ``realigners`` + shared ``params``) stacked on
+    merged rows of the table. Unsupervised ones train on ``split``'s unlabelled inputs, held out from the
+    test split unless ``test_time`` asks for the papers' setting (test inputs; ``configs/demo.yaml``
+    does, to reproduce the papers' tables); supervised ones on ``label_split``. A realigner's objective
+    defaults to the one it registered; ``recipe`` is "surgery" (the papers' unsupervised recipe) or
+    "simo" (the SIMO paper's supervised recipe on label_split). ``steps``/``rank``/``batch_size``/``lr``/
+    ``objectives``/``recipes`` are the older shape, folded into the settings by :meth:`current`."""
 
-    realigners: list[str] = field(default_factory=lambda: ["surgery", "deep", "shared-deep", "taps", "heads"])
+    realigners: list[Any] = field(default_factory=lambda: ["surgery", "deep", "shared-deep", "taps", "heads"])
+    params: dict[str, Any] = field(default_factory=lambda: {"steps": 100, "rank": 16})
     apply_to: list[str] = field(default_factory=lambda: ["TA", "TIES"])
-    steps: int = 100
-    rank: int = 16
-    batch_size: int = 16
-    lr: float = 1e-3
-    objectives: dict[str, str] = field(default_factory=dict)  # realigner -> objective (default: its own)
-    # realigner -> recipe ("surgery": the papers' unsupervised recipe, the default; "simo": the SIMO
-    # paper's supervised recipe on label_split); each row's params name the recipe that produced it
-    recipes: dict[str, str] = field(default_factory=dict)
     split: str = "val"
     test_time: bool = False  # unsupervised realigners train on the unlabelled test inputs (the papers)
     augment: bool = False  # training augmentation on split=train inputs; never unless asked
     label_split: str = "val"
+    # deprecated (older shape): shared settings and per-realigner objective / recipe
+    steps: int | None = None
+    rank: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    objectives: dict[str, str] = field(default_factory=dict)
+    recipes: dict[str, str] = field(default_factory=dict)
+
+    def current(self, realigners: list[Any] | None = None) -> RealignSettings:
+        """The settings in the one shape, the older keys folded in (theirs win), for ``realigners``
+        (default: ``self.realigners``; the data-free rows' own list gets the same settings)."""
+        old = {"steps": self.steps, "rank": self.rank, "batch_size": self.batch_size, "lr": self.lr}
+        shared = {**self.params, **{k: v for k, v in old.items() if v is not None}}
+        own = {s.name: s.params for s in RealignSettings(self.realigners).specs()}
+        specs = RealignSettings(self.realigners if realigners is None else realigners).specs()
+        for spec in specs:
+            per = {"objective": self.objectives.get(spec.name), "recipe": self.recipes.get(spec.name)}
+            old_own = {k: v for k, v in per.items() if v}
+            spec.params = {**own.get(spec.name, {}), **spec.params, **old_own}
+        return RealignSettings([s.compact() for s in specs], shared)
 
     def objective(self, realigner: str) -> str:
-        """``objectives[realigner]``, else the objective the realigner registered as its default."""
-        from simo_merge.realign import REALIGNERS
-
-        return self.objectives.get(realigner) or REALIGNERS.facts(realigner)["objective"]
+        """The realigner's objective: as set, else the one it registered."""
+        return self.current().config(realigner).objective
 
     def inputs(self, data: DataConfig, supervised: bool) -> InputsChoice:
         """The checked training split of the (un)supervised realigners; the demo evaluates on test."""
@@ -61,34 +85,39 @@ class DemoRealignConfig:
 class DataDependentConfig:
     """``full=true`` rows: data-dependent merges on unlabelled inputs, then realigners on ``realign_on``."""
 
-    methods: list[str] = field(
-        default_factory=lambda: ["adamerging", "adamerging_layerwise", "fisher", "regmean"]
+    methods: list[Any] = field(
+        default_factory=lambda: [
+            {"name": "adamerging", "params": {"steps": 100}},
+            {"name": "adamerging_layerwise", "params": {"steps": 100}},
+            {"name": "fisher", "params": {"num_batches": 8}},
+            {"name": "regmean", "params": {"alpha": 0.9, "num_batches": 8}},
+        ]
     )
-    params: dict[str, dict[str, Any]] = field(
-        default_factory=lambda: {
-            "adamerging": {"steps": 100},
-            "adamerging_layerwise": {"steps": 100},
-            "fisher": {"num_batches": 8},
-            "regmean": {"alpha": 0.9, "num_batches": 8},
-        }
-    )
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)  # deprecated: params in ``methods``
     realign_on: list[str] = field(default_factory=lambda: ["AdaMerging-LW"])
     split: str = "test"
     batch_size: int = 16
+
+    def specs(self) -> list[MethodSpec]:
+        return method_specs(self.methods, "data_dependent.methods", self.params)
 
 
 @dataclass
 class DataFreeConfig:
     """``full=true`` rows: the newer data-free merges (LiNeS, Consensus, Iso-C, Iso-CTS, TSV-M), their
-    scale (λ, or β for LiNeS) chosen on val from the registered grid (or ``grids[method]``), then each
-    of ``realigners`` on every one of them; TALL masks (one model per task) is a row without realigners."""
+    scale (λ, or β for LiNeS) chosen on val from the entry's ``grid``, else the registered grid, then each
+    of ``realigners`` on every one of them (with ``realign``'s settings); TALL masks (one model per task)
+    is a row without realigners. ``params``/``grids`` (per method) are the older shape."""
 
-    methods: list[str] = field(
+    methods: list[Any] = field(
         default_factory=lambda: ["lines", "consensus", "tall_masks", "iso_c", "iso_cts", "tsv_m"]
     )
-    params: dict[str, dict[str, Any]] = field(default_factory=dict)
-    grids: dict[str, list[float]] = field(default_factory=dict)
-    realigners: list[str] = field(default_factory=lambda: ["deep", "taps"])
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)  # deprecated: params in ``methods``
+    grids: dict[str, list[float]] = field(default_factory=dict)  # deprecated: grid in ``methods``
+    realigners: list[Any] = field(default_factory=lambda: ["deep", "taps"])
+
+    def specs(self) -> list[MethodSpec]:
+        return method_specs(self.methods, "data_free.methods", self.params, self.grids)
 
 
 @dataclass
@@ -126,6 +155,6 @@ class DemoConfig:
         from simo_merge.jobs._checks import check_demo_config
 
         check_demo_config(self)
-        objectives = {self.realign.objective(r) for r in self.realign.realigners}
+        objectives = {self.realign.objective(r) for r in self.realign.current().names()}
         for objective in objectives:
             self.realign.inputs(self.data, objective == "supervised")

@@ -12,7 +12,7 @@ MNIST, DTD, Avg.] top-1 accuracy (%):
   ``max_unlabelled`` per task, a seeded subset (``null``: the whole test split), read from the test sets
   only when a batch draws them);
 - one row ``<method>+<realigner>`` per method and realigner in ``realign`` (realigned on the same
-  unlabelled test inputs for ``realign_steps`` steps).
+  unlabelled test inputs for ``realign_params.steps`` steps, default 500).
 - a per-task method (``tall_masks``: one model rebuilt per task) is one row in which each task is
   evaluated on its own model; no realigner is stacked on it.
 
@@ -65,9 +65,10 @@ from simo_merge.datasets.clip8 import CLIP8_TASKS
 from simo_merge.encoders import build_encoder
 from simo_merge.heads.zeroshot import zeroshot_heads
 from simo_merge.merging import MERGE_METHODS
+from simo_merge.merging.spec import MethodSpec, deprecated, method_specs
 from simo_merge.pool.clip_layout import Clip8Checkpoints, detect_layout, load_clip8_checkpoints
 from simo_merge.pool.expert_pool import ExpertPool
-from simo_merge.realign import REALIGNERS
+from simo_merge.realign.config import RealignSettings
 from simo_merge.realign.train import RealignConfig
 from simo_merge.report import accuracy_summary, accuracy_tables, average_chart, json_safe
 from simo_merge.runtime import RuntimeConfig
@@ -82,6 +83,8 @@ DEFAULT_METHOD_PARAMS: dict[str, dict[str, Any]] = {
 #: task_vectors tests SUN397 and DTD on their ``val`` folders
 DEFAULT_TEST_SPLITS: dict[str, str] = {"sun397": "val", "dtd": "val"}
 PRETRAINED, INDIVIDUAL = "Pretrained", "Individual"
+#: realignment steps of a ``<method>+<realigner>`` row unless ``realign_params.steps`` says otherwise
+DEFAULT_REALIGN_STEPS = 500
 
 
 @dataclass
@@ -99,11 +102,13 @@ class Clip8Config:
     text_checkpoint: str | None = None  # whole open_clip CLIP state for heads computed from text
     image_size: int | None = None  # None: the model's input size
     test_splits: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_TEST_SPLITS))
-    methods: list[str] = field(default_factory=lambda: ["task_arithmetic", "ties"])
-    method_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per method, over defaults
-    realign: list[str] = field(default_factory=list)
-    realign_steps: int = 500
-    realign_params: dict[str, Any] = field(default_factory=dict)  # other RealignConfig fields
+    # MethodSpec entries (a name, or {name: ..., params: {...}}), params over DEFAULT_METHOD_PARAMS
+    methods: list[Any] = field(default_factory=lambda: ["task_arithmetic", "ties"])
+    method_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # deprecated: params in methods
+    # RealignSettings as two keys: realigners (names or {name, params}) and their shared RealignConfig fields
+    realign: list[Any] = field(default_factory=list)
+    realign_steps: int | None = None  # deprecated: realign_params.steps (default DEFAULT_REALIGN_STEPS)
+    realign_params: dict[str, Any] = field(default_factory=dict)
     max_unlabelled: int | None = 256  # per task, for merge data and realignment; None: the whole test split
     batch_size: int = 128
     num_workers: int = 0
@@ -123,30 +128,36 @@ class Clip8Config:
             raise ConfigError(f"datasets: unknown {unknown}; known: {list(CLIP8_TASKS)}")
         if len(set(self.datasets)) != len(self.datasets):
             raise ConfigError(f"datasets: duplicates in {self.datasets}")
-        for m in self.methods:
-            if m not in MERGE_METHODS.names():
-                raise ConfigError(f"methods: unknown merge method {m!r}; known: {MERGE_METHODS.names()}")
-        for m in self.method_params:
-            if m not in self.methods:
-                raise ConfigError(f"method_params: {m!r} is not in methods {self.methods}")
-        from simo_merge.jobs._checks import check_method_params
+        from simo_merge.jobs._checks import check_method_list
 
-        check_method_params("method_params", self.method_params)  # types, finite values, known names
-        for r in self.realign:
-            if r not in REALIGNERS.names():
-                raise ConfigError(f"realign: unknown realigner {r!r}; known: {REALIGNERS.names()}")
-        bad = [k for k in self.realign_params if k in ("realigner", "steps", "seed", "progress")]
-        if bad or any(k not in RealignConfig.__dataclass_fields__ for k in self.realign_params):
-            raise ConfigError(
-                f"realign_params: keys {sorted(self.realign_params)} must be RealignConfig fields other "
-                "than realigner/steps/seed/progress"
-            )
+        specs = check_method_list("methods", self.methods, self.method_params, "method_params")
+        names = [spec.name for spec in specs]
+        for m in self.method_params:
+            if m not in names:
+                raise ConfigError(f"method_params: {m!r} is not in methods {names}")
+        for i, spec in enumerate(specs):
+            if spec.transforms or spec.grid is not None:
+                raise ConfigError(f"methods[{i}]: clip8 takes a method's name and params, no transforms/grid")
+        if self.realign_steps is not None:
+            deprecated("realign_steps", "realign_params.steps")
+        try:
+            self.realign_settings().check("realign", realigners_key="realign", params_key="realign_params")
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
         too_few = self.max_unlabelled is not None and self.max_unlabelled < 1
-        if too_few or self.batch_size < 1 or self.realign_steps < 0:
+        if too_few or self.batch_size < 1:
             raise ConfigError(
-                f"max_unlabelled, batch_size must be >= 1 and realign_steps >= 0 (got {self.max_unlabelled}, "
-                f"{self.batch_size}, {self.realign_steps})"
+                f"max_unlabelled, batch_size must be >= 1 (got {self.max_unlabelled}, {self.batch_size})"
             )
+
+    def specs(self) -> list[MethodSpec]:
+        """The methods as specs (``method_params`` folded in)."""
+        return method_specs(self.methods, "methods", self.method_params)
+
+    def realign_settings(self) -> RealignSettings:
+        """``realign`` + ``realign_params`` (+ the deprecated ``realign_steps``) in the one shape."""
+        steps = {} if self.realign_steps is None else {"steps": self.realign_steps}
+        return RealignSettings(list(self.realign), {**self.realign_params, **steps})
 
     def require_paths(self) -> None:
         """Both folders must be set before a run (the CLI may fill them in after loading the YAML)."""
@@ -254,19 +265,23 @@ def row_keys(cfg: Clip8Config, ckpt: Clip8Checkpoints | None = None) -> dict[str
     unlabelled = {"max_unlabelled": cfg.max_unlabelled, "seed": cfg.seed}
     keys = {PRETRAINED: _config_hash({**common, "row": PRETRAINED})}
     keys[INDIVIDUAL] = _config_hash({**common, "row": INDIVIDUAL})
-    for m in cfg.methods:
+    settings = cfg.realign_settings()
+    for m in [spec.name for spec in cfg.specs()]:
         facts = MERGE_METHODS.facts(m)
         method = {"method": m, "params": method_params(cfg, m), **(unlabelled if facts["needs_data"] else {})}
         keys[m] = _config_hash({**common, **method})
-        for r in [] if facts.get("per_task") else cfg.realign:
-            extra = {"realigner": r, "steps": cfg.realign_steps, "params": cfg.realign_params, **unlabelled}
+        for r in [] if facts.get("per_task") else settings.names():
+            params = settings.settings(r)
+            steps = params.pop("steps", DEFAULT_REALIGN_STEPS)
+            extra = {"realigner": r, "steps": steps, "params": params, **unlabelled}
             keys[f"{m}+{r}"] = _config_hash({**common, **method, "realign": extra})
     return keys
 
 
 def method_params(cfg: Clip8Config, method: str) -> dict[str, Any]:
-    """The papers' defaults for ``method`` updated with ``cfg.method_params[method]``."""
-    return {**DEFAULT_METHOD_PARAMS.get(method, {}), **cfg.method_params.get(method, {})}
+    """The papers' defaults for ``method`` updated with its entry's params in ``cfg.methods``."""
+    given = next((spec.params for spec in cfg.specs() if spec.name == method), {})
+    return {**DEFAULT_METHOD_PARAMS.get(method, {}), **given}
 
 
 def split_of(cfg: Clip8Config, task: str) -> str:
@@ -275,14 +290,11 @@ def split_of(cfg: Clip8Config, task: str) -> str:
 
 
 def realign_config(cfg: Clip8Config, realigner: str) -> RealignConfig:
-    """The realignment run of row ``<method>+<realigner>``."""
-    return RealignConfig(
-        realigner=realigner,
-        steps=cfg.realign_steps,
-        seed=cfg.seed,
-        progress=cfg.progress,
-        **cfg.realign_params,
-    )
+    """The realignment run of row ``<method>+<realigner>``: on unlabelled inputs, so unsupervised unless
+    asked, for ``DEFAULT_REALIGN_STEPS`` steps unless ``realign_params`` (or the realigner's own params)
+    set ``steps``."""
+    defaults = {"objective": "unsupervised", "steps": DEFAULT_REALIGN_STEPS}
+    return cfg.realign_settings().config(realigner, defaults, seed=cfg.seed, progress=cfg.progress)
 
 
 Config = Clip8Config
@@ -343,7 +355,8 @@ def run(cfg: Clip8Config) -> dict:
             acc.update(bench.accuracy(bench.state_model(ckpt.experts[t]), [t], f"{INDIVIDUAL}/{t}"))
         store(INDIVIDUAL, acc)
     bar.update(1)
-    for m in cfg.methods:
+    realigners = cfg.realign_settings().names()
+    for m in [spec.name for spec in cfg.specs()]:
         if MERGE_METHODS.facts(m).get("per_task"):
             if m not in raw:
                 acc = {}
@@ -353,17 +366,17 @@ def run(cfg: Clip8Config) -> dict:
                 store(m, acc)
             bar.update(1)
             continue
-        todo = [n for n in [m] + [f"{m}+{r}" for r in cfg.realign] if n not in raw]
+        todo = [n for n in [m] + [f"{m}+{r}" for r in realigners] if n not in raw]
         if todo:
             merged = bench.merged_state(m, method_params(cfg, m))
             if m in todo:
                 store(m, bench.accuracy(bench.state_model(merged), tasks, m))
-            for r in cfg.realign:
+            for r in realigners:
                 if f"{m}+{r}" in todo:
                     name = f"{m}+{r}"
                     store(name, bench.accuracy(bench.realigned(merged, realign_config(cfg, r)), tasks, name))
             del merged
-        bar.update(1 + len(cfg.realign))
+        bar.update(1 + len(realigners))
     bar.close()
 
     rows = {n: accuracy_summary(raw[n], raw[INDIVIDUAL], tasks) for n in keys}

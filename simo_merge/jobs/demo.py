@@ -22,9 +22,11 @@ from simo_merge.atomic import write_json, write_text
 from simo_merge.config import to_yaml
 from simo_merge.jobs._demo_config import DemoConfig
 from simo_merge.merging import MERGE_METHODS, merge
+from simo_merge.merging.spec import MethodSpec
 from simo_merge.pool.expert_pool import ExpertPool
 from simo_merge.pool.folder import pool_heads
 from simo_merge.pool.model import MultiTaskModel
+from simo_merge.realign.config import RealignSettings
 from simo_merge.realign.inputs import describe, inputs_dataset
 from simo_merge.report import bar_chart, markdown_table, result_units, summarize
 from simo_merge.seeding import stage_seed
@@ -119,26 +121,21 @@ def baseline_rows(demo: Demo, pool: ExpertPool, mtl: MultiTaskModel) -> Rows:
 
 
 def merge_with_selection(
-    demo: Demo,
-    pool: ExpertPool,
-    method: str,
-    val_baseline: Results,
-    params: dict[str, Any] | None = None,
-    grid: list[float] | None = None,
+    demo: Demo, pool: ExpertPool, spec: MethodSpec, val_baseline: Results
 ) -> tuple[State, dict[str, Any]]:
-    """Merge with ``method``; where it has a sweepable scale (its registered ``scale`` fact), pick
-    the value of ``grid`` (default: the registered grid, else ``merge.lam_grid``) with the best val
+    """Merge with ``spec``; where its method has a sweepable scale (its registered ``scale`` fact), pick
+    the value of ``spec.grid`` (default: the registered grid, else ``merge.lam_grid``) with the best val
     NormPerf."""
     from simo_merge.metrics.summary import normalized_performance
 
-    params = dict(demo.cfg.merge.params.get(method, {}) if params is None else params)
+    method, params, transforms = spec.name, dict(spec.params), spec.transforms
     facts = MERGE_METHODS.facts(method)
     scale = facts["scale"]
     if scale is None or scale in params:
-        return merge(pool, method, **params), params
+        return merge(pool, method, transforms=transforms, **params), params
     best = None
-    for value in grid or facts.get("grid") or demo.cfg.merge.lam_grid:
-        state = merge(pool, method, **{scale: value}, **params)
+    for value in spec.grid or facts.get("grid") or demo.cfg.merge.lam_grid:
+        state = merge(pool, method, transforms=transforms, **{scale: value}, **params)
         val = evaluate(
             demo.merged_model(pool, state),
             demo.data.val,
@@ -152,18 +149,11 @@ def merge_with_selection(
     return best[2], {**params, scale: best[1], "val_norm_perf": round(best[0], 2)}
 
 
-def selected_row(
-    demo: Demo,
-    pool: ExpertPool,
-    method: str,
-    val_baseline: Results,
-    params: dict[str, Any] | None = None,
-    grid: list[float] | None = None,
-) -> Rows:
+def selected_row(demo: Demo, pool: ExpertPool, spec: MethodSpec, val_baseline: Results) -> Rows:
     """One merged row, its scale chosen on val (:func:`merge_with_selection`), evaluated on test."""
     t0 = time.perf_counter()
-    state, chosen = merge_with_selection(demo, pool, method, val_baseline, params, grid)
-    name = MERGE_METHODS.facts(method)["label"]
+    state, chosen = merge_with_selection(demo, pool, spec, val_baseline)
+    name = MERGE_METHODS.facts(spec.name)["label"]
     row = Rows(
         rows={name: demo.test_row(pool, state, name)},
         info={name: {"params": shown_params(chosen)}},
@@ -177,18 +167,18 @@ def selected_row(
 def merged_rows(demo: Demo, pool: ExpertPool, val_individual: Results) -> Rows:
     """The ``merge.methods`` rows (WA, TA, TIES), λ chosen on val against ``val_individual``."""
     table = Rows()
-    for method in demo.cfg.merge.methods:
-        table.add(selected_row(demo, pool, method, val_individual))
+    for spec in demo.cfg.merge.specs():
+        table.add(selected_row(demo, pool, spec, val_individual))
     return table
 
 
-def per_task_row(demo: Demo, pool: ExpertPool, method: str, params: dict[str, Any]) -> Rows:
+def per_task_row(demo: Demo, pool: ExpertPool, spec: MethodSpec) -> Rows:
     """A method that rebuilds one model per task (TALL masks): each task evaluated on its own model."""
-    name = MERGE_METHODS.facts(method)["label"]
+    name, params = MERGE_METHODS.facts(spec.name)["label"], spec.params
     t0 = time.perf_counter()
     results = {}
     for task in pool.tasks:
-        state = merge(pool, method, task=task, **params)
+        state = merge(pool, spec.name, transforms=spec.transforms, task=task, **params)
         results[task] = evaluate(
             demo.merged_model(pool.subset([task]), state),
             demo.data.test,
@@ -204,14 +194,12 @@ def per_task_row(demo: Demo, pool: ExpertPool, method: str, params: dict[str, An
 def data_free_rows(demo: Demo, pool: ExpertPool, val_individual: Results) -> Rows:
     """LiNeS, Consensus, Iso-C, Iso-CTS, TSV-M rows (scale chosen on val), and TALL masks per task; the
     rows with one merged encoder (``states``) are those the data-free realigners then start from."""
-    df = demo.cfg.data_free
     table = Rows()
-    for method in df.methods:
-        params = dict(df.params.get(method, {}))
-        if MERGE_METHODS.facts(method).get("per_task"):
-            table.add(per_task_row(demo, pool, method, params))
+    for spec in demo.cfg.data_free.specs():
+        if MERGE_METHODS.facts(spec.name).get("per_task"):
+            table.add(per_task_row(demo, pool, spec))
             continue
-        row = selected_row(demo, pool, method, val_individual, params, df.grids.get(method))
+        row = selected_row(demo, pool, spec, val_individual)
         table.add(row)
         name, chosen = next(iter(row.chosen.items()))
         demo.say(f"{name}: {row.info[name]['params']} (val NormPerf {chosen.get('val_norm_perf', '–')})")
@@ -240,16 +228,16 @@ def data_dependent_rows(demo: Demo, pool: ExpertPool) -> Rows:
         progress=cfg.progress,
     )
     table = Rows()
-    for method in dd.methods:
+    for spec in dd.specs():
         t0 = time.perf_counter()
-        params: dict[str, Any] = dict(dd.params.get(method, {}))
+        method, params = spec.name, dict(spec.params)
         record: dict[str, Any] = {}
         facts = MERGE_METHODS.facts(method)
         if facts.get("records"):
             params["record"] = record
         if facts["progress"]:
             params["progress"] = cfg.progress
-        state = merge(pool, method, merge_data=merge_data, **params)
+        state = merge(pool, method, merge_data=merge_data, transforms=spec.transforms, **params)
         name = facts["label"]
         shown = {k: v for k, v in params.items() if k not in ("record", "progress")}
         table.add(
@@ -320,30 +308,19 @@ class RealignedRows:
         bias = {name: {"before": mean_bias(before), "per_layer_before": before}}
         return Rows(info={name: {"bias": f"{mean_bias(before):.4f}"}}, bias=bias)
 
-    def config(self, name: str, realigner: str) -> Any:
+    def config(self, name: str, realigner: str, settings: RealignSettings) -> Any:
         """The resolved training config of ``realigner`` on the merged row ``name`` (its own seed)."""
-        from simo_merge.realign.train import RealignConfig
+        cfg = self.demo.cfg
+        seed = stage_seed(cfg.seed, "realign", f"{name}+{realigner}") % (2**31)
+        return settings.config(realigner, seed=seed, progress=cfg.progress).resolved()
 
-        rc, cfg = self.demo.cfg.realign, self.demo.cfg
-        return RealignConfig(
-            realigner=realigner,
-            objective=rc.objective(realigner),
-            rank=rc.rank,
-            steps=rc.steps,
-            lr=rc.lr,
-            batch_size=rc.batch_size,
-            seed=stage_seed(cfg.seed, "realign", f"{name}+{realigner}") % (2**31),
-            progress=cfg.progress,
-            recipe=rc.recipes.get(realigner, "surgery"),
-        ).resolved()
-
-    def row(self, name: str, realigner: str, bias_before: float) -> Rows:
+    def row(self, name: str, realigner: str, bias_before: float, settings: RealignSettings) -> Rows:
         """Train ``realigner`` on the merged row ``name`` and evaluate it: the row ``name+realigner``."""
         from simo_merge.realign.diagnostics import mean_bias, representation_bias
         from simo_merge.realign.train import realign
 
         demo, t0 = self.demo, time.perf_counter()
-        cfg = self.config(name, realigner)
+        cfg = self.config(name, realigner, settings)
         objective = cfg.objective
         inputs = self.inputs(objective)
         model, curve = realign(
@@ -371,9 +348,10 @@ class RealignedRows:
 
 
 def realign_rows(
-    demo: Demo, pool: ExpertPool, states: dict[str, State], apply_to: list[str], realigners: list[str]
+    demo: Demo, pool: ExpertPool, states: dict[str, State], apply_to: list[str], settings: RealignSettings
 ) -> Rows:
     """A ``<merge>+<realigner>`` row per pair, after each merged row's bias before realignment."""
+    realigners = settings.names()
     if not realigners or not apply_to:
         return Rows()
     realigned = RealignedRows(demo, pool, states)
@@ -382,7 +360,7 @@ def realign_rows(
         merged = realigned.merged_bias(name)
         table.add(merged)
         for realigner in realigners:
-            table.add(realigned.row(name, realigner, merged.bias[name]["before"]))
+            table.add(realigned.row(name, realigner, merged.bias[name]["before"], settings))
     table.trained_on = realigned.inputs.trained_on
     return table
 
@@ -459,7 +437,8 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
         table.add(data_free)
     rc = cfg.realign
     apply_to = rc.apply_to + (cfg.data_dependent.realign_on if cfg.full else [])
-    realigned = realign_rows(demo, pool, table.states, apply_to, rc.realigners)
-    on_data_free = realign_rows(demo, pool, table.states, list(data_free.states), cfg.data_free.realigners)
-    table.add(realigned).add(on_data_free)
+    realigned = realign_rows(demo, pool, table.states, apply_to, rc.current())
+    free = rc.current(cfg.data_free.realigners)  # the data-free rows' realigners, with realign's settings
+    on_free = realign_rows(demo, pool, table.states, list(data_free.states), free)
+    table.add(realigned).add(on_free)
     return write_results(demo, table, start)

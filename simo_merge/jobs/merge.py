@@ -9,11 +9,12 @@ from typing import Any
 
 from simo_merge.atomic import write_text
 from simo_merge.checkpoint import save_state
-from simo_merge.config import ConfigError, EncoderConfig, MethodConfig, PoolConfig, to_yaml
+from simo_merge.config import ConfigError, EncoderConfig, PoolConfig, to_yaml
 from simo_merge.data import DataConfig, build_task_splits
 from simo_merge.features.inputs import split_inputs
 from simo_merge.merging import MERGE_METHODS, merge
 from simo_merge.merging.api import check_hyperparameters, resolved_merge_parameters
+from simo_merge.merging.spec import MethodSpec
 from simo_merge.merging.with_data import merge_with_inputs
 from simo_merge.pool.spec import describe, resolve_pool
 from simo_merge.runtime import RuntimeConfig
@@ -28,7 +29,7 @@ class MergeJobConfig:
     # the encoder architecture: read from the pool (θ0's sidecar); given here, it must match the pool's
     # (the toy pool is built from it; default: a tiny timm ViT)
     encoder: EncoderConfig | None = None
-    method: MethodConfig = field(default_factory=MethodConfig)
+    method: MethodSpec = field(default_factory=MethodSpec)  # name, params, transforms (no grid here)
     # unlabelled inputs for data-dependent methods (adamerging, fisher, regmean): the ``data`` section of
     # realign/evaluate (``data.per_task.<task>`` for one data set per task); its ``split`` role
     data: DataConfig | None = None  # None: data-free methods only
@@ -39,6 +40,10 @@ class MergeJobConfig:
 
     def validate(self) -> None:
         self.pool.resolve_kind(self.pool_dir)
+        if self.method.grid is not None:
+            raise ConfigError(
+                f"method.grid={self.method.grid}: merge runs the method once; give its scale in method.params"
+            )
 
 
 Config = MergeJobConfig

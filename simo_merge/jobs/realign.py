@@ -15,10 +15,11 @@ import torch
 
 from simo_merge.atomic import write_json, write_text
 from simo_merge.checkpoint import load_state, read_sidecar, state_hash
-from simo_merge.config import EncoderConfig, MethodConfig, PoolConfig
+from simo_merge.config import ConfigError, EncoderConfig, PoolConfig
 from simo_merge.data import DataConfig, build_task_splits
 from simo_merge.features.cache import FeatureCache
 from simo_merge.features.inputs import split_inputs
+from simo_merge.merging.spec import MethodSpec
 from simo_merge.merging.with_data import merge_with_inputs
 from simo_merge.pool.folder import pool_heads
 from simo_merge.pool.model import MultiTaskModel
@@ -42,7 +43,7 @@ class RealignJobConfig(RealignConfig):
     pool_dir: str | None = None  # shorthand for pool.dir
     encoder: EncoderConfig | None = None  # default: the pool's; given, it must match the pool's
     checkpoint: str | None = None  # merged encoder; None merges the pool with ``method`` first
-    method: MethodConfig = field(default_factory=lambda: MethodConfig("task_arithmetic", {"lam": 0.4}))
+    method: MethodSpec = field(default_factory=lambda: MethodSpec("task_arithmetic", {"lam": 0.4}))
     data: DataConfig = field(default_factory=lambda: DataConfig(tasks=None))  # tasks: default the pool's
     split: str = "val"  # unlabelled training inputs: held out from eval_split (see realign/inputs.py)
     test_time: bool = False  # the papers' setting: train on eval_split's unlabelled inputs instead
@@ -61,15 +62,16 @@ class RealignJobConfig(RealignConfig):
 
     def validate(self) -> None:
         """Names and values fail here, before any data is read or anything trained."""
-        from simo_merge.jobs._checks import check_method_params, check_names
-        from simo_merge.merging import MERGE_METHODS
+        from simo_merge.jobs._checks import check_names
         from simo_merge.realign import REALIGNERS
 
         super().validate()
         check_names("realigner", [self.realigner], REALIGNERS)
         if not self.checkpoint:
-            check_names("method.name", [self.method.name], MERGE_METHODS)
-            check_method_params("method.params", {self.method.name: self.method.params})
+            try:
+                self.method.check("method")
+            except ValueError as err:
+                raise ConfigError(str(err)) from err
         pool_kind(self.pool, self.pool_dir)
         self.training_inputs()
 

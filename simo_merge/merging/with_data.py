@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from simo_merge.config import MethodConfig
 from simo_merge.features.inputs import RealignInputs
 from simo_merge.merging import merge
+from simo_merge.merging.spec import MethodSpec
 from simo_merge.pool.expert_pool import ExpertPool
 from simo_merge.pool.folder import pool_heads
 
 
 def merge_with_inputs(
-    pool: ExpertPool, method: MethodConfig, inputs: RealignInputs, seed: int, progress: bool
+    pool: ExpertPool, method: MethodSpec, inputs: RealignInputs, seed: int, progress: bool
 ) -> dict[str, Tensor]:
     """Merge ``pool`` with ``method``; data-dependent methods get ``merge_data`` over ``inputs`` (each task's
     own unlabelled inputs)."""

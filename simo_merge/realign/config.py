@@ -6,7 +6,9 @@ The recipes and schedules are described in :mod:`simo_merge.realign.train`.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 OBJECTIVES = ("unsupervised", "supervised")
 SCHEDULES = ("reference", "joint")
@@ -104,3 +106,105 @@ class RealignConfig:
                 f"rank, batch_size must be >= 1 and steps >= 0 (got {self.rank}, {self.batch_size}, "
                 f"{self.steps})"
             )
+
+
+#: RealignConfig fields a job sets itself (per run), never from a config's realignment settings
+JOB_SET_FIELDS = ("realigner", "seed", "progress")
+
+
+def check_realign_params(params: Mapping[str, Any], key: str) -> None:
+    """Keys are RealignConfig fields (else ValueError naming the key and listing the accepted ones), each
+    value of its field's type."""
+    accepted = [f.name for f in dataclasses.fields(RealignConfig) if f.name not in JOB_SET_FIELDS]
+    unknown = [k for k in params if k not in accepted]
+    if unknown:
+        raise ValueError(f"{key}: unknown realignment setting(s) {unknown}; accepted: {accepted}")
+    defaults = {f.name: f.default for f in dataclasses.fields(RealignConfig)}
+    for name, value in params.items():
+        default = defaults[name]
+        if default is None or value is None:
+            continue
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = {bool: isinstance(value, bool), str: isinstance(value, str), float: number}.get(
+            type(default), number and isinstance(value, int)
+        )
+        if not ok:
+            raise ValueError(f"{key}.{name}={value!r}: must be a {type(default).__name__}")
+
+
+@dataclass
+class RealignerSpec:
+    """One realigner and its own RealignConfig settings (over the settings shared by a job's realigners)."""
+
+    name: str
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, entry: Any, key: str) -> RealignerSpec:
+        """A spec from a realigner name or ``{name: ..., params: {...}}`` (``key`` names it in errors)."""
+        if isinstance(entry, RealignerSpec):
+            return entry
+        if isinstance(entry, str):
+            return cls(entry)
+        if not isinstance(entry, Mapping) or "name" not in entry or set(entry) - {"name", "params"}:
+            raise ValueError(f"{key}: a realigner is a name or {{name: ..., params: {{...}}}}, got {entry!r}")
+        return cls(entry["name"], dict(entry.get("params") or {}))
+
+    def compact(self) -> str | dict[str, Any]:
+        """The shortest YAML entry for this spec: its name alone when it sets nothing."""
+        return {"name": self.name, "params": dict(self.params)} if self.params else self.name
+
+
+@dataclass
+class RealignSettings:
+    """The one shape of a job's realignment settings: the realigners to train (names, or
+    ``{name: ..., params: {...}}`` for settings of that realigner alone) and the RealignConfig fields
+    ``params`` they share (``steps``, ``rank``, ``lr``, ``objective``, ``recipe``, ...)."""
+
+    realigners: list[Any] = dataclasses.field(default_factory=list)
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def specs(self) -> list[RealignerSpec]:
+        """The realigners as specs."""
+        return [RealignerSpec.parse(e, f"realigners[{i}]") for i, e in enumerate(self.realigners)]
+
+    def names(self) -> list[str]:
+        return [spec.name for spec in self.specs()]
+
+    def settings(self, realigner: str) -> dict[str, Any]:
+        """The shared settings updated with ``realigner``'s own."""
+        own = next((s.params for s in self.specs() if s.name == realigner), {})
+        return {**self.params, **own}
+
+    def config(
+        self, realigner: str, defaults: Mapping[str, Any] | None = None, **fixed: Any
+    ) -> RealignConfig:
+        """``realigner``'s RealignConfig: ``defaults`` (a job's), its settings, then ``fixed`` (seed,
+        progress); ``objective`` given nowhere is the one the realigner registered."""
+        from simo_merge.realign import REALIGNERS
+
+        given = {**(defaults or {}), **self.settings(realigner), **fixed}
+        given.setdefault("objective", REALIGNERS.facts(realigner)["objective"])
+        return RealignConfig(realigner=realigner, **given)
+
+    def check(self, key: str, realigners_key: str | None = None, params_key: str | None = None) -> None:
+        """Raise ValueError naming the key of an unknown realigner (listing the known ones) or setting
+        (the keys: ``realigners_key``/``params_key``, default ``key.realigners``/``key.params``)."""
+        from simo_merge.realign import REALIGNERS
+
+        where = realigners_key or f"{key}.realigners"
+        check_realign_params(self.params, params_key or f"{key}.params")
+        specs = [RealignerSpec.parse(e, f"{where}[{i}]") for i, e in enumerate(self.realigners)]
+        for i, spec in enumerate(specs):
+            if spec.name not in REALIGNERS:
+                known = ", ".join(REALIGNERS.names())
+                raise ValueError(f"{where}: unknown realigner {spec.name!r}; known: {known}")
+            check_realign_params(spec.params, f"{where}[{i}].params")
+        names = [s.name for s in specs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{where}: {names} names a realigner more than once")
+        for name in names:
+            try:
+                self.config(name).validate()
+            except ValueError as err:
+                raise ValueError(f"{key}: {err} (realigner {name})") from err

@@ -190,6 +190,28 @@ class Runtime:
         )
         return self.fabric.setup_dataloaders(sharded, use_distributed_sampler=False)
 
+    def broadcast(self, obj: Any, src: int = 0) -> Any:
+        """``obj`` as rank ``src`` holds it, on every rank (itself on one process; pickled objects, so CPU
+        tensors travel as they are)."""
+        return self.fabric.broadcast(obj, src) if self.world_size > 1 else obj
+
+    @property
+    def mixed(self) -> bool:
+        """Whether forwards run below fp32 (the ``*-mixed`` autocasts, ``bf16-true``)."""
+        return self.cfg.precision not in ("32-true", "32", "64-true")
+
+    def precision_tag(self) -> str:
+        """A cache-key suffix for results that depend on the precision: ``""`` under fp32 (so keys written
+        before precisions existed stay valid), else ``"-<precision>"``."""
+        return f"-{self.cfg.precision}" if self.mixed else ""
+
+    def refuse_fp16_training(self, what: str) -> None:
+        """Training steps here take no loss scaling: ``16-mixed`` is refused, naming the key."""
+        if self.cfg.precision == "16-mixed":
+            raise ValueError(
+                f"runtime.precision=16-mixed: {what} needs loss scaling; use bf16-mixed or 32-true"
+            )
+
     def mean_over_ranks(self, value: torch.Tensor) -> torch.Tensor:
         """``value`` averaged over the ranks (itself on one process): a loss as the global batch saw it."""
         if self.world_size == 1:

@@ -27,6 +27,7 @@ from torch import Tensor
 from simo_merge.checkpoint import load_state, save_state
 from simo_merge.features.disk_rows import DiskRows, write_rows
 from simo_merge.features.sites import Site, site_name
+from simo_merge.runtime import current
 
 Features = dict[Site, Tensor]
 
@@ -55,6 +56,16 @@ def compute_in_batches(fn: Callable[[Tensor], Features], inputs: Tensor, batch_s
         for site, value in fn(inputs[start : start + batch_size]).items():
             parts.setdefault(site, []).append(value.detach())
     return {site: torch.cat(values) for site, values in parts.items()}
+
+
+def stored(value: Tensor) -> Tensor:
+    """How a cache keeps a feature: detached, on the CPU, floats in fp32 (a no-op for CPU fp32 features).
+
+    fp32 whatever the forward's precision: the losses read targets in fp32 anyway, one file format serves
+    every precision (a bf16 copy would add a second rounding to the autocast's), and the CPU keeps the
+    accelerator's memory for the model; each batch moves its rows to the device when it reads them."""
+    value = value.detach()
+    return value.to("cpu", torch.float32) if value.is_floating_point() else value.cpu()
 
 
 def index_hash(indices: Tensor) -> str:
@@ -155,14 +166,7 @@ class FeatureCache:
                 )
             return self._keep(key, FeatureTable(indices, rows))
         self.misses += 1
-        starts = iter(range(0, len(indices), batch_size))
-
-        def batches() -> Iterator[Features]:
-            for start in starts:
-                with torch.no_grad():
-                    yield {s: v.detach() for s, v in compute(indices[start : start + batch_size]).items()}
-
-        stream = batches()
+        stream = self._stream(indices, compute, batch_size)
         first = next(stream)
         row_bytes = sum(v[0].numel() * v.element_size() for v in first.values())
         if self._fits(row_bytes * len(indices)):
@@ -176,4 +180,22 @@ class FeatureCache:
             return self._keep(key, FeatureTable(indices, feats))
         named = ({_to_name(s): v for s, v in b.items()} for b in itertools.chain([first], stream))
         path = write_rows(self._disk_path(key), len(indices), named, {"key": key})
+        path = current().broadcast(str(path), 0)  # rank 0 wrote it (other ranks' writes are discarded)
         return self._keep(key, FeatureTable(indices, DiskRows(path)))
+
+    @staticmethod
+    def _stream(
+        indices: Tensor, compute: Callable[[Tensor], Features], batch_size: int
+    ) -> Iterator[Features]:
+        """``compute`` over ``indices`` in batches, as stored (:func:`stored`). Under several processes
+        batch ``k`` is computed by rank ``k % world`` alone and broadcast, so every rank gets every batch,
+        each computed on exactly the rows (hence with exactly the numbers) of a one-process run; every rank
+        must then call :meth:`FeatureCache.table` in the same order (it is collective)."""
+        runtime = current()
+        world, rank = runtime.world_size, runtime.rank
+        for k, start in enumerate(range(0, len(indices), batch_size)):
+            feats = None
+            if k % world == rank:
+                with torch.no_grad():
+                    feats = {s: stored(v) for s, v in compute(indices[start : start + batch_size]).items()}
+            yield runtime.broadcast(feats, k % world)

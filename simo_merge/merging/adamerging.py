@@ -106,7 +106,10 @@ class AdaMergingProblem:
         self.keys = list(base)
         block_of = merge_data.encoder.block_of_key if layerwise else None
         self.groups, self.group_of = lambda_groups(self.keys, block_of, granularity)
-        self.theta0 = {k: base[k].float() for k in self.keys}
+        self.device = (
+            merge_data.device
+        )  # θ0, every τ_t and λ live there; the merged state comes back on the CPU
+        self.theta0 = {k: base[k].float().to(self.device) for k in self.keys}
         self.taus: dict[str, Tensor] = {}  # key -> [T, numel]
         for key, theta0 in self.theta0.items():
             rows = []
@@ -121,7 +124,7 @@ class AdaMergingProblem:
                         f"θ0 has {tuple(theta0.shape)}"
                     )
                 rows.append(tau.float().reshape(-1))
-            self.taus[key] = torch.stack(rows)
+            self.taus[key] = torch.stack(rows).to(self.device)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -145,7 +148,7 @@ class AdaMergingProblem:
             g = self.group_of[key]
             for t in range(len(self.tasks)):
                 acc.add_(self.taus[key][t].view_as(theta0), alpha=values[t][g])
-            merged[key] = acc
+            merged[key] = acc.cpu()
         return merged
 
     def batch_iterators(self, seed: int = 0) -> dict[str, Iterator[Tensor]]:
@@ -169,8 +172,9 @@ class AdaMergingProblem:
                 passes.append((source, idx[task], [task]))
         total = lam.new_zeros(())
         parts: dict[str, float] = {}
-        for source, batch, tasks in passes:
-            outputs = self.merge_data.functional_outputs(params, source.images(batch), tasks)
+        for _source, batch, tasks in passes:
+            images = self.merge_data.read(tasks[0], batch)  # on the runtime's device
+            outputs = self.merge_data.functional_outputs(params, images, tasks)
             for task in tasks:
                 value = task_objective(self.merge_data, task, self.objectives[task], outputs[task], batch)
                 parts[task] = value.item()
@@ -207,8 +211,8 @@ def adamerge(
     if record is not None and not isinstance(record, dict):
         raise ValueError(f"{method}: record must be a dict to fill (or None), got {type(record).__name__}")
     problem = AdaMergingProblem(base, task_vectors, merge_data, layerwise, objectives, granularity)
-    device = next(iter(problem.theta0.values())).device
-    lam = torch.full(problem.shape, float(init), device=device, requires_grad=True)
+    merge_data.runtime.refuse_fp16_training(method)
+    lam = torch.full(problem.shape, float(init), device=problem.device, requires_grad=True)
     optimizer = torch.optim.Adam([lam], lr=lr)
     iterators = problem.batch_iterators(seed)
     curve: list[float] = []

@@ -2,7 +2,9 @@
 plans, the frozen merged encoder's features, each on the inputs a batch draws.
 
 Both are computed once per sampled input and kept in the feature cache (``use_cache=True``), or
-recomputed per batch as the reference implementations do. The cache holds only the inputs of each
+recomputed per batch as the reference implementations do. Encoders run on the current runtime's device
+(under the caller's autocast); cached features stay on the CPU in fp32 (:func:`~simo_merge.features.cache.
+stored`) and each batch's rows are moved to the device when read. The cache holds only the inputs of each
 task's sampler pool, read from the task's source in batches, under deterministic keys.
 """
 
@@ -19,6 +21,12 @@ from simo_merge.features.cache import FeatureCache, FeatureTable, index_hash
 from simo_merge.features.inputs import RealignInputs
 from simo_merge.features.sites import Features, Site, head_sites, run_encoder
 from simo_merge.realign.model import RealignedModel
+from simo_merge.runtime import current
+
+
+def on_device(feats: Features, device: torch.device) -> Features:
+    """Features moved to ``device`` (the same tensors when already there)."""
+    return {s: v.to(device) for s, v in feats.items()}
 
 
 class LossTargets:
@@ -48,12 +56,14 @@ class LossTargets:
         self.use_cache = use_cache
         self._experts: dict[str, Encoder] = {}
         self._hashes: dict = {}
+        self.runtime = current()
+        self.device = self.runtime.device
 
     def expert_encoder(self, task: str) -> Encoder:
         if task not in self._experts:
             enc = self.make_encoder()
             enc.load_model_state(self.expert_states[task])
-            self._experts[task] = enc.eval().requires_grad_(False)
+            self._experts[task] = enc.eval().requires_grad_(False).to(self.device)
         return self._experts[task]
 
     def target_sites(self, task: str) -> tuple[list[Site], bool]:
@@ -95,11 +105,14 @@ class LossTargets:
                 self._hashes[task] = state_hash(state)
             checkpoint = self._hashes[task]
         rows = "" if len(pool) == len(source) else f"-rows{index_hash(pool)}"
-        return f"{self.inputs.name.replace('/', '_')}-{self._hashes[id(source)]}-{checkpoint}-{what}{rows}"
+        tag = self.runtime.precision_tag()  # "" under fp32: the keys of earlier runs stay valid
+        return (
+            f"{self.inputs.name.replace('/', '_')}-{self._hashes[id(source)]}-{checkpoint}-{what}{rows}{tag}"
+        )
 
     def _table(self, task: str, key: str, fn: Callable[[Tensor], Features]) -> FeatureTable:
         source = self.inputs.sources[task]
-        return self.cache.table(key, self.pools[task], lambda idx: fn(source.images(idx)))
+        return self.cache.table(key, self.pools[task], lambda idx: fn(source.images(idx).to(self.device)))
 
     def expert_targets(self, task: str, idx: Tensor, images: Callable[[], Tensor]) -> Features:
         """The expert's targets on inputs ``idx``; ``images()`` reads them when they are not cached."""
@@ -110,7 +123,7 @@ class LossTargets:
         reduced = "-tokenmean" if self.reduces_tokens() else ""
         what = f"{'_'.join(map(str, sites))}-{int(outputs)}-{task}{reduced}"
         key = self.cache_key(task, self.expert_states[task], what)
-        return self._table(task, key, self._expert_targets_fn(task)).rows(idx)
+        return on_device(self._table(task, key, self._expert_targets_fn(task)).rows(idx), self.device)
 
     def merged_sites(self) -> list[Site]:
         return sorted({s for t in self.model.tasks for s in self.model.sites_needed(t)}, key=str)
@@ -124,4 +137,5 @@ class LossTargets:
             with torch.no_grad():
                 return run_encoder(self.model.encoder, images(), sites)
         key = self.cache_key(task, None, f"{'_'.join(map(str, sites))}-merged")
-        return self._table(task, key, lambda x: run_encoder(self.model.encoder, x, sites)).rows(idx)
+        table = self._table(task, key, lambda x: run_encoder(self.model.encoder, x, sites))
+        return on_device(table.rows(idx), self.device)

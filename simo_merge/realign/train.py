@@ -30,6 +30,15 @@ Schedules (``schedule=``):
 The recorded loss curve has one value per iteration: the sum over tasks of the task loss (averaged over
 its batches under ``reference``), each taken before that batch's update.
 
+Runtime (:mod:`simo_merge.runtime`): the merged and expert encoders, the heads and the adapters run on
+the current runtime's device, every forward under its autocast (``bf16-mixed``: the adapters and heads
+keep fp32 master weights, autocast casts them per op; ``16-mixed`` is refused, there is no loss scaling);
+cached features stay on the CPU in fp32 (:func:`~simo_merge.features.cache.stored`). :func:`realign`
+hands the model back on the device the encoder was built on. Under several processes every rank computes
+its share of each feature table (:meth:`~simo_merge.features.cache.FeatureCache.table`: batch ``k`` on
+rank ``k % world``, broadcast to all, so each row is computed exactly as one process computes it), then
+every rank runs the same (seeded, deterministic) training loop on the whole batch, and rank 0 writes.
+
 ``use_cache=False`` recomputes the expert's (and, where frozen, the merged) features at every step, as
 the reference implementations do; for the same seed it sees the same batches and gives the same loss
 curve up to float rounding (``benchmarks/realign_speed.py`` times both).
@@ -65,6 +74,7 @@ from simo_merge.realign.config import (  # noqa: F401  (re-exported: callers imp
 from simo_merge.realign.model import RealignedModel
 from simo_merge.realign.plan import Plan
 from simo_merge.realign.targets import LossTargets
+from simo_merge.runtime import current
 from simo_merge.training.losses import task_loss
 
 
@@ -159,6 +169,9 @@ class Realignment:
         cfg = cfg.resolved()
         cfg.validate()
         self.cfg = cfg
+        self.runtime = current()
+        self.runtime.refuse_fp16_training("realignment")
+        self.device = self.runtime.device
         self.inputs = inputs
         self.cache = cache or FeatureCache()
         encoder = make_encoder()
@@ -166,6 +179,10 @@ class Realignment:
         self.plan = make_plan(cfg, encoder.depth, heads)
         torch.manual_seed(cfg.seed)
         self.model = RealignedModel(encoder, heads, self.plan, cfg.rank, cfg.train_heads).eval()
+        self.home = next(iter(encoder.parameters())).device  # where realign() hands the model back
+        for module in (self.model, *heads.values()):  # the expert heads too (copies when heads train)
+            module.to(self.device)
+        self.placed = [self.model, *heads.values()]
         check_inputs(cfg, list(heads), inputs)
         self.schedule = cfg.schedule or default_schedule(cfg, heads)
         self.sampling = RunSamplers(cfg, self.schedule, inputs, list(heads))
@@ -185,17 +202,30 @@ class Realignment:
         return self.targets.expert_encoder(task)
 
     def expert_targets(self, task: str, idx: Tensor) -> Features:
-        return self.targets.expert_targets(task, idx, lambda: self.inputs.sources[task].images(idx))
+        return self.targets.expert_targets(
+            task, idx, lambda: self.inputs.sources[task].images(idx).to(self.device)
+        )
 
     def batch(self, task: str, idx: Tensor, shared: dict) -> dict[str, Tensor]:
         """Items ``idx`` of ``task``'s source, read once per step for tasks sharing the source."""
         key = ("batch", self.store_of[task])
         if key not in shared:
-            shared[key] = self.inputs.read(task, idx)
+            shared[key] = {k: v.to(self.device) for k, v in self.inputs.read(task, idx).items()}
         return shared[key]
+
+    def hand_back(self) -> RealignedModel:
+        """The model (and the heads it was given) moved back where the encoder was built."""
+        for module in self.placed:
+            module.to(self.home)
+        return self.model
 
     # ------------------------------------------------------------------------------------- loss
     def task_loss(self, task: str, idx: Tensor, shared: dict) -> Tensor:
+        """``task``'s loss on inputs ``idx``, every forward under the runtime's autocast."""
+        with self.runtime.autocast():
+            return self._task_loss(task, idx, shared)
+
+    def _task_loss(self, task: str, idx: Tensor, shared: dict) -> Tensor:
         def images() -> Tensor:
             return self.batch(task, idx, shared)["image"]
 
@@ -217,7 +247,8 @@ class Realignment:
         targets = self.targets.expert_targets(task, idx, images)
         sites, outputs = self.targets.target_sites(task)
         loss = sum(
-            (feature_l1(adapted[s], targets[s], self.plan.token_reduce) for s in sites), torch.zeros(())
+            (feature_l1(adapted[s], targets[s], self.plan.token_reduce) for s in sites),
+            torch.zeros((), device=self.device),
         )
         if outputs:
             loss = loss + distill_output_loss(head.task, head(adapted), targets["output"])
@@ -260,7 +291,7 @@ class Realignment:
         bar = tqdm(
             range(iterations),
             desc=f"realign {self.cfg.realigner} ({self.schedule})",
-            disable=not self.cfg.progress,
+            disable=not (self.cfg.progress and self.runtime.is_global_zero),
             leave=False,
             dynamic_ncols=True,
         )
@@ -318,6 +349,11 @@ def realign(
     cfg: RealignConfig,
     cache: FeatureCache | None = None,
 ) -> tuple[RealignedModel, list[float]]:
-    """Train ``cfg.realigner`` on ``inputs``; return the realigned (inference) model and the loss curve."""
+    """Train ``cfg.realigner`` on ``inputs`` on the current runtime; return the realigned (inference) model,
+    back on the device the encoder was built on (with the heads), and the loss curve."""
     run = Realignment(make_encoder, merged_state, expert_states, heads, inputs, cfg, cache)
-    return run.model, run.train()
+    try:
+        curve = run.train()
+    finally:
+        run.hand_back()
+    return run.model, curve

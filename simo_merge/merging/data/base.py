@@ -8,11 +8,18 @@ It offers the pieces data-dependent methods share:
   images of one batch (inputs are read from their source when drawn, never stacked up front);
 - ``encoder`` / ``heads``: modules to register statistics hooks on.
 Statistics a method computes from these (Fisher diagonals, Gram matrices) are cached through
-:attr:`MergeData.cache` (the realignment feature cache), keyed by inputs and checkpoint hashes.
+:attr:`MergeData.cache` (the realignment feature cache), keyed by inputs and checkpoint hashes (and the
+precision, when not fp32).
+
+Runtime: the encoders and heads run on the current runtime's device (heads are copied there when they
+live elsewhere, so the pool's own heads never move), :meth:`MergeData.read` hands batches over on it and
+:meth:`MergeData.functional_outputs` runs under its autocast; statistics come back on the CPU.
 """
 
 from __future__ import annotations
 
+import copy
+import itertools
 from collections.abc import Callable, Iterator, Mapping
 
 import torch
@@ -25,6 +32,14 @@ from simo_merge.features.cache import FeatureCache
 from simo_merge.features.inputs import InputSource, RealignInputs
 from simo_merge.features.sampling import IndexSampler
 from simo_merge.features.sites import head_sites, run_encoder
+from simo_merge.runtime import current
+
+
+def on_device(module: nn.Module, device: torch.device) -> nn.Module:
+    """``module`` itself when all its tensors are on ``device``, else a copy moved there."""
+    if all(t.device == device for t in itertools.chain(module.parameters(), module.buffers())):
+        return module
+    return copy.deepcopy(module).to(device)
 
 
 class MergeData:
@@ -48,9 +63,11 @@ class MergeData:
         missing = [t for t in heads if t not in inputs.sources or t not in expert_states]
         if missing:
             raise KeyError(f"merge_data: task(s) {missing} lack inputs or an expert state")
+        self.runtime = current()
+        self.device = self.runtime.device
         self.make_encoder = make_encoder
-        self.encoder = make_encoder().eval().requires_grad_(False)
-        self.heads = {t: h.eval().requires_grad_(False) for t, h in heads.items()}
+        self.encoder = make_encoder().eval().requires_grad_(False).to(self.device)
+        self.heads = {t: on_device(h.eval().requires_grad_(False), self.device) for t, h in heads.items()}
         self.expert_states = expert_states
         self.inputs = inputs
         self.name = inputs.name
@@ -80,8 +97,8 @@ class MergeData:
         return len(self.source(task))
 
     def read(self, task: str, idx: Tensor) -> Tensor:
-        """The images of ``task``'s inputs ``idx``."""
-        return self.source(task).images(idx)
+        """The images of ``task``'s inputs ``idx``, on the runtime's device."""
+        return self.source(task).images(idx).to(self.device)
 
     def input_hash(self, task: str) -> str:
         key = f"images:{id(self.source(task))}"
@@ -96,7 +113,9 @@ class MergeData:
         return self._hashes[key]
 
     def cache_key(self, task: str, what: str) -> str:
-        return f"{self.name.replace('/', '_')}-{self.input_hash(task)}-{self.expert_hash(task)}-{what}-{task}"
+        tag = self.runtime.precision_tag()  # "" under fp32
+        name = self.name.replace("/", "_")
+        return f"{name}-{self.input_hash(task)}-{self.expert_hash(task)}-{what}-{task}{tag}"
 
     def batches(self, task: str, seed_offset: int = 0) -> Iterator[Tensor]:
         """Endless seeded index batches over ``task``'s inputs."""
@@ -105,7 +124,7 @@ class MergeData:
     def expert_encoder(self, task: str) -> Encoder:
         encoder = self.make_encoder()
         encoder.load_model_state(self.expert_states[task])
-        return encoder.eval().requires_grad_(False)
+        return encoder.eval().requires_grad_(False).to(self.device)
 
     def expert_outputs(self, task: str, idx: Tensor) -> Tensor:
         """The expert model's (its encoder + its head) outputs on inputs ``idx``; computed once for every
@@ -126,14 +145,16 @@ class MergeData:
     def functional_outputs(
         self, params: dict[str, Tensor], images: Tensor, tasks: list[str]
     ) -> dict[str, Tensor]:
-        """Head outputs of the encoder whose model state is ``params`` (keys as in ``model_state()``)."""
+        """Head outputs of the encoder whose model state is ``params`` (keys as in ``model_state()``; on the
+        runtime's device, like ``images``), under the runtime's autocast."""
         named = {f"model.{k}": v for k, v in params.items()}
         sites = self.sites(tasks)
-        out = functional_call(
-            self.encoder, named, (images,), {"taps": [s for s in sites if s != "final"]}, strict=False
-        )
-        feats = {**out.taps, "final": out.features}
-        return {t: self.heads[t](feats) for t in tasks}
+        with self.runtime.autocast():
+            out = functional_call(
+                self.encoder, named, (images,), {"taps": [s for s in sites if s != "final"]}, strict=False
+            )
+            feats = {**out.taps, "final": out.features}
+            return {t: self.heads[t](feats) for t in tasks}
 
     @torch.no_grad()
     def outputs_of_state(

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from simo_merge.checkpoint import state_hash
 from simo_merge.encoders import Encoder
 from simo_merge.features.sites import head_sites, run_encoder
+from simo_merge.runtime import autocast
 from simo_merge.tasks import TaskSpec
 
 #: prefix of the cached entries, so that keys such as ``blocks.0...`` survive the feature cache's names
@@ -50,13 +51,13 @@ def sampled_log_likelihood(spec: TaskSpec, output: Tensor, generator: torch.Gene
         log_p = output.float().log_softmax(1)
         with torch.no_grad():  # inverse-CDF sampling: class k where cdf[k-1] <= u < cdf[k]
             cdf = log_p.exp().permute(0, 2, 3, 1).reshape(-1, c).cumsum(1)
-            u = torch.rand(cdf.shape[0], 1, generator=generator, dtype=cdf.dtype)
+            u = torch.rand(cdf.shape[0], 1, generator=generator, dtype=cdf.dtype).to(cdf.device)
             labels = (cdf <= u).sum(1, keepdim=True).clamp_max(c - 1)
         picked = log_p.permute(0, 2, 3, 1).reshape(-1, c).gather(1, labels)
         return picked.view(b, -1).mean(1)
     pred = output.float()
     with torch.no_grad():
-        target = pred + torch.randn(pred.shape, generator=generator, dtype=pred.dtype)
+        target = pred + torch.randn(pred.shape, generator=generator, dtype=pred.dtype).to(pred.device)
     return (-0.5 * (target - pred).pow(2).sum(1)).reshape(b, -1).mean(1)
 
 
@@ -71,7 +72,9 @@ def fisher_of_model(
     """Diagonal Fisher of ``head ∘ encoder`` over image batches ``[B, 3, H, W]`` (one backward per image).
 
     The encoder's parameters get ``requires_grad`` for the duration and are restored afterwards; the
-    head stays frozen (gradients flow through it). Returns float32 tensors keyed as ``model_state()``.
+    head stays frozen (gradients flow through it). Runs where the encoder is (targets are drawn from the
+    CPU ``generator``, so every device draws the same), forwards under the runtime's autocast; squared
+    gradients are accumulated in fp32 there. Returns CPU float32 tensors keyed as ``model_state()``.
     """
     spec = getattr(head, "task", None)
     if not isinstance(spec, TaskSpec):
@@ -80,7 +83,11 @@ def fisher_of_model(
     params = {k: p for k, p in encoder.model.named_parameters() if p.is_floating_point()}
     was_trainable = {k: p.requires_grad for k, p in params.items()}
     state = encoder.model_state()
-    sums = {k: torch.zeros(v.shape, dtype=torch.float32) for k, v in state.items() if v.is_floating_point()}
+    sums = {
+        k: torch.zeros(v.shape, dtype=torch.float32, device=v.device)
+        for k, v in state.items()
+        if v.is_floating_point()
+    }
     names, tensors = list(params), list(params.values())
     count = 0
     try:
@@ -88,7 +95,8 @@ def fisher_of_model(
             p.requires_grad_(True)
         for images in tqdm(batches, desc=desc, disable=not progress, leave=False):
             for i in range(images.shape[0]):
-                output = head(run_encoder(encoder, images[i : i + 1], sites))
+                with autocast():
+                    output = head(run_encoder(encoder, images[i : i + 1], sites))
                 log_lik = sampled_log_likelihood(spec, output, generator).sum()
                 grads = torch.autograd.grad(log_lik, tensors, allow_unused=True)
                 for name, grad in zip(names, grads, strict=True):
@@ -100,7 +108,7 @@ def fisher_of_model(
             p.requires_grad_(was_trainable[k])
     if count == 0:
         raise ValueError(f"{desc}: no images to estimate the Fisher from")
-    return {k: v / count for k, v in sums.items()}
+    return {k: (v / count).cpu() for k, v in sums.items()}
 
 
 def diagonal_fisher(merge_data, task: str, num_batches: int = 8) -> dict[str, Tensor]:

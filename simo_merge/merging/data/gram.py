@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from simo_merge.encoders import Encoder
+from simo_merge.runtime import autocast
 
 _GRAM = "gram:"
 _COUNT = "count:"
@@ -42,7 +43,7 @@ def _additive_mask(mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
     if mask is None:
         return None
     if mask.dtype == torch.bool:
-        return torch.zeros(mask.shape, dtype=dtype).masked_fill(mask, float("-inf"))
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(mask, float("-inf"))
     return mask.to(dtype)
 
 
@@ -180,13 +181,15 @@ class GramRecorder:
 def collect_grams(
     encoder: Encoder, batches: Iterable[Tensor], progress: bool = False, desc: str = "grams"
 ) -> tuple[dict[str, Tensor], dict[str, int]]:
-    """Run ``encoder`` over image batches; return the summed float64 Grams and row counts per weight key."""
+    """Run ``encoder`` over image batches (where they are, under the runtime's autocast); return the summed
+    float64 Grams (on the CPU; accumulated in float64 on the encoder's device) and row counts per key."""
     with GramRecorder(encoder.model) as recorder:
         for images in tqdm(batches, desc=desc, disable=not progress, leave=False):
-            encoder(images)
+            with autocast():
+                encoder(images)
     if not recorder.sums:
         raise ValueError(f"{desc}: no linear layer ran (no batches, or no nn.Linear in the model)")
-    return recorder.sums, recorder.counts
+    return {k: v.cpu() for k, v in recorder.sums.items()}, recorder.counts
 
 
 def gram_matrices(merge_data, task: str, num_batches: int = 8) -> dict[str, Tensor]:

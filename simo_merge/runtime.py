@@ -288,3 +288,8 @@ def on_rank_zero() -> bool:
 def autocast() -> AbstractContextManager:
     """The current runtime's precision context (a no-op on 32-true)."""
     return current().autocast() if _CURRENT is not None else nullcontext()
+
+
+def current_device() -> torch.device:
+    """The started runtime's device; the CPU when no job started one (nothing is built for the answer)."""
+    return _CURRENT.device if _CURRENT is not None else torch.device("cpu")

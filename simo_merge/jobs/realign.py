@@ -90,6 +90,7 @@ class RealignJobConfig(RealignConfig):
 
 Config = RealignJobConfig
 DEFAULT_CONFIG = None
+MULTI_PROCESS = True  # feature-cache batches split over ranks, the same training on each; rank 0 writes
 
 
 def output_folder(cfg: RealignJobConfig) -> tuple[str, str]:

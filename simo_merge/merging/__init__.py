@@ -11,8 +11,10 @@ from simo_merge.registry import Registry
 
 #: Every method declares at registration: ``label`` (its row name in tables), ``scale`` (the hyperparameter
 #: swept on val, or None), ``needs_data`` (takes ``merge_data=``, unlabelled inputs), ``progress``
-#: (takes ``progress=``); optional: ``grid`` (the scale's default sweep), ``per_task`` (one model per
-#: task), ``records`` (fills a ``record=`` dict), ``source`` (the reference implementation).
+#: (takes ``progress=``); optional: ``keywise`` (a key's merged tensor reads only that key's θ0 and task
+#: vectors, so :func:`~simo_merge.merging.api.merge` may run it on a device one key group at a time),
+#: ``grid`` (the scale's default sweep), ``per_task`` (one model per task), ``records`` (fills a
+#: ``record=`` dict), ``source`` (the reference implementation).
 MERGE_METHODS: Registry = Registry(
     "merge method", package=__name__, required_facts=("label", "scale", "needs_data", "progress")
 )

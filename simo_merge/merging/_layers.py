@@ -66,7 +66,7 @@ def merge_layer_matrices(
     merged = {}
     for key, theta0 in base.items():
         if is_layer_matrix(key, theta0, exclude):
-            delta = matrix_fn([tv[key].to(dev) for tv in task_vectors.values()], key).cpu()
+            delta = matrix_fn([tv[key].to(dev) for tv in task_vectors.values()], key).to(theta0.device)
         else:
             delta = task_mean(task_vectors, key)
         merged[key] = theta0.float() + lam * delta

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from simo_merge.finite import check_finite
 from simo_merge.merging._hyperparams import check_values
+from simo_merge.merging._layers import block_of
 from simo_merge.pool.expert_pool import ExpertPool, is_mergeable
+from simo_merge.runtime import current_device
 
 StateDict = dict[str, Tensor]
 
@@ -26,12 +29,17 @@ def merge(
     method: str,
     tasks: list[str] | None = None,
     transforms: Mapping[str, Mapping[str, Any]] | None = None,
+    device: str | torch.device | None = None,
     **hyperparameters: Any,
 ) -> StateDict:
     """Merge ``pool``'s experts (or ``tasks`` of them) with the registered ``method``.
 
     ``transforms`` maps a task-vector transform name (e.g. ``"dare"``) to its arguments; they are applied
-    in order before the method. Float entries come back in θ0's dtype; non-float entries are θ0's.
+    in order before the method. Float entries come back on the CPU, in θ0's dtype; non-float entries are
+    θ0's. ``device`` (default: the started runtime's device, else the CPU): methods registered ``keywise``
+    (a key's result reads only that key's tensors) run there one key group at a time
+    (:func:`merge_in_groups`); the others, and every merge on the CPU, run over the whole state as before.
+    A method taking a ``device`` argument itself (the SVD merges) is given it too.
     """
     from simo_merge.merging import MERGE_METHODS, TV_TRANSFORMS
 
@@ -43,7 +51,13 @@ def merge(
         check_hyperparameters(transform, args, f"transform {name!r}")
         task_vectors = transform(task_vectors, **args)
     float_base = {k: v for k, v in pool.base.items() if is_mergeable(v)}
-    merged = fn(float_base, task_vectors, **hyperparameters)
+    device = torch.device(device) if device is not None else current_device()
+    if "device" in inspect.signature(fn).parameters and device.type != "cpu":
+        hyperparameters.setdefault("device", str(device))
+    if device.type != "cpu" and MERGE_METHODS.facts(method).get("keywise", False):
+        merged = merge_in_groups(fn, float_base, task_vectors, device, hyperparameters)
+    else:
+        merged = fn(float_base, task_vectors, **hyperparameters)
     out: StateDict = {}
     for key, ref in pool.base.items():
         out[key] = merged[key].to(ref.dtype) if key in merged else ref.clone()
@@ -51,8 +65,57 @@ def merge(
     return out
 
 
+class KeysOnDevice(Mapping[str, Tensor]):
+    """``task_vector`` restricted to ``keys``, each tensor moved to ``device`` when read (nothing kept)."""
+
+    def __init__(self, task_vector: Mapping[str, Tensor], keys: list[str], device: torch.device) -> None:
+        self.task_vector, self.keys_, self.device = task_vector, keys, device
+
+    def __getitem__(self, key: str) -> Tensor:
+        if key not in self.keys_:
+            raise KeyError(key)
+        return self.task_vector[key].to(self.device)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys_)
+
+    def __len__(self) -> int:
+        return len(self.keys_)
+
+
+def key_groups(keys: list[str]) -> list[list[str]]:
+    """Keys grouped by transformer block (:func:`~simo_merge.merging._layers.block_of`), then one group of
+    every key outside the blocks (embeddings, final norm, projection)."""
+    groups: dict[int | None, list[str]] = {}
+    for key in keys:
+        groups.setdefault(block_of(key), []).append(key)
+    return [groups[b] for b in sorted(groups, key=lambda b: (b is None, b or 0))]
+
+
+def merge_in_groups(
+    fn: Callable,
+    base: Mapping[str, Tensor],
+    task_vectors: Mapping[str, Mapping[str, Tensor]],
+    device: torch.device,
+    hyperparameters: Mapping[str, Any],
+) -> StateDict:
+    """``fn`` (a keywise method) on ``device`` one key group at a time: θ0's and the task vectors' tensors
+    of one group go there (read lazily by the method), its merged tensors come back to the CPU before the
+    next group, so the device never holds more than one group of the pool (plus the method's work)."""
+    merged: StateDict = {}
+    for keys in key_groups(list(base)):
+        part = fn(
+            {k: base[k].to(device) for k in keys},
+            {t: KeysOnDevice(tv, keys, device) for t, tv in task_vectors.items()},
+            **hyperparameters,
+        )
+        merged.update({k: v.cpu() for k, v in part.items()})
+        del part
+    return merged
+
+
 #: runtime arguments of data-dependent methods: not hyper-parameters, never recorded
-RUNTIME_ARGUMENTS = ("merge_data", "progress", "record")
+RUNTIME_ARGUMENTS = ("merge_data", "progress", "record", "device")
 
 
 def resolved_hyperparameters(fn: Callable, given: Mapping[str, Any]) -> dict[str, Any]:

@@ -66,6 +66,7 @@ def tall_mask(tau: Tensor, mtv: Tensor, lam: float) -> Tensor:
         "grid": [0.2, 0.4, 0.6, 0.8, 1.0],
         "needs_data": False,
         "progress": False,
+        "keywise": True,
         "source": SOURCE,
     },
 )
@@ -84,7 +85,7 @@ def consensus(
     merged = {}
     for key, theta0 in base.items():
         mtv, values = multi_task_vector(task_vectors, key)
-        count = torch.zeros(mtv.shape, dtype=torch.int32)
+        count = torch.zeros(mtv.shape, dtype=torch.int32, device=mtv.device)
         for task, tau in zip(task_vectors, values, strict=True):
             count += tall_mask(tau, mtv, lambdas[task])
         del values
@@ -100,6 +101,7 @@ def consensus(
         "per_task": True,
         "needs_data": False,
         "progress": False,
+        "keywise": True,
         "source": SOURCE,
     },
 )

@@ -42,6 +42,7 @@ def iso_c_matrix(task_matrices: Sequence[Tensor]) -> Tensor:
         "scale": "lam",
         "grid": GRID,
         "needs_data": False,
+        "keywise": True,
         "progress": False,
         "source": SOURCE,
     },

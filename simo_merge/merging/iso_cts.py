@@ -74,6 +74,7 @@ def iso_cts_matrix(task_matrices: Sequence[Tensor], fraction: float, key: str = 
         "scale": "lam",
         "grid": GRID,
         "needs_data": False,
+        "keywise": True,
         "progress": False,
         "source": SOURCE,
     },

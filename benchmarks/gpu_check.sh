@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # One prepared GPU check (run it on a machine with a CUDA GPU, from the repository root, after
 # `pip install -e .`): the device tests (pytest -m device), the throughput benchmark at ViT-B/16 and
-# demo scale, and the demo at GPU scale (configs/demo_gpu.yaml: 224 px, ViT-S/16, bf16), each under its
-# own time limit so the whole script stays inside ~8 minutes. Prints figures only; every step's exit
-# status is reported at the end. OUT (default runs/gpu_check) holds the demo's run folder.
+# demo scale, `train-experts` -> `merge` -> `realign` -> `evaluate` once on cuda at tiny settings (a 2-block
+# ViT at 32 px, a few steps each: the commands' device paths, not their speed), then the demo at GPU scale
+# (configs/demo_gpu.yaml: 224 px, ViT-S/16, bf16). Each step has its own time limit (the script stays
+# inside ~8 minutes when the steps take what they should). Prints figures only; every step's exit status
+# is reported at the end. OUT (default runs/gpu_check) holds the demo's run folder.
 set -u
 PY=${PY:-python}
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
@@ -28,8 +30,22 @@ step "throughput ViT-B/16 bf16" 90 $PY benchmarks/throughput.py --model vit_b16 
 step "throughput ViT-B/16 fp32" 45 $PY benchmarks/throughput.py --model vit_b16 --accelerator cuda \
   --batch 128 --precision 32-true --iters 10
 step "throughput demo bf16" 30 $PY benchmarks/throughput.py --accelerator cuda --batch 256 --precision bf16-mixed
+TINY=${TINY:-$(mktemp -d /tmp/simo_gpu_check.XXXX)}
+DATA=(data.size=[32,32] "data.num_samples={train: 16, val: 8, test: 8}" progress=false threads=2)
+CUDA=(runtime.accelerator=cuda)
+step "train-experts tiny (cuda)" 60 $PY -m simo_merge.cli train-experts "${DATA[@]}" "${CUDA[@]}" \
+  "encoder.kwargs={img_size: 32, patch_size: 8, depth: 2, embed_dim: 32, num_heads: 2}" \
+  data.tasks=[semseg,depth] data.batch_size=4 pretrain.steps=2 expert.probe_steps=1 expert.finetune_steps=2 \
+  output_dir="$TINY"
+step "merge tsv_m (cuda, key groups)" 30 $PY -m simo_merge.cli merge pool_dir="$TINY/experts" \
+  method.name=tsv_m "${CUDA[@]}" output_dir="$TINY/merge"
+step "realign deep bf16 (cuda)" 45 $PY -m simo_merge.cli realign pool_dir="$TINY/experts" \
+  checkpoint="$TINY/merge/merged.safetensors" realigner=deep rank=4 steps=5 batch_size=4 tsne=false \
+  "${DATA[@]}" "${CUDA[@]}" runtime.precision=bf16-mixed output_dir="$TINY/realign"
+step "evaluate tiny (cuda)" 30 $PY -m simo_merge.cli evaluate pool_dir="$TINY/experts" \
+  checkpoint="$TINY/merge/merged.safetensors" "${DATA[@]}" "${CUDA[@]}" output_dir="$TINY/evaluate"
 OUT=${OUT:-runs/gpu_check}
 step "demo at GPU scale" 240 $PY -m simo_merge.cli demo --config demo_gpu progress=false \
   output_dir="$OUT/demo_gpu"
-[ -f "$OUT/demo_gpu/report.md" ] && sed -n '/^| Method/,/^$/p' "$OUT/demo_gpu/report.md"
+[ -f "$OUT/demo_gpu/report.md" ] && sed -n '/^| model/,/^$/p' "$OUT/demo_gpu/report.md"
 printf '%s\n' "${status[@]}"

@@ -47,6 +47,7 @@ curve up to float rounding (``benchmarks/realign_speed.py`` times both).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 
@@ -117,6 +118,17 @@ def default_schedule(cfg: RealignConfig, heads: dict[str, nn.Module]) -> str:
     return "joint"
 
 
+def under_autocast(method: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """``method`` of a :class:`Realignment` run with every forward under its runtime's autocast."""
+
+    @functools.wraps(method)
+    def wrapped(self: Realignment, *args: object) -> Tensor:
+        with self.runtime.autocast():
+            return method(self, *args)
+
+    return wrapped
+
+
 class RunSamplers:
     """The seeded index samplers of one run and the iterators its loop draws from.
 
@@ -180,9 +192,9 @@ class Realignment:
         torch.manual_seed(cfg.seed)
         self.model = RealignedModel(encoder, heads, self.plan, cfg.rank, cfg.train_heads).eval()
         self.home = next(iter(encoder.parameters())).device  # where realign() hands the model back
-        for module in (self.model, *heads.values()):  # the expert heads too (copies when heads train)
-            module.to(self.device)
-        self.placed = [self.model, *heads.values()]
+        self.placed = place(
+            [self.model, *heads.values()], self.device
+        )  # expert heads too (copied if trained)
         check_inputs(cfg, list(heads), inputs)
         self.schedule = cfg.schedule or default_schedule(cfg, heads)
         self.sampling = RunSamplers(cfg, self.schedule, inputs, list(heads))
@@ -202,9 +214,8 @@ class Realignment:
         return self.targets.expert_encoder(task)
 
     def expert_targets(self, task: str, idx: Tensor) -> Features:
-        return self.targets.expert_targets(
-            task, idx, lambda: self.inputs.sources[task].images(idx).to(self.device)
-        )
+        source = self.inputs.sources[task]
+        return self.targets.expert_targets(task, idx, lambda: source.images(idx).to(self.device))
 
     def batch(self, task: str, idx: Tensor, shared: dict) -> dict[str, Tensor]:
         """Items ``idx`` of ``task``'s source, read once per step for tasks sharing the source."""
@@ -213,19 +224,9 @@ class Realignment:
             shared[key] = {k: v.to(self.device) for k, v in self.inputs.read(task, idx).items()}
         return shared[key]
 
-    def hand_back(self) -> RealignedModel:
-        """The model (and the heads it was given) moved back where the encoder was built."""
-        for module in self.placed:
-            module.to(self.home)
-        return self.model
-
     # ------------------------------------------------------------------------------------- loss
+    @under_autocast
     def task_loss(self, task: str, idx: Tensor, shared: dict) -> Tensor:
-        """``task``'s loss on inputs ``idx``, every forward under the runtime's autocast."""
-        with self.runtime.autocast():
-            return self._task_loss(task, idx, shared)
-
-    def _task_loss(self, task: str, idx: Tensor, shared: dict) -> Tensor:
         def images() -> Tensor:
             return self.batch(task, idx, shared)["image"]
 
@@ -274,9 +275,8 @@ class Realignment:
 
     def optimizer_steps(self, iterations: int) -> int:
         """Optimizer steps ``iterations`` iterations take (all tasks together)."""
-        if self.schedule == "reference":
-            return iterations * len(self.model.tasks) * self.cfg.batches_per_task
-        return iterations
+        reference = self.schedule == "reference"
+        return iterations * (len(self.model.tasks) * self.cfg.batches_per_task if reference else 1)
 
     def train(self) -> list[float]:
         """Train the adapters (and/or heads) with the configured schedule; returns the loss per iteration."""
@@ -288,13 +288,9 @@ class Realignment:
         if self.model.train_heads:
             self.model.heads.train()
         curve = []
-        bar = tqdm(
-            range(iterations),
-            desc=f"realign {self.cfg.realigner} ({self.schedule})",
-            disable=not (self.cfg.progress and self.runtime.is_global_zero),
-            leave=False,
-            dynamic_ncols=True,
-        )
+        show = self.cfg.progress and self.runtime.is_global_zero
+        desc = f"realign {self.cfg.realigner} ({self.schedule})"
+        bar = tqdm(range(iterations), desc, disable=not show, leave=False, dynamic_ncols=True)
         for _ in bar:
             curve.append(self.iteration(update))
             bar.set_postfix(loss=f"{curve[-1]:.4f}")
@@ -314,6 +310,11 @@ class Realignment:
                 update(loss)
                 total += loss.item() / self.cfg.batches_per_task
         return total
+
+
+def place(modules: list[nn.Module], device: torch.device) -> list[nn.Module]:
+    """``modules`` moved to ``device`` (in place; a no-op where they are already)."""
+    return [module.to(device) for module in modules]
 
 
 def make_update(
@@ -355,5 +356,5 @@ def realign(
     try:
         curve = run.train()
     finally:
-        run.hand_back()
+        place(run.placed, run.home)
     return run.model, curve

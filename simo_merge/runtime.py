@@ -293,3 +293,17 @@ def autocast() -> AbstractContextManager:
 def current_device() -> torch.device:
     """The started runtime's device; the CPU when no job started one (nothing is built for the answer)."""
     return _CURRENT.device if _CURRENT is not None else torch.device("cpu")
+
+
+@contextmanager
+def placed(*modules: nn.Module) -> Iterator[torch.device]:
+    """``modules`` on the current runtime's device for the block (yielded), each back where it was after."""
+    device = current().device
+    homes = [next(itertools.chain(m.parameters(), m.buffers()), torch.empty(0)).device for m in modules]
+    try:
+        for module in modules:
+            module.to(device)
+        yield device
+    finally:
+        for module, home in zip(modules, homes, strict=True):
+            module.to(home)

@@ -18,6 +18,7 @@ from simo_merge.features.inputs import RealignInputs
 from simo_merge.features.sites import Site, run_encoder
 from simo_merge.plotting import pyplot, save_png
 from simo_merge.realign.model import RealignedModel
+from simo_merge.runtime import autocast, placed
 
 
 @torch.no_grad()
@@ -28,8 +29,20 @@ def representation_bias(
     batch_size: int = 64,
 ) -> dict[str, dict[str, float]]:
     """``{task: {"block0": ..., ..., "final": ...}}`` mean L1 between merged (or realigned) and expert.
-    ``images`` are tensors or :class:`RealignInputs`, read ``batch_size`` inputs at a time."""
+    ``images`` are tensors or :class:`RealignInputs`, read ``batch_size`` inputs at a time. On the current
+    runtime's device and precision (the models are moved there and back)."""
     inputs = images if isinstance(images, RealignInputs) else RealignInputs(images=images)
+    with placed(merged, *experts.values()) as device, autocast():
+        return _bias(merged, experts, inputs, batch_size, device)
+
+
+def _bias(
+    merged: Encoder | RealignedModel,
+    experts: dict[str, Encoder],
+    inputs: RealignInputs,
+    batch_size: int,
+    device: torch.device,
+) -> dict[str, dict[str, float]]:
     result: dict[str, dict[str, float]] = {}
     for task, expert in experts.items():
         depth = expert.depth
@@ -38,7 +51,7 @@ def representation_bias(
         count = 0
         source = inputs.sources[task]
         for start in range(0, len(source), batch_size):
-            x = source.images(torch.arange(start, min(start + batch_size, len(source))))
+            x = source.images(torch.arange(start, min(start + batch_size, len(source)))).to(device)
             ref = run_encoder(expert, x, sites)
             if isinstance(merged, RealignedModel):
                 owner = merged.plan.owner(task)
@@ -118,7 +131,21 @@ def tsne_groups(
 ) -> dict[str, dict[str, Tensor]]:
     """Token-averaged last-block features of merged (before/after) vs each expert, for t-SNE panels
     (``images``: one tensor for every task, each task's own, or :class:`RealignInputs`: the first
-    ``limit`` inputs are read)."""
+    ``limit`` inputs are read). On the current runtime's device and precision; features come back on the
+    CPU in fp32."""
+    with placed(merged, realigned, *experts.values()) as device, autocast():
+        groups = _tsne_groups(merged, realigned, experts, images, limit, device)
+    return {name: {k: v.float().cpu() for k, v in group.items()} for name, group in groups.items()}
+
+
+def _tsne_groups(
+    merged: Encoder,
+    realigned: RealignedModel,
+    experts: dict[str, Encoder],
+    images: Tensor | dict[str, Tensor] | RealignInputs,
+    limit: int,
+    device: torch.device,
+) -> dict[str, dict[str, Tensor]]:
     last = merged.depth - 1
     groups = {}
     for task, expert in experts.items():
@@ -127,6 +154,7 @@ def tsne_groups(
             x = source.images(torch.arange(min(limit, len(source))))
         else:
             x = (images[task] if isinstance(images, dict) else images)[:limit]
+        x = x.to(device)
         before = run_encoder(merged, x, [last])[last].mean(1)
         ref = run_encoder(expert, x, [last])[last].mean(1)
         owner = realigned.plan.owner(task)

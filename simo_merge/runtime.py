@@ -195,6 +195,13 @@ class Runtime:
         tensors travel as they are)."""
         return self.fabric.broadcast(obj, src) if self.world_size > 1 else obj
 
+    def everywhere(self, flag: bool) -> bool:
+        """Whether ``flag`` holds on every rank (itself on one process): a decision all ranks then share."""
+        if self.world_size == 1:
+            return flag
+        count = self.fabric.all_reduce(torch.tensor(int(flag), device=self.device), reduce_op="sum")
+        return int(count) == self.world_size
+
     @property
     def mixed(self) -> bool:
         """Whether forwards run below fp32 (the ``*-mixed`` autocasts, ``bf16-true``)."""

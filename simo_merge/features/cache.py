@@ -157,7 +157,8 @@ class FeatureCache:
             self.hits += 1
             return self._tables[key]
         path = self._disk_path(key) if self.cache_dir is not None else None
-        if path is not None and path.is_file():
+        # collective under several processes: a file only some ranks see (no shared disk) is recomputed
+        if current().everywhere(path is not None and path.is_file()):
             self.hits += 1
             rows = DiskRows(path)
             if self._fits(rows.nbytes):

@@ -120,7 +120,8 @@ class GramRecorder:
 
     def _add(self, key: str, inputs: Tensor) -> None:
         x = inputs.detach()
-        x = x.reshape(-1, x.shape[-1]).to(torch.float64)
+        x = x.reshape(-1, x.shape[-1])
+        x = (x.cpu() if x.device.type == "mps" else x).to(torch.float64)  # MPS has no float64
         gram = x.T @ x
         if key in self.sums:
             self.sums[key].add_(gram)

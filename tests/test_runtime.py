@@ -153,7 +153,7 @@ def test_single_process_commands_refuse_several_processes_before_spawning(capsys
     code = main(["demo", "runtime.accelerator=cpu", "runtime.devices=2", "output_dir=/nonexistent/x"])
     err = capsys.readouterr().err
     assert code == 2 and "runtime.devices=2" in err and "demo runs in one process" in err
-    assert err.rstrip().endswith("supported by: train-experts, realign, evaluate")
+    assert err.rstrip().endswith("supported by: merge, train-experts, realign, evaluate")
     assert err.count("error") == 1  # refused before a second process was launched
 
 

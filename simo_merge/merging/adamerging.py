@@ -20,6 +20,10 @@ parameter itself is not clipped), and the merged state uses the clamped values. 
 entropy, so by default they distil the expert model's outputs instead (L1 / 1 − cos). ``objectives``
 overrides the choice per task.
 
+Several processes: every rank draws the same index batches and takes rows ``rank, rank + world, ...`` of
+each; its objective is its share of the batch means, and λ's gradient and the objective are summed over
+ranks before each step (the same λ everywhere; equal to one process up to float summation order).
+
 At each step the merged parameters are built as tensors from λ (differentiable, no model copy) and run
 through ``merge_data.functional_outputs``; tasks sharing one input tensor and batch (SIMO) share one encoder
 pass. Memory: every τ_t is read once from the lazy task vectors and kept, stacked per key as [T, N]
@@ -172,14 +176,29 @@ class AdaMergingProblem:
                 passes.append((source, idx[task], [task]))
         total = lam.new_zeros(())
         parts: dict[str, float] = {}
-        for _source, batch, tasks in passes:
+        runtime = self.merge_data.runtime
+        for _source, whole, tasks in passes:
+            batch = whole[runtime.rank :: runtime.world_size].contiguous()  # this rank's rows (all on one)
+            if len(batch) == 0:
+                raise ValueError(
+                    f"adamerging: a batch of {len(whole)} inputs over {runtime.world_size} ranks"
+                )
             images = self.merge_data.read(tasks[0], batch)  # on the runtime's device
             outputs = self.merge_data.functional_outputs(params, images, tasks)
             for task in tasks:
                 value = task_objective(self.merge_data, task, self.objectives[task], outputs[task], batch)
+                if runtime.world_size > 1:  # the rank's share of the batch mean; ranks' shares are summed
+                    value = value * (len(batch) / len(whole))
                 parts[task] = value.item()
                 total = total + value
         return total, parts
+
+
+def sum_over_ranks(runtime: Any, lam: Tensor, loss: Tensor) -> None:
+    """Several processes: each rank's loss is its share of the batch means, so the gradient of the global
+    objective (and the objective itself) is the sum over ranks; summed in place before the step."""
+    lam.grad.copy_(runtime.fabric.all_reduce(lam.grad, reduce_op="sum"))
+    loss.data.copy_(runtime.fabric.all_reduce(loss.detach(), reduce_op="sum"))
 
 
 def adamerge(
@@ -216,7 +235,7 @@ def adamerge(
     optimizer = torch.optim.Adam([lam], lr=lr)
     iterators = problem.batch_iterators(seed)
     curve: list[float] = []
-    bar = tqdm(range(steps), desc=method, disable=not progress)
+    bar = tqdm(range(steps), desc=method, disable=not (progress and merge_data.runtime.is_global_zero))
     for _ in bar:
         loss = lam.new_zeros(())
         for _ in range(batches_per_task):
@@ -224,6 +243,8 @@ def adamerge(
             loss = loss + problem.objective(lam.clamp(0.0, 1.0), idx)[0]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if merge_data.runtime.world_size > 1:
+            sum_over_ranks(merge_data.runtime, lam, loss)
         optimizer.step()
         curve.append(loss.item())
         bar.set_postfix(objective=f"{curve[-1]:.4f}")

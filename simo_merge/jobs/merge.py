@@ -48,9 +48,7 @@ class MergeJobConfig:
 
 Config = MergeJobConfig
 DEFAULT_CONFIG = None  # no built-in default: a pool must be named (merge_toy generates one)
-MULTI_PROCESS = (
-    True  # AdaMerging splits each batch over ranks (gradients summed); other merges run alike on each
-)
+MULTI_PROCESS = True  # AdaMerging splits batches over ranks (gradients summed); other merges run alike
 
 
 def output_folder(cfg: MergeJobConfig) -> tuple[str, str]:

@@ -43,7 +43,7 @@ step "realign deep bf16 (cuda)" 45 $PY -m simo_merge.cli realign pool_dir="$TINY
   checkpoint="$TINY/merge/merged.safetensors" realigner=deep rank=4 steps=5 batch_size=4 tsne=false \
   "${DATA[@]}" "${CUDA[@]}" runtime.precision=bf16-mixed output_dir="$TINY/realign"
 step "evaluate tiny (cuda)" 30 $PY -m simo_merge.cli evaluate pool_dir="$TINY/experts" \
-  checkpoint="$TINY/merge/merged.safetensors" "${DATA[@]}" "${CUDA[@]}" output_dir="$TINY/evaluate"
+  checkpoint="$TINY/merge/merged.safetensors" "${DATA[@]}" "${CUDA[@]}" output="$TINY/evaluate/metrics.json"
 OUT=${OUT:-runs/gpu_check}
 step "demo at GPU scale" 240 $PY -m simo_merge.cli demo --config demo_gpu progress=false \
   output_dir="$OUT/demo_gpu"

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from toy_states import perturbed
 
 from simo_merge.encoders import build_encoder
 from simo_merge.features.losses import distill_output_loss
@@ -27,14 +28,6 @@ METHODS = ["adamerging", "adamerging_layerwise"]
 def make_encoder():
     torch.manual_seed(0)
     return build_encoder("timm", "vit_tiny_patch16_224", **ENC)
-
-
-def perturbed(state, seed, scale=0.05):
-    g = torch.Generator().manual_seed(seed)
-    return {
-        k: v + scale * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
-        for k, v in state.items()
-    }
 
 
 def setup(tasks=tuple(SPECS), num_inputs=8):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from toy_states import perturbed
 
 from simo_merge.encoders import build_encoder
 from simo_merge.features.cache import FeatureCache
@@ -25,14 +26,6 @@ ENC = dict(img_size=32, patch_size=8, depth=2, embed_dim=32, num_heads=2)
 def make_encoder():
     torch.manual_seed(0)
     return build_encoder("timm", "vit_tiny_patch16_224", **ENC)
-
-
-def perturbed(state, seed, scale=0.05):
-    g = torch.Generator().manual_seed(seed)
-    return {
-        k: v + scale * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
-        for k, v in state.items()
-    }
 
 
 def make_probe(cache=None, same=False, num_inputs=8):

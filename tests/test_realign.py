@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from toy_states import perturbed
 
 from simo_merge.encoders import build_encoder
 from simo_merge.features.inputs import RealignInputs
@@ -31,14 +32,6 @@ def make_encoder(**overrides):
 def make_heads(encoder):
     torch.manual_seed(1)
     return {t: build_head("linear", s, encoder, (32, 32)).eval() for t, s in SPECS.items()}
-
-
-def perturbed(state, seed, scale=0.05):
-    g = torch.Generator().manual_seed(seed)
-    return {
-        k: v + scale * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
-        for k, v in state.items()
-    }
 
 
 def test_adapter_is_identity_at_init_and_sized_by_rank():

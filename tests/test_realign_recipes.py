@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from toy_states import perturbed
 
 from simo_merge.encoders import build_encoder
 from simo_merge.features.inputs import RealignInputs
@@ -36,13 +37,7 @@ def setup(num_inputs=12):
     torch.manual_seed(1)
     heads = {t: build_head("linear", s, encoder, (32, 32)).eval() for t, s in SPECS.items()}
     base = encoder.model_state()
-    experts = {}
-    for i, t in enumerate(SPECS):
-        g = torch.Generator().manual_seed(i + 1)
-        experts[t] = {
-            k: v + 0.2 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
-            for k, v in base.items()
-        }
+    experts = {t: perturbed(base, i + 1, 0.2) for i, t in enumerate(SPECS)}
     images = torch.rand(num_inputs, 3, 32, 32, generator=torch.Generator().manual_seed(5))
     return base, experts, heads, RealignInputs({t: images for t in SPECS}, name="t")
 

@@ -8,6 +8,7 @@ import itertools
 import pytest
 import torch
 from safetensors.torch import load_file
+from toy_states import perturbed
 
 from simo_merge.encoders import build_encoder
 from simo_merge.features.cache import FeatureCache
@@ -67,13 +68,7 @@ def pool():
     torch.manual_seed(1)
     heads = {t: build_head("linear", s, encoder, (32, 32)).eval() for t, s in SPECS.items()}
     base = encoder.model_state()
-    experts = {}
-    for i, t in enumerate(SPECS):
-        g = torch.Generator().manual_seed(i + 1)
-        experts[t] = {
-            k: v + 0.05 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
-            for k, v in base.items()
-        }
+    experts = {t: perturbed(base, i + 1, 0.05) for i, t in enumerate(SPECS)}
     return base, experts, heads
 
 

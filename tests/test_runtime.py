@@ -13,12 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 from torch.utils.data import DataLoader
+from toy_states import write_dense_pool
 
-from simo_merge.checkpoint import save_state
 from simo_merge.datasets import build_dataset
 from simo_merge.encoders import build_encoder
 from simo_merge.heads import build_head
-from simo_merge.pool.folder import save_expert
 from simo_merge.runtime import GlobalBatchShard, RankShard, RuntimeConfig
 
 ENCODER = {
@@ -90,20 +89,7 @@ def test_defaults_resolve_for_this_machine():
 @pytest.fixture(scope="module")
 def pool_dir(tmp_path_factory):
     """A tiny dense pool folder: random θ0, experts θ0 + noise, random linear heads."""
-    root = tmp_path_factory.mktemp("pool")
-    torch.manual_seed(0)
-    encoder = build_encoder(ENCODER["library"], ENCODER["arch"], **ENCODER["kwargs"])
-    base = encoder.model_state()
-    save_state(root / "theta0.safetensors", base, {"encoder": ENCODER})
-    specs = build_dataset("synthetic_scenes", split="test", size=(32, 32), num_samples=2).task_specs
-    gen = torch.Generator().manual_seed(1)
-    for task in TASKS:
-        expert = {
-            k: v + 0.02 * torch.randn(v.shape, generator=gen) if v.is_floating_point() else v
-            for k, v in base.items()
-        }
-        save_expert(root, task, expert, build_head("linear", specs[task], encoder, (32, 32)))
-    return root
+    return write_dense_pool(tmp_path_factory.mktemp("pool"), ENCODER, TASKS, 0.02)
 
 
 def run_evaluate(pool_dir, out, *overrides):

@@ -195,6 +195,18 @@ class Runtime:
         tensors travel as they are)."""
         return self.fabric.broadcast(obj, src) if self.world_size > 1 else obj
 
+    def share_buffers(self, module: nn.Module) -> None:
+        """``module``'s buffers set to rank 0's on every rank (nothing on one process). After DDP training on
+        CPU, BatchNorm running statistics hold each rank's own last update; rank 0 writes its own."""
+        if self.world_size == 1:
+            return
+        buffers = dict(module.named_buffers())
+        if buffers:
+            shared = self.broadcast({name: b.detach().cpu() for name, b in buffers.items()}, 0)
+            with torch.no_grad():
+                for name, buffer in buffers.items():
+                    buffer.copy_(shared[name])
+
     def everywhere(self, flag: bool) -> bool:
         """Whether ``flag`` holds on every rank (itself on one process): a decision all ranks then share."""
         if self.world_size == 1:

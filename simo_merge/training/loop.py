@@ -101,6 +101,7 @@ def fit(
         schedule.step()
         curve.append(runtime.mean_over_ranks(loss.detach()).item() if as_module else loss.item())
         bar.set_postfix(loss=f"{curve[-1]:.4f}", **{k: f"{v:.3f}" for k, v in parts.items()})
+    runtime.share_buffers(step_loss)  # several processes (an nn.Module): every rank holds rank 0's model
     return curve
 
 

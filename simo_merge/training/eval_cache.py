@@ -19,6 +19,7 @@ from torch import nn
 
 from simo_merge.atomic import write_json
 from simo_merge.checkpoint import state_hash
+from simo_merge.runtime import current
 
 #: Bump when what an evaluation returns changes meaning (v2: every rate in %).
 EVALUATION_VERSION = 2
@@ -31,6 +32,16 @@ def module_hash(module: nn.Module) -> str:
 
 def _normalised(parts: dict[str, Any]) -> Any:
     return json.loads(json.dumps(parts, sort_keys=True, default=str))
+
+
+def _read(path: Path) -> Any:
+    """The JSON stored at ``path``; None when absent or unreadable (then recomputed and overwritten)."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 class EvaluationCache:
@@ -48,14 +59,12 @@ class EvaluationCache:
             return compute()
         key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
         path = self.cache_dir / f"{key}.json"
-        if path.is_file():
-            try:
-                stored = json.loads(path.read_text())
-            except (OSError, ValueError):
-                stored = None  # unreadable: recompute and overwrite
-            if isinstance(stored, dict) and stored.get("parts") == parts:
-                self.hits += 1
-                return stored["result"]
+        stored = _read(path)
+        valid = isinstance(stored, dict) and stored.get("parts") == parts
+        # decided by all ranks together: ``compute`` is collective (metric sync), no rank may skip it alone
+        if current().everywhere(valid):
+            self.hits += 1
+            return stored["result"]
         self.misses += 1
         result = compute()
         write_json(path, {"parts": parts, "result": result})

@@ -164,7 +164,9 @@ class ModelFactory:
 
 class CachedTraining(ModelFactory):
     """θ0, the experts (``<out>/experts``: a pool folder) and the MTL model (``<out>/mtl``), each trained
-    once and reused while its config key matches; log lines and stage timings are kept for the report."""
+    once and reused while its config key matches; log lines and stage timings are kept for the report.
+    Under several processes all ranks decide each reuse together (a file one rank cannot verify is
+    retrained by every rank), so no rank enters a DDP training alone."""
 
     def __init__(self, cfg: TrainingSections, out: Path) -> None:
         super().__init__(cfg, DemoData(cfg.data, out / "cache", cfg.seed))
@@ -190,7 +192,7 @@ class CachedTraining(ModelFactory):
         path = self.pool_dir / "theta0.safetensors"
         key = self.theta0_key()
         cached = verified_state(path, key)
-        if cached is not None:
+        if current().everywhere(cached is not None):  # decided together: no rank trains θ0 alone
             return cached
         weights = self.cfg.encoder.weights()
         if weights:
@@ -259,7 +261,7 @@ class CachedTraining(ModelFactory):
         for i, task in enumerate(self.data.specs):
             files = [self.pool_dir / f"{task}.safetensors", self.pool_dir / f"{task}_head.safetensors"]
             key = config_key(self.theta0_key(), c.data, c.head, c.expert, c.seed, task, base_hash)
-            if not all_verified(files, key):
+            if not current().everywhere(all_verified(files, key)):  # every rank trains, or none
                 self.train_expert(base, task, i, key)
         current().barrier()  # ... and every expert before any rank lists the pool
         return load_pool_dir(self.pool_dir, list(self.data.specs))
@@ -291,7 +293,7 @@ class CachedTraining(ModelFactory):
         enc_path = mtl_dir / "encoder.safetensors"
         head_paths = [mtl_dir / f"{t}_head.safetensors" for t in self.data.specs]
         encoder = self.new_encoder()
-        if all_verified([*head_paths, enc_path], key):
+        if current().everywhere(all_verified([*head_paths, enc_path], key)):
             encoder.load_model_state(load_state(enc_path))
             heads = {t: load_head(mtl_dir / f"{t}_head.safetensors") for t in self.data.specs}
             return MultiTaskModel(encoder, heads).eval()

@@ -71,7 +71,7 @@ from simo_merge.pool.expert_pool import ExpertPool
 from simo_merge.realign.config import RealignSettings
 from simo_merge.realign.train import RealignConfig
 from simo_merge.report import accuracy_summary, accuracy_tables, average_chart, json_safe
-from simo_merge.runtime import RuntimeConfig
+from simo_merge.runtime import RuntimeConfig, current, on_rank_zero
 
 LAYOUTS = ("auto", "task_vectors", "open_clip")
 #: hyper-parameter defaults of the CLIP tables (Task Arithmetic: λ=0.3; TIES: top-20%, disjoint sum,
@@ -297,7 +297,24 @@ def realign_config(cfg: Clip8Config, realigner: str) -> RealignConfig:
     return cfg.realign_settings().config(realigner, defaults, seed=cfg.seed, progress=cfg.progress)
 
 
+def stored_rows(rows_dir: Path, keys: dict[str, str]) -> dict[str, dict[str, float]]:
+    """The rows already stored in ``rows_dir`` under their current key (row -> accuracy). Under several
+    processes rank 0 reads them and every rank gets its answer, so all ranks compute the same rows (each
+    row's evaluation is collective: a rank computing a row alone would wait forever)."""
+    found: dict[str, dict[str, float]] = {}
+    if on_rank_zero():
+        for name, key in keys.items():
+            try:
+                data = json.loads((rows_dir / f"{name}.json").read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            if isinstance(data, dict) and data.get("key") == key:
+                found[name] = data["accuracy"]
+    return current().broadcast(found, 0)
+
+
 Config = Clip8Config
+MULTI_PROCESS = True  # rows evaluated on rank shards, realigners' tables shared; rank 0 decides reuse, writes
 DEFAULT_CONFIG = None
 FLAGS = {  # command-line flags of ``bench clip8`` -> config keys
     "--model": ("model", "open_clip architecture, e.g. ViT-B-32, ViT-B-16, ViT-L-14"),
@@ -327,25 +344,14 @@ def run(cfg: Clip8Config) -> dict:
     raw: dict[str, dict[str, float]] = {}
     computed: list[str] = []
 
-    def cached(name: str) -> dict[str, float] | None:
-        path = rows_dir / f"{name}.json"
-        if not path.is_file():
-            return None
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            return None
-        return data["accuracy"] if data.get("key") == keys[name] else None
-
     def store(name: str, acc: dict[str, float]) -> None:
         write_json(rows_dir / f"{name}.json", {"row": name, "key": keys[name], "accuracy": acc})
         raw[name] = acc
         computed.append(name)
 
-    bar = tqdm(list(keys), desc="clip8 rows", disable=not cfg.progress, dynamic_ncols=True)
-    for name in keys:
-        if (acc := cached(name)) is not None:
-            raw[name] = acc
+    show = cfg.progress and on_rank_zero()
+    bar = tqdm(list(keys), desc="clip8 rows", disable=not show, dynamic_ncols=True)
+    raw.update(stored_rows(rows_dir, keys))
     if PRETRAINED not in raw:
         store(PRETRAINED, bench.accuracy(bench.state_model(ckpt.base), tasks, PRETRAINED))
     bar.update(1)

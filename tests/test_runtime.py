@@ -133,13 +133,18 @@ def test_two_processes_evaluate_exactly_like_one(pool_dir, tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-def test_single_process_commands_refuse_several_processes_before_spawning(capsys):
+def test_single_process_commands_refuse_several_processes_before_spawning(capsys, monkeypatch):
+    """Every command runs on several processes now; a job without ``MULTI_PROCESS`` (here the demo with
+    its declaration switched off) is refused before a second process is launched."""
     from simo_merge.cli import main
+    from simo_merge.jobs import demo
 
+    monkeypatch.setattr(demo, "MULTI_PROCESS", False)
     code = main(["demo", "runtime.accelerator=cpu", "runtime.devices=2", "output_dir=/nonexistent/x"])
     err = capsys.readouterr().err
     assert code == 2 and "runtime.devices=2" in err and "demo runs in one process" in err
-    assert err.rstrip().endswith("supported by: merge, train-experts, realign, evaluate")
+    every = "merge, demo, train-experts, realign, affinity, evaluate, bench clip8"
+    assert err.rstrip().endswith(f"supported by: {every}")
     assert err.count("error") == 1  # refused before a second process was launched
 
 

@@ -16,7 +16,7 @@ from simo_merge.affinity.transfer import SIMO_LAMBDAS
 from simo_merge.config import EncoderConfig, PoolConfig
 from simo_merge.data import DataConfig, build_task_splits
 from simo_merge.pool.spec import load_job_pool, pool_kind
-from simo_merge.runtime import RuntimeConfig
+from simo_merge.runtime import RuntimeConfig, on_rank_zero
 from simo_merge.training.evaluate import evaluate_splits
 
 
@@ -54,6 +54,7 @@ def _evaluator(pool, splits):
 
 Config = AffinityJobConfig
 DEFAULT_CONFIG = None
+MULTI_PROCESS = True  # every evaluation reads rank shards and sums metric states; nothing reused from disk
 
 
 def output_folder(cfg: AffinityJobConfig) -> tuple[str, str]:
@@ -85,7 +86,7 @@ def run(cfg: AffinityJobConfig) -> dict[str, Any]:
         block_of=block_of,
         k=cfg.k,
         cluster_threshold=cfg.cluster_threshold,
-        progress=cfg.progress,
+        progress=cfg.progress and on_rank_zero(),
         **kwargs,
     )
     files = write_affinity_report(Path(cfg.output_dir), results)

@@ -29,6 +29,7 @@ from simo_merge.pool.model import MultiTaskModel
 from simo_merge.realign.config import RealignSettings
 from simo_merge.realign.inputs import describe, inputs_dataset
 from simo_merge.report import bar_chart, markdown_table, result_units, summarize
+from simo_merge.runtime import on_rank_zero
 from simo_merge.seeding import stage_seed
 from simo_merge.training.evaluate import evaluate
 from simo_merge.training.recipes import CachedTraining, loss_span
@@ -225,7 +226,7 @@ def data_dependent_rows(demo: Demo, pool: ExpertPool) -> Rows:
         batch_size=dd.batch_size,
         seed=cfg.seed,
         cache=FeatureCache(demo.out / "stats"),
-        progress=cfg.progress,
+        progress=cfg.progress and on_rank_zero(),
     )
     table = Rows()
     for spec in dd.specs():
@@ -236,7 +237,7 @@ def data_dependent_rows(demo: Demo, pool: ExpertPool) -> Rows:
         if facts.get("records"):
             params["record"] = record
         if facts["progress"]:
-            params["progress"] = cfg.progress
+            params["progress"] = cfg.progress and on_rank_zero()
         state = merge(pool, method, merge_data=merge_data, transforms=spec.transforms, **params)
         name = facts["label"]
         shown = {k: v for k, v in params.items() if k not in ("record", "progress")}
@@ -414,6 +415,7 @@ def write_results(demo: Demo, table: Rows, start: float) -> dict[str, Any]:
 
 Config = DemoConfig
 DEFAULT_CONFIG = "demo"  # configs/demo.yaml
+MULTI_PROCESS = True  # DDP training, sharded evaluation, shared feature tables; reuse decided by all ranks
 
 
 def output_folder(cfg: DemoConfig) -> tuple[str, str]:

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # One prepared GPU check (run it on a machine with a CUDA GPU, from the repository root, after
 # `pip install -e .`): the device tests (pytest -m device), the throughput benchmark at ViT-B/16 and
-# demo scale, `train-experts` -> `merge` -> `realign` -> `evaluate` once on cuda at tiny settings (a 2-block
-# ViT at 32 px, a few steps each: the commands' device paths, not their speed), then the demo at GPU scale
-# (configs/demo_gpu.yaml: 224 px, ViT-S/16, bf16). Each step has its own time limit (the script stays
-# inside ~8 minutes when the steps take what they should). Prints figures only; every step's exit status
-# is reported at the end. OUT (default runs/gpu_check) holds the demo's run folder.
+# demo scale, every command once on cuda at tiny settings (train-experts -> merge -> realign -> evaluate
+# -> affinity on a 2-block ViT at 32 px, and bench clip8 on its ViT-Tiny-8 stand-in: the commands' device
+# paths, not their speed), then the demo at GPU scale (configs/demo_gpu.yaml: 224 px, ViT-S/16, bf16).
+# Each step has its own time limit (the script stays inside ~8 minutes when the steps take what they
+# should). Prints figures only; every step's exit status is reported at the end. OUT (default
+# runs/gpu_check) holds the demo's run folder.
 set -u
 PY=${PY:-python}
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
@@ -44,6 +45,21 @@ step "realign deep bf16 (cuda)" 45 $PY -m simo_merge.cli realign pool_dir="$TINY
   "${DATA[@]}" "${CUDA[@]}" runtime.precision=bf16-mixed output_dir="$TINY/realign"
 step "evaluate tiny (cuda)" 30 $PY -m simo_merge.cli evaluate pool_dir="$TINY/experts" \
   checkpoint="$TINY/merge/merged.safetensors" "${DATA[@]}" "${CUDA[@]}" output="$TINY/evaluate/metrics.json"
+step "affinity tiny (cuda)" 60 $PY -m simo_merge.cli affinity pool_dir="$TINY/experts" "${DATA[@]}" \
+  "${CUDA[@]}" transfer_lambdas=[0.0,1.0] select_lambdas=[0.5,1.0] output_dir="$TINY/affinity"
+# bench clip8 on its CPU stand-in (ViT-Tiny-8 at 32 px; the test suite's fixture writers make the folders)
+$PY - "$TINY/clip8" <<'PYFIX'
+import sys
+from pathlib import Path
+sys.path.insert(0, "tests")
+from test_clip_bench import write_clip8_data, write_task_vectors
+root = Path(sys.argv[1])
+write_clip8_data(root / "data")
+print("clip8 stand-in folders:", root, write_task_vectors(root / "ckpt", root / "data"))
+PYFIX
+step "bench clip8 stand-in (cuda)" 60 $PY -m simo_merge.cli bench clip8 --config configs/clip8_standin.yaml \
+  --checkpoints "$TINY/clip8/ckpt" --data "$TINY/clip8/data" text_checkpoint="$TINY/clip8/ckpt/clip_text.safetensors" \
+  "${CUDA[@]}" output_dir="$TINY/clip8/run"
 OUT=${OUT:-runs/gpu_check}
 step "demo at GPU scale" 240 $PY -m simo_merge.cli demo --config demo_gpu progress=false \
   output_dir="$OUT/demo_gpu"

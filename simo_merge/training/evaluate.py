@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from simo_merge.metrics import MultiTaskMetrics
 from simo_merge.pool.model import MultiTaskModel
-from simo_merge.runtime import current
+from simo_merge.runtime import current, placed
 from simo_merge.tasks import TaskSpec
 
 
@@ -30,18 +30,17 @@ def evaluate(
     summed over ranks, so every rank returns the metrics of the whole set."""
     runtime = current()
     was_training = model.training
-    home = next(model.parameters()).device
-    model.eval().to(runtime.device)
     metrics = MultiTaskMetrics(specs).to(runtime.device)
     if isinstance(loader, DataLoader):
         loader = runtime.shard_loader(loader)
     show = progress and runtime.is_global_zero
-    for batch in tqdm(loader, desc=desc, disable=not show, leave=False, dynamic_ncols=True):
-        batch = runtime.to_device(batch)
-        with runtime.autocast():
-            preds = model(batch["image"], tasks=list(specs))
-        metrics.update({t: p.float() for t, p in preds.items()}, batch)
-    model.train(was_training).to(home)
+    with placed(model.eval()):
+        for batch in tqdm(loader, desc=desc, disable=not show, leave=False, dynamic_ncols=True):
+            batch = runtime.to_device(batch)
+            with runtime.autocast():
+                preds = model(batch["image"], tasks=list(specs))
+            metrics.update({t: p.float() for t, p in preds.items()}, batch)
+    model.train(was_training)
     return metrics.compute()
 
 

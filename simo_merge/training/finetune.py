@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from simo_merge.encoders import Encoder
 from simo_merge.heads import TaskHead
 from simo_merge.pool.model import MultiTaskModel
-from simo_merge.runtime import current
+from simo_merge.runtime import placed
 from simo_merge.tasks import TaskSpec
 from simo_merge.training.loop import fit
 from simo_merge.training.losses import multitask_loss
@@ -71,8 +71,16 @@ def finetune(
 ) -> tuple[MultiTaskModel, list[float]]:
     """Train ``heads`` on the frozen ``encoder`` (probe), then everything; one head = an expert, all = MTL."""
     model = MultiTaskModel(encoder, heads).train()
-    home = next(encoder.parameters()).device
-    model.to(current().device)  # trained on the run's device, handed back where it came from
+    with placed(model):  # trained on the run's device, handed back where it came from
+        curve = _probe_then_tune(model, loader, recipe, desc, progress)
+    return model.eval(), curve
+
+
+def _probe_then_tune(
+    model: MultiTaskModel, loader: Iterable, recipe: FinetuneRecipe, desc: str, progress: bool
+) -> list[float]:
+    """The two phases of :func:`finetune` on ``model`` where it is: the heads alone, then everything."""
+    encoder, heads = model.encoder, model.heads
     objective = MultiTaskObjective(model, {t: h.task for t, h in heads.items()})
     head_params = [p for h in heads.values() for p in h.parameters()]
     curve: list[float] = []
@@ -102,4 +110,4 @@ def finetune(
         desc=f"{desc}: fine-tune",
         progress=progress,
     )
-    return model.eval().to(home), curve
+    return curve

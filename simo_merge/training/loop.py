@@ -74,8 +74,8 @@ def fit(
         )
     device = runtime.device if as_module else groups[0]["params"][0].device
     on_runtime = device == runtime.device
-    if on_runtime and runtime.cfg.precision == "16-mixed":
-        raise ValueError("runtime.precision=16-mixed: training needs loss scaling; use bf16-mixed or 32-true")
+    if on_runtime:
+        runtime.refuse_fp16_training("training")
     optimizer = torch.optim.AdamW(groups, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(steps, pct_start))
     params = [p for g in groups for p in g["params"]]

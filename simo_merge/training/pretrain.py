@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from simo_merge.encoders import Encoder
-from simo_merge.runtime import current
+from simo_merge.runtime import current, placed
 from simo_merge.training.loop import fit
 
 
@@ -67,12 +67,9 @@ def pretrain_masked_reconstruction(
     """Train ``encoder`` in place for ``steps`` steps; return the loss curve."""
     patch = next(iter(loader))["image"].shape[-2] // encoder.grid_size[0]
     objective = MaskedReconstruction(encoder, patch, mask_ratio, seed)
-    home = next(encoder.parameters()).device
-    objective.train().to(current().device)  # trained on the run's device, handed back where it came from
     params = [
         {"params": list(encoder.parameters()), "lr": lr},
         {"params": list(objective.decoder.parameters()), "lr": lr},
     ]
-    curve = fit(objective, params, loader, steps, desc="pretrain θ0", progress=progress)
-    encoder.to(home)
-    return curve
+    with placed(objective.train()):  # trained on the run's device, handed back where it came from
+        return fit(objective, params, loader, steps, desc="pretrain θ0", progress=progress)

@@ -6,12 +6,11 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from subprocess_runs import run_cli, run_python
 from torch.utils.data import DataLoader
 from toy_states import write_dense_pool
 
@@ -93,11 +92,7 @@ def pool_dir(tmp_path_factory):
 
 
 def run_evaluate(pool_dir, out, *overrides):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     args = [
-        sys.executable,
-        "-m",
-        "simo_merge.cli",
         "evaluate",
         f"pool_dir={pool_dir}",
         "data.size=[32,32]",
@@ -108,9 +103,8 @@ def run_evaluate(pool_dir, out, *overrides):
         "progress=false",
         *overrides,
     ]
-    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(out.read_text()), done.stdout
+    log = run_cli(*args, timeout=300)
+    return json.loads(out.read_text()), log
 
 
 def test_two_processes_evaluate_exactly_like_one(pool_dir, tmp_path):
@@ -248,13 +242,10 @@ def test_two_process_finetuning_follows_one_process_and_writes_one_set_of_files(
     from tests.ddp_finetune import train
 
     pre1, curve1, state1 = train(8, norm="none")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     script = Path(__file__).with_name("ddp_finetune.py")
-    args = [sys.executable, str(script), str(tmp_path), "2", "4", "none", "32-true"]
-    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    log = run_python(str(script), str(tmp_path), "2", "4", "none", "32-true", timeout=300)
     for phase in ("pretrain θ0", "depth: probe", "depth: fine-tune"):  # printed once, by rank 0
-        assert done.stdout.count(f"{phase}: global batch 8 = 4 per device x 2 processes") == 1
+        assert log.count(f"{phase}: global batch 8 = 4 per device x 2 processes") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["curve.json", "expert.json", "expert.safetensors"]
     two = json.loads((tmp_path / "curve.json").read_text())
     assert two["world"] == 2 and len(two["finetune"]) == len(curve1) == 6
@@ -301,19 +292,7 @@ def test_train_experts_on_two_processes_writes_one_pool(tmp_path):
         "progress=false",
     ]
     runtime = ["runtime.accelerator=cpu", "runtime.devices=2", "runtime.strategy=ddp"]
-    args = [
-        sys.executable,
-        "-m",
-        "simo_merge.cli",
-        "train-experts",
-        *tiny,
-        *runtime,
-        f"output_dir={tmp_path}",
-    ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    log = done.stdout
+    log = run_cli("train-experts", *tiny, *runtime, f"output_dir={tmp_path}", timeout=300)
     assert log.count("runtime: cpu x2") == 1 and log.count("pretrained θ0") == 1
     assert log.count("global batch 8 = 4 per device x 2 processes") == 5  # θ0, then probe + tune per expert
     for task in ("semseg", "depth"):

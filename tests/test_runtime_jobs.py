@@ -8,13 +8,11 @@ is decided by all ranks together, so reruns on 2 processes skip training without
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import subprocess_runs
 import torch
 
 from simo_merge.cli import main
@@ -27,12 +25,8 @@ DEMO_ROWS += [f"TA+{r}" for r in ("surgery", "deep", "shared-deep", "taps", "hea
 
 
 def run_cli(*args: str, timeout: int = 240) -> str:
-    """``simo-merge <args>`` in a subprocess (a deadlock times out); its stdout."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "simo_merge.cli", *args]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
+    """``simo-merge <args>`` in a child process (a deadlock times out after ``timeout``); its stdout."""
+    return subprocess_runs.run_cli(*args, timeout=timeout)
 
 
 def assert_close(one: Any, two: Any, rel: float, where: str = "") -> None:

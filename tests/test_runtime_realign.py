@@ -6,12 +6,10 @@ The one-process fp32 CPU path is covered, bit for bit, by the realignment and me
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
+from subprocess_runs import run_cli
 from toy_states import write_dense_pool
 
 from simo_merge.checkpoint import load_state
@@ -113,11 +111,7 @@ def test_key_groups_follow_blocks():
 
 
 def run_realign_cli(pool_dir, out, *overrides):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     args = [
-        sys.executable,
-        "-m",
-        "simo_merge.cli",
         "realign",
         f"pool_dir={pool_dir}",
         "data.size=[32,32]",
@@ -134,13 +128,8 @@ def run_realign_cli(pool_dir, out, *overrides):
         f"output_dir={out}",
         *overrides,
     ]
-    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=400)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return (
-        json.loads((out / "metrics.json").read_text()),
-        load_state(out / "adapters.safetensors"),
-        done.stdout,
-    )
+    log = run_cli(*args, timeout=400)
+    return json.loads((out / "metrics.json").read_text()), load_state(out / "adapters.safetensors"), log
 
 
 def test_two_process_realign_equals_one_process(pool_dir, tmp_path):
@@ -163,8 +152,7 @@ def test_two_process_realign_equals_one_process(pool_dir, tmp_path):
 
 
 def run_merge_cli(pool_dir, out, *overrides):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, "-m", "simo_merge.cli", "merge", f"pool_dir={pool_dir}"]
+    args = ["merge", f"pool_dir={pool_dir}"]
     args += ["method.name=adamerging_layerwise", "method.params={steps: 4, lr: 0.05, progress: false}"]
     args += [
         "data.size=[32,32]",
@@ -172,9 +160,8 @@ def run_merge_cli(pool_dir, out, *overrides):
         "runtime.accelerator=cpu",
         f"output_dir={out}",
     ]
-    done = subprocess.run([*args, *overrides], env=env, capture_output=True, text=True, timeout=400)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return load_state(out / "merged.safetensors"), done.stdout
+    log = run_cli(*args, *overrides, timeout=400)
+    return load_state(out / "merged.safetensors"), log
 
 
 def test_two_process_adamerging_follows_one_process(pool_dir, tmp_path):

@@ -16,6 +16,7 @@ def test_merge_facts_agree_with_signature(name):
     assert facts["needs_data"] == ("merge_data" in params)
     assert facts["progress"] == ("progress" in params)
     assert bool(facts.get("records")) == ("record" in params)
+    assert bool(facts.get("device")) == ("device" in params)
     assert facts["scale"] is None or facts["scale"] in params
     assert isinstance(facts["label"], str) and facts["label"]
 

@@ -13,8 +13,9 @@ from simo_merge.registry import Registry
 #: swept on val, or None), ``needs_data`` (takes ``merge_data=``, unlabelled inputs), ``progress``
 #: (takes ``progress=``); optional: ``keywise`` (a key's merged tensor reads only that key's θ0 and task
 #: vectors, so :func:`~simo_merge.merging.api.merge` may run it on a device one key group at a time),
-#: ``grid`` (the scale's default sweep), ``per_task`` (one model per task), ``records`` (fills a
-#: ``record=`` dict), ``source`` (the reference implementation).
+#: ``device`` (takes ``device=`` for its own work, e.g. SVDs), ``grid`` (the scale's default sweep),
+#: ``per_task`` (one model per task), ``records`` (fills a ``record=`` dict), ``source`` (the reference
+#: implementation).
 MERGE_METHODS: Registry = Registry(
     "merge method", package=__name__, required_facts=("label", "scale", "needs_data", "progress")
 )

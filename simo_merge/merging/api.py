@@ -39,7 +39,7 @@ def merge(
     θ0's. ``device`` (default: the started runtime's device, else the CPU): methods registered ``keywise``
     (a key's result reads only that key's tensors) run there one key group at a time
     (:func:`merge_in_groups`); the others, and every merge on the CPU, run over the whole state as before.
-    A method taking a ``device`` argument itself (the SVD merges) is given it too.
+    A method registered with the ``device`` fact (the SVD merges: its own ``device=``) is given it too.
     """
     from simo_merge.merging import MERGE_METHODS, TV_TRANSFORMS
 
@@ -52,7 +52,7 @@ def merge(
         task_vectors = transform(task_vectors, **args)
     float_base = {k: v for k, v in pool.base.items() if is_mergeable(v)}
     device = torch.device(device) if device is not None else current_device()
-    if "device" in inspect.signature(fn).parameters and device.type != "cpu":
+    if MERGE_METHODS.facts(method).get("device", False) and device.type != "cpu":
         hyperparameters.setdefault("device", str(device))
     if device.type != "cpu" and MERGE_METHODS.facts(method).get("keywise", False):
         merged = merge_in_groups(fn, float_base, task_vectors, device, hyperparameters)

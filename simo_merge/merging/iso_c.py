@@ -43,6 +43,7 @@ def iso_c_matrix(task_matrices: Sequence[Tensor]) -> Tensor:
         "grid": GRID,
         "needs_data": False,
         "keywise": True,
+        "device": True,
         "progress": False,
         "source": SOURCE,
     },

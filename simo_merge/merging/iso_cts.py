@@ -75,6 +75,7 @@ def iso_cts_matrix(task_matrices: Sequence[Tensor], fraction: float, key: str = 
         "grid": GRID,
         "needs_data": False,
         "keywise": True,
+        "device": True,
         "progress": False,
         "source": SOURCE,
     },

@@ -60,6 +60,7 @@ def tsv_matrix(task_matrices: Sequence[Tensor]) -> Tensor:
         "grid": [0.5, 1.0, 1.5, 2.0, 2.5, 3.0],
         "needs_data": False,
         "keywise": True,
+        "device": True,
         "progress": False,
         "source": SOURCE,
     },

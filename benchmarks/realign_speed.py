@@ -55,12 +55,12 @@ import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 from torch.func import functional_call  # noqa: E402
 
-from simo_merge.atomic import write_json  # noqa: E402
 from simo_merge.encoders import Encoder, build_encoder  # noqa: E402
 from simo_merge.features.cache import FeatureCache, FeatureTable  # noqa: E402
 from simo_merge.features.inputs import RealignInputs  # noqa: E402
 from simo_merge.features.sites import Features  # noqa: E402
 from simo_merge.heads import build_head  # noqa: E402
+from simo_merge.io.atomic import write_json  # noqa: E402
 from simo_merge.merging import merge  # noqa: E402
 from simo_merge.pool.expert_pool import ExpertPool, is_mergeable  # noqa: E402
 from simo_merge.realign.train import RealignConfig, Realignment, feature_l1, realign  # noqa: E402

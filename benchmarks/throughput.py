@@ -23,7 +23,7 @@ from lightning_fabric.strategies import DDPStrategy
 
 from simo_merge.encoders import build_encoder
 from simo_merge.heads import build_head
-from simo_merge.pool.model import MultiTaskModel
+from simo_merge.model import MultiTaskModel
 from simo_merge.tasks import TaskSpec
 
 MODELS = {

@@ -29,10 +29,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from simo_merge.atomic import atomic_path
 from simo_merge.datasets import DATASETS
 from simo_merge.datasets import _raycast as rc
 from simo_merge.datasets.transforms import to_sample
+from simo_merge.io.atomic import atomic_path
+from simo_merge.runtime import on_rank_zero
 from simo_merge.tasks import IGNORE_INDEX, TaskSpec, normals, regression, segmentation
 
 GENERATOR_VERSION = 1  # bump whenever the renderer or the scene sampler changes: invalidates disk caches
@@ -346,7 +347,7 @@ class SyntheticScenes(Dataset):
             self.seed, self.split, self.num_samples, self.size, self.antialias, self.num_workers
         )
         if path is not None:
-            with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            with atomic_path(path, on_rank_zero()) as tmp, open(tmp, "wb") as fh:
                 np.savez(fh, key=np.array(key), **arrays)
         return arrays
 

@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from simo_merge.checkpoint import load_state
-from simo_merge.clip_templates import templates as dataset_templates
+from simo_merge.datasets.clip_templates import templates as dataset_templates
 from simo_merge.heads import HEADS
 from simo_merge.heads.base import EncoderLayout, TaskHead
+from simo_merge.io.checkpoint import load_state
 from simo_merge.tasks import TaskSpec, classification
 
 #: default logit scale when the text model has none (CLIP's trained value is exp(4.6052) = 100)
@@ -228,7 +228,7 @@ def clip_text_heads(
     allow_pickle: bool = False,
 ) -> dict[str, ZeroShotHead]:
     """One zero-shot head per task of ``classnames`` (in label order) from the text tower in ``path``:
-    CLIP's prompt ensemble over the task's templates (:mod:`simo_merge.clip_templates`)."""
+    CLIP's prompt ensemble over the task's templates (:mod:`simo_merge.datasets.clip_templates`)."""
     import open_clip
 
     if not classnames:

@@ -24,7 +24,7 @@ def _config_path(value: str | None, default: str) -> Path:
 
 def _claim(args: argparse.Namespace, folder: str, key: str = "output_dir") -> None:
     """Check that ``folder`` is writable and hold its run lock until the command returns."""
-    from simo_merge.outputs import claim_output_dir
+    from simo_merge.io.outputs import claim_output_dir
 
     args.resources.enter_context(claim_output_dir(folder, key))
 
@@ -172,9 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from simo_merge.checkpoint import CheckpointError
     from simo_merge.config import ConfigError
-    from simo_merge.lock import OutputLockedError
+    from simo_merge.io.checkpoint import CheckpointError
+    from simo_merge.io.lock import OutputLockedError
     from simo_merge.pool import ExpertMismatchError
 
     parser = build_parser()

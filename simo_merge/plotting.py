@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from simo_merge.atomic import atomic_path
+from simo_merge.io.atomic import atomic_path
+from simo_merge.runtime import on_rank_zero
 
 
 def pyplot() -> Any:
@@ -22,7 +23,7 @@ def pyplot() -> Any:
 def save_png(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
     """Write ``fig`` as a PNG via a temporary name, then close it."""
     path = Path(path)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, on_rank_zero()) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
     pyplot().close(fig)
     return path

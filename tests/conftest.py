@@ -29,3 +29,15 @@ def tiny_clip():
 
     torch.manual_seed(0)
     return build_encoder("open_clip", "ViT-Tiny-8").eval()
+
+
+@pytest.fixture(scope="session")
+def fixture_dirs(tmp_path_factory):
+    """The CLIP eight-task fixture (data in the eight real formats + task_vectors pickles), written once."""
+    from tests.helpers.clip8_fixture import write_clip8_data, write_task_vectors
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("clip8")
+    write_clip8_data(root / "data")
+    text = write_task_vectors(root / "ckpt", root / "data")
+    return root, text

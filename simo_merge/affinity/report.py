@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from simo_merge.affinity import plots
-from simo_merge.atomic import write_json, write_text
+from simo_merge.io.atomic import write_json, write_text
+from simo_merge.runtime import on_rank_zero
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -280,7 +281,7 @@ def write_affinity_report(out_dir: str | os.PathLike, results: Mapping[str, Any]
         "figures": {k: p.name for k, p in figures.items()},
     }
     written = {
-        "json": write_json(out / "affinity.json", to_jsonable(full)),
-        "markdown": write_text(out / "affinity.md", affinity_markdown(full)),
+        "json": write_json(out / "affinity.json", to_jsonable(full), on_rank_zero()),
+        "markdown": write_text(out / "affinity.md", affinity_markdown(full), on_rank_zero()),
     }
     return {**written, **figures}

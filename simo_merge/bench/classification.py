@@ -19,8 +19,8 @@ from torch.utils.data import DataLoader, Dataset
 from simo_merge.encoders import Encoder
 from simo_merge.features.inputs import RealignInputs, subset_inputs
 from simo_merge.merging import MERGE_METHODS, merge
+from simo_merge.model import MultiTaskModel
 from simo_merge.pool.expert_pool import ExpertPool
-from simo_merge.pool.model import MultiTaskModel
 from simo_merge.realign.train import RealignConfig, realign
 from simo_merge.training.evaluate import evaluate
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from simo_merge.checkpoint import CheckpointError, StateDict
+from simo_merge.io.checkpoint import CheckpointError, StateDict
 
 #: a key only an open_clip visual tower has (its patch embedding)
 VISUAL_MARKER = "conv1.weight"

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from simo_merge.checkpoint import CheckpointError, StateDict, load_state
 from simo_merge.encoders.convert_clip import visual_from_clip_state
+from simo_merge.io.checkpoint import CheckpointError, StateDict, load_state
 
 #: weight files a Hugging Face model repository may hold, in the order they are preferred
 HF_WEIGHT_FILES = (

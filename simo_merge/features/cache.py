@@ -24,10 +24,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from simo_merge.checkpoint import load_state, save_state
 from simo_merge.features.disk_rows import DiskRows, write_rows
 from simo_merge.features.sites import Site, site_name
-from simo_merge.runtime import current
+from simo_merge.io.checkpoint import load_state, save_state
+from simo_merge.runtime import current, on_rank_zero
 
 Features = dict[Site, Tensor]
 
@@ -122,7 +122,7 @@ class FeatureCache:
             self.misses += 1
             feats = compute()
             if path is not None:
-                save_state(path, {_to_name(s): v for s, v in feats.items()}, {"key": key})
+                save_state(path, {_to_name(s): v for s, v in feats.items()}, {"key": key}, on_rank_zero())
         self._memory[key] = feats
         return feats
 
@@ -177,7 +177,7 @@ class FeatureCache:
                     parts[site].append(value)
             feats = {site: torch.cat(values) for site, values in parts.items()}
             if path is not None:
-                save_state(path, {_to_name(s): v for s, v in feats.items()}, {"key": key})
+                save_state(path, {_to_name(s): v for s, v in feats.items()}, {"key": key}, on_rank_zero())
             return self._keep(key, FeatureTable(indices, feats))
         named = ({_to_name(s): v for s, v in b.items()} for b in itertools.chain([first], stream))
         path = write_rows(self._disk_path(key), len(indices), named, {"key": key})

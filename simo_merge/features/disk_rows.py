@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from simo_merge.atomic import atomic_path
+from simo_merge.io.atomic import atomic_path
+from simo_merge.runtime import on_rank_zero
 
 DTYPES = {
     torch.float32: "F32",
@@ -59,7 +60,7 @@ def write_rows(
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)  # the format pads the header to 8 bytes
     written = 0
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    with atomic_path(path, on_rank_zero()) as tmp, open(tmp, "wb") as f:
         f.write(struct.pack("<Q", len(raw)) + raw)
         f.truncate(8 + len(raw) + offset)
         for batch in itertools.chain([first], iterator):

@@ -32,7 +32,7 @@ Checkpoint layouts under ``checkpoints`` (``layout=auto`` picks the first that m
   (``weight`` [C, D] already times the logit scale, optional ``bias`` [C]).
 
 A missing head file is computed from text (:func:`simo_merge.heads.zeroshot.zeroshot_heads`): CLIP's
-prompt ensemble over the templates of :mod:`simo_merge.clip_templates` and the loader's own
+prompt ensemble over the templates of :mod:`simo_merge.datasets.clip_templates` and the loader's own
 ``classnames`` (same class-id order as the labels), with the text tower of ``text_checkpoint`` (a whole
 open_clip CLIP state; default: the open_clip layout's ``zeroshot.safetensors``). task_vectors'
 ``zeroshot.pt`` has no text tower.
@@ -56,14 +56,14 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from simo_merge.atomic import write_json, write_text
 from simo_merge.bench import ClassificationBench
-from simo_merge.clip_templates import canonical_dataset
 from simo_merge.config import ConfigError
 from simo_merge.datasets import build_dataset
 from simo_merge.datasets.clip8 import CLIP8_TASKS
+from simo_merge.datasets.clip_templates import canonical_dataset
 from simo_merge.encoders import build_encoder
 from simo_merge.heads.zeroshot import zeroshot_heads
+from simo_merge.io.atomic import write_json, write_text
 from simo_merge.merging import MERGE_METHODS
 from simo_merge.merging.spec import MethodSpec, deprecated, method_specs
 from simo_merge.pool.clip_layout import Clip8Checkpoints, detect_layout, load_clip8_checkpoints
@@ -345,7 +345,9 @@ def run(cfg: Clip8Config) -> dict:
     computed: list[str] = []
 
     def store(name: str, acc: dict[str, float]) -> None:
-        write_json(rows_dir / f"{name}.json", {"row": name, "key": keys[name], "accuracy": acc})
+        write_json(
+            rows_dir / f"{name}.json", {"row": name, "key": keys[name], "accuracy": acc}, on_rank_zero()
+        )
         raw[name] = acc
         computed.append(name)
 
@@ -417,9 +419,9 @@ def write_results(
         "reused": [n for n in rows if n not in computed],
         "config": asdict(cfg),
     }
-    write_text(out / "results.md", header + md)
-    write_text(out / "results.csv", table_csv)
-    write_json(out / "results.json", json_safe(result))
+    write_text(out / "results.md", header + md, on_rank_zero())
+    write_text(out / "results.csv", table_csv, on_rank_zero())
+    write_json(out / "results.json", json_safe(result), on_rank_zero())
     average_chart(
         {n: r["avg"] for n, r in rows.items()},
         out / "results.png",

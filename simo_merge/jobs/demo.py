@@ -18,14 +18,13 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from simo_merge.atomic import write_json, write_text
 from simo_merge.config import to_yaml
+from simo_merge.io.atomic import write_json, write_text
 from simo_merge.jobs._demo_config import DemoConfig
 from simo_merge.merging import MERGE_METHODS, merge
 from simo_merge.merging.spec import MethodSpec
+from simo_merge.model import MultiTaskModel
 from simo_merge.pool.expert_pool import ExpertPool
-from simo_merge.pool.folder import pool_heads
-from simo_merge.pool.model import MultiTaskModel
 from simo_merge.realign.config import RealignSettings
 from simo_merge.realign.inputs import describe, inputs_dataset
 from simo_merge.report import bar_chart, markdown_table, result_units, summarize
@@ -79,7 +78,7 @@ class Demo(CachedTraining):
         """The encoder ``state`` under the pool's (frozen) expert heads."""
         encoder = self.new_encoder()
         encoder.load_model_state(state)
-        return MultiTaskModel(encoder, pool_heads(pool)).eval()
+        return MultiTaskModel(encoder, pool.frozen_heads()).eval()
 
     def individual(self, pool: ExpertPool, loader: DataLoader, desc: str) -> Results:
         """Each expert evaluated on its own task (its own encoder + head)."""
@@ -219,7 +218,7 @@ def data_dependent_rows(demo: Demo, pool: ExpertPool) -> Rows:
     inputs = dataset_inputs(demo.data.sets[dd.split], list(demo.data.specs), f"{cfg.data.name}-{dd.split}")
     merge_data = MergeData(
         demo.new_encoder,
-        pool_heads(pool),
+        pool.frozen_heads(),
         pool.experts,
         inputs.images,
         name=inputs.name,
@@ -293,7 +292,7 @@ class RealignedRows:
         self.inputs = InputsByObjective(demo)
         self.experts = pool.expert_encoders()
         self.test_images = dataset_inputs(demo.data.sets["test"], list(demo.data.specs), "test").images
-        self.heads = pool_heads(pool)
+        self.heads = pool.frozen_heads()
 
     def merged_bias(self, name: str) -> Rows:
         """The representation bias of the merged row ``name``, before any realigner."""
@@ -404,10 +403,10 @@ def write_results(demo: Demo, table: Rows, start: float) -> dict[str, Any]:
         "timings": demo.timings,
         "tasks": specs,
     }
-    write_json(demo.out / "metrics.json", result)
+    write_json(demo.out / "metrics.json", result, on_rank_zero())
     title = "Dense SIMO demo: normalised performance"
     bar_chart(summary, specs, demo.out / "results.png", title=title)
-    write_text(demo.out / "report.md", report_text(demo, table, markdown))
+    write_text(demo.out / "report.md", report_text(demo, table, markdown), on_rank_zero())
     print("\n" + markdown)
     print(f"wrote {demo.out}/report.md, metrics.json, results.png ({demo.timings['total']:.0f}s)")
     return result
@@ -426,7 +425,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     """Train (or reuse) θ0, experts and MTL, merge, realign, evaluate and report into ``output_dir``."""
     demo = Demo(cfg)
     start = time.perf_counter()
-    write_text(demo.out / "config.yaml", to_yaml(cfg))
+    write_text(demo.out / "config.yaml", to_yaml(cfg), on_rank_zero())
     pool = demo.experts()
     mtl = demo.mtl(pool.base)
     val_individual = demo.individual(pool, demo.data.val, "val")

@@ -13,14 +13,14 @@ from typing import Any
 
 import torch
 
-from simo_merge.atomic import write_json
-from simo_merge.checkpoint import load_state, read_sidecar
 from simo_merge.config import EncoderConfig, PoolConfig
 from simo_merge.data import DataConfig, build_task_splits, data_label
-from simo_merge.outputs import check_output_file
+from simo_merge.io.atomic import write_json
+from simo_merge.io.checkpoint import load_state, read_sidecar
+from simo_merge.io.outputs import check_output_file
 from simo_merge.pool.spec import check_checkpoint_encoder, describe, load_job_pool, pool_kind
 from simo_merge.report import markdown_table, result_units, summarize
-from simo_merge.runtime import RuntimeConfig
+from simo_merge.runtime import RuntimeConfig, on_rank_zero
 from simo_merge.training.evaluate import evaluate_splits
 
 
@@ -107,6 +107,6 @@ def run(cfg: EvaluateConfig) -> dict[str, Any]:
         "pool": describe(cfg.pool, cfg.pool_dir),
         "checkpoint": cfg.checkpoint,
     }
-    write_json(out, result)
+    write_json(out, result, on_rank_zero())
     print(f"wrote {out}")
     return result

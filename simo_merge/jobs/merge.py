@@ -7,17 +7,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simo_merge.atomic import write_text
-from simo_merge.checkpoint import save_state
 from simo_merge.config import ConfigError, EncoderConfig, PoolConfig, to_yaml
 from simo_merge.data import DataConfig, build_task_splits
 from simo_merge.features.inputs import split_inputs
+from simo_merge.io.atomic import write_text
+from simo_merge.io.checkpoint import save_state
 from simo_merge.merging import MERGE_METHODS, merge
 from simo_merge.merging.api import check_hyperparameters, resolved_merge_parameters
 from simo_merge.merging.spec import MethodSpec
 from simo_merge.merging.with_data import merge_with_inputs
 from simo_merge.pool.spec import describe, resolve_pool
-from simo_merge.runtime import RuntimeConfig
+from simo_merge.runtime import RuntimeConfig, on_rank_zero
 
 
 @dataclass
@@ -93,8 +93,9 @@ def run(cfg: MergeJobConfig) -> dict[str, Any]:
                 else {}
             ),
         },
+        on_rank_zero(),
     )
-    write_text(out_dir / "config.yaml", to_yaml(cfg))
+    write_text(out_dir / "config.yaml", to_yaml(cfg), on_rank_zero())
     n_params = sum(v.numel() for v in merged.values())
     print(
         f"merged {len(pool.tasks)} experts ({', '.join(pool.tasks)}) with {cfg.method.name} "

@@ -13,16 +13,15 @@ from typing import Any
 
 import torch
 
-from simo_merge.atomic import write_json, write_text
-from simo_merge.checkpoint import load_state, read_sidecar, state_hash
 from simo_merge.config import ConfigError, EncoderConfig, PoolConfig
 from simo_merge.data import DataConfig, build_task_splits
 from simo_merge.features.cache import FeatureCache
 from simo_merge.features.inputs import split_inputs
+from simo_merge.io.atomic import write_json, write_text
+from simo_merge.io.checkpoint import load_state, read_sidecar, state_hash
 from simo_merge.merging.spec import MethodSpec
 from simo_merge.merging.with_data import merge_with_inputs
-from simo_merge.pool.folder import pool_heads
-from simo_merge.pool.model import MultiTaskModel
+from simo_merge.model import MultiTaskModel
 from simo_merge.pool.spec import check_checkpoint_encoder, describe, load_job_pool, pool_kind
 from simo_merge.realign.diagnostics import bias_plot, mean_bias, representation_bias, tsne_groups, tsne_plot
 from simo_merge.realign.inputs import InputsChoice, choose_inputs
@@ -30,7 +29,7 @@ from simo_merge.realign.inputs import describe as describe_inputs
 from simo_merge.realign.io import save_realigned
 from simo_merge.realign.train import RealignConfig, realign
 from simo_merge.report import markdown_table, result_units, summarize
-from simo_merge.runtime import RuntimeConfig
+from simo_merge.runtime import RuntimeConfig, on_rank_zero
 from simo_merge.training.eval_cache import EvaluationCache, module_hash
 from simo_merge.training.evaluate import evaluate_splits
 
@@ -123,7 +122,7 @@ def run(cfg: RealignJobConfig) -> dict[str, Any]:
         merged_state = merge_with_inputs(pool, cfg.method, inputs, cfg.seed, cfg.progress)
         merged_name = cfg.method.name
     merged_hash = state_hash(merged_state)
-    heads = pool_heads(pool)
+    heads = pool.frozen_heads()
     head_ids = {t: [module_hash(h), h.config()] for t, h in heads.items()}  # before any training
     cache = FeatureCache(out / "cache" if cfg.disk_cache else None, cfg.cache_memory_mb)
     t0 = time.perf_counter()
@@ -210,13 +209,14 @@ def run(cfg: RealignJobConfig) -> dict[str, Any]:
         "evaluations_computed": evals.misses,
         "total_seconds": time.perf_counter() - start,
     }
-    write_json(out / "metrics.json", result)
+    write_json(out / "metrics.json", result, on_rank_zero())
     write_text(
         out / "report.md",
         f"# realign: {name}\n\n{describe_inputs(trained_on)} "
         f"Evaluated on {cfg.data.name}/{cfg.eval_split}.\n\n"
         f"{table}\nbias = mean |merged − expert| over tasks and "
         "layers on the evaluation inputs (Surgery, Eq. 1); see bias.png, tsne.png.\n",
+        on_rank_zero(),
     )
     print(table)
     print(

@@ -8,7 +8,6 @@ from simo_merge.features.inputs import RealignInputs
 from simo_merge.merging import merge
 from simo_merge.merging.spec import MethodSpec
 from simo_merge.pool.expert_pool import ExpertPool
-from simo_merge.pool.folder import pool_heads
 
 
 def merge_with_inputs(
@@ -24,7 +23,7 @@ def merge_with_inputs(
 
         params["merge_data"] = MergeData(
             pool.encoder,
-            pool_heads(pool),
+            pool.frozen_heads(),
             pool.experts,
             inputs,  # streamed: each batch read from its source when drawn
             seed=seed,

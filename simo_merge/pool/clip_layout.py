@@ -8,7 +8,7 @@ Three published layouts:
     ``<root>/<model>/zeroshot.pt``, ``<root>/<model>/<Dataset>/finetuned.pt`` and
     ``<root>/<model>/head_<Dataset>.pt``. These are *pickled whole modules* (that project's
     ``src.modeling.ImageEncoder`` / ``ClassificationHead``), so they load only with an explicit
-    ``allow_pickle=True``, through :mod:`simo_merge.unpickler`: only an explicit allow-list of
+    ``allow_pickle=True``, through :mod:`simo_merge.io.unpickler`: only an explicit allow-list of
     ``(module, name)`` globals (tensor rebuild functions, dtypes, ``OrderedDict``) resolves; every class
     (torch.nn's, that project's ``src.*``, open_clip's, ...) becomes a :class:`StandIn` that only records
     its pickled state, so neither that source tree nor a matching open_clip version is needed and no
@@ -35,10 +35,10 @@ from typing import Any
 
 from torch import Tensor
 
-from simo_merge.checkpoint import CheckpointError, StateDict, load_state
-from simo_merge.clip_templates import canonical_dataset
+from simo_merge.datasets.clip_templates import canonical_dataset
 from simo_merge.encoders.convert_clip import VISUAL_MARKER, visual_from_clip_state
-from simo_merge.unpickler import (  # noqa: F401  (re-exported: the loaders' public names)
+from simo_merge.io.checkpoint import CheckpointError, StateDict, load_state
+from simo_merge.io.unpickler import (  # noqa: F401  (re-exported: the loaders' public names)
     RestrictedUnpickler,
     StandIn,
     UnsafePickleError,

@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
-from simo_merge.checkpoint import load_state
 from simo_merge.finite import check_finite
+from simo_merge.io.checkpoint import load_state
 
 if TYPE_CHECKING:
     from simo_merge.encoders import Encoder
-    from simo_merge.pool.model import MultiTaskModel
+    from simo_merge.heads import TaskHead
+    from simo_merge.model import MultiTaskModel
 
 StateDict = dict[str, Tensor]
 
@@ -142,11 +143,21 @@ class ExpertPool:
     ) -> MultiTaskModel:
         """The encoder holding ``state`` (default θ0) plus the frozen heads of ``tasks`` (default all), in
         eval mode: what evaluation and the interference measurements run."""
-        from simo_merge.pool.folder import pool_heads
-        from simo_merge.pool.model import MultiTaskModel
+        from simo_merge.model import MultiTaskModel
 
-        heads = pool_heads(self.subset(tasks) if tasks else self)
+        heads = (self.subset(tasks) if tasks else self).frozen_heads()
         return MultiTaskModel(self.encoder(state), heads).eval()
+
+    def frozen_heads(self) -> dict[str, TaskHead]:
+        """The pool's heads as modules rebuilt from their configs, in eval mode, no grad."""
+        from simo_merge.heads import head_from_config
+
+        heads = {}
+        for task in self.tasks:
+            head = head_from_config(self.head_configs[task])
+            head.load_state_dict(self.heads[task])
+            heads[task] = head.eval().requires_grad_(False)
+        return heads
 
     @classmethod
     def from_files(

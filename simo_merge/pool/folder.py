@@ -12,9 +12,10 @@ from typing import Any
 
 from torch import Tensor
 
-from simo_merge.checkpoint import load_state, read_sidecar, save_state
 from simo_merge.heads import TaskHead, head_from_config
+from simo_merge.io.checkpoint import load_state, read_sidecar, save_state
 from simo_merge.pool.expert_pool import ExpertPool
+from simo_merge.runtime import on_rank_zero
 
 
 def save_expert(
@@ -29,12 +30,16 @@ def save_expert(
     pool_dir = Path(pool_dir)
     meta = dict(meta or {})
     save_state(
-        pool_dir / f"{task}.safetensors", encoder_state, {"task": task, "role": "expert encoder", **meta}
+        pool_dir / f"{task}.safetensors",
+        encoder_state,
+        {"task": task, "role": "expert encoder", **meta},
+        on_rank_zero(),
     )
     save_state(
         pool_dir / f"{task}_head.safetensors",
         head.state_dict(),
         {"head": head.config(), "task": task, "role": "expert head", **meta},
+        on_rank_zero(),
     )
 
 
@@ -65,13 +70,3 @@ def load_pool_dir(pool_dir: str | os.PathLike, tasks: list[str] | None = None) -
     )
     pool.head_configs = {t: read_sidecar(pool_dir / f"{t}_head.safetensors")["head"] for t in tasks}
     return pool
-
-
-def pool_heads(pool: ExpertPool) -> dict[str, TaskHead]:
-    """The pool's frozen heads as modules (in eval mode, no grad)."""
-    heads = {}
-    for task in pool.tasks:
-        head = head_from_config(pool.head_configs[task])
-        head.load_state_dict(pool.heads[task])
-        heads[task] = head.eval().requires_grad_(False)
-    return heads

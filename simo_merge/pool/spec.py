@@ -22,8 +22,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from simo_merge.checkpoint import load_state, read_sidecar
 from simo_merge.config import ConfigError, EncoderConfig, PoolConfig, pool_kind
+from simo_merge.io.checkpoint import load_state, read_sidecar
 from simo_merge.pool.expert_pool import ExpertPool
 
 

@@ -7,11 +7,12 @@ from typing import Any
 
 from torch import nn
 
-from simo_merge.checkpoint import load_state, read_sidecar, save_state, state_hash
 from simo_merge.encoders import Encoder
 from simo_merge.features.sites import head_sites
+from simo_merge.io.checkpoint import load_state, read_sidecar, save_state, state_hash
 from simo_merge.realign import REALIGNERS
 from simo_merge.realign.model import RealignedModel
+from simo_merge.runtime import on_rank_zero
 
 
 def trained_state(model: RealignedModel) -> dict:
@@ -35,6 +36,7 @@ def save_realigned(
             "trainable_parameters": model.num_trainable(),
             **(meta or {}),
         },
+        on_rank_zero(),
     )
 
 

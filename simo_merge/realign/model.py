@@ -1,7 +1,7 @@
 """The realigned model: merged encoder + frozen heads + a plan's adapters (or re-trained heads).
 
 It is both the training-time feature source (:meth:`RealignedModel.features`) and the inference wrapper
-(:meth:`RealignedModel.forward`, same interface as :class:`~simo_merge.pool.model.MultiTaskModel`).
+(:meth:`RealignedModel.forward`, same interface as :class:`~simo_merge.model.MultiTaskModel`).
 Adapters are attached only through the encoder's hooks and removed right after each pass.
 """
 

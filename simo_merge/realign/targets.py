@@ -15,11 +15,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from simo_merge.checkpoint import state_hash
 from simo_merge.encoders import Encoder
 from simo_merge.features.cache import FeatureCache, FeatureTable, index_hash
 from simo_merge.features.inputs import RealignInputs
 from simo_merge.features.sites import Features, Site, head_sites, run_encoder
+from simo_merge.io.checkpoint import state_hash
 from simo_merge.realign.model import RealignedModel
 from simo_merge.runtime import current
 

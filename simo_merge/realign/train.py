@@ -55,13 +55,13 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from simo_merge.checkpoint import state_hash
 from simo_merge.encoders import Encoder
 from simo_merge.features.cache import FeatureCache
 from simo_merge.features.inputs import RealignInputs
 from simo_merge.features.losses import distill_output_loss
 from simo_merge.features.sampling import IndexSampler
 from simo_merge.features.sites import Features, head_sites
+from simo_merge.io.checkpoint import state_hash
 from simo_merge.realign import REALIGNERS
 from simo_merge.realign.config import (  # noqa: F401  (re-exported: callers import them from here)
     LR_SCHEDULES,

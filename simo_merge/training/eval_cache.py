@@ -17,9 +17,9 @@ from typing import Any
 
 from torch import nn
 
-from simo_merge.atomic import write_json
-from simo_merge.checkpoint import state_hash
-from simo_merge.runtime import current
+from simo_merge.io.atomic import write_json
+from simo_merge.io.checkpoint import state_hash
+from simo_merge.runtime import current, on_rank_zero
 
 #: Bump when what an evaluation returns changes meaning (v2: every rate in %).
 EVALUATION_VERSION = 2
@@ -67,5 +67,5 @@ class EvaluationCache:
             return stored["result"]
         self.misses += 1
         result = compute()
-        write_json(path, {"parts": parts, "result": result})
+        write_json(path, {"parts": parts, "result": result}, on_rank_zero())
         return result

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from simo_merge.metrics import MultiTaskMetrics
-from simo_merge.pool.model import MultiTaskModel
+from simo_merge.model import MultiTaskModel
 from simo_merge.runtime import current, placed
 from simo_merge.tasks import TaskSpec
 

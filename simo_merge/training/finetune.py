@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from simo_merge.encoders import Encoder
 from simo_merge.heads import TaskHead
-from simo_merge.pool.model import MultiTaskModel
+from simo_merge.model import MultiTaskModel
 from simo_merge.runtime import placed
 from simo_merge.tasks import TaskSpec
 from simo_merge.training.loop import fit

@@ -19,17 +19,17 @@ from typing import Any, Protocol
 import torch
 from torch.utils.data import DataLoader
 
-from simo_merge.checkpoint import header_meta, load_state, save_state
 from simo_merge.config import EncoderConfig
 from simo_merge.data import DataConfig, build_split
 from simo_merge.encoders import Encoder, build_encoder
 from simo_merge.encoders.pretrained import file_sha256
 from simo_merge.heads import TaskHead, build_head
+from simo_merge.io.checkpoint import header_meta, load_state, save_state
+from simo_merge.io.provenance import all_verified, verified_state
+from simo_merge.model import MultiTaskModel
 from simo_merge.pool.expert_pool import ExpertPool
 from simo_merge.pool.folder import load_head, load_pool_dir, save_expert
-from simo_merge.pool.model import MultiTaskModel
-from simo_merge.provenance import all_verified, verified_state
-from simo_merge.runtime import current
+from simo_merge.runtime import current, on_rank_zero
 from simo_merge.seeding import stage_seed
 from simo_merge.training.finetune import FinetuneRecipe, finetune
 from simo_merge.training.pretrain import pretrain_masked_reconstruction
@@ -217,7 +217,7 @@ class CachedTraining(ModelFactory):
         role = "pretrained θ0" if p.steps > 0 else "initialised θ0 (pretrain.steps=0)"
         source = {"kind": "masked reconstruction", "steps": p.steps}
         meta = {"key": key, "role": role, "encoder": self.encoder_record(), "source": source}
-        save_state(path, state, {**meta, "loss_first_last": loss_first_last(curve)})
+        save_state(path, state, {**meta, "loss_first_last": loss_first_last(curve)}, on_rank_zero())
         self.timings["pretrain"] = time.perf_counter() - start
         if p.steps > 0:
             self.say(
@@ -240,7 +240,7 @@ class CachedTraining(ModelFactory):
         source = encoder.source.as_dict()
         state = encoder.model_state()
         meta = {"key": key, "role": "pretrained θ0", "encoder": self.encoder_record(), "source": source}
-        save_state(path, state, meta)
+        save_state(path, state, meta, on_rank_zero())
         self.say(
             f"θ0 from {source['kind']} {source['file']} (sha256 {source['sha256'][:12]}); "
             "masked pretraining skipped"
@@ -304,9 +304,9 @@ class CachedTraining(ModelFactory):
         model, curve = finetune(encoder, heads, loader, c.mtl, desc="MTL", progress=c.progress)
         for t, head in model.heads.items():
             meta = {"head": head.config(), "key": key, "role": f"MTL head {t}"}
-            save_state(mtl_dir / f"{t}_head.safetensors", head.state_dict(), meta)
+            save_state(mtl_dir / f"{t}_head.safetensors", head.state_dict(), meta, on_rank_zero())
         # the encoder, written last, commits the stage (every file is verified on reuse anyway)
-        save_state(enc_path, encoder.model_state(), {"key": key, "role": "MTL encoder"})
+        save_state(enc_path, encoder.model_state(), {"key": key, "role": "MTL encoder"}, on_rank_zero())
         self.timings["mtl"] = time.perf_counter() - start
         self.say(f"trained the MTL baseline (loss {loss_span(curve)}) in {self.timings['mtl']:.0f}s")
         return model

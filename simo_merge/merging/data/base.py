@@ -26,12 +26,12 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from simo_merge.checkpoint import state_hash
 from simo_merge.encoders import Encoder
 from simo_merge.features.cache import FeatureCache
 from simo_merge.features.inputs import InputSource, RealignInputs
 from simo_merge.features.sampling import IndexSampler
 from simo_merge.features.sites import head_sites, run_encoder
+from simo_merge.io.checkpoint import state_hash
 from simo_merge.runtime import current
 
 

@@ -30,9 +30,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from simo_merge.checkpoint import state_hash
 from simo_merge.encoders import Encoder
 from simo_merge.features.sites import head_sites, run_encoder
+from simo_merge.io.checkpoint import state_hash
 from simo_merge.runtime import autocast
 from simo_merge.tasks import TaskSpec
 

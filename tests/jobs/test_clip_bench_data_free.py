@@ -1,0 +1,47 @@
+"""``bench clip8`` rows for the newer data-free merges, + deep and + taps, and the per-task TALL row."""
+
+from __future__ import annotations
+
+import torch
+
+from simo_merge.bench import ClassificationBench
+from simo_merge.config import load_config
+from simo_merge.datasets.clip8 import CLIP8_TASKS
+from simo_merge.jobs import clip8 as clip_bench
+from simo_merge.jobs.clip8 import Clip8Config, row_keys
+from simo_merge.jobs.clip8 import run as run_clip8
+from simo_merge.merging import merge
+from tests.helpers.clip8_fixture import STANDIN
+from tests.helpers.clip8_fixture import overrides as _overrides
+
+
+def test_data_free_rows_with_deep_and_taps(fixture_dirs, tmp_path, monkeypatch):  # noqa: F811
+    root, text = fixture_dirs
+    extra = ["methods=[iso_cts,tall_masks]", "realign=[deep,taps]", "method_params={iso_cts: {lam: 1.5}}"]
+    cfg = load_config(Clip8Config, STANDIN, _overrides(root, text, tmp_path / "run", *extra))
+    assert list(row_keys(cfg)) == [
+        "Pretrained", "Individual", "iso_cts", "iso_cts+deep", "iso_cts+taps", "tall_masks",
+    ]  # fmt: skip
+    states, realigned = [], []
+    real_state_model, real_realigned = ClassificationBench.state_model, ClassificationBench.realigned
+    monkeypatch.setattr(
+        ClassificationBench, "state_model", lambda self, st: states.append(st) or real_state_model(self, st)
+    )
+    monkeypatch.setattr(
+        ClassificationBench,
+        "realigned",
+        lambda self, st, r: realigned.append(r.realigner) or real_realigned(self, st, r),
+    )
+    result = run_clip8(cfg)
+    assert list(result["rows"]) == list(row_keys(cfg))
+    assert realigned == ["deep", "taps"]
+    # models evaluated: θ0, 8 experts, Iso-CTS (λ = 1.5 from method_params), then one TALL model per task
+    assert len(states) == 1 + 8 + 1 + 8
+    pool = clip_bench.ExpertPool(states[0], dict(zip(CLIP8_TASKS, states[1:9], strict=True)))
+    key = "transformer.resblocks.1.mlp.c_fc.weight"
+    torch.testing.assert_close(states[9][key], merge(pool, "iso_cts", lam=1.5)[key])
+    for t, state in zip(CLIP8_TASKS, states[10:], strict=True):
+        torch.testing.assert_close(state[key], merge(pool, "tall_masks", task=t)[key])
+    assert not torch.equal(states[10][key], states[11][key])  # a different model per task
+    for row in result["rows"].values():
+        assert list(row["accuracy"]) == list(CLIP8_TASKS)

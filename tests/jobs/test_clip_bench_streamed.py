@@ -1,0 +1,67 @@
+"""``bench clip8``'s unlabelled inputs are streamed: only the seeded subset's items are read, when drawn,
+and data-dependent merges and realigners compute what they did on the stacked subset."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from simo_merge.config import ConfigError, load_config
+from simo_merge.features.inputs import RealignInputs
+from simo_merge.jobs import clip8 as clip_bench
+from simo_merge.jobs.clip8 import Clip8Config
+from tests.helpers.clip8_fixture import STANDIN
+from tests.helpers.clip8_fixture import overrides as _overrides
+
+
+class Counting(torch.utils.data.Dataset):
+    """A test set that records which items are read."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset, self.task_specs, self.reads = dataset, dataset.task_specs, []
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict:
+        self.reads.append(i)
+        return self.dataset[i]
+
+
+def test_only_the_sampled_items_are_read_and_rows_equal_the_stacked_subset(fixture_dirs, tmp_path):  # noqa: F811
+    root, text = fixture_dirs
+    extra = ["datasets=[mnist,svhn]", "max_unlabelled=3", "realign_params={steps: 2, batch_size: 2}"]
+    cfg = load_config(Clip8Config, STANDIN, _overrides(root, text, tmp_path / "run", *extra))
+    bench = clip_bench.build_bench(cfg, clip_bench.load_checkpoints(cfg))
+    bench.datasets = {t: Counting(ds) for t, ds in bench.datasets.items()}
+    gen = torch.Generator
+    subset = {
+        t: torch.randperm(len(ds), generator=gen().manual_seed(cfg.seed))[:3].sort().values.tolist()
+        for t, ds in bench.datasets.items()
+    }
+    assert all(len(ds) > 3 for ds in bench.datasets.values())  # a strict subset of each test set
+    streamed = bench.unlabelled()
+    assert all(ds.reads == [] for ds in bench.datasets.values())  # nothing read up front
+    params = {"num_batches": 1}
+    merged = bench.merged_state("regmean", params)
+    realigned = bench.realigned(merged, clip_bench.realign_config(cfg, "surgery")).state_dict()
+    for t, ds in bench.datasets.items():
+        assert ds.reads and set(ds.reads) <= set(subset[t]), (t, ds.reads, subset[t])
+    # the same rows on the subset stacked in memory (what the bench held before streaming)
+    images = {t: torch.stack([ds.dataset[i]["image"] for i in subset[t]]) for t, ds in bench.datasets.items()}
+    bench._unlabelled = RealignInputs(images=images, name=streamed.name)
+    stacked = bench.merged_state("regmean", params)
+    assert all(torch.equal(merged[k], stacked[k]) for k in merged)
+    again = bench.realigned(stacked, clip_bench.realign_config(cfg, "surgery")).state_dict()
+    assert all(torch.equal(realigned[k], again[k]) for k in realigned)
+
+
+def test_max_unlabelled_null_is_the_whole_test_split(fixture_dirs, tmp_path):  # noqa: F811
+    root, text = fixture_dirs
+    over = _overrides(root, text, tmp_path / "run", "datasets=[mnist]")
+    cfg = load_config(Clip8Config, STANDIN, [*over, "max_unlabelled=null"])
+    assert cfg.max_unlabelled is None
+    bench = clip_bench.build_bench(cfg, clip_bench.load_checkpoints(cfg))
+    assert bench.unlabelled().num_inputs("mnist") == len(bench.datasets["mnist"])
+    with pytest.raises(ConfigError, match="max_unlabelled"):
+        load_config(Clip8Config, STANDIN, [*over, "max_unlabelled=0"])

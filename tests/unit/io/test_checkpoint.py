@@ -1,0 +1,69 @@
+"""Checkpoint I/O: safetensors + sidecar, atomic writes, safe loading of pickles."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from simo_merge.io import checkpoint
+from simo_merge.io.checkpoint import CheckpointError, load_state, read_sidecar, save_state, state_hash
+
+
+def test_round_trip_with_sidecar(tmp_path):
+    state = {"a": torch.randn(3, 4), "b": torch.arange(5), "half": torch.randn(2, dtype=torch.bfloat16)}
+    state["view"] = state["a"][:, 1]  # non-contiguous view sharing storage
+    path = save_state(tmp_path / "m.safetensors", state, {"method": "ties", "tasks": ["seg"]})
+    loaded = load_state(path)
+    for key, value in state.items():
+        assert torch.equal(loaded[key], value) and loaded[key].dtype == value.dtype
+    meta = read_sidecar(path)
+    assert meta["method"] == "ties" and meta["tasks"] == ["seg"] and meta["package_version"]
+    assert state_hash(loaded) == state_hash(state)
+    assert state_hash({"a": torch.zeros(1)}) != state_hash({"a": torch.ones(1)})
+
+
+def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
+    def exploding_save(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"partial")
+        raise KeyboardInterrupt("simulated crash mid-save")
+
+    monkeypatch.setattr(checkpoint, "save_file", exploding_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_state(tmp_path / "m.safetensors", {"a": torch.ones(2)})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupted_overwrite_keeps_the_old_file(tmp_path, monkeypatch):
+    path = save_state(tmp_path / "m.safetensors", {"a": torch.ones(2)})
+    monkeypatch.setattr(checkpoint, "save_file", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    with pytest.raises(RuntimeError):
+        save_state(path, {"a": torch.zeros(2)})
+    assert torch.equal(load_state(path)["a"], torch.ones(2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.safetensors"]
+
+
+def test_pt_state_dict_loads_weights_only(tmp_path):
+    torch.save({"state_dict": {"w": torch.ones(2)}}, tmp_path / "m.pt")
+    assert torch.equal(load_state(tmp_path / "m.pt")["w"], torch.ones(2))
+
+
+def test_pickled_module_needs_opt_in(tmp_path):
+    torch.save(torch.nn.Linear(2, 3), tmp_path / "module.pt")
+    with pytest.raises(CheckpointError, match="allow_pickle"):
+        load_state(tmp_path / "module.pt")
+    state = load_state(tmp_path / "module.pt", allow_pickle=True)
+    assert state["weight"].shape == (3, 2)
+
+
+def test_bad_files_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.safetensors"):
+        load_state(tmp_path / "nope.safetensors")
+    (tmp_path / "bad.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="bad.safetensors"):
+        load_state(tmp_path / "bad.safetensors")
+    (tmp_path / "bad.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="bad.pt"):
+        load_state(tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="safetensors"):
+        save_state(tmp_path / "m.pt", {"a": torch.ones(1)})

@@ -1,4 +1,4 @@
-"""One run per output folder: an advisory ``flock`` on ``<folder>/.simo_merge.io.lock``.
+"""One run per output folder: an advisory ``flock`` on ``<folder>/.simo_merge.lock``.
 
 Two runs writing the same folder would interleave checkpoints and reports; the second one stops at
 start with :class:`OutputLockedError` naming the folder and the holder's pid. The operating system drops
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-LOCK_NAME = ".simo_merge.io.lock"
+LOCK_NAME = ".simo_merge.lock"
 _held: dict[Path, int] = {}  # resolved folder -> depth, for this process
 
 

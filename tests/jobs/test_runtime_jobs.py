@@ -68,7 +68,7 @@ def test_demo_on_two_processes_trains_once_and_writes_one_set_of_files(demo_two)
     assert list(metrics["rows"]) == DEMO_ROWS
     top = {f.split("/")[0] for f in files}
     written = {"cache", "config.yaml", "experts", "metrics.json", "mtl", "report.md", "results.png"}
-    assert top == written | {".simo_merge.io.lock"}  # the run lock, as a one-process run leaves it
+    assert top == written | {".simo_merge.lock"}  # the run lock, as a one-process run leaves it
     assert not [f for f in files if f.endswith(".tmp")]
 
 

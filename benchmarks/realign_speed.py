@@ -291,7 +291,7 @@ def time_reference(setup: Setup, realigner: str, args: argparse.Namespace) -> di
         for task in model.tasks:
             sites = plan.loss_sites[task]
             for _ in range(args.batches_per_task):
-                x = setup.inputs.images[task][next(run.task_samplers[task])]
+                x = setup.inputs.sources[task].images(next(run.task_samplers[task]))
                 if plan.feed_forward:
                     with model.attached(task):
                         adapted = features(encoder, x, merged_params())
@@ -311,7 +311,7 @@ def warm_up(setup: Setup, args: argparse.Namespace) -> None:
     """One untimed forward/backward so that lazy initialisation does not land in the first timing."""
     encoder = setup.make_encoder()
     encoder.load_model_state(setup.merged_state)
-    x = setup.inputs.images[TASK_SPECS[0].name][: args.batch_size]
+    x = setup.inputs.sources[TASK_SPECS[0].name].images(torch.arange(min(args.batch_size, args.num_inputs)))
     out = encoder(x, taps=[encoder.depth - 1])
     (out.taps[encoder.depth - 1].mean() + out.features.mean()).backward()
 

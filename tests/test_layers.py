@@ -39,7 +39,6 @@ FLOORS: dict[str, int] = {
     "cli": 9,
     "jobs": 8,
     "taskpool": 7,
-    "bench": 7,  # TEMP until taskpool absorbs it
     "realign": 6,
     "affinity": 6,
     "training": 5,

@@ -144,7 +144,6 @@ class RealignInputs:
         missing = {t: k for t, ks in self.label_keys.items() for k in ks if k not in self.sources[t].keys}
         if missing:
             raise KeyError(f"RealignInputs {name!r}: label keys {missing} are not read by the task's source")
-        self._stacked: dict[int, Tensor] = {}
 
     def _wrap(self, images: dict[str, Tensor], labels: dict[str, Mapping[str, Tensor]]) -> dict:
         extra = sorted(set(labels) - set(images))
@@ -171,28 +170,6 @@ class RealignInputs:
     def read(self, task: str, idx: Tensor | Sequence[int]) -> dict[str, Tensor]:
         """Items ``idx`` of ``task``'s source: ``{"image": ..., label keys: ...}``."""
         return self.sources[task].read(idx)
-
-    @property
-    def images(self) -> dict[str, Tensor]:
-        """Deprecated, to be removed once callers read batches: every input stacked in memory (what
-        streaming avoids). Tasks sharing a source share the stacked tensor; stacked once per source."""
-        out = {}
-        for task, source in self.sources.items():
-            if id(source) not in self._stacked:
-                whole = torch.arange(len(source))
-                self._stacked[id(source)] = (
-                    source.tensors[IMAGE] if isinstance(source, TensorSource) else source.images(whole)
-                )
-            out[task] = self._stacked[id(source)]
-        return out
-
-    @property
-    def labels(self) -> dict[str, dict[str, Tensor]]:
-        """Deprecated like :attr:`images`: each labelled task's label tensors, stacked in memory."""
-        whole = {t: self.sources[t].read(torch.arange(self.num_inputs(t))) for t in self.label_keys}
-        return {
-            t: {k: whole[t][k] for k in keys if k in whole[t]} for t, keys in self.label_keys.items() if keys
-        }
 
 
 def _augmented(dataset: Any) -> bool:
@@ -228,12 +205,3 @@ def seeded_subset(n: int, limit: int | None, seed: int) -> Tensor:
     """Sorted indices of a seeded subset of at most ``limit`` of ``n`` items (all of them when None)."""
     gen = torch.Generator().manual_seed(seed)
     return torch.randperm(n, generator=gen)[:limit].sort().values
-
-
-def subset_inputs(datasets: Mapping[str, Any], name: str, limit: int | None, seed: int) -> RealignInputs:
-    """Each task's unlabelled inputs from its own dataset: a seeded subset of at most ``limit`` items
-    (:func:`seeded_subset`; None: every item), read only when a batch draws them."""
-    sources = {
-        t: DatasetSource(ds, indices=seeded_subset(len(ds), limit, seed)) for t, ds in datasets.items()
-    }
-    return RealignInputs(name=name, sources=sources)

@@ -17,7 +17,7 @@ from simo_merge.config import EncoderConfig, PoolConfig
 from simo_merge.data import DataConfig, build_task_splits
 from simo_merge.pool.spec import load_job_pool, pool_kind
 from simo_merge.runtime import RuntimeConfig, on_rank_zero
-from simo_merge.training.evaluate import evaluate_splits
+from simo_merge.taskpool import TaskPool
 
 
 @dataclass
@@ -42,16 +42,6 @@ class AffinityJobConfig:
         pool_kind(self.pool, self.pool_dir)
 
 
-def _evaluator(pool, splits):
-    """``evaluate_state(state, tasks)``: ``tasks``' metrics, each on its own data set."""
-
-    def evaluate_state(state: dict[str, torch.Tensor], tasks: list[str] | None = None) -> dict:
-        tasks = list(tasks or pool.tasks)
-        return evaluate_splits(pool.model(state, tasks), splits, tasks, "", progress=False)
-
-    return evaluate_state
-
-
 Config = AffinityJobConfig
 DEFAULT_CONFIG = None
 MULTI_PROCESS = True  # every evaluation reads rank shards and sums metric states; nothing reused from disk
@@ -70,9 +60,11 @@ def run(cfg: AffinityJobConfig) -> dict[str, Any]:
     block_of = pool.encoder().block_of_key  # the pool's architecture names each key's block
     kwargs: dict[str, Any] = {}
     if cfg.measured:
-        test = build_task_splits(cfg.data, pool.tasks, "test", cfg.seed)
-        val = build_task_splits(cfg.data, pool.tasks, "val", cfg.seed)
-        evaluate_test, evaluate_val = _evaluator(pool, test), _evaluator(pool, val)
+        test, val = (
+            TaskPool(pool, build_task_splits(cfg.data, pool.tasks, split, cfg.seed), progress=False)
+            for split in ("test", "val")
+        )
+        evaluate_test, evaluate_val = test.evaluate, val.evaluate  # (state, tasks) -> each on its own data
         kwargs = {
             "evaluate_state": evaluate_test,
             "evaluate_val": evaluate_val,

@@ -19,7 +19,7 @@ MNIST, DTD, Avg.] top-1 accuracy (%):
 Normalised accuracy = row accuracy / Individual accuracy × 100 per task (NaN where Individual is 0); its
 average is the mean over tasks. Results go to ``output_dir`` as ``results.{md,csv,json}`` and
 ``results.png`` (average accuracy per row), all written atomically (tables from :mod:`simo_merge.report`;
-the rows run on :class:`simo_merge.bench.ClassificationBench`).
+the rows run on a :class:`simo_merge.taskpool.TaskPool` of the eight test sets).
 
 Checkpoint layouts under ``checkpoints`` (``layout=auto`` picks the first that matches; read by
 :mod:`simo_merge.pool.clip_layout`):
@@ -56,7 +56,6 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from simo_merge.bench import ClassificationBench
 from simo_merge.config import ConfigError
 from simo_merge.datasets import build_dataset
 from simo_merge.datasets.clip8 import CLIP8_TASKS
@@ -70,8 +69,9 @@ from simo_merge.pool.clip_layout import Clip8Checkpoints, detect_layout, load_cl
 from simo_merge.pool.expert_pool import ExpertPool
 from simo_merge.realign.config import RealignSettings
 from simo_merge.realign.train import RealignConfig
-from simo_merge.report import accuracy_summary, accuracy_tables, average_chart, json_safe
+from simo_merge.report import accuracy_tables, average_chart, json_safe
 from simo_merge.runtime import RuntimeConfig, current, on_rank_zero
+from simo_merge.taskpool import INDIVIDUAL, TaskPool, accuracy_rows, merge, realigned
 
 LAYOUTS = ("auto", "task_vectors", "open_clip")
 #: hyper-parameter defaults of the CLIP tables (Task Arithmetic: λ=0.3; TIES: top-20%, disjoint sum,
@@ -82,7 +82,7 @@ DEFAULT_METHOD_PARAMS: dict[str, dict[str, Any]] = {
 }
 #: task_vectors tests SUN397 and DTD on their ``val`` folders
 DEFAULT_TEST_SPLITS: dict[str, str] = {"sun397": "val", "dtd": "val"}
-PRETRAINED, INDIVIDUAL = "Pretrained", "Individual"
+PRETRAINED = "Pretrained"
 #: realignment steps of a ``<method>+<realigner>`` row unless ``realign_params.steps`` says otherwise
 DEFAULT_REALIGN_STEPS = 500
 
@@ -202,8 +202,9 @@ def load_checkpoints(cfg: Clip8Config) -> Clip8Checkpoints:
     return load_clip8_checkpoints(cfg.checkpoints, cfg.model, cfg.datasets, cfg.layout, cfg.allow_pickle)
 
 
-def build_bench(cfg: Clip8Config, ckpt: Clip8Checkpoints) -> ClassificationBench:
-    """The test sets, the heads (from files, else from text) checked against them, and the pool."""
+def build_taskpool(cfg: Clip8Config, ckpt: Clip8Checkpoints) -> TaskPool:
+    """The pool, its test sets (one per task) and the heads (from files, else from text) checked against
+    them; unlabelled inputs are a seeded subset of each test set (named ``clip8-<model>``)."""
     arch, quick = resolve_architecture(cfg, ckpt)
     kwargs = _open_clip_kwargs(quick)
 
@@ -228,16 +229,15 @@ def build_bench(cfg: Clip8Config, ckpt: Clip8Checkpoints) -> ClassificationBench
             raise ValueError(
                 f"{t}: head embed_dim {heads[t].embed_dim} != {cfg.model} feature dim {probe.feature_dim}"
             )
-    return ClassificationBench(
-        make_encoder,
+    return TaskPool(
         ExpertPool(ckpt.base, ckpt.experts, sources=ckpt.sources),
-        heads,
-        datasets,
-        name=f"clip8-{cfg.model}",
+        [(datasets[t], [t]) for t in cfg.datasets],
+        heads=heads,
+        make_encoder=make_encoder,
         batch_size=cfg.batch_size,
         num_workers=cfg.num_workers,
         seed=cfg.seed,
-        max_unlabelled=cfg.max_unlabelled,
+        name=f"clip8-{cfg.model}",
         progress=cfg.progress,
     )
 
@@ -282,6 +282,11 @@ def method_params(cfg: Clip8Config, method: str) -> dict[str, Any]:
     """The papers' defaults for ``method`` updated with its entry's params in ``cfg.methods``."""
     given = next((spec.params for spec in cfg.specs() if spec.name == method), {})
     return {**DEFAULT_METHOD_PARAMS.get(method, {}), **given}
+
+
+def accuracy(results: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Top-1 accuracy (%) per task of a task pool's results."""
+    return {t: float(metrics["accuracy"]) for t, metrics in results.items()}
 
 
 def split_of(cfg: Clip8Config, task: str) -> str:
@@ -339,8 +344,9 @@ def run(cfg: Clip8Config) -> dict:
     rows_dir = out / "rows"
     ckpt = load_checkpoints(cfg)
     keys = row_keys(cfg, ckpt)
-    bench = build_bench(cfg, ckpt)
-    tasks = bench.tasks
+    taskpool = build_taskpool(cfg, ckpt)
+    probes = taskpool.probe_inputs(cfg.max_unlabelled)  # streamed: items read when a batch draws them
+    tasks = taskpool.tasks
     raw: dict[str, dict[str, float]] = {}
     computed: list[str] = []
 
@@ -355,39 +361,35 @@ def run(cfg: Clip8Config) -> dict:
     bar = tqdm(list(keys), desc="clip8 rows", disable=not show, dynamic_ncols=True)
     raw.update(stored_rows(rows_dir, keys))
     if PRETRAINED not in raw:
-        store(PRETRAINED, bench.accuracy(bench.state_model(ckpt.base), tasks, PRETRAINED))
+        store(PRETRAINED, accuracy(taskpool.evaluate(ckpt.base, desc=PRETRAINED)))
     bar.update(1)
     if INDIVIDUAL not in raw:
-        acc = {}
-        for t in tasks:
-            acc.update(bench.accuracy(bench.state_model(ckpt.experts[t]), [t], f"{INDIVIDUAL}/{t}"))
-        store(INDIVIDUAL, acc)
+        store(INDIVIDUAL, accuracy(taskpool.individual(INDIVIDUAL)))
     bar.update(1)
     realigners = cfg.realign_settings().names()
-    for m in [spec.name for spec in cfg.specs()]:
+    for m in [given.name for given in cfg.specs()]:
+        spec = MethodSpec(m, method_params(cfg, m))  # the papers' defaults + the given params
         if MERGE_METHODS.facts(m).get("per_task"):
-            if m not in raw:
-                acc = {}
-                for t in tasks:
-                    state = bench.merged_state(m, method_params(cfg, m), task=t)
-                    acc.update(bench.accuracy(bench.state_model(state), [t], f"{m}/{t}"))
-                store(m, acc)
+            if m not in raw:  # one model per task, merged when its task is evaluated
+                per_task = taskpool.per_task(lambda t, s=spec: merge(taskpool, s, probes, task=t), m)
+                store(m, accuracy(per_task))
             bar.update(1)
             continue
         todo = [n for n in [m] + [f"{m}+{r}" for r in realigners] if n not in raw]
         if todo:
-            merged = bench.merged_state(m, method_params(cfg, m))
+            merged = merge(taskpool, spec, probes)
             if m in todo:
-                store(m, bench.accuracy(bench.state_model(merged), tasks, m))
+                store(m, accuracy(taskpool.evaluate(merged, desc=m)))
             for r in realigners:
                 if f"{m}+{r}" in todo:
                     name = f"{m}+{r}"
-                    store(name, bench.accuracy(bench.realigned(merged, realign_config(cfg, r)), tasks, name))
+                    model, _ = realigned(taskpool, merged, realign_config(cfg, r), probes)
+                    store(name, accuracy(taskpool.evaluate_model(model, desc=name)))
             del merged
         bar.update(1 + len(realigners))
     bar.close()
 
-    rows = {n: accuracy_summary(raw[n], raw[INDIVIDUAL], tasks) for n in keys}
+    rows = accuracy_rows(raw, tasks, list(keys))
     result = write_results(cfg, ckpt, rows, computed)
     return result
 
@@ -436,7 +438,7 @@ __all__ = [
     "DEFAULT_METHOD_PARAMS",
     "Clip8Checkpoints",
     "Clip8Config",
-    "build_bench",
+    "build_taskpool",
     "detect_layout",
     "load_checkpoints",
     "row_keys",

@@ -1,6 +1,7 @@
 """The built-in dense SIMO demo: pretrain θ0 (or read it from ``encoder.checkpoint`` /
 ``encoder.pretrained``), fine-tune one expert per task, train the MTL baseline,
-merge the experts (WA, TA, TIES with λ chosen on val) and evaluate every model on test.
+merge the experts (WA, TA, TIES with λ chosen on val) and evaluate every model on test, each split a
+:class:`~simo_merge.taskpool.TaskPool` of the pool's frozen heads.
 
 Everything lands in one run folder; trained θ0, experts and MTL model are cached there (keyed by the
 config sections that produced them, :mod:`simo_merge.training.recipes`), so a rerun with the same config
@@ -16,21 +17,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 
 from simo_merge.config import to_yaml
 from simo_merge.io.atomic import write_json, write_text
 from simo_merge.jobs._demo_config import DemoConfig
-from simo_merge.merging import MERGE_METHODS, merge
+from simo_merge.merging import MERGE_METHODS
 from simo_merge.merging.spec import MethodSpec
 from simo_merge.model import MultiTaskModel
 from simo_merge.pool.expert_pool import ExpertPool
 from simo_merge.realign.config import RealignSettings
 from simo_merge.realign.inputs import describe, inputs_dataset
-from simo_merge.report import bar_chart, markdown_table, result_units, summarize
+from simo_merge.report import bar_chart
 from simo_merge.runtime import on_rank_zero
 from simo_merge.seeding import stage_seed
-from simo_merge.training.evaluate import evaluate
+from simo_merge.taskpool import INDIVIDUAL, ResultsTable, TaskPool, merge, merge_data, realigned
 from simo_merge.training.recipes import CachedTraining, loss_span
 
 Results = dict[str, dict[str, float]]  # task -> metric -> value
@@ -66,96 +66,66 @@ def shown_params(params: dict[str, Any]) -> str:
 
 
 class Demo(CachedTraining):
-    """The demo's models (θ0, experts, MTL: trained once, cached in the run folder) and their evaluation on
-    the run's splits; each step can be called on its own (e.g. from a notebook)."""
+    """The demo's models (θ0, experts, MTL: trained once, cached in the run folder) and the task pools they
+    are evaluated on; each step can be called on its own (e.g. from a notebook)."""
 
     def __init__(self, cfg: DemoConfig) -> None:
         cfg.validate()
         torch.set_num_threads(cfg.threads)
         super().__init__(cfg, Path(cfg.output_dir))
 
-    def merged_model(self, pool: ExpertPool, state: State) -> MultiTaskModel:
-        """The encoder ``state`` under the pool's (frozen) expert heads."""
-        encoder = self.new_encoder()
-        encoder.load_model_state(state)
-        return MultiTaskModel(encoder, pool.frozen_heads()).eval()
-
-    def individual(self, pool: ExpertPool, loader: DataLoader, desc: str) -> Results:
-        """Each expert evaluated on its own task (its own encoder + head)."""
-        results = {}
-        for task in pool.tasks:
-            model = self.merged_model(pool.subset([task]), pool.experts[task])
-            results[task] = evaluate(
-                model,
-                loader,
-                {task: self.data.specs[task]},
-                desc=f"{desc} {task}",
-                progress=self.cfg.progress,
-            )[task]
-        return results
-
-    def test_row(self, pool: ExpertPool, state: State, name: str) -> Results:
-        """Test metrics of the merged ``state`` under the experts' heads, as the row ``name``."""
-        return evaluate(
-            self.merged_model(pool, state),
-            self.data.test,
-            self.data.specs,
-            desc=f"test {name}",
+    def taskpool(self, pool: ExpertPool, split: str) -> TaskPool:
+        """The pool's frozen expert heads on the run's ``split`` (every task on the same images); states are
+        held by the run's seeded encoder."""
+        return TaskPool(
+            pool,
+            [(self.data.sets[split], list(self.data.specs))],
+            make_encoder=self.new_encoder,
+            seed=self.cfg.seed,
+            name=f"{self.cfg.data.name}-{split}",
             progress=self.cfg.progress,
         )
 
 
 # ---------------------------------------------------------------------------------------- rows
-def baseline_rows(demo: Demo, pool: ExpertPool, mtl: MultiTaskModel) -> Rows:
+def baseline_rows(test: TaskPool, mtl: MultiTaskModel) -> Rows:
     """Individual experts (the 100 % of NormPerf), the MTL model and θ0 under the experts' heads."""
-    rows = {"Individual": demo.individual(pool, demo.data.test, "test")}
-    rows["MTL"] = evaluate(mtl, demo.data.test, demo.data.specs, desc="test MTL", progress=demo.cfg.progress)
-    rows["Pretrained θ0 + expert heads"] = evaluate(
-        demo.merged_model(pool, pool.base),
-        demo.data.test,
-        demo.data.specs,
-        desc="test θ0",
-        progress=demo.cfg.progress,
-    )
+    rows = {INDIVIDUAL: test.individual("test")}
+    rows["MTL"] = test.evaluate_model(mtl, desc="test MTL")
+    rows["Pretrained θ0 + expert heads"] = test.evaluate(test.pool.base, desc="test θ0")
     return Rows(rows=rows)
 
 
 def merge_with_selection(
-    demo: Demo, pool: ExpertPool, spec: MethodSpec, val_baseline: Results
+    demo: Demo, val: TaskPool, spec: MethodSpec, val_baseline: Results
 ) -> tuple[State, dict[str, Any]]:
     """Merge with ``spec``; where its method has a sweepable scale (its registered ``scale`` fact), pick
     the value of ``spec.grid`` (default: the registered grid, else ``merge.lam_grid``) with the best val
     NormPerf."""
     from simo_merge.metrics.summary import normalized_performance
 
-    method, params, transforms = spec.name, dict(spec.params), spec.transforms
+    method, params = spec.name, dict(spec.params)
     facts = MERGE_METHODS.facts(method)
     scale = facts["scale"]
     if scale is None or scale in params:
-        return merge(pool, method, transforms=transforms, **params), params
+        return merge(val, spec), params
     best = None
     for value in spec.grid or facts.get("grid") or demo.cfg.merge.lam_grid:
-        state = merge(pool, method, transforms=transforms, **{scale: value}, **params)
-        val = evaluate(
-            demo.merged_model(pool, state),
-            demo.data.val,
-            demo.data.specs,
-            desc=f"{method} {scale}={value}",
-            progress=demo.cfg.progress,
-        )
-        score = normalized_performance(val, val_baseline)["mean"]
+        state = merge(val, spec, **{scale: value})
+        scores = val.evaluate(state, desc=f"{method} {scale}={value}")
+        score = normalized_performance(scores, val_baseline)["mean"]
         if best is None or score > best[0]:
             best = (score, value, state)
     return best[2], {**params, scale: best[1], "val_norm_perf": round(best[0], 2)}
 
 
-def selected_row(demo: Demo, pool: ExpertPool, spec: MethodSpec, val_baseline: Results) -> Rows:
+def selected_row(demo: Demo, test: TaskPool, val: TaskPool, spec: MethodSpec, val_baseline: Results) -> Rows:
     """One merged row, its scale chosen on val (:func:`merge_with_selection`), evaluated on test."""
     t0 = time.perf_counter()
-    state, chosen = merge_with_selection(demo, pool, spec, val_baseline)
+    state, chosen = merge_with_selection(demo, val, spec, val_baseline)
     name = MERGE_METHODS.facts(spec.name)["label"]
     row = Rows(
-        rows={name: demo.test_row(pool, state, name)},
+        rows={name: test.evaluate(state, desc=f"test {name}")},
         info={name: {"params": shown_params(chosen)}},
         states={name: state},
         chosen={name: chosen},
@@ -164,91 +134,66 @@ def selected_row(demo: Demo, pool: ExpertPool, spec: MethodSpec, val_baseline: R
     return row
 
 
-def merged_rows(demo: Demo, pool: ExpertPool, val_individual: Results) -> Rows:
+def merged_rows(demo: Demo, test: TaskPool, val: TaskPool, val_individual: Results) -> Rows:
     """The ``merge.methods`` rows (WA, TA, TIES), λ chosen on val against ``val_individual``."""
     table = Rows()
     for spec in demo.cfg.merge.specs():
-        table.add(selected_row(demo, pool, spec, val_individual))
+        table.add(selected_row(demo, test, val, spec, val_individual))
     return table
 
 
-def per_task_row(demo: Demo, pool: ExpertPool, spec: MethodSpec) -> Rows:
+def per_task_row(demo: Demo, test: TaskPool, spec: MethodSpec) -> Rows:
     """A method that rebuilds one model per task (TALL masks): each task evaluated on its own model."""
     name, params = MERGE_METHODS.facts(spec.name)["label"], spec.params
     t0 = time.perf_counter()
-    results = {}
-    for task in pool.tasks:
-        state = merge(pool, spec.name, transforms=spec.transforms, task=task, **params)
-        results[task] = evaluate(
-            demo.merged_model(pool.subset([task]), state),
-            demo.data.test,
-            {task: demo.data.specs[task]},
-            desc=f"test {name} {task}",
-            progress=demo.cfg.progress,
-        )[task]
+    results = test.per_task(lambda task: merge(test, spec, task=task), f"test {name}")
     shown = ", ".join(f"{k}={v}" for k, v in params.items()) or "one model per task"
     demo.timings[f"merge {name}"] = time.perf_counter() - t0
     return Rows(rows={name: results}, info={name: {"params": shown}})
 
 
-def data_free_rows(demo: Demo, pool: ExpertPool, val_individual: Results) -> Rows:
+def data_free_rows(demo: Demo, test: TaskPool, val: TaskPool, val_individual: Results) -> Rows:
     """LiNeS, Consensus, Iso-C, Iso-CTS, TSV-M rows (scale chosen on val), and TALL masks per task; the
     rows with one merged encoder (``states``) are those the data-free realigners then start from."""
     table = Rows()
     for spec in demo.cfg.data_free.specs():
         if MERGE_METHODS.facts(spec.name).get("per_task"):
-            table.add(per_task_row(demo, pool, spec))
+            table.add(per_task_row(demo, test, spec))
             continue
-        row = selected_row(demo, pool, spec, val_individual)
+        row = selected_row(demo, test, val, spec, val_individual)
         table.add(row)
         name, chosen = next(iter(row.chosen.items()))
         demo.say(f"{name}: {row.info[name]['params']} (val NormPerf {chosen.get('val_norm_perf', '–')})")
     return table
 
 
-def data_dependent_rows(demo: Demo, pool: ExpertPool) -> Rows:
+def data_dependent_rows(demo: Demo, test: TaskPool) -> Rows:
     """AdaMerging (task-/layer-wise), Fisher and RegMean rows, on unlabelled ``data_dependent.split``
-    inputs; a method that records its coefficients gets a heatmap ``lambdas_<method>.png``."""
+    inputs (one :class:`MergeData` for them all, its statistics cached in ``<output_dir>/stats``); a method
+    that records its coefficients gets a heatmap ``lambdas_<method>.png``."""
     from simo_merge.features.cache import FeatureCache
     from simo_merge.features.inputs import dataset_inputs
-    from simo_merge.merging.data import MergeData
     from simo_merge.merging.data.plots import lambda_heatmap
 
     dd, cfg = demo.cfg.data_dependent, demo.cfg
     inputs = dataset_inputs(demo.data.sets[dd.split], list(demo.data.specs), f"{cfg.data.name}-{dd.split}")
-    merge_data = MergeData(
-        demo.new_encoder,
-        pool.frozen_heads(),
-        pool.experts,
-        inputs.images,
-        name=inputs.name,
-        batch_size=dd.batch_size,
-        seed=cfg.seed,
-        cache=FeatureCache(demo.out / "stats"),
-        progress=cfg.progress and on_rank_zero(),
-    )
+    probes = merge_data(test, inputs, dd.batch_size, FeatureCache(demo.out / "stats"))
     table = Rows()
     for spec in dd.specs():
         t0 = time.perf_counter()
-        method, params = spec.name, dict(spec.params)
         record: dict[str, Any] = {}
-        facts = MERGE_METHODS.facts(method)
-        if facts.get("records"):
-            params["record"] = record
-        if facts["progress"]:
-            params["progress"] = cfg.progress and on_rank_zero()
-        state = merge(pool, method, merge_data=merge_data, transforms=spec.transforms, **params)
-        name = facts["label"]
-        shown = {k: v for k, v in params.items() if k not in ("record", "progress")}
+        state = merge(test, spec, record=record, merge_data=probes)
+        name = MERGE_METHODS.facts(spec.name)["label"]
+        shown = {k: v for k, v in spec.params.items() if k not in ("record", "progress")}
         table.add(
             Rows(
-                rows={name: demo.test_row(pool, state, name)},
+                rows={name: test.evaluate(state, desc=f"test {name}")},
                 info={name: {"params": ", ".join(f"{k}={v}" for k, v in shown.items())}},
                 states={name: state},
             )
         )
         if record:
-            lambda_heatmap(record, demo.out / f"lambdas_{method}.png")
+            lambda_heatmap(record, demo.out / f"lambdas_{spec.name}.png")
         demo.timings[f"merge {name}"] = time.perf_counter() - t0
         demo.say(f"{name}: merged in {demo.timings[f'merge {name}']:.0f}s")
     return table
@@ -285,14 +230,11 @@ class RealignedRows:
     """``<merge>+<realigner>`` rows: each realigner trained on a merged row's encoder, evaluated on test,
     its representation bias against the experts on the test images compared with the merged row's."""
 
-    def __init__(self, demo: Demo, pool: ExpertPool, states: dict[str, State]) -> None:
-        from simo_merge.features.inputs import dataset_inputs
-
-        self.demo, self.pool, self.states = demo, pool, states
+    def __init__(self, demo: Demo, test: TaskPool, states: dict[str, State]) -> None:
+        self.demo, self.test, self.states = demo, test, states
         self.inputs = InputsByObjective(demo)
-        self.experts = pool.expert_encoders()
-        self.test_images = dataset_inputs(demo.data.sets["test"], list(demo.data.specs), "test").images
-        self.heads = pool.frozen_heads()
+        self.experts = test.pool.expert_encoders()
+        self.test_images = test.probe_inputs()  # streamed: read batch by batch by representation_bias
 
     def merged_bias(self, name: str) -> Rows:
         """The representation bias of the merged row ``name``, before any realigner."""
@@ -302,9 +244,7 @@ class RealignedRows:
             raise KeyError(
                 f"realign.apply_to names {name!r}, which is not a merged row: {sorted(self.states)}"
             )
-        merged = self.demo.new_encoder()
-        merged.load_model_state(self.states[name])
-        before = representation_bias(merged, self.experts, self.test_images)
+        before = representation_bias(self.test.encoder(self.states[name]), self.experts, self.test_images)
         bias = {name: {"before": mean_bias(before), "per_layer_before": before}}
         return Rows(info={name: {"bias": f"{mean_bias(before):.4f}"}}, bias=bias)
 
@@ -317,19 +257,13 @@ class RealignedRows:
     def row(self, name: str, realigner: str, bias_before: float, settings: RealignSettings) -> Rows:
         """Train ``realigner`` on the merged row ``name`` and evaluate it: the row ``name+realigner``."""
         from simo_merge.realign.diagnostics import mean_bias, representation_bias
-        from simo_merge.realign.train import realign
 
         demo, t0 = self.demo, time.perf_counter()
         cfg = self.config(name, realigner, settings)
         objective = cfg.objective
-        inputs = self.inputs(objective)
-        model, curve = realign(
-            demo.new_encoder, self.states[name], self.pool.experts, self.heads, inputs, cfg
-        )
+        model, curve = realigned(self.test, self.states[name], cfg, self.inputs(objective))
         row = f"{name}+{realigner}"
-        results = evaluate(
-            model, demo.data.test, demo.data.specs, desc=f"test {row}", progress=demo.cfg.progress
-        )
+        results = self.test.evaluate_model(model, desc=f"test {row}")
         per_layer = representation_bias(model, self.experts, self.test_images)
         after = mean_bias(per_layer)
         info = {
@@ -348,20 +282,20 @@ class RealignedRows:
 
 
 def realign_rows(
-    demo: Demo, pool: ExpertPool, states: dict[str, State], apply_to: list[str], settings: RealignSettings
+    demo: Demo, test: TaskPool, states: dict[str, State], apply_to: list[str], settings: RealignSettings
 ) -> Rows:
     """A ``<merge>+<realigner>`` row per pair, after each merged row's bias before realignment."""
     realigners = settings.names()
     if not realigners or not apply_to:
         return Rows()
-    realigned = RealignedRows(demo, pool, states)
+    rows = RealignedRows(demo, test, states)
     table = Rows()
     for name in apply_to:
-        merged = realigned.merged_bias(name)
+        merged = rows.merged_bias(name)
         table.add(merged)
         for realigner in realigners:
-            table.add(realigned.row(name, realigner, merged.bias[name]["before"], settings))
-    table.trained_on = realigned.inputs.trained_on
+            table.add(rows.row(name, realigner, merged.bias[name]["before"], settings))
+    table.trained_on = rows.inputs.trained_on
     return table
 
 
@@ -390,13 +324,11 @@ def report_text(demo: Demo, table: Rows, markdown: str) -> str:
 def write_results(demo: Demo, table: Rows, start: float) -> dict[str, Any]:
     """``metrics.json``, ``results.png`` and ``report.md`` of the finished table; the metrics returned."""
     specs = list(demo.data.specs)
-    summary = summarize(table.rows, "Individual")
-    markdown = markdown_table(table.rows, summary, table.info)
+    results = ResultsTable(table.rows, table.info)
+    markdown = results.markdown()
     demo.timings["total"] = time.perf_counter() - start
     result = {
-        "rows": table.rows,
-        "summary": summary,
-        "units": result_units(table.rows),
+        **results.results(),
         "merge_params": table.chosen,
         "representation_bias": table.bias,
         "realign_trained_on": table.trained_on,
@@ -405,7 +337,7 @@ def write_results(demo: Demo, table: Rows, start: float) -> dict[str, Any]:
     }
     write_json(demo.out / "metrics.json", result, on_rank_zero())
     title = "Dense SIMO demo: normalised performance"
-    bar_chart(summary, specs, demo.out / "results.png", title=title)
+    bar_chart(results.summary, specs, demo.out / "results.png", title=title)
     write_text(demo.out / "report.md", report_text(demo, table, markdown), on_rank_zero())
     print("\n" + markdown)
     print(f"wrote {demo.out}/report.md, metrics.json, results.png ({demo.timings['total']:.0f}s)")
@@ -428,18 +360,19 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     write_text(demo.out / "config.yaml", to_yaml(cfg), on_rank_zero())
     pool = demo.experts()
     mtl = demo.mtl(pool.base)
-    val_individual = demo.individual(pool, demo.data.val, "val")
-    table = baseline_rows(demo, pool, mtl)
-    table.add(merged_rows(demo, pool, val_individual))
+    test, val = demo.taskpool(pool, "test"), demo.taskpool(pool, "val")
+    val_individual = val.individual("val")
+    table = baseline_rows(test, mtl)
+    table.add(merged_rows(demo, test, val, val_individual))
     data_free = Rows()
     if cfg.full:
-        table.add(data_dependent_rows(demo, pool))
-        data_free = data_free_rows(demo, pool, val_individual)
+        table.add(data_dependent_rows(demo, test))
+        data_free = data_free_rows(demo, test, val, val_individual)
         table.add(data_free)
     rc = cfg.realign
     apply_to = rc.apply_to + (cfg.data_dependent.realign_on if cfg.full else [])
-    realigned = realign_rows(demo, pool, table.states, apply_to, rc.current())
+    on_merged = realign_rows(demo, test, table.states, apply_to, rc.current())
     free = rc.current(cfg.data_free.realigners)  # the data-free rows' realigners, with realign's settings
-    on_free = realign_rows(demo, pool, table.states, list(data_free.states), free)
-    table.add(realigned).add(on_free)
+    on_free = realign_rows(demo, test, table.states, list(data_free.states), free)
+    table.add(on_merged).add(on_free)
     return write_results(demo, table, start)

@@ -19,9 +19,8 @@ from simo_merge.io.atomic import write_json
 from simo_merge.io.checkpoint import load_state, read_sidecar
 from simo_merge.io.outputs import check_output_file
 from simo_merge.pool.spec import check_checkpoint_encoder, describe, load_job_pool, pool_kind
-from simo_merge.report import markdown_table, result_units, summarize
 from simo_merge.runtime import RuntimeConfig, on_rank_zero
-from simo_merge.training.evaluate import evaluate_splits
+from simo_merge.taskpool import INDIVIDUAL, ResultsTable, TaskPool
 
 
 @dataclass
@@ -79,29 +78,23 @@ def run(cfg: EvaluateConfig) -> dict[str, Any]:
     pool = load_job_pool(cfg)
     tasks = pool.tasks
     splits = build_task_splits(cfg.data, tasks, cfg.split, cfg.seed)
-    rows: dict[str, Any] = {"Individual": {}}
-    for task in tasks:
-        model = pool.model(pool.experts[task], [task])
-        rows["Individual"][task] = evaluate_splits(
-            model, splits, [task], f"expert {task}", cfg.progress, cfg.batch_size
-        )[task]
+    taskpool = TaskPool(pool, splits, batch_size=cfg.batch_size, progress=cfg.progress)
+    rows = {INDIVIDUAL: taskpool.individual("expert")}
     if cfg.checkpoint:
         check_checkpoint_encoder(pool, cfg.checkpoint)
         name = read_sidecar(cfg.checkpoint).get("method", Path(cfg.checkpoint).stem)
-        merged = pool.model(merged_state)
-        rows[name] = evaluate_splits(merged, splits, tasks, name, cfg.progress, cfg.batch_size)
+        merged = taskpool.model(merged_state)
+        rows[name] = taskpool.evaluate_model(merged, desc=name)
         if cfg.adapters:
             from simo_merge.realign.io import load_realigned
 
             realigned = load_realigned(cfg.adapters, merged.encoder, dict(merged.heads))
             label = f"{name}+{read_sidecar(cfg.adapters)['realigner']}"
-            rows[label] = evaluate_splits(realigned, splits, tasks, label, cfg.progress, cfg.batch_size)
-    summary = summarize(rows, "Individual")
-    print(markdown_table(rows, summary))
+            rows[label] = taskpool.evaluate_model(realigned, desc=label)
+    table = ResultsTable(rows)
+    print(table.markdown())
     result = {
-        "rows": rows,
-        "summary": summary,
-        "units": result_units(rows),
+        **table.results(),
         "split": cfg.split,
         "data": {t: data_label(cfg.data, t) for t in tasks},
         "pool": describe(cfg.pool, cfg.pool_dir),

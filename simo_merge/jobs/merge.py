@@ -9,15 +9,14 @@ from typing import Any
 
 from simo_merge.config import ConfigError, EncoderConfig, PoolConfig, to_yaml
 from simo_merge.data import DataConfig, build_task_splits
-from simo_merge.features.inputs import split_inputs
 from simo_merge.io.atomic import write_text
 from simo_merge.io.checkpoint import save_state
-from simo_merge.merging import MERGE_METHODS, merge
+from simo_merge.merging import MERGE_METHODS
 from simo_merge.merging.api import check_hyperparameters, resolved_merge_parameters
 from simo_merge.merging.spec import MethodSpec
-from simo_merge.merging.with_data import merge_with_inputs
 from simo_merge.pool.spec import describe, resolve_pool
 from simo_merge.runtime import RuntimeConfig, on_rank_zero
+from simo_merge.taskpool import TaskPool, merge
 
 
 @dataclass
@@ -68,12 +67,11 @@ def run(cfg: MergeJobConfig) -> dict[str, Any]:
             "data.root=..., or data.per_task.<task>={name: ..., root: ...} for one data set per task)"
         )
     pool = resolve_pool(cfg.pool, cfg.pool_dir, cfg.encoder, need_heads=needs_data, need_encoder=needs_data)
-    probe_inputs = None
-    if needs_data:
-        probe_inputs = split_inputs(build_task_splits(cfg.data, pool.tasks, cfg.split, cfg.seed), cfg.split)
-        merged = merge_with_inputs(pool, cfg.method, probe_inputs, cfg.seed, progress=True)
-    else:
-        merged = merge(pool, cfg.method.name, transforms=cfg.method.transforms, **cfg.method.params)
+    # data-dependent methods read the unlabelled inputs of the data's ``split``, streamed
+    splits = build_task_splits(cfg.data, pool.tasks, cfg.split, cfg.seed) if needs_data else []
+    taskpool = TaskPool(pool, splits, seed=cfg.seed, name=cfg.split)
+    probes = taskpool.probe_inputs() if needs_data else None
+    merged = merge(taskpool, cfg.method, probes)
     out_dir = Path(cfg.output_dir)
     resolved = resolved_merge_parameters(cfg.method.name, cfg.method.params, cfg.method.transforms)
     out = save_state(
@@ -88,8 +86,8 @@ def run(cfg: MergeJobConfig) -> dict[str, Any]:
             "sources": pool.sources,
             "encoder": pool.encoder_config or None,  # the pool's (θ0's sidecar), not a CLI default
             **(
-                {"probe_inputs": {t: [cfg.split, int(x.shape[0])] for t, x in probe_inputs.images.items()}}
-                if probe_inputs
+                {"probe_inputs": {t: [cfg.split, probes.num_inputs(t)] for t in probes.tasks}}
+                if probes is not None
                 else {}
             ),
         },

@@ -1,7 +1,7 @@
 """``simo-merge realign``: pool + merged encoder -> trained adapters, bias diagnostics, metrics.
 
-Also the building blocks the demo uses: turning a dataset split into :class:`RealignInputs`, realigning
-one merged state, and summarising the representation bias before/after.
+Pool -> merged state (a checkpoint, or ``method`` merged on the training inputs) -> realigner -> the task
+pool of ``eval_split`` evaluates the experts, the merged and the realigned model -> report.
 """
 
 from __future__ import annotations
@@ -20,18 +20,15 @@ from simo_merge.features.inputs import split_inputs
 from simo_merge.io.atomic import write_json, write_text
 from simo_merge.io.checkpoint import load_state, read_sidecar, state_hash
 from simo_merge.merging.spec import MethodSpec
-from simo_merge.merging.with_data import merge_with_inputs
-from simo_merge.model import MultiTaskModel
 from simo_merge.pool.spec import check_checkpoint_encoder, describe, load_job_pool, pool_kind
 from simo_merge.realign.diagnostics import bias_plot, mean_bias, representation_bias, tsne_groups, tsne_plot
 from simo_merge.realign.inputs import InputsChoice, choose_inputs
 from simo_merge.realign.inputs import describe as describe_inputs
 from simo_merge.realign.io import save_realigned
-from simo_merge.realign.train import RealignConfig, realign
-from simo_merge.report import markdown_table, result_units, summarize
+from simo_merge.realign.train import RealignConfig
 from simo_merge.runtime import RuntimeConfig, on_rank_zero
-from simo_merge.training.eval_cache import EvaluationCache, module_hash
-from simo_merge.training.evaluate import evaluate_splits
+from simo_merge.taskpool import INDIVIDUAL, ResultsTable, TaskPool, merge, realigned
+from simo_merge.training.eval_cache import EvaluationCache
 
 
 @dataclass
@@ -112,6 +109,13 @@ def run(cfg: RealignJobConfig) -> dict[str, Any]:
         with_labels=choice.labelled,
     )
     trained_on = choice.record(inputs.num_inputs(tasks[0]), cfg.data.name)
+    # the evaluation data, and the metrics of unchanged checkpoints on it reused from the evaluation cache
+    eval_splits = build_task_splits(cfg.data, tasks, cfg.eval_split, cfg.seed)
+    evals = EvaluationCache(
+        (cfg.eval_cache_dir or out.resolve().parent / "eval_cache") if cfg.reuse_evaluations else None
+    )
+    on = {"data": asdict(cfg.data), "split": cfg.eval_split, "seed": cfg.seed, "encoder": pool.encoder_config}
+    taskpool = TaskPool(pool, eval_splits, seed=cfg.seed, progress=cfg.progress, cache=evals, cache_parts=on)
     if cfg.checkpoint:
         check_checkpoint_encoder(pool, cfg.checkpoint)
         merged_state, merged_name = (
@@ -119,15 +123,13 @@ def run(cfg: RealignJobConfig) -> dict[str, Any]:
             read_sidecar(cfg.checkpoint).get("method", "merged"),
         )
     else:  # data-dependent methods read the same (unlabelled) training inputs
-        merged_state = merge_with_inputs(pool, cfg.method, inputs, cfg.seed, cfg.progress)
+        merged_state = merge(taskpool, cfg.method, inputs)
         merged_name = cfg.method.name
     merged_hash = state_hash(merged_state)
-    heads = pool.frozen_heads()
-    head_ids = {t: [module_hash(h), h.config()] for t, h in heads.items()}  # before any training
     cache = FeatureCache(out / "cache" if cfg.disk_cache else None, cfg.cache_memory_mb)
     t0 = time.perf_counter()
     run_cfg = RealignConfig(**{k: getattr(cfg, k) for k in RealignConfig.__dataclass_fields__})
-    model, curve = realign(pool.encoder, merged_state, pool.experts, heads, inputs, run_cfg, cache)
+    model, curve = realigned(taskpool, merged_state, run_cfg, inputs, cache)
     train_s = time.perf_counter() - t0
     save_realigned(
         out / "adapters.safetensors",
@@ -145,15 +147,9 @@ def run(cfg: RealignJobConfig) -> dict[str, Any]:
         },
     )
     # diagnostics on the evaluation inputs
-    eval_splits = build_task_splits(cfg.data, tasks, cfg.eval_split, cfg.seed)
-    eval_images = split_inputs(eval_splits, "eval")  # read in batches by representation_bias
+    eval_images = taskpool.probe_inputs()  # streamed: read in batches by representation_bias
     experts = pool.expert_encoders()
-    merged_encoder = pool.encoder()
-    merged_encoder.load_model_state(merged_state)
-    evals = EvaluationCache(
-        (cfg.eval_cache_dir or out.resolve().parent / "eval_cache") if cfg.reuse_evaluations else None
-    )
-    on = {"data": asdict(cfg.data), "split": cfg.eval_split, "seed": cfg.seed, "encoder": pool.encoder_config}
+    merged_encoder = taskpool.encoder(merged_state)
     state_of = {t: state_hash(pool.experts[t]) for t in tasks} | {"merged": merged_hash}
     before = evals.get(
         {**on, "what": "representation_bias", "merged": state_of["merged"], "experts": state_of},
@@ -168,36 +164,18 @@ def run(cfg: RealignJobConfig) -> dict[str, Any]:
             f"t-SNE of last-block features: {merged_name} before/after {cfg.realigner}",
             cfg.seed,
         )
-    rows = {"Individual": {}}
-    for task in tasks:
-        rows["Individual"][task] = evals.get(
-            {**on, "what": "evaluate", "encoder_state": state_of[task], "heads": {task: head_ids[task]}},
-            lambda task=task: evaluate_splits(
-                MultiTaskModel(experts[task], {task: heads[task]}),
-                eval_splits,
-                [task],
-                f"expert {task}",
-                cfg.progress,
-            ),
-        )[task]
-    rows[merged_name] = evals.get(
-        {**on, "what": "evaluate", "encoder_state": state_of["merged"], "heads": head_ids},
-        lambda: evaluate_splits(
-            MultiTaskModel(merged_encoder, heads), eval_splits, tasks, merged_name, cfg.progress
-        ),
-    )
+    rows = {INDIVIDUAL: taskpool.individual("expert")}
+    rows[merged_name] = taskpool.evaluate(merged_state, desc=merged_name)
     name = f"{merged_name}+{cfg.realigner}"
-    rows[name] = evaluate_splits(model, eval_splits, tasks, name, cfg.progress)
-    summary = summarize(rows, "Individual")
+    rows[name] = taskpool.evaluate_model(model, desc=name)
     extra = {
         name: {"trained params": f"{model.num_trainable():,}", "bias": f"{mean_bias(after):.4f}"},
         merged_name: {"bias": f"{mean_bias(before):.4f}"},
     }
-    table = markdown_table(rows, summary, extra)
+    results = ResultsTable(rows, extra)
+    table = results.markdown()
     result = {
-        "rows": rows,
-        "summary": summary,
-        "units": result_units(rows),
+        **results.results(),
         "trained_on": trained_on,
         "eval_split": cfg.eval_split,
         "bias_before": before,

@@ -20,7 +20,6 @@ from simo_merge.io.checkpoint import load_state
 if TYPE_CHECKING:
     from simo_merge.encoders import Encoder
     from simo_merge.heads import TaskHead
-    from simo_merge.model import MultiTaskModel
 
 StateDict = dict[str, Tensor]
 
@@ -137,16 +136,6 @@ class ExpertPool:
     def expert_encoders(self) -> dict[str, Encoder]:
         """Each task's expert θt in a fresh encoder, in eval mode."""
         return {task: self.encoder(self.experts[task]).eval() for task in self.tasks}
-
-    def model(
-        self, state: Mapping[str, Tensor] | None = None, tasks: list[str] | None = None
-    ) -> MultiTaskModel:
-        """The encoder holding ``state`` (default θ0) plus the frozen heads of ``tasks`` (default all), in
-        eval mode: what evaluation and the interference measurements run."""
-        from simo_merge.model import MultiTaskModel
-
-        heads = (self.subset(tasks) if tasks else self).frozen_heads()
-        return MultiTaskModel(self.encoder(state), heads).eval()
 
     def frozen_heads(self) -> dict[str, TaskHead]:
         """The pool's heads as modules rebuilt from their configs, in eval mode, no grad."""

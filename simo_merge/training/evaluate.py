@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -42,21 +41,3 @@ def evaluate(
             metrics.update({t: p.float() for t, p in preds.items()}, batch)
     model.train(was_training)
     return metrics.compute()
-
-
-def evaluate_splits(
-    model: MultiTaskModel,
-    splits: list[tuple[Any, list[str]]],
-    tasks: list[str],
-    desc: str,
-    progress: bool,
-    batch_size: int = 64,
-) -> dict[str, dict[str, float]]:
-    """``tasks``' metrics, each on its own data set (SIMO: one pass over the shared one for all heads)."""
-    out: dict[str, dict[str, float]] = {}
-    for dataset, served in splits:
-        mine = [t for t in served if t in tasks]
-        if mine:
-            specs = {t: dataset.task_specs[t] for t in mine}
-            out.update(evaluate(model, DataLoader(dataset, batch_size), specs, desc, progress))
-    return {t: out[t] for t in tasks}

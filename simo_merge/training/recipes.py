@@ -95,7 +95,8 @@ def theta0_key(cfg: TrainingSections) -> str:
 
 
 class DemoData:
-    """Datasets and loaders of the three splits."""
+    """Datasets of the three splits and the training loader (evaluation reads the splits through the task
+    pool, :mod:`simo_merge.taskpool`)."""
 
     def __init__(self, cfg: DataConfig, cache_dir: Path, seed: int) -> None:
         self.sets = {role: build_split(cfg, role, seed, cache_dir) for role in ("train", "val", "test")}
@@ -104,8 +105,6 @@ class DemoData:
         self.train = DataLoader(
             self.sets["train"], cfg.batch_size, shuffle=True, drop_last=True, generator=gen
         )
-        self.val = DataLoader(self.sets["val"], 64)
-        self.test = DataLoader(self.sets["test"], 64)
         self.batch_size = cfg.batch_size
 
     def train_loader(self, seed: int) -> DataLoader:

@@ -14,7 +14,6 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from simo_merge.bench import ClassificationBench
 from simo_merge.config import ConfigError, load_config
 from simo_merge.datasets.clip8 import CLIP8_TASKS
 from simo_merge.encoders import build_encoder
@@ -23,6 +22,7 @@ from simo_merge.io.checkpoint import CheckpointError
 from simo_merge.jobs import clip8 as clip_bench
 from simo_merge.jobs.clip8 import Clip8Config, row_keys
 from simo_merge.jobs.clip8 import run as run_clip8
+from simo_merge.taskpool import TaskPool
 from tests.helpers.clip8_fixture import ARCH, NAMES, STANDIN, tv_classes
 from tests.helpers.clip8_fixture import overrides as _overrides
 
@@ -37,14 +37,14 @@ def test_end_to_end_tables_and_resume(fixture_dirs, tmp_path, monkeypatch):
 
     assert detect_layout(root / "ckpt", ARCH, cfg.datasets) == "task_vectors"
     states, realigned = [], []
-    real_state_model, real_realigned = ClassificationBench.state_model, ClassificationBench.realigned
+    real_model, real_realigned = TaskPool.model, clip_bench.realigned
     monkeypatch.setattr(
-        ClassificationBench, "state_model", lambda self, st: states.append(st) or real_state_model(self, st)
+        TaskPool, "model", lambda self, st, tasks=None: states.append(st) or real_model(self, st, tasks)
     )
     monkeypatch.setattr(
-        ClassificationBench,
+        clip_bench,
         "realigned",
-        lambda self, st, r: realigned.append((st, r.realigner)) or real_realigned(self, st, r),
+        lambda tp, st, r, inputs: realigned.append((st, r.realigner)) or real_realigned(tp, st, r, inputs),
     )
     result = run_clip8(cfg)
     # the models evaluated: θ0, the eight experts in order, θ0 + 0.3 Σ τt (task arithmetic), then TIES
@@ -103,10 +103,12 @@ def test_end_to_end_tables_and_resume(fixture_dirs, tmp_path, monkeypatch):
     assert sorted(p.stem for p in (out / "rows").glob("*.json")) == sorted(expected_rows)
 
     # resume: nothing recomputed, same numbers
-    calls = []
-    real = ClassificationBench.accuracy
+    calls = []  # the rows evaluated, by name
+    real = TaskPool.evaluate_model
     monkeypatch.setattr(
-        ClassificationBench, "accuracy", lambda self, *a: calls.append(a[2]) or real(self, *a)
+        TaskPool,
+        "evaluate_model",
+        lambda self, m, tasks=None, desc="": calls.append(desc) or real(self, m, tasks, desc),
     )
     again = run_clip8(load_config(Clip8Config, STANDIN, _overrides(root, text, out, "progress=false")))
     assert calls == [] and again["computed"] == [] and again["rows"] == result["rows"]
@@ -261,8 +263,8 @@ def test_task_vectors_row_builds_a_quickgelu_model(fixture_dirs, tmp_path):
     ckpt = clip_bench.load_checkpoints(cfg)
     assert ckpt.activation == "quick_gelu"
     assert clip_bench.resolve_architecture(cfg, ckpt) == (ARCH, True)
-    bench = clip_bench.build_bench(cfg, ckpt)
-    enc = bench.make_encoder().eval()
+    taskpool = clip_bench.build_taskpool(cfg, ckpt)
+    enc = taskpool.make_encoder().eval()
     acts = {type(m).__name__ for m in enc.model.modules() if "GELU" in type(m).__name__}
     assert acts == {"QuickGELU"}
     enc.load_model_state(ckpt.base)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from simo_merge.bench import ClassificationBench
 from simo_merge.config import load_config
 from simo_merge.datasets.clip8 import CLIP8_TASKS
 from simo_merge.jobs import clip8 as clip_bench
 from simo_merge.jobs.clip8 import Clip8Config, row_keys
 from simo_merge.jobs.clip8 import run as run_clip8
 from simo_merge.merging import merge
+from simo_merge.taskpool import TaskPool
 from tests.helpers.clip8_fixture import STANDIN
 from tests.helpers.clip8_fixture import overrides as _overrides
 
@@ -23,14 +23,14 @@ def test_data_free_rows_with_deep_and_taps(fixture_dirs, tmp_path, monkeypatch):
         "Pretrained", "Individual", "iso_cts", "iso_cts+deep", "iso_cts+taps", "tall_masks",
     ]  # fmt: skip
     states, realigned = [], []
-    real_state_model, real_realigned = ClassificationBench.state_model, ClassificationBench.realigned
+    real_model, real_realigned = TaskPool.model, clip_bench.realigned
     monkeypatch.setattr(
-        ClassificationBench, "state_model", lambda self, st: states.append(st) or real_state_model(self, st)
+        TaskPool, "model", lambda self, st, tasks=None: states.append(st) or real_model(self, st, tasks)
     )
     monkeypatch.setattr(
-        ClassificationBench,
+        clip_bench,
         "realigned",
-        lambda self, st, r: realigned.append(r.realigner) or real_realigned(self, st, r),
+        lambda tp, st, r, inputs: realigned.append(r.realigner) or real_realigned(tp, st, r, inputs),
     )
     result = run_clip8(cfg)
     assert list(result["rows"]) == list(row_keys(cfg))

@@ -112,24 +112,35 @@ def test_summary_is_normalised_performance_against_the_individual_experts(demo_r
 def test_lambda_is_the_grid_value_with_the_best_val_norm_perf(demo_run):
     """Recompute the TA sweep from the cached pool: the chosen λ maximises val NormPerf over the grid, its
     score is the recorded one, and the TA row is that merge's test result."""
+    from torch.utils.data import DataLoader
+
     from simo_merge.merging import merge
     from simo_merge.metrics.summary import normalized_performance
+    from simo_merge.model import MultiTaskModel
     from simo_merge.training.evaluate import evaluate
 
     result = json.loads((demo_run / "metrics.json").read_text())
     demo = _tiny_demo(demo_run)
     pool = demo.experts()  # cached: nothing retrained
-    val_individual = demo.individual(pool, demo.data.val, "val")
+    specs, val_set = demo.data.specs, demo.data.sets["val"]
+
+    def by_hand(state, tasks, data):  # the encoder holding ``state`` under the experts' heads
+        encoder = demo.new_encoder()
+        encoder.load_model_state(state)
+        model = MultiTaskModel(encoder, pool.subset(tasks).frozen_heads())
+        return evaluate(model, DataLoader(data, 64), {t: specs[t] for t in tasks}, progress=False)
+
+    val_individual = {t: by_hand(pool.experts[t], [t], val_set)[t] for t in specs}
+    assert demo.taskpool(pool, "val").individual() == val_individual
     scores = {}
     for lam in (0.3, 1.0):
-        model = demo.merged_model(pool, merge(pool, "task_arithmetic", lam=lam))
-        val = evaluate(model, demo.data.val, demo.data.specs, progress=False)
+        val = by_hand(merge(pool, "task_arithmetic", lam=lam), list(specs), val_set)
         scores[lam] = normalized_performance(val, val_individual)["mean"]
     chosen = result["merge_params"]["TA"]
     assert chosen["lam"] == max(scores, key=scores.get)
     assert chosen["val_norm_perf"] == round(scores[chosen["lam"]], 2)
     assert scores[0.3] != scores[1.0]  # the sweep did choose
-    ta = demo.test_row(pool, merge(pool, "task_arithmetic", lam=chosen["lam"]), "TA")
+    ta = demo.taskpool(pool, "test").evaluate(merge(pool, "task_arithmetic", lam=chosen["lam"]))
     assert ta == result["rows"]["TA"]
 
 

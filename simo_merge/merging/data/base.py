@@ -84,11 +84,6 @@ class MergeData:
     def sites(self, tasks: list[str] | None = None) -> list:
         return sorted({s for t in (tasks or self.tasks) for s in head_sites(self.heads[t])}, key=str)
 
-    @property
-    def images(self) -> dict[str, Tensor]:
-        """Deprecated (stacks every input in memory; read batches with :meth:`read`)."""
-        return self.inputs.images
-
     def source(self, task: str) -> InputSource:
         """``task``'s inputs (tasks sharing one source share the object)."""
         return self.inputs.sources[task]

@@ -19,7 +19,6 @@ from simo_merge.features.inputs import (
     dataset_inputs,
     seeded_subset,
     split_inputs,
-    subset_inputs,
 )
 from simo_merge.features.sampling import IndexSampler
 from simo_merge.heads import build_head
@@ -162,19 +161,23 @@ def test_the_disk_cache_round_trips_exactly_and_gives_the_same_run(tmp_path):
     assert sorted(p.name for p in (tmp_path / "cache").glob("*.safetensors")) == files
 
 
-def test_compatibility_views_and_shared_sources():
+def test_streamed_reads_and_shared_sources():
     data = CountingDataset(6)
     inputs = split_inputs([(data, ["semseg", "depth"])], "x", with_labels=True)
     assert inputs.sources["semseg"] is inputs.sources["depth"] and data.reads == []
-    assert torch.equal(inputs.images["depth"], data.stacked()["image"])  # deprecated: stacks on demand
-    assert inputs.images["semseg"] is inputs.images["depth"]
-    assert set(inputs.labels["depth"]) == {"depth", "depth_mask"} and set(inputs.labels["semseg"]) == {
-        "semseg"
-    }
+    stacked = data.stacked()
+    got = inputs.read("depth", torch.tensor([4, 1]))  # only the items asked for, stacked
+    assert data.reads == [4, 1] and set(got) == {"image", "semseg", "depth", "depth_mask"}
+    assert all(torch.equal(got[k], stacked[k][[4, 1]]) for k in got)
+    assert inputs.label_keys == {"semseg": ("semseg", "semseg_mask"), "depth": ("depth", "depth_mask")}
+    assert torch.equal(inputs.sources["semseg"].images([0]), stacked["image"][:1])
+    assert inputs.num_inputs("semseg") == 6
+    assert not hasattr(inputs, "images") and not hasattr(inputs, "labels")  # nothing stacks every input
     x = torch.rand(5, 3, 32, 32)
     wrapped = RealignInputs(images={"a": x, "b": x, "c": x.clone()}, name="w")
     assert wrapped.sources["a"] is wrapped.sources["b"] is not wrapped.sources["c"]
-    assert wrapped.images["a"] is x and isinstance(wrapped.sources["c"], TensorSource)
+    assert torch.equal(wrapped.sources["a"].images([3, 0]), x[[3, 0]])
+    assert isinstance(wrapped.sources["c"], TensorSource)
     with pytest.raises(ValueError, match="first dims"):
         TensorSource({"image": x, "depth": torch.zeros(4, 1)})
     with pytest.raises(KeyError, match=r"labels for task\(s\) \['z'\] without images"):
@@ -194,23 +197,18 @@ def test_probes_read_only_the_batches_they_draw():
 
 
 def test_a_seeded_subset_is_read_only_when_drawn_and_equals_the_stacked_subset():
-    data = {"a": CountingDataset(10), "b": CountingDataset(7)}
-    inputs = subset_inputs(data, "subset", limit=4, seed=3)
-    assert all(ds.reads == [] for ds in data.values())  # nothing read up front
-    idx = {
-        t: torch.randperm(len(ds), generator=torch.Generator().manual_seed(3))[:4].sort().values
-        for t, ds in data.items()
-    }
-    assert all(torch.equal(seeded_subset(len(ds), 4, 3), idx[t]) for t, ds in data.items())
-    assert inputs.num_inputs("a") == 4 and inputs.num_inputs("b") == 4
-    got = inputs.read("a", torch.tensor([2, 0]))
-    assert data["a"].reads == [int(idx["a"][2]), int(idx["a"][0])] and data["b"].reads == []
-    stacked = torch.stack([data["a"][int(i)]["image"] for i in idx["a"]])
+    data = CountingDataset(10)
+    idx = torch.randperm(10, generator=torch.Generator().manual_seed(3))[:4].sort().values
+    assert torch.equal(seeded_subset(10, 4, 3), idx)
+    assert torch.equal(seeded_subset(10, None, 3), torch.arange(10))  # no limit: every item
+    source = DatasetSource(data, indices=seeded_subset(10, 4, 3))
+    assert data.reads == [] and len(source) == 4  # nothing read up front
+    got = source.read(torch.tensor([2, 0]))
+    assert data.reads == [int(idx[2]), int(idx[0])]
+    stacked = torch.stack([data[int(i)]["image"] for i in idx])
     assert torch.equal(got["image"], stacked[[2, 0]]) and set(got) == {"image"}
-    whole = subset_inputs(data, "all", limit=None, seed=3)
-    assert whole.num_inputs("a") == 10 and torch.equal(whole.sources["a"].indices, torch.arange(10))
     # the subset is part of the cache key: another seed's subset never reuses its features
     pool = torch.arange(4)
-    other = DatasetSource(data["a"], indices=seeded_subset(10, 4, 4))
-    assert inputs.sources["a"].fingerprint(pool) != other.fingerprint(pool)
-    assert DatasetSource(data["a"]).fingerprint(pool) == DatasetSource(data["a"]).fingerprint(pool)
+    other = DatasetSource(data, indices=seeded_subset(10, 4, 4))
+    assert source.fingerprint(pool) != other.fingerprint(pool)
+    assert DatasetSource(data).fingerprint(pool) == DatasetSource(data).fingerprint(pool)

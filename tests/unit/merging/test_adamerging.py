@@ -226,7 +226,7 @@ def test_regression_only_pool_distils_the_expert():
     assert record["objectives"] == {"depth": "distill", "normal": "distill"}
     idx = next(merge_data.batches("depth", 0))
     merged = merge(pool, "task_arithmetic", lam=0.3)
-    out = merge_data.outputs_of_state(merged, merge_data.images["depth"][idx], ["depth", "normal"])
+    out = merge_data.outputs_of_state(merged, merge_data.read("depth", idx), ["depth", "normal"])
     want = sum(
         distill_output_loss(SPECS[t], out[t], merge_data.expert_outputs(t, idx)).item()
         for t in ("depth", "normal")
@@ -282,7 +282,7 @@ def test_segmentation_defaults_to_entropy(full):
     assert record["objectives"] == {"semseg": "entropy", "depth": "distill", "normal": "distill"}
     idx = next(merge_data.batches("semseg", 0))
     merged = merge(pool, "task_arithmetic", lam=0.3)
-    out = merge_data.outputs_of_state(merged, merge_data.images["semseg"][idx], list(SPECS))
+    out = merge_data.outputs_of_state(merged, merge_data.read("semseg", idx), list(SPECS))
     p = out["semseg"].softmax(1)
     entropy = -(p * p.log()).sum(1).mean().item()
     distill = sum(

@@ -187,7 +187,7 @@ def test_sampled_log_likelihood_by_hand():
 def test_fisher_is_per_image_and_restores_requires_grad():
     merge_data, _ = make_probe()
     encoder, head = merge_data.expert_encoder("depth"), merge_data.heads["depth"]
-    x = merge_data.images["depth"][:2]
+    x = merge_data.read("depth", torch.arange(2))
     joint = fisher_of_model(encoder, head, [x], torch.Generator().manual_seed(4))
     gen = torch.Generator().manual_seed(4)
     first = fisher_of_model(encoder, head, [x[:1]], gen)
@@ -420,7 +420,7 @@ def test_gram_matrices_through_a_probe_are_cached_and_normalised(tmp_path):
     assert all(g.dtype == torch.float64 for g in grams.values())
     import itertools
 
-    batches = [merge_data.images["depth"][i] for i in itertools.islice(merge_data.batches("depth"), 2)]
+    batches = [merge_data.read("depth", i) for i in itertools.islice(merge_data.batches("depth"), 2)]
     sums, counts = collect_grams(merge_data.expert_encoder("depth"), batches)
     assert sorted(grams) == sorted(sums) and counts["blocks.0.attn.qkv.weight"] == 2 * 2 * 17
     for key in sums:

@@ -130,7 +130,7 @@ def test_online_and_fraction_sampling():
 
 def test_supervised_objective_uses_labels():
     base, experts, heads, inputs = _setup()
-    images = inputs.images["semseg"]
+    images = inputs.sources["semseg"].images(torch.arange(8))  # every input, read once
     labels = {
         "semseg": {"semseg": torch.randint(0, 4, (8, 32, 32))},
         "depth": {
@@ -219,9 +219,10 @@ def test_deep_feature_cache_stores_only_the_token_means_its_loss_reads():
         make_encoder, base, experts, heads, inputs, RealignConfig(realigner="deep", progress=False), cache
     )
     idx = torch.tensor([1, 4, 6])
-    adapted = run.model.features("depth", images=inputs.images["depth"][idx])
+    x = inputs.sources["depth"].images(idx)
+    adapted = run.model.features("depth", images=x)
     targets = run.expert_targets("depth", idx)
-    full = run_encoder(run.expert_encoder("depth"), inputs.images["depth"][idx], [0, 1, 2])
+    full = run_encoder(run.expert_encoder("depth"), x, [0, 1, 2])
     for site in (0, 1, 2):
         assert targets[site].shape == (3, 32)  # [B, D], not [B, 1 + 16 tokens, D]
         torch.testing.assert_close(targets[site], full[site].mean(1))

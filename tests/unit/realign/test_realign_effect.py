@@ -8,13 +8,12 @@ import torch
 
 from simo_merge.config import load_config
 from simo_merge.configs import builtin_config
-from simo_merge.features.inputs import dataset_inputs
 from simo_merge.jobs.demo import Demo, DemoConfig
 from simo_merge.merging import merge
 from simo_merge.metrics.summary import normalized_performance
 from simo_merge.realign.diagnostics import mean_bias, representation_bias
-from simo_merge.realign.train import RealignConfig, realign
-from simo_merge.training.evaluate import evaluate
+from simo_merge.realign.train import RealignConfig
+from simo_merge.taskpool import realigned
 
 SMALL = [
     "encoder.kwargs={img_size: 32, patch_size: 8, depth: 3, embed_dim: 48, num_heads: 3}",
@@ -33,34 +32,32 @@ def trained(tmp_path_factory):
     # the demo's own recipe (configs/demo.yaml: the tiny ViT's learning rates), as `simo-merge demo` runs it
     demo = Demo(load_config(DemoConfig, builtin_config("demo"), [*SMALL, f"output_dir={out}"]))
     pool = demo.experts()
-    specs = demo.data.specs
-    individual = demo.individual(pool, demo.data.test, "test")
+    test = demo.taskpool(pool, "test")
+    individual = test.individual()
     merged = merge(pool, "task_arithmetic", lam=0.5)
-    ta = evaluate(demo.merged_model(pool, merged), demo.data.test, specs, progress=False)
-    images = dataset_inputs(demo.data.sets["test"], list(specs), "test")
+    ta = test.evaluate(merged)
+    images = test.probe_inputs()  # the test images, streamed
     experts = pool.expert_encoders()
-    before = mean_bias(representation_bias(demo.merged_model(pool, merged).encoder, experts, images.images))
-    return demo, pool, merged, individual, ta, images, experts, before
+    before = mean_bias(representation_bias(test.encoder(merged), experts, images))
+    return test, merged, individual, ta, images, experts, before
 
 
 @pytest.mark.parametrize("name", ["surgery", "deep", "shared-deep", "taps", "heads"])
 def test_realigner_beats_plain_task_arithmetic(trained, name):
-    demo, pool, merged, individual, ta, images, experts, before = trained
+    test, merged, individual, ta, images, experts, before = trained
     torch.manual_seed(0)
-    model, curve = realign(
-        demo.new_encoder,
+    model, curve = realigned(
+        test,
         merged,
-        pool.experts,
-        pool.frozen_heads(),
-        images,
         # surgery/deep's paper loss matches features only, which lowers the bias (checked below) but on
         # dense decoders does not reliably move their metrics at this size: here they also match outputs
         RealignConfig(
             realigner=name, steps=60, progress=False, match="both" if name in ("surgery", "deep") else None
         ),
+        images,
     )
     assert sum(curve[-5:]) < sum(curve[:5])  # per-batch losses are noisy: compare the ends
-    result = evaluate(model, demo.data.test, demo.data.specs, progress=False)
+    result = test.evaluate_model(model)
     gained = (
         normalized_performance(result, individual)["mean"] - normalized_performance(ta, individual)["mean"]
     )
@@ -70,19 +67,17 @@ def test_realigner_beats_plain_task_arithmetic(trained, name):
     # the decoders' outputs, and one shared representation trades one expert's bias for another's
     # (see the next test for its feature objective)
     if name not in ("heads", "shared-deep"):
-        after = mean_bias(representation_bias(model, experts, images.images))
+        after = mean_bias(representation_bias(model, experts, images))
         assert after < before, f"{name}: bias {before:.4f} -> {after:.4f}"
 
 
 def test_shared_deep_feature_objective_lowers_the_bias(trained):
-    demo, pool, merged, individual, ta, images, experts, before = trained
-    model, _ = realign(
-        demo.new_encoder,
+    test, merged, individual, ta, images, experts, before = trained
+    model, _ = realigned(
+        test,
         merged,
-        pool.experts,
-        pool.frozen_heads(),
-        images,
         RealignConfig(realigner="shared-deep", match="features", steps=60, progress=False),
+        images,
     )
-    after = mean_bias(representation_bias(model, experts, images.images))
+    after = mean_bias(representation_bias(model, experts, images))
     assert after < before, f"bias {before:.4f} -> {after:.4f}"

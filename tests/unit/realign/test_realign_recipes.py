@@ -70,9 +70,7 @@ def test_reference_schedule_counts_steps_per_adapter_and_matches_the_reference_l
             adapters[t].down.weight, run_initial_down(cfg, base, experts, heads, inputs, t)
         )
     optimizers = {t: torch.optim.Adam(adapters[t].parameters(), lr=cfg.lr) for t in SPECS}
-    samplers = {
-        t: iter(IndexSampler(inputs.images[t].shape[0], batch, cfg.seed + i)) for i, t in enumerate(SPECS)
-    }
+    samplers = {t: iter(IndexSampler(inputs.num_inputs(t), batch, cfg.seed + i)) for i, t in enumerate(SPECS)}
     expert_encoders = {}
     for t in SPECS:
         expert_encoders[t] = make_encoder()
@@ -82,7 +80,7 @@ def test_reference_schedule_counts_steps_per_adapter_and_matches_the_reference_l
         total = 0.0
         for t in SPECS:
             for _ in range(per_task):
-                x = inputs.images[t][next(samplers[t])]
+                x = inputs.sources[t].images(next(samplers[t]))
                 with torch.no_grad():
                     z_merged = merged(x, taps=[last]).taps[last]
                     z_expert = expert_encoders[t](x, taps=[last]).taps[last]
@@ -140,7 +138,8 @@ def labelled(inputs, n):
         },
         "normal": {"normal": torch.nn.functional.normalize(torch.randn(n, 3, 32, 32), dim=1)},
     }
-    return RealignInputs(inputs.images, labels, "t")
+    images = inputs.sources["semseg"].images(torch.arange(n))  # every input, read once
+    return RealignInputs({t: images for t in SPECS}, labels, "t")
 
 
 def test_simo_recipe_resolves_and_trains_adapters_and_heads(monkeypatch):

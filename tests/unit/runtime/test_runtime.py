@@ -149,12 +149,13 @@ def evaluate_expert(pool_dir, task: str, runtime_cfg: RuntimeConfig | None = Non
 
     from simo_merge.pool.folder import load_pool_dir
     from simo_merge.runtime import started
+    from simo_merge.taskpool import TaskPool
     from simo_merge.training.evaluate import evaluate
 
     pool = load_pool_dir(pool_dir)
     data = build_dataset("synthetic_scenes", split="test", size=(32, 32), num_samples=16)
     specs = {t: data.task_specs[t] for t in TASKS}
-    model = pool.model(pool.experts[task])
+    model = TaskPool(pool, [(data, TASKS)]).model(pool.experts[task])
     if runtime_cfg is None:
         return evaluate(model, DataLoader(data, 8), specs, progress=False), model
     with started(runtime_cfg) as runtime:

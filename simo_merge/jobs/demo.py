@@ -233,7 +233,7 @@ def data_dependent_rows(demo: Demo, pool: ExpertPool) -> Rows:
         method, params = spec.name, dict(spec.params)
         record: dict[str, Any] = {}
         facts = MERGE_METHODS.facts(method)
-        if facts.get("records"):
+        if facts["records"]:
             params["record"] = record
         if facts["progress"]:
             params["progress"] = cfg.progress and on_rank_zero()

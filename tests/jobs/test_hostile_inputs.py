@@ -373,10 +373,9 @@ def test_kill_9_mid_write_leaves_no_target_and_the_next_write_cleans_up(tmp_path
         f"with atomic_path({str(target)!r}) as tmp:\n"
         "    tmp.write_text('half')\n    print('writing', flush=True)\n    time.sleep(60)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "writing"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout.readline().strip() == "writing"
+        proc.send_signal(signal.SIGKILL)
     temps = list(tmp_path.glob(".big.json.*.tmp"))
     assert len(temps) == 1 and not target.exists()
     time.sleep(0.01)
@@ -385,6 +384,7 @@ def test_kill_9_mid_write_leaves_no_target_and_the_next_write_cleans_up(tmp_path
 
 
 def _hold_lock(folder: Path):
+    """A child process holding ``folder``'s run lock (a ``Popen``: leave it with ``with``)."""
     import subprocess
 
     script = (
@@ -401,17 +401,18 @@ def test_second_run_into_a_locked_folder_is_refused(tmp_path, capsys):
     from simo_merge.io.lock import OutputLockedError, output_lock
 
     out = tmp_path / "run"
-    holder = _hold_lock(out)
-    try:
-        with pytest.raises(OutputLockedError, match=rf"{out}: another simo-merge run \(pid {holder.pid}\)"):
-            with output_lock(out):
-                pass
-        assert main([*TOY_MERGE, f"output_dir={out}"]) == 2
-        assert f"another simo-merge run (pid {holder.pid})" in capsys.readouterr().err
-        assert not (out / "merged.safetensors").exists()
-    finally:
-        holder.kill()  # kill -9: the OS drops the lock, nothing to clean by hand
-        holder.wait()
+    with _hold_lock(out) as holder:
+        try:
+            with pytest.raises(
+                OutputLockedError, match=rf"{out}: another simo-merge run \(pid {holder.pid}\)"
+            ):
+                with output_lock(out):
+                    pass
+            assert main([*TOY_MERGE, f"output_dir={out}"]) == 2
+            assert f"another simo-merge run (pid {holder.pid})" in capsys.readouterr().err
+            assert not (out / "merged.safetensors").exists()
+        finally:
+            holder.kill()  # kill -9: the OS drops the lock, nothing to clean by hand
     with output_lock(out), output_lock(out):  # free again, and re-entrant within a process
         pass
     assert main([*TOY_MERGE, f"output_dir={out}"]) == 0

@@ -28,6 +28,7 @@ from tests.helpers.clip8_fixture import overrides as _overrides
 
 
 # ------------------------------------------------------------------------------------------- tests
+@pytest.mark.slow
 def test_end_to_end_tables_and_resume(fixture_dirs, tmp_path, monkeypatch):
     root, text = fixture_dirs
     out = tmp_path / "run"

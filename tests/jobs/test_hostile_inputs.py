@@ -512,6 +512,7 @@ def clean_runs(tmp_path_factory):
     }
 
 
+@pytest.mark.slow
 def test_crash_between_an_experts_files_then_changed_config_never_mixes_runs(
     tmp_path, monkeypatch, clean_runs
 ):
@@ -527,6 +528,7 @@ def test_crash_between_an_experts_files_then_changed_config_never_mixes_runs(
     assert _same_states(_pool_states(out / "experts"), clean_runs["B"])
 
 
+@pytest.mark.slow
 def test_crash_in_a_fresh_folder_does_not_leave_the_pool_stuck(tmp_path, monkeypatch, clean_runs):
     import simo_merge.pool.folder as pool_io
 
@@ -539,6 +541,7 @@ def test_crash_in_a_fresh_folder_does_not_leave_the_pool_stuck(tmp_path, monkeyp
     assert _same_states(_pool_states(out / "experts"), clean_runs["A"])
 
 
+@pytest.mark.slow
 def test_crash_between_tensors_and_sidecar_or_a_swapped_file_is_recomputed(tmp_path, monkeypatch, clean_runs):
     from safetensors.torch import save_file
 
@@ -570,6 +573,7 @@ def test_crash_between_tensors_and_sidecar_or_a_swapped_file_is_recomputed(tmp_p
     assert _same_states({"t": load_state(path)}, {"t": theta0_a})
 
 
+@pytest.mark.slow
 def test_skipping_a_cached_stage_does_not_change_the_next(tmp_path, clean_runs):
     import shutil
 

@@ -156,6 +156,7 @@ def test_heads_realigner_retrains_zeroshot_heads(tmp_path, tiny_clip):
 # ------------------------------------------------------------------------------------ end to end
 
 
+@pytest.mark.slow
 def test_classification_pool_from_a_saved_theta0_through_the_cli(tmp_path, capsys):
     from simo_merge.encoders import build_encoder
     from simo_merge.encoders.convert_dinov2 import timm_to_hf_dinov2

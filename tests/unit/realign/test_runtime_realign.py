@@ -139,6 +139,7 @@ def run_realign_cli(pool_dir, out, *overrides):
     return json.loads((out / "metrics.json").read_text()), load_state(out / "adapters.safetensors"), log
 
 
+@pytest.mark.slow
 def test_two_process_realign_equals_one_process(pool_dir, tmp_path):
     """``simo-merge realign`` on 2 gloo processes: each rank computes every other batch of the feature
     tables, so the cached features, the loss curve and the adapters equal one process's exactly
@@ -171,6 +172,7 @@ def run_merge_cli(pool_dir, out, *overrides):
     return load_state(out / "merged.safetensors"), log
 
 
+@pytest.mark.slow
 def test_two_process_adamerging_follows_one_process(pool_dir, tmp_path):
     """Layer-wise AdaMerging on 2 gloo processes (each rank takes every other row of each batch of 16, λ's
     gradient and the objective summed over ranks): the merged state within 1e-6 of one process's

@@ -18,10 +18,17 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Maps names to objects; `package` is scanned for self-registering modules on first use."""
 
-    def __init__(self, family: str, package: str | None = None, required_facts: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        family: str,
+        package: str | None = None,
+        required_facts: tuple[str, ...] = (),
+        derive_facts: Callable[[T], Mapping[str, Any]] | None = None,
+    ) -> None:
         self.family = family
         self.package = package
         self.required_facts = required_facts
+        self.derive_facts = derive_facts
         self._entries: dict[str, T] = {}
         self._facts: dict[str, dict[str, Any]] = {}
         self._scanned = package is None
@@ -32,7 +39,8 @@ class Registry(Generic[T]):
         """Decorator registering ``obj`` as ``name``; ``facts`` (a mapping and/or keywords) are what
         callers may ask of it (e.g. a merge method's ``label`` and sweepable ``scale``), read back with
         :meth:`facts`. The family's ``required_facts`` must all be declared here: callers read them
-        instead of inspecting the object."""
+        instead of inspecting the object. Facts the family's ``derive_facts`` reads off the object (e.g. a
+        merge method's parameters) are added once, here, and may not be declared as well."""
         declared = {**(facts or {}), **more_facts}
         missing = [f for f in self.required_facts if f not in declared]
         if missing:
@@ -41,9 +49,15 @@ class Registry(Generic[T]):
         def decorator(obj: T) -> T:
             if name in self._entries and self._entries[name] is not obj:
                 raise ValueError(f"{self.family} {name!r} is already registered")
+            derived = self.derive_facts(obj) if self.derive_facts else {}
+            both = sorted(set(derived) & set(declared))
+            if both:
+                raise ValueError(
+                    f"{self.family} {name!r}: {both} are read off the object; do not declare them"
+                )
             self._entries[name] = obj
-            if declared:
-                self._facts[name] = declared
+            if declared or derived:
+                self._facts[name] = {**declared, **derived}
             return obj
 
         return decorator

@@ -25,7 +25,13 @@ from torch import Tensor
 
 from simo_merge import __version__
 from simo_merge.io.atomic import atomic_path, write_json
-from simo_merge.io.unpickler import StandIn, UnsafePickleError, module_tree_state, restricted_torch_load
+from simo_merge.io.unpickler import (
+    StandIn,
+    UnsafePickleError,
+    module_tree_state,
+    refuse_torchscript,
+    restricted_torch_load,
+)
 
 StateDict = dict[str, Tensor]
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
@@ -135,7 +141,10 @@ def load_state(path: str | os.PathLike, allow_pickle: bool = False) -> StateDict
     if path.suffix not in PICKLE_SUFFIXES:
         raise CheckpointError(f"{path}: unknown checkpoint suffix {path.suffix!r}")
     try:
+        refuse_torchscript(path)
         obj = torch.load(path, map_location="cpu", weights_only=True)
+    except UnsafePickleError as err:
+        raise CheckpointError(str(err)) from err
     except pickle.UnpicklingError as err:
         if not allow_pickle:
             found = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(err))

@@ -155,12 +155,9 @@ class UnsafePickleError(RuntimeError):
     """A pickled file could not be read with the restricted unpickler (names the file and why)."""
 
 
-def restricted_torch_load(path: str | os.PathLike) -> Any:
-    """``torch.load`` of ``path`` with :class:`RestrictedUnpickler`; TorchScript archives are refused.
-
-    Raises :class:`UnsafePickleError` naming the file for anything unreadable or refused.
-    """
-    path = Path(path)
+def refuse_torchscript(path: Path) -> None:
+    """Raise :class:`UnsafePickleError` if ``path`` is a TorchScript archive (it holds code), or a zip file
+    that cannot be read, before ``torch.load`` would hand it to ``torch.jit.load``."""
     if zipfile.is_zipfile(path):
         try:
             with zipfile.ZipFile(path) as archive:
@@ -169,6 +166,15 @@ def restricted_torch_load(path: str | os.PathLike) -> Any:
             raise UnsafePickleError(f"{path}: not a readable torch zip archive ({err})") from err
         if any(n.endswith("constants.pkl") or "/code/" in n for n in names):
             raise UnsafePickleError(f"{path}: a TorchScript archive (holds code); not loaded")
+
+
+def restricted_torch_load(path: str | os.PathLike) -> Any:
+    """``torch.load`` of ``path`` with :class:`RestrictedUnpickler`; TorchScript archives are refused.
+
+    Raises :class:`UnsafePickleError` naming the file for anything unreadable or refused.
+    """
+    path = Path(path)
+    refuse_torchscript(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=False, pickle_module=restricted_pickle)
     except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError, ValueError) as err:

@@ -261,9 +261,7 @@ def adamerge(
     return problem.merged_state(lam)
 
 
-@MERGE_METHODS.register(
-    "adamerging", label="AdaMerging", scale=None, needs_data=True, progress=True, records=True
-)
+@MERGE_METHODS.register("adamerging", label="AdaMerging", scale=None)
 def adamerging(
     base: Mapping[str, Tensor],
     task_vectors: Mapping[str, Mapping[str, Tensor]],
@@ -286,9 +284,7 @@ def adamerging(
     )  # fmt: skip
 
 
-@MERGE_METHODS.register(
-    "adamerging_layerwise", label="AdaMerging-LW", scale=None, needs_data=True, progress=True, records=True
-)
+@MERGE_METHODS.register("adamerging_layerwise", label="AdaMerging-LW", scale=None)
 def adamerging_layerwise(
     base: Mapping[str, Tensor],
     task_vectors: Mapping[str, Mapping[str, Tensor]],

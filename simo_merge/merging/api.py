@@ -39,7 +39,7 @@ def merge(
     θ0's. ``device`` (default: the started runtime's device, else the CPU): methods registered ``keywise``
     (a key's result reads only that key's tensors) run there one key group at a time
     (:func:`merge_in_groups`); the others, and every merge on the CPU, run over the whole state as before.
-    A method registered with the ``device`` fact (the SVD merges: its own ``device=``) is given it too.
+    A method that takes its own ``device=`` (its ``device`` fact: the SVD merges) is given it too.
     """
     from simo_merge.merging import MERGE_METHODS, TV_TRANSFORMS
 
@@ -52,7 +52,7 @@ def merge(
         task_vectors = transform(task_vectors, **args)
     float_base = {k: v for k, v in pool.base.items() if is_mergeable(v)}
     device = torch.device(device) if device is not None else current_device()
-    if MERGE_METHODS.facts(method).get("device", False) and device.type != "cpu":
+    if MERGE_METHODS.facts(method)["device"] and device.type != "cpu":
         hyperparameters.setdefault("device", str(device))
     if device.type != "cpu" and MERGE_METHODS.facts(method).get("keywise", False):
         merged = merge_in_groups(fn, float_base, task_vectors, device, hyperparameters)
@@ -114,19 +114,18 @@ def merge_in_groups(
     return merged
 
 
-#: runtime arguments of data-dependent methods: not hyper-parameters, never recorded
-RUNTIME_ARGUMENTS = ("merge_data", "progress", "record", "device")
-
-
 def resolved_hyperparameters(fn: Callable, given: Mapping[str, Any]) -> dict[str, Any]:
     """``fn``'s keyword-only defaults updated with ``given`` (what the merge actually used), without
-    runtime arguments (merge_data, progress, record) and values JSON cannot hold."""
+    runtime arguments (:data:`~simo_merge.merging.SIGNATURE_FACTS`' merge_data, progress, record, device:
+    not hyper-parameters, never recorded) and values JSON cannot hold."""
     import json
+
+    from simo_merge.merging import SIGNATURE_FACTS
 
     out: dict[str, Any] = {}
     params = inspect.signature(fn).parameters
     for name, p in params.items():
-        if p.kind == p.KEYWORD_ONLY and name not in RUNTIME_ARGUMENTS:
+        if p.kind == p.KEYWORD_ONLY and name not in SIGNATURE_FACTS.values():
             value = given[name] if name in given else p.default
             if value is inspect.Parameter.empty:
                 continue

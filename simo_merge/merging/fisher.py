@@ -78,7 +78,7 @@ def task_coefficients(
     return {task: value / total for task, value in inverse.items()}
 
 
-@MERGE_METHODS.register("fisher", label="Fisher", scale=None, needs_data=True, progress=False)
+@MERGE_METHODS.register("fisher", label="Fisher", scale=None)
 def fisher(
     base: Mapping[str, Tensor],
     task_vectors: Mapping[str, Mapping[str, Tensor]],

@@ -41,10 +41,7 @@ def iso_c_matrix(task_matrices: Sequence[Tensor]) -> Tensor:
         "label": "Iso-C",
         "scale": "lam",
         "grid": GRID,
-        "needs_data": False,
         "keywise": True,
-        "device": True,
-        "progress": False,
         "source": SOURCE,
     },
 )

@@ -73,10 +73,7 @@ def iso_cts_matrix(task_matrices: Sequence[Tensor], fraction: float, key: str = 
         "label": "Iso-CTS",
         "scale": "lam",
         "grid": GRID,
-        "needs_data": False,
         "keywise": True,
-        "device": True,
-        "progress": False,
         "source": SOURCE,
     },
 )

@@ -79,8 +79,6 @@ def lines_scale(
         "label": "LiNeS",
         "scale": "beta",
         "grid": [0.2, 0.4, 0.6, 0.8, 1.0],
-        "needs_data": False,
-        "progress": False,
         "source": SOURCE,
     },
 )
@@ -101,12 +99,11 @@ def lines(
     fn = MERGE_METHODS.get(inner)
     params = dict(inner_params or {})
     check_hyperparameters(fn, params, f"lines: inner merge method {inner!r}")
-    accepted = inspect.signature(fn).parameters
-    if "merge_data" in accepted:
+    if MERGE_METHODS.facts(inner)["needs_data"]:
         raise ValueError(
             f"lines: inner method {inner!r} needs data (merge_data); LiNeS here wraps data-free merges"
         )
-    if "lam" in accepted:
+    if "lam" in inspect.signature(fn).parameters:
         params.setdefault("lam", 1.0)  # the unscaled multi-task vector, as the authors use
     merged = fn(base, task_vectors, **params)
     update = {key: merged[key].float() - base[key].float() for key in base}

@@ -66,7 +66,7 @@ def _grams_for(
     )
 
 
-@MERGE_METHODS.register("regmean", label="RegMean", scale=None, needs_data=True, progress=False)
+@MERGE_METHODS.register("regmean", label="RegMean", scale=None)
 def regmean(
     base: Mapping[str, Tensor],
     task_vectors: Mapping[str, Mapping[str, Tensor]],

@@ -9,9 +9,7 @@ from torch import Tensor
 from simo_merge.merging import MERGE_METHODS
 
 
-@MERGE_METHODS.register(
-    "task_arithmetic", label="TA", scale="lam", needs_data=False, progress=False, keywise=True
-)
+@MERGE_METHODS.register("task_arithmetic", label="TA", scale="lam", keywise=True)
 def task_arithmetic(
     base: Mapping[str, Tensor], task_vectors: Mapping[str, Mapping[str, Tensor]], *, lam: float = 0.3
 ) -> dict[str, Tensor]:

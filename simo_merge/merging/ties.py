@@ -73,7 +73,7 @@ def disjoint_merge(trimmed: Tensor, elected: Tensor, merge_func: str) -> Tensor:
     return selected.sum(0) / agree.sum(0).clamp(min=1)
 
 
-@MERGE_METHODS.register("ties", label="TIES", scale="lam", needs_data=False, progress=False)
+@MERGE_METHODS.register("ties", label="TIES", scale="lam")
 def ties(
     base: Mapping[str, Tensor],
     task_vectors: Mapping[str, Mapping[str, Tensor]],

@@ -58,10 +58,7 @@ def tsv_matrix(task_matrices: Sequence[Tensor]) -> Tensor:
         "label": "TSV-M",
         "scale": "lam",
         "grid": [0.5, 1.0, 1.5, 2.0, 2.5, 3.0],
-        "needs_data": False,
         "keywise": True,
-        "device": True,
-        "progress": False,
         "source": SOURCE,
     },
 )

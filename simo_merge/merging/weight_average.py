@@ -10,9 +10,7 @@ from simo_merge.merging import MERGE_METHODS
 from simo_merge.merging.task_arithmetic import task_arithmetic
 
 
-@MERGE_METHODS.register(
-    "weight_average", label="WA", scale=None, needs_data=False, progress=False, keywise=True
-)
+@MERGE_METHODS.register("weight_average", label="WA", scale=None, keywise=True)
 def weight_average(
     base: Mapping[str, Tensor], task_vectors: Mapping[str, Mapping[str, Tensor]]
 ) -> dict[str, Tensor]:

@@ -3,8 +3,6 @@ the tiny open_clip ViT-Tiny-8 (experts = θ0 + noise, centroid heads), shared by
 
 from __future__ import annotations
 
-import gzip
-import struct
 import sys
 import types
 from pathlib import Path
@@ -24,6 +22,7 @@ from simo_merge.encoders.open_clip_vit import register_small_configs
 from simo_merge.jobs import clip8 as clip_bench
 from simo_merge.jobs.clip8 import Clip8Config
 from tests.helpers import REPO
+from tests.helpers.idx_files import write_idx
 
 ARCH = "ViT-Tiny-8"
 NAMES = {
@@ -45,13 +44,6 @@ def _folders(base: Path, rng, classes: list[str], n: int = 2, ext: str = ".png")
     for c, name in enumerate(classes):
         for i in range(n):
             _img(base / name / f"{name}_{i}{ext}", rng, c)
-
-
-def _idx(path: Path, arr: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = bytes([0, 0, 0x08, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape) + arr.tobytes()
-    with gzip.open(path, "wb") as f:
-        f.write(data)
 
 
 def _annos(rows: list[tuple[str, int]]) -> np.ndarray:
@@ -82,15 +74,18 @@ def write_clip8_data(root: Path) -> None:
         _img(gt / "GTSRB" / "Final_Test" / "Images" / f"{i:05d}.ppm", rng, i % 2)
         lines.append(f"{i:05d}.ppm;12;12;{i % 2}")
     (gt / "GT-final_test.csv").write_text("\n".join(lines) + "\n")
-    ims = [Image.open(gt / "GTSRB" / "Final_Test" / "Images" / f"{i:05d}.ppm") for i in range(4)]
-    x = np.stack([np.asarray(im.resize((32, 32))) for im in ims], -1)
+    ims = []
+    for i in range(4):
+        with Image.open(gt / "GTSRB" / "Final_Test" / "Images" / f"{i:05d}.ppm") as im:
+            ims.append(np.asarray(im.resize((32, 32))))
+    x = np.stack(ims, -1)
     (root / "svhn").mkdir()
     scipy.io.savemat(
         root / "svhn" / "test_32x32.mat", {"X": x, "y": np.array([[10], [1], [10], [1]], np.uint8)}
     )
     digits = (x.mean(2).transpose(2, 0, 1)[:, ::2, ::2]).astype(np.uint8)  # [4, 16, 16] grey
-    _idx(root / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz", digits)
-    _idx(root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz", np.array([0, 1, 0, 1], np.uint8))
+    write_idx(root / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz", digits)
+    write_idx(root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz", np.array([0, 1, 0, 1], np.uint8))
 
 
 # ------------------------------------------------------------------------------------ checkpoints

@@ -28,6 +28,7 @@ from tests.helpers.clip8_fixture import overrides as _overrides
 
 
 # ------------------------------------------------------------------------------------------- tests
+@pytest.mark.slow
 def test_end_to_end_tables_and_resume(fixture_dirs, tmp_path, monkeypatch):
     root, text = fixture_dirs
     out = tmp_path / "run"
@@ -92,7 +93,7 @@ def test_end_to_end_tables_and_resume(fixture_dirs, tmp_path, monkeypatch):
     assert stored["rows"]["ties"]["accuracy"] == result["rows"]["ties"]["accuracy"]
     md = (out / "results.md").read_text()
     assert "| Method | " + " | ".join(cols) + " | Avg. |" in md and "Normalised accuracy" in md
-    table = list(csv.reader((out / "results.csv").open()))
+    table = list(csv.reader((out / "results.csv").read_text().splitlines()))
     assert table[0] == ["row", "metric", "unit", *cols, "Avg."]
     assert {r[2] for r in table[1:]} == {"%"} and stored["units"]["accuracy"] == "%"
     assert [r[0] for r in table[1:7]] == expected_rows and {r[1] for r in table[1:]} == {

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from simo_merge.cli import main
 from simo_merge.jobs.demo import DemoConfig
 from tests.helpers.demo import TINY
@@ -20,6 +22,7 @@ def test_default_demo_has_no_data_free_rows():
     assert labels == ["LiNeS", "Consensus", "TALL masks", "Iso-C", "Iso-CTS", "TSV-M"]
 
 
+@pytest.mark.slow
 def test_full_demo_adds_data_free_rows_and_their_realignments(tmp_path):
     out = tmp_path / "full"
     args = [

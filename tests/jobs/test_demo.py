@@ -11,6 +11,8 @@ import torch
 from simo_merge.cli import main
 from tests.helpers.demo import TINY
 
+pytestmark = pytest.mark.slow  # the demo and its commands end to end
+
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):

@@ -18,6 +18,8 @@ from simo_merge.cli import main
 from tests.helpers import subprocess_runs
 from tests.helpers.demo import TINY
 
+pytestmark = pytest.mark.slow  # several processes (gloo)
+
 TWO = ["runtime.accelerator=cpu", "runtime.devices=2", "runtime.strategy=ddp", "runtime.num_workers=0"]
 TRAINED = ("pretrained θ0", "fine-tuned the", "trained the MTL")
 DEMO_ROWS = ["Individual", "MTL", "Pretrained θ0 + expert heads", "WA", "TA", "TIES"]

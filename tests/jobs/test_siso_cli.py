@@ -28,6 +28,8 @@ from simo_merge.realign.diagnostics import representation_bias
 from simo_merge.realign.train import RealignConfig, realign
 from simo_merge.training.evaluate import evaluate
 
+pytestmark = pytest.mark.slow  # merge, realign and evaluate from the CLI, end to end
+
 CLIP = {"library": "open_clip", "arch": "ViT-Tiny-8", "kwargs": {}}
 CLASSES = {"resisc45": ["airplane", "beach", "forest"], "dtd": ["banded", "woven"]}
 TASKS = ["dtd", "resisc45"]  # the pool folder's order (sorted head files)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ from simo_merge.datasets.clip8 import (
     clip_preprocess,
     read_idx,
 )
+from tests.helpers.idx_files import write_idx
 
 
 def _save(path: Path, value: int, size: tuple[int, int] = (8, 8)) -> None:
@@ -76,19 +75,13 @@ def test_clip_preprocess_resizes_shorter_side_bicubic():
 # --------------------------------------------------------------------------------------------------------
 # MNIST (IDX) and SVHN (.mat)
 # --------------------------------------------------------------------------------------------------------
-def _write_idx(path: Path, arr: np.ndarray, compress: bool) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = bytes([0, 0, 0x08, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape) + arr.tobytes()
-    (gzip.open if compress else open)(path, "wb").write(data)
-
-
 def test_mnist_idx(tmp_path):
     raw = tmp_path / "MNIST" / "raw"
     imgs = np.arange(3 * 4 * 4, dtype=np.uint8).reshape(3, 4, 4) * 5
-    _write_idx(raw / "train-images-idx3-ubyte.gz", imgs, True)
-    _write_idx(raw / "train-labels-idx1-ubyte.gz", np.array([7, 0, 3], np.uint8), True)
-    _write_idx(raw / "t10k-images-idx3-ubyte", imgs[:2], False)
-    _write_idx(raw / "t10k-labels-idx1-ubyte", np.array([9, 1], np.uint8), False)
+    write_idx(raw / "train-images-idx3-ubyte.gz", imgs)
+    write_idx(raw / "train-labels-idx1-ubyte.gz", np.array([7, 0, 3], np.uint8))
+    write_idx(raw / "t10k-images-idx3-ubyte", imgs[:2])
+    write_idx(raw / "t10k-labels-idx1-ubyte", np.array([9, 1], np.uint8))
     np.testing.assert_array_equal(read_idx(raw / "train-images-idx3-ubyte.gz"), imgs)
 
     train = build_dataset("mnist", root=tmp_path, split="train", image_size=None)

@@ -39,15 +39,14 @@ def omni_root(tmp_path: Path) -> Path:
 
 
 def test_fixture_files_have_release_bit_depths(omni_root: Path) -> None:
-    depth = Image.open(
-        omni_root / "depth_zbuffer/taskonomy/allensville/point_0_view_0_domain_depth_zbuffer.png"
-    )
-    normal = Image.open(omni_root / "normal/taskonomy/allensville/point_0_view_0_domain_normal.png")
-    seg = Image.open(
-        omni_root / "segment_semantic/taskonomy/allensville/point_0_view_0_domain_segment_semantic.png"
-    )
-    assert depth.mode.startswith("I;16") and np.array(depth).max() == 65535
-    assert normal.mode == "RGB" and seg.mode == "L"
+    png = str(omni_root / "{0}/taskonomy/allensville/point_0_view_0_domain_{0}.png")
+    with Image.open(png.format("depth_zbuffer")) as depth:
+        assert depth.mode.startswith("I;16") and np.array(depth).max() == 65535
+    with (
+        Image.open(png.format("normal")) as normal,
+        Image.open(png.format("segment_semantic")) as seg,
+    ):
+        assert normal.mode == "RGB" and seg.mode == "L"
 
 
 def test_decoded_values_match_hand_computed(omni_root: Path) -> None:

@@ -1,23 +1,61 @@
-"""Method facts are declared at registration, and the declarations agree with the functions."""
+"""Method facts: declared at registration for what a signature cannot say (label, scale, ...), read off
+the signature once, at registration, for the runtime arguments it takes."""
 
 import inspect
 
 import pytest
 
-from simo_merge.merging import MERGE_METHODS
+from simo_merge.merging import MERGE_METHODS, signature_facts
 from simo_merge.realign import REALIGNERS
 from simo_merge.registry import Registry
 
+NO_RUNTIME_ARGUMENTS = {"needs_data": False, "progress": False, "records": False, "device": False}
+
+
+@pytest.mark.parametrize(
+    "name, derived",
+    [
+        ("ties", NO_RUNTIME_ARGUMENTS),
+        ("fisher", {**NO_RUNTIME_ARGUMENTS, "needs_data": True}),
+        ("regmean", {**NO_RUNTIME_ARGUMENTS, "needs_data": True}),
+        ("iso_c", {**NO_RUNTIME_ARGUMENTS, "device": True}),
+        ("tsv_m", {**NO_RUNTIME_ARGUMENTS, "device": True}),
+        ("adamerging", {"needs_data": True, "progress": True, "records": True, "device": False}),
+    ],
+)
+def test_runtime_facts_are_read_off_the_signature(name, derived):
+    facts = MERGE_METHODS.facts(name)
+    assert {k: facts[k] for k in derived} == derived
+
+
+def test_a_registered_function_gets_the_facts_of_its_parameters():
+    reg: Registry = Registry("method", required_facts=("label",), derive_facts=signature_facts)
+
+    @reg.register("toy", label="Toy")
+    def toy(base, task_vectors, *, merge_data=None, device="cpu", lam=1.0):
+        return base
+
+    assert reg.facts("toy") == {
+        "label": "Toy",
+        "needs_data": True,
+        "progress": False,
+        "records": False,
+        "device": True,
+    }
+
+
+def test_declaring_a_fact_the_signature_gives_fails_naming_it():
+    reg: Registry = Registry("method", derive_facts=signature_facts)
+    with pytest.raises(ValueError, match=r"'toy'.*\['needs_data'\].*do not declare"):
+        reg.register("toy", label="Toy", needs_data=False)(lambda base, task_vectors: base)
+    assert "toy" not in reg
+
 
 @pytest.mark.parametrize("name", MERGE_METHODS.names())
-def test_merge_facts_agree_with_signature(name):
+def test_declared_scale_is_a_keyword_and_label_is_named(name):
     facts = MERGE_METHODS.facts(name)
     params = inspect.signature(MERGE_METHODS.get(name)).parameters
-    assert facts["needs_data"] == ("merge_data" in params)
-    assert facts["progress"] == ("progress" in params)
-    assert bool(facts.get("records")) == ("record" in params)
-    assert bool(facts.get("device")) == ("device" in params)
-    assert facts["scale"] is None or facts["scale"] in params
+    assert facts["scale"] is None or params[facts["scale"]].kind == inspect.Parameter.KEYWORD_ONLY
     assert isinstance(facts["label"], str) and facts["label"]
 
 

@@ -3,9 +3,7 @@ heads realigner on zero-shot heads, and a tiny pool trained from a saved DINOv2 
 
 from __future__ import annotations
 
-import gzip
 import json
-import struct
 
 import numpy as np
 import pytest
@@ -18,13 +16,7 @@ from simo_merge.cli import main
 from simo_merge.datasets import build_dataset
 from simo_merge.heads import EncoderLayout, build_head, head_from_config
 from simo_merge.tasks import classification, segmentation
-
-
-def write_idx(path, array: np.ndarray) -> None:
-    """An IDX file (uint8), gzip-compressed when ``path`` ends in .gz."""
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    data = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
-    (gzip.open if str(path).endswith(".gz") else open)(path, "wb").write(data)
+from tests.helpers.idx_files import write_idx
 
 
 def toy_images(n: int, seed: int, size: int = 28) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -164,6 +156,7 @@ def test_heads_realigner_retrains_zeroshot_heads(tmp_path, tiny_clip):
 # ------------------------------------------------------------------------------------ end to end
 
 
+@pytest.mark.slow
 def test_classification_pool_from_a_saved_theta0_through_the_cli(tmp_path, capsys):
     from simo_merge.encoders import build_encoder
     from simo_merge.encoders.convert_dinov2 import timm_to_hf_dinov2

@@ -177,6 +177,7 @@ def test_save_and_load_round_trip(tmp_path, name):
         torch.testing.assert_close(loaded(x)[task], value)
 
 
+@pytest.mark.slow
 def test_deep_on_a_24_block_1024_wide_vit():
     def wide():
         torch.manual_seed(0)

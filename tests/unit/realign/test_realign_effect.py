@@ -15,6 +15,8 @@ from simo_merge.realign.diagnostics import mean_bias, representation_bias
 from simo_merge.realign.train import RealignConfig
 from simo_merge.taskpool import realigned
 
+pytestmark = pytest.mark.slow  # trains a pool and realigns it several times
+
 SMALL = [
     "encoder.kwargs={img_size: 32, patch_size: 8, depth: 3, embed_dim: 48, num_heads: 3}",
     "data.size=[32,32]",

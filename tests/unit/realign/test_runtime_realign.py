@@ -34,15 +34,15 @@ def pool_dir(tmp_path_factory):
     return write_dense_pool(tmp_path_factory.mktemp("pool"), ENCODER, TASKS, 0.05)
 
 
-def realign_pool(pool_dir, realigner: str, runtime_cfg: RuntimeConfig | None = None):
-    """``realigner`` on the task-arithmetic merge of the pool, 12 random images, 6 steps; returns the
-    loss curve and the trained adapters (on the current or the given runtime)."""
+def realign_pool(pool_dir, realigner: str, runtime_cfg: RuntimeConfig | None = None, steps: int = 6):
+    """``realigner`` on the task-arithmetic merge of the pool, 12 random images, ``steps`` steps; returns
+    the loss curve and the trained adapters (on the current or the given runtime)."""
     pool = load_pool_dir(pool_dir)
     merged = merge(pool, "task_arithmetic", lam=0.4)
     heads = pool.frozen_heads()
     images = torch.rand(12, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     inputs = RealignInputs(images={t: images for t in TASKS}, name="rand")
-    cfg = RealignConfig(realigner=realigner, rank=4, steps=6, batch_size=4, lr=1e-2, progress=False)
+    cfg = RealignConfig(realigner=realigner, rank=4, steps=steps, batch_size=4, lr=1e-2, progress=False)
 
     def run():
         model, curve = realign(pool.encoder, merged, pool.experts, heads, inputs, cfg)
@@ -59,8 +59,10 @@ def realign_pool(pool_dir, realigner: str, runtime_cfg: RuntimeConfig | None = N
 def test_bf16_mixed_realignment_on_cpu_stays_near_fp32(pool_dir, realigner):
     """Under bf16 autocast (adapters in fp32 master weights, cached targets in fp32) the loss curve stays
     within 0.5% of fp32 (measured: surgery 2.4e-4, deep 6.8e-4 relative) but differs: the forwards did
-    run in bf16. Adam moves each adapter weight by at most ~lr per step whatever the gradient's size, so
-    6 steps at lr 1e-2 keep the weights within 0.06 of fp32's (measured 0.032 / 0.028)."""
+    run in bf16. Each adapter's training moves it as fp32's does: the gap to fp32's weights is under a
+    quarter of fp32's move from the fresh adapter (measured at most 0.17 surgery, 0.07 deep). (Adam moves
+    a weight by about lr a step whatever its gradient, so an elementwise bound of steps·lr says nothing.)"""
+    _, fresh = realign_pool(pool_dir, realigner, steps=0)
     fp32_curve, fp32_adapters = realign_pool(pool_dir, realigner)
     bf16_curve, bf16_adapters = realign_pool(
         pool_dir, realigner, RuntimeConfig(accelerator="cpu", precision="bf16-mixed")
@@ -69,9 +71,14 @@ def test_bf16_mixed_realignment_on_cpu_stays_near_fp32(pool_dir, realigner):
     assert bf16_curve != fp32_curve
     for key, value in fp32_adapters.items():
         assert bf16_adapters[key].dtype == torch.float32  # master weights
-        assert torch.allclose(bf16_adapters[key], value, atol=0.06), key
+        moved = (value - fresh[key]).norm()
+        assert moved > 0 and (bf16_adapters[key] - value).norm() < 0.25 * moved, key
 
 
+# Lightning notes that 16-mixed runs as bf16-mixed on the CPU; the refusal is tested on the CPU all the same
+@pytest.mark.filterwarnings(
+    "ignore:You passed `Fabric\\(accelerator='cpu', precision='16-mixed'\\)`:UserWarning"
+)
 def test_realignment_refuses_16_mixed(pool_dir):
     with pytest.raises(ValueError, match="runtime.precision=16-mixed"):
         realign_pool(pool_dir, "surgery", RuntimeConfig(accelerator="cpu", precision="16-mixed"))
@@ -132,6 +139,7 @@ def run_realign_cli(pool_dir, out, *overrides):
     return json.loads((out / "metrics.json").read_text()), load_state(out / "adapters.safetensors"), log
 
 
+@pytest.mark.slow
 def test_two_process_realign_equals_one_process(pool_dir, tmp_path):
     """``simo-merge realign`` on 2 gloo processes: each rank computes every other batch of the feature
     tables, so the cached features, the loss curve and the adapters equal one process's exactly
@@ -164,6 +172,7 @@ def run_merge_cli(pool_dir, out, *overrides):
     return load_state(out / "merged.safetensors"), log
 
 
+@pytest.mark.slow
 def test_two_process_adamerging_follows_one_process(pool_dir, tmp_path):
     """Layer-wise AdaMerging on 2 gloo processes (each rank takes every other row of each batch of 16, λ's
     gradient and the objective summed over ranks): the merged state within 1e-6 of one process's

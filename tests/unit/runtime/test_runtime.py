@@ -107,6 +107,7 @@ def run_evaluate(pool_dir, out, *overrides):
     return json.loads(out.read_text()), log
 
 
+@pytest.mark.slow
 def test_two_processes_evaluate_exactly_like_one(pool_dir, tmp_path):
     """37 test images (odd) over 2 gloo processes: the same metrics as one process (counts exactly)."""
     one, _ = run_evaluate(pool_dir, tmp_path / "one.json", "runtime.accelerator=cpu")
@@ -222,6 +223,10 @@ def test_bf16_mixed_training_on_cpu_follows_fp32():
     assert all(v.device.type == "cpu" and v.dtype == state32[k].dtype for k, v in state16.items())
 
 
+# Lightning notes that 16-mixed runs as bf16-mixed on the CPU; the refusal is tested on the CPU all the same
+@pytest.mark.filterwarnings(
+    "ignore:You passed `Fabric\\(accelerator='cpu', precision='16-mixed'\\)`:UserWarning"
+)
 def test_16_mixed_training_is_refused_naming_the_key():
     from simo_merge.runtime import started
 
@@ -230,6 +235,7 @@ def test_16_mixed_training_is_refused_naming_the_key():
     assert "runtime.precision=16-mixed" in str(err.value)
 
 
+@pytest.mark.slow
 def test_two_process_finetuning_follows_one_process_and_writes_one_set_of_files(tmp_path):
     """θ0 pretraining (3 steps) + a depth expert's probe (2) and fine-tuning (4) on 2 gloo processes with
     4 images each follow one process with batch 8 (same shuffled global batches): every loss within 1e-5
@@ -275,6 +281,7 @@ def test_ddp_on_accelerators_syncs_batchnorm(monkeypatch):
     assert module[1].weight is weight  # the optimizer still holds the trained parameters
 
 
+@pytest.mark.slow
 def test_train_experts_on_two_processes_writes_one_pool(tmp_path):
     """``simo-merge train-experts`` on 2 gloo processes: θ0 and one expert per task trained as DDP with
     a global batch of 2 x 4, rank 0 alone reporting and writing the pool folder (rank 1 waits for it)."""

@@ -23,7 +23,6 @@ from simo_merge.training.evaluate import evaluate_splits
 @dataclass
 class AffinityJobConfig:
     pool: PoolConfig = field(default_factory=PoolConfig)  # pool.dir, or pool.base + pool.experts/heads
-    pool_dir: str | None = None  # shorthand for pool.dir
     encoder: EncoderConfig | None = None  # default: the pool's; given, it must match the pool's
     data: DataConfig = field(default_factory=lambda: DataConfig(tasks=None))  # tasks: default the pool's
     k: float = 20.0  # top-k% magnitudes for the sign-conflict rate
@@ -39,7 +38,7 @@ class AffinityJobConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # device, processes, precision
 
     def validate(self) -> None:
-        pool_kind(self.pool, self.pool_dir)
+        pool_kind(self.pool)
 
 
 def _evaluator(pool, splits):
@@ -54,7 +53,6 @@ def _evaluator(pool, splits):
 
 Config = AffinityJobConfig
 DEFAULT_CONFIG = None
-MULTI_PROCESS = True  # every evaluation reads rank shards and sums metric states; nothing reused from disk
 
 
 def output_folder(cfg: AffinityJobConfig) -> tuple[str, str]:

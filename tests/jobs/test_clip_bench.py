@@ -33,7 +33,8 @@ def test_end_to_end_tables_and_resume(fixture_dirs, tmp_path, monkeypatch):
     root, text = fixture_dirs
     out = tmp_path / "run"
     cfg = load_config(Clip8Config, STANDIN, _overrides(root, text, out))
-    assert cfg.model == ARCH and cfg.methods == ["task_arithmetic", "ties"] and cfg.realign == ["surgery"]
+    assert cfg.model == ARCH and cfg.methods == ["task_arithmetic", "ties"]
+    assert cfg.realign == RealignSettings(["surgery"], {"steps": 3, "batch_size": 4})
     from simo_merge.pool.clip_layout import detect_layout
 
     assert detect_layout(root / "ckpt", ARCH, cfg.datasets) == "task_vectors"

@@ -52,8 +52,8 @@ step "affinity tiny (cuda)" 60 $PY -m simo_merge.cli affinity pool.dir="$TINY/ex
 $PY - "$TINY/clip8" <<'PYFIX'
 import sys
 from pathlib import Path
-sys.path.insert(0, "tests")
-from test_clip_bench import write_clip8_data, write_task_vectors
+sys.path.insert(0, ".")
+from tests.helpers.clip8_fixture import write_clip8_data, write_task_vectors
 root = Path(sys.argv[1])
 write_clip8_data(root / "data")
 print("clip8 stand-in folders:", root, write_task_vectors(root / "ckpt", root / "data"))

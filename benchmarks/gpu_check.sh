@@ -38,21 +38,22 @@ step "train-experts tiny (cuda)" 60 $PY -m simo_merge.cli train-experts "${DATA[
   "encoder.kwargs={img_size: 32, patch_size: 8, depth: 2, embed_dim: 32, num_heads: 2}" \
   data.tasks=[semseg,depth] data.batch_size=4 pretrain.steps=2 expert.probe_steps=1 expert.finetune_steps=2 \
   output_dir="$TINY"
-step "merge tsv_m (cuda, key groups)" 30 $PY -m simo_merge.cli merge pool_dir="$TINY/experts" \
+step "merge tsv_m (cuda, key groups)" 30 $PY -m simo_merge.cli merge pool.dir="$TINY/experts" \
   method.name=tsv_m "${CUDA[@]}" output_dir="$TINY/merge"
-step "realign deep bf16 (cuda)" 45 $PY -m simo_merge.cli realign pool_dir="$TINY/experts" \
-  checkpoint="$TINY/merge/merged.safetensors" realigner=deep rank=4 steps=5 batch_size=4 tsne=false \
+step "realign deep bf16 (cuda)" 45 $PY -m simo_merge.cli realign pool.dir="$TINY/experts" \
+  checkpoint="$TINY/merge/merged.safetensors" "realign.realigners=[deep]" \
+  "realign.params={rank: 4, steps: 5, batch_size: 4}" tsne=false \
   "${DATA[@]}" "${CUDA[@]}" runtime.precision=bf16-mixed output_dir="$TINY/realign"
-step "evaluate tiny (cuda)" 30 $PY -m simo_merge.cli evaluate pool_dir="$TINY/experts" \
+step "evaluate tiny (cuda)" 30 $PY -m simo_merge.cli evaluate pool.dir="$TINY/experts" \
   checkpoint="$TINY/merge/merged.safetensors" "${DATA[@]}" "${CUDA[@]}" output="$TINY/evaluate/metrics.json"
-step "affinity tiny (cuda)" 60 $PY -m simo_merge.cli affinity pool_dir="$TINY/experts" "${DATA[@]}" \
+step "affinity tiny (cuda)" 60 $PY -m simo_merge.cli affinity pool.dir="$TINY/experts" "${DATA[@]}" \
   "${CUDA[@]}" transfer_lambdas=[0.0,1.0] select_lambdas=[0.5,1.0] output_dir="$TINY/affinity"
 # bench clip8 on its CPU stand-in (ViT-Tiny-8 at 32 px; the test suite's fixture writers make the folders)
 $PY - "$TINY/clip8" <<'PYFIX'
 import sys
 from pathlib import Path
-sys.path.insert(0, "tests")
-from test_clip_bench import write_clip8_data, write_task_vectors
+sys.path.insert(0, ".")
+from tests.helpers.clip8_fixture import write_clip8_data, write_task_vectors
 root = Path(sys.argv[1])
 write_clip8_data(root / "data")
 print("clip8 stand-in folders:", root, write_task_vectors(root / "ckpt", root / "data"))

@@ -7,6 +7,7 @@ import contextlib
 import inspect
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from simo_merge import __version__
@@ -47,72 +48,95 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
-# command -> (job module, help, --config help, overrides example); each module has Config, DEFAULT_CONFIG,
-# output_folder(cfg) and run(cfg) (simo_merge/jobs/__init__.py)
-JOBS: dict[str, tuple[str, str, str, str]] = {
-    "merge": (
+@dataclass(frozen=True)
+class Job:
+    """A command's job module (``Config``, ``DEFAULT_CONFIG``, ``output_folder(cfg)``, ``run(cfg)``:
+    simo_merge/jobs/__init__.py), its help texts, and whether it runs on several processes
+    (``runtime.devices``/``num_nodes`` > 1; a job that does not is refused before any spawn)."""
+
+    module: str
+    help: str
+    config_help: str
+    overrides_help: str
+    multi_process: bool
+
+
+JOBS: dict[str, Job] = {
+    "merge": Job(
         "simo_merge.jobs.merge",
         "merge an expert pool into one encoder checkpoint",
         "YAML file or built-in config name (e.g. merge_toy: a generated pool)",
         "key=value overrides, e.g. method.name=ties method.params.k=20",
+        # AdaMerging splits batches over ranks (gradients summed); other merges run alike
+        multi_process=True,
     ),
-    "demo": (
+    "demo": Job(
         "simo_merge.jobs.demo",
         "dense SIMO demo: train experts, merge, evaluate, report",
         "YAML file or built-in config name (default: demo)",
         "key=value overrides, e.g. expert.finetune_steps=200",
+        # DDP training, sharded evaluation, shared feature tables; reuse decided by all ranks
+        multi_process=True,
     ),
-    "train-experts": (
+    "train-experts": Job(
         "simo_merge.jobs.train_experts",
         "θ0 (pretrained here or from encoder.checkpoint/pretrained) + one expert per task",
         "YAML file or built-in config name (default: demo)",
         "key=value overrides",
+        # θ0 pretraining and expert fine-tuning run as DDP (training/loop.py); rank 0 writes
+        multi_process=True,
     ),
-    "realign": (
+    "realign": Job(
         "simo_merge.jobs.realign",
         "realign a merged encoder to each task's frozen head (adapters)",
         "YAML file with a RealignJobConfig (optional)",
-        "e.g. realigner=deep objective=unsupervised rank=16 steps=500",
+        "e.g. pool.dir=runs/demo/experts realign.realigners=[deep] realign.params.rank=16",
+        # feature-cache batches split over ranks, the same training on each; rank 0 writes
+        multi_process=True,
     ),
-    "affinity": (
+    "affinity": Job(
         "simo_merge.jobs.affinity",
         "task affinity from task vectors, checked against measured interference",
         "YAML file with an AffinityJobConfig (optional)",
-        "e.g. pool_dir=runs/demo/experts measured=false k=20",
+        "e.g. pool.dir=runs/demo/experts measured=false k=20",
+        # every evaluation reads rank shards and sums metric states; nothing reused from disk
+        multi_process=True,
     ),
-    "evaluate": (
+    "evaluate": Job(
         "simo_merge.jobs.evaluate",
         "evaluate a pool folder and optionally a merged encoder checkpoint",
         "YAML file with an EvaluateConfig (optional)",
-        "e.g. pool_dir=runs/demo/experts checkpoint=merged.safetensors",
+        "e.g. pool.dir=runs/demo/experts checkpoint=merged.safetensors",
+        # each rank evaluates a shard; metrics are summed over ranks (training/evaluate.py)
+        multi_process=True,
     ),
 }
-BENCHES = {"clip8": "simo_merge.jobs.clip8"}  # ``bench <suite>``
+BENCHES: dict[str, Job] = {  # ``bench <suite>``
+    "clip8": Job(
+        "simo_merge.jobs.clip8",
+        "eight-task CLIP classification, papers' table",
+        "YAML file or built-in config name (e.g. clip8, clip8_standin)",
+        "e.g. methods=[task_arithmetic,ties,adamerging] realign.realigners=[surgery,deep]",
+        # rows evaluated on rank shards, realigners' tables shared; rank 0 decides reuse, writes
+        multi_process=True,
+    ),
+}
 
 
 def _multi_process_commands() -> list[str]:
-    """The commands whose job module declares ``MULTI_PROCESS = True`` (for the refusal message; the
-    declaration is read from the source, since importing every job would take seconds)."""
-    import importlib.util
-    import re
-
-    modules = {**{c: m[0] for c, m in JOBS.items()}, **{f"bench {b}": m for b, m in BENCHES.items()}}
-    declared = re.compile(r"^MULTI_PROCESS = True\b", re.MULTILINE)
-    return [
-        command
-        for command, module in modules.items()
-        if declared.search(Path(importlib.util.find_spec(module).origin).read_text(encoding="utf-8"))
-    ]
+    """The commands that run on several processes (for the refusal message)."""
+    commands = {**JOBS, **{f"bench {name}": job for name, job in BENCHES.items()}}
+    return [command for command, job in commands.items() if job.multi_process]
 
 
-def run_job(module_name: str, args: argparse.Namespace) -> int:
+def run_job(spec: Job, args: argparse.Namespace) -> int:
     """Load the job's config (file or built-in name, + flags and key=value overrides), claim its output
     folder for the duration of the run, run it."""
     import importlib
 
     from simo_merge.config import ConfigError, load_config
 
-    job = importlib.import_module(module_name)
+    job = importlib.import_module(spec.module)
     flags = [
         f"{key}={getattr(args, flag[2:])}"
         for flag, (key, _) in getattr(job, "FLAGS", {}).items()
@@ -124,7 +148,7 @@ def run_job(module_name: str, args: argparse.Namespace) -> int:
     )
     from simo_merge.runtime import started
 
-    if cfg.runtime.processes() > 1 and not getattr(job, "MULTI_PROCESS", False):  # before any spawn
+    if cfg.runtime.processes() > 1 and not spec.multi_process:  # before any spawn
         raise ConfigError(
             f"runtime.devices={cfg.runtime.devices} runtime.num_nodes={cfg.runtime.num_nodes}: "
             f"{args.command} runs in one process for now; multi-process runs are supported by: "
@@ -151,22 +175,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("methods", help="list merge methods and transforms")
     p.set_defaults(func=cmd_methods)
 
-    for name, (module, help_, config_help, overrides_help) in JOBS.items():
-        p = sub.add_parser(name, help=help_)
-        p.add_argument("--config", help=config_help)
-        p.add_argument("overrides", nargs="*", help=overrides_help)
-        p.set_defaults(func=lambda args, module=module: run_job(module, args))
+    for name, job in JOBS.items():
+        p = sub.add_parser(name, help=job.help)
+        p.add_argument("--config", help=job.config_help)
+        p.add_argument("overrides", nargs="*", help=job.overrides_help)
+        p.set_defaults(func=lambda args, job=job: run_job(job, args))
 
-    p = sub.add_parser("bench", help="benchmarks: clip8 (eight-task CLIP classification, papers' table)")
+    suites = "; ".join(f"{name}: {job.help}" for name, job in BENCHES.items())
+    p = sub.add_parser("bench", help=f"benchmarks ({suites})")
     p.add_argument("suite", choices=sorted(BENCHES))
-    p.add_argument("--config", help="YAML file or built-in config name (e.g. clip8, clip8_standin)")
+    p.add_argument("--config", help="; ".join(job.config_help for job in BENCHES.values()))
     from simo_merge.jobs.clip8 import FLAGS
 
     for flag, (_, flag_help) in FLAGS.items():
         p.add_argument(flag, help=flag_help)
-    p.add_argument(
-        "overrides", nargs="*", help="e.g. methods=[task_arithmetic,ties,adamerging] realign=[surgery,deep]"
-    )
+    p.add_argument("overrides", nargs="*", help="; ".join(job.overrides_help for job in BENCHES.values()))
     p.set_defaults(func=lambda args: run_job(BENCHES[args.suite], args))
     return parser
 

@@ -65,7 +65,7 @@ class PoolConfig:
     """
 
     kind: str | None = None  # "dir" | "files" | "toy"; None: inferred from dir / base + experts
-    dir: str | None = None  # a pool folder (theta0, <task>, <task>_head safetensors); same as pool_dir=
+    dir: str | None = None  # a pool folder (theta0, <task>, <task>_head safetensors)
     base: str | None = None
     experts: dict[str, str] = field(default_factory=dict)
     heads: dict[str, str] = field(default_factory=dict)
@@ -76,26 +76,21 @@ class PoolConfig:
     scale: float = 0.05
     shared: float = 0.5
 
-    def resolve_kind(self, pool_dir: str | None = None) -> str:
-        """``dir``, ``files`` or ``toy``; a ConfigError names the keys when they are missing or mixed."""
-        return pool_kind(self, pool_dir)
-
     def validate(self) -> None:
-        self.resolve_kind()
+        pool_kind(self)
 
 
 POOL_KINDS = ("dir", "files", "toy")
 POOL_HOW = (
-    "give a pool folder (pool_dir=DIR or pool.dir=DIR), or files (pool.base=θ0 file and "
+    "give a pool folder (pool.dir=DIR), or files (pool.base=θ0 file and "
     "pool.experts.<task>=file, optional pool.heads.<task>=file), or pool.kind=toy for the generated pool"
 )
 
 
-def pool_kind(pool: PoolConfig, pool_dir: str | None = None) -> str:
-    """Which kind of pool the keys describe; a ConfigError names the keys that are missing or mixed."""
-    if pool_dir is not None and pool.dir is not None and str(pool_dir) != str(pool.dir):
-        raise ConfigError(f"pool_dir={pool_dir!r} and pool.dir={pool.dir!r} disagree: give one of them")
-    folder = pool.dir if pool.dir is not None else pool_dir
+def pool_kind(pool: PoolConfig) -> str:
+    """``dir``, ``files`` or ``toy``: which kind of pool the keys describe; a ConfigError names the keys
+    that are missing or mixed."""
+    folder = pool.dir
     files = [
         k
         for k, v in (("pool.base", pool.base), ("pool.experts", pool.experts), ("pool.heads", pool.heads))
@@ -105,7 +100,7 @@ def pool_kind(pool: PoolConfig, pool_dir: str | None = None) -> str:
     if kind is not None and kind not in POOL_KINDS:
         raise ConfigError(f"pool.kind must be one of {list(POOL_KINDS)} (or unset), got {kind!r}")
     if kind == "toy":
-        given = files + (["pool.dir/pool_dir"] if folder else [])
+        given = files + (["pool.dir"] if folder else [])
         if given:
             raise ConfigError(
                 f"pool.kind=toy generates its own experts and cannot be combined with {', '.join(given)}; "
@@ -114,11 +109,10 @@ def pool_kind(pool: PoolConfig, pool_dir: str | None = None) -> str:
         return "toy"
     if folder is not None and files:
         raise ConfigError(
-            f"a pool is either a folder (pool_dir/pool.dir={folder!r}) or files ({', '.join(files)}), "
-            "not both"
+            f"a pool is either a folder (pool.dir={folder!r}) or files ({', '.join(files)}), not both"
         )
     if kind == "dir" and folder is None:
-        raise ConfigError("pool.kind=dir needs pool.dir=DIR (or pool_dir=DIR)")
+        raise ConfigError("pool.kind=dir needs pool.dir=DIR")
     if kind == "files" and folder is not None:
         raise ConfigError(f"pool.kind=files takes pool.base/pool.experts, not a folder ({folder!r})")
     if folder is not None:

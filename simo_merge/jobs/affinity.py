@@ -23,7 +23,6 @@ from simo_merge.taskpool import TaskPool
 @dataclass
 class AffinityJobConfig:
     pool: PoolConfig = field(default_factory=PoolConfig)  # pool.dir, or pool.base + pool.experts/heads
-    pool_dir: str | None = None  # shorthand for pool.dir
     encoder: EncoderConfig | None = None  # default: the pool's; given, it must match the pool's
     data: DataConfig = field(default_factory=lambda: DataConfig(tasks=None))  # tasks: default the pool's
     k: float = 20.0  # top-k% magnitudes for the sign-conflict rate
@@ -39,12 +38,11 @@ class AffinityJobConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # device, processes, precision
 
     def validate(self) -> None:
-        pool_kind(self.pool, self.pool_dir)
+        pool_kind(self.pool)
 
 
 Config = AffinityJobConfig
 DEFAULT_CONFIG = None
-MULTI_PROCESS = True  # every evaluation reads rank shards and sums metric states; nothing reused from disk
 
 
 def output_folder(cfg: AffinityJobConfig) -> tuple[str, str]:

@@ -11,8 +11,8 @@ MNIST, DTD, Avg.] top-1 accuracy (%):
   :class:`simo_merge.merging.data.MergeData` over each task's unlabelled test images, at most
   ``max_unlabelled`` per task, a seeded subset (``null``: the whole test split), read from the test sets
   only when a batch draws them);
-- one row ``<method>+<realigner>`` per method and realigner in ``realign`` (realigned on the same
-  unlabelled test inputs for ``realign_params.steps`` steps, default 500).
+- one row ``<method>+<realigner>`` per method and each of ``realign.realigners`` (realigned on the same
+  unlabelled test inputs for ``realign.params.steps`` steps, default 500).
 - a per-task method (``tall_masks``: one model rebuilt per task) is one row in which each task is
   evaluated on its own model; no realigner is stacked on it.
 
@@ -64,7 +64,7 @@ from simo_merge.encoders import build_encoder
 from simo_merge.heads.zeroshot import zeroshot_heads
 from simo_merge.io.atomic import write_json, write_text
 from simo_merge.merging import MERGE_METHODS
-from simo_merge.merging.spec import MethodSpec, deprecated, method_specs
+from simo_merge.merging.spec import MethodSpec, method_specs
 from simo_merge.pool.clip_layout import Clip8Checkpoints, detect_layout, load_clip8_checkpoints
 from simo_merge.pool.expert_pool import ExpertPool
 from simo_merge.realign.config import RealignSettings
@@ -83,7 +83,7 @@ DEFAULT_METHOD_PARAMS: dict[str, dict[str, Any]] = {
 #: task_vectors tests SUN397 and DTD on their ``val`` folders
 DEFAULT_TEST_SPLITS: dict[str, str] = {"sun397": "val", "dtd": "val"}
 PRETRAINED = "Pretrained"
-#: realignment steps of a ``<method>+<realigner>`` row unless ``realign_params.steps`` says otherwise
+#: realignment steps of a ``<method>+<realigner>`` row unless ``realign.params.steps`` says otherwise
 DEFAULT_REALIGN_STEPS = 500
 
 
@@ -104,11 +104,9 @@ class Clip8Config:
     test_splits: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_TEST_SPLITS))
     # MethodSpec entries (a name, or {name: ..., params: {...}}), params over DEFAULT_METHOD_PARAMS
     methods: list[Any] = field(default_factory=lambda: ["task_arithmetic", "ties"])
-    method_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # deprecated: params in methods
-    # RealignSettings as two keys: realigners (names or {name, params}) and their shared RealignConfig fields
-    realign: list[Any] = field(default_factory=list)
-    realign_steps: int | None = None  # deprecated: realign_params.steps (default DEFAULT_REALIGN_STEPS)
-    realign_params: dict[str, Any] = field(default_factory=dict)
+    # realigners (names or {name, params}) stacked on every method's row, and the RealignConfig fields
+    # ``params`` they share (steps default DEFAULT_REALIGN_STEPS)
+    realign: RealignSettings = field(default_factory=RealignSettings)
     max_unlabelled: int | None = 256  # per task, for merge data and realignment; None: the whole test split
     batch_size: int = 128
     num_workers: int = 0
@@ -130,18 +128,12 @@ class Clip8Config:
             raise ConfigError(f"datasets: duplicates in {self.datasets}")
         from simo_merge.jobs._checks import check_method_list
 
-        specs = check_method_list("methods", self.methods, self.method_params, "method_params")
-        names = [spec.name for spec in specs]
-        for m in self.method_params:
-            if m not in names:
-                raise ConfigError(f"method_params: {m!r} is not in methods {names}")
+        specs = check_method_list("methods", self.methods)
         for i, spec in enumerate(specs):
             if spec.transforms or spec.grid is not None:
                 raise ConfigError(f"methods[{i}]: clip8 takes a method's name and params, no transforms/grid")
-        if self.realign_steps is not None:
-            deprecated("realign_steps", "realign_params.steps")
         try:
-            self.realign_settings().check("realign", realigners_key="realign", params_key="realign_params")
+            self.realign.check("realign")
         except ValueError as err:
             raise ConfigError(str(err)) from err
         too_few = self.max_unlabelled is not None and self.max_unlabelled < 1
@@ -151,13 +143,8 @@ class Clip8Config:
             )
 
     def specs(self) -> list[MethodSpec]:
-        """The methods as specs (``method_params`` folded in)."""
-        return method_specs(self.methods, "methods", self.method_params)
-
-    def realign_settings(self) -> RealignSettings:
-        """``realign`` + ``realign_params`` (+ the deprecated ``realign_steps``) in the one shape."""
-        steps = {} if self.realign_steps is None else {"steps": self.realign_steps}
-        return RealignSettings(list(self.realign), {**self.realign_params, **steps})
+        """The methods as specs."""
+        return method_specs(self.methods, "methods")
 
     def require_paths(self) -> None:
         """Both folders must be set before a run (the CLI may fill them in after loading the YAML)."""
@@ -265,7 +252,7 @@ def row_keys(cfg: Clip8Config, ckpt: Clip8Checkpoints | None = None) -> dict[str
     unlabelled = {"max_unlabelled": cfg.max_unlabelled, "seed": cfg.seed}
     keys = {PRETRAINED: _config_hash({**common, "row": PRETRAINED})}
     keys[INDIVIDUAL] = _config_hash({**common, "row": INDIVIDUAL})
-    settings = cfg.realign_settings()
+    settings = cfg.realign
     for m in [spec.name for spec in cfg.specs()]:
         facts = MERGE_METHODS.facts(m)
         method = {"method": m, "params": method_params(cfg, m), **(unlabelled if facts["needs_data"] else {})}
@@ -296,10 +283,10 @@ def split_of(cfg: Clip8Config, task: str) -> str:
 
 def realign_config(cfg: Clip8Config, realigner: str) -> RealignConfig:
     """The realignment run of row ``<method>+<realigner>``: on unlabelled inputs, so unsupervised unless
-    asked, for ``DEFAULT_REALIGN_STEPS`` steps unless ``realign_params`` (or the realigner's own params)
+    asked, for ``DEFAULT_REALIGN_STEPS`` steps unless ``realign.params`` (or the realigner's own params)
     set ``steps``."""
     defaults = {"objective": "unsupervised", "steps": DEFAULT_REALIGN_STEPS}
-    return cfg.realign_settings().config(realigner, defaults, seed=cfg.seed, progress=cfg.progress)
+    return cfg.realign.config(realigner, defaults, seed=cfg.seed, progress=cfg.progress)
 
 
 def stored_rows(rows_dir: Path, keys: dict[str, str]) -> dict[str, dict[str, float]]:
@@ -319,7 +306,6 @@ def stored_rows(rows_dir: Path, keys: dict[str, str]) -> dict[str, dict[str, flo
 
 
 Config = Clip8Config
-MULTI_PROCESS = True  # rows evaluated on rank shards, realigners' tables shared; rank 0 decides reuse, writes
 DEFAULT_CONFIG = None
 FLAGS = {  # command-line flags of ``bench clip8`` -> config keys
     "--model": ("model", "open_clip architecture, e.g. ViT-B-32, ViT-B-16, ViT-L-14"),
@@ -366,7 +352,7 @@ def run(cfg: Clip8Config) -> dict:
     if INDIVIDUAL not in raw:
         store(INDIVIDUAL, accuracy(taskpool.individual(INDIVIDUAL)))
     bar.update(1)
-    realigners = cfg.realign_settings().names()
+    realigners = cfg.realign.names()
     for m in [given.name for given in cfg.specs()]:
         spec = MethodSpec(m, method_params(cfg, m))  # the papers' defaults + the given params
         if MERGE_METHODS.facts(m).get("per_task"):

@@ -134,14 +134,6 @@ def selected_row(demo: Demo, test: TaskPool, val: TaskPool, spec: MethodSpec, va
     return row
 
 
-def merged_rows(demo: Demo, test: TaskPool, val: TaskPool, val_individual: Results) -> Rows:
-    """The ``merge.methods`` rows (WA, TA, TIES), λ chosen on val against ``val_individual``."""
-    table = Rows()
-    for spec in demo.cfg.merge.specs():
-        table.add(selected_row(demo, test, val, spec, val_individual))
-    return table
-
-
 def per_task_row(demo: Demo, test: TaskPool, spec: MethodSpec) -> Rows:
     """A method that rebuilds one model per task (TALL masks): each task evaluated on its own model."""
     name, params = MERGE_METHODS.facts(spec.name)["label"], spec.params
@@ -152,50 +144,53 @@ def per_task_row(demo: Demo, test: TaskPool, spec: MethodSpec) -> Rows:
     return Rows(rows={name: results}, info={name: {"params": shown}})
 
 
-def data_free_rows(demo: Demo, test: TaskPool, val: TaskPool, val_individual: Results) -> Rows:
-    """LiNeS, Consensus, Iso-C, Iso-CTS, TSV-M rows (scale chosen on val), and TALL masks per task; the
-    rows with one merged encoder (``states``) are those the data-free realigners then start from."""
-    table = Rows()
-    for spec in demo.cfg.data_free.specs():
-        if MERGE_METHODS.facts(spec.name).get("per_task"):
-            table.add(per_task_row(demo, test, spec))
-            continue
-        row = selected_row(demo, test, val, spec, val_individual)
-        table.add(row)
-        name, chosen = next(iter(row.chosen.items()))
-        demo.say(f"{name}: {row.info[name]['params']} (val NormPerf {chosen.get('val_norm_perf', '–')})")
-    return table
-
-
-def data_dependent_rows(demo: Demo, test: TaskPool) -> Rows:
-    """AdaMerging (task-/layer-wise), Fisher and RegMean rows, on unlabelled ``data_dependent.split``
-    inputs (one :class:`MergeData` for them all, its statistics cached in ``<output_dir>/stats``); a method
-    that records its coefficients gets a heatmap ``lambdas_<method>.png``."""
+def probe_data(demo: Demo, test: TaskPool) -> Any:
+    """The data-dependent merges' :class:`MergeData`: unlabelled ``merge.split`` inputs in batches of
+    ``merge.batch_size``, their statistics cached in ``<output_dir>/stats``."""
     from simo_merge.features.cache import FeatureCache
     from simo_merge.features.inputs import dataset_inputs
+
+    cfg, split = demo.cfg, demo.cfg.merge.split
+    inputs = dataset_inputs(demo.data.sets[split], list(demo.data.specs), f"{cfg.data.name}-{split}")
+    return merge_data(test, inputs, cfg.merge.batch_size, FeatureCache(demo.out / "stats"))
+
+
+def data_dependent_row(demo: Demo, test: TaskPool, spec: MethodSpec, probes: Any) -> Rows:
+    """A merge on unlabelled inputs (AdaMerging task-/layer-wise, Fisher, RegMean) from ``probes``
+    (:func:`probe_data`); a method that records its coefficients gets a heatmap ``lambdas_<method>.png``."""
     from simo_merge.merging.data.plots import lambda_heatmap
 
-    dd, cfg = demo.cfg.data_dependent, demo.cfg
-    inputs = dataset_inputs(demo.data.sets[dd.split], list(demo.data.specs), f"{cfg.data.name}-{dd.split}")
-    probes = merge_data(test, inputs, dd.batch_size, FeatureCache(demo.out / "stats"))
-    table = Rows()
-    for spec in dd.specs():
-        t0 = time.perf_counter()
-        record: dict[str, Any] = {}
-        state = merge(test, spec, record=record, merge_data=probes)
-        name = MERGE_METHODS.facts(spec.name)["label"]
-        shown = {k: v for k, v in spec.params.items() if k not in ("record", "progress")}
-        table.add(
-            Rows(
-                rows={name: test.evaluate(state, desc=f"test {name}")},
-                info={name: {"params": ", ".join(f"{k}={v}" for k, v in shown.items())}},
-                states={name: state},
-            )
-        )
-        if record:
-            lambda_heatmap(record, demo.out / f"lambdas_{spec.name}.png")
-        demo.timings[f"merge {name}"] = time.perf_counter() - t0
-        demo.say(f"{name}: merged in {demo.timings[f'merge {name}']:.0f}s")
+    t0 = time.perf_counter()
+    record: dict[str, Any] = {}
+    state = merge(test, spec, record=record, merge_data=probes)
+    name = MERGE_METHODS.facts(spec.name)["label"]
+    row = Rows(
+        rows={name: test.evaluate(state, desc=f"test {name}")},
+        info={name: {"params": ", ".join(f"{k}={v}" for k, v in spec.params.items())}},
+        states={name: state},
+    )
+    if record:
+        lambda_heatmap(record, demo.out / f"lambdas_{spec.name}.png")
+    demo.timings[f"merge {name}"] = time.perf_counter() - t0
+    demo.say(f"{name}: merged in {demo.timings[f'merge {name}']:.0f}s")
+    return row
+
+
+def merged_rows(demo: Demo, test: TaskPool, val: TaskPool, val_individual: Results) -> Rows:
+    """One row per ``merge.methods`` entry, in order, as its registered facts say: ``needs_data`` merges
+    on unlabelled inputs (:func:`data_dependent_row`), ``per_task`` one model per task
+    (:func:`per_task_row`), any other its ``scale`` chosen on val against ``val_individual``
+    (:func:`selected_row`). The rows with one merged encoder (``states``) are those realigners start from."""
+    table, probes = Rows(), None
+    for spec in demo.cfg.merge.specs(demo.cfg.full):
+        facts = MERGE_METHODS.facts(spec.name)
+        if facts["needs_data"]:
+            probes = probe_data(demo, test) if probes is None else probes
+            table.add(data_dependent_row(demo, test, spec, probes))
+        elif facts.get("per_task"):
+            table.add(per_task_row(demo, test, spec))
+        else:
+            table.add(selected_row(demo, test, val, spec, val_individual))
     return table
 
 
@@ -282,18 +277,19 @@ class RealignedRows:
 
 
 def realign_rows(
-    demo: Demo, test: TaskPool, states: dict[str, State], apply_to: list[str], settings: RealignSettings
+    demo: Demo, test: TaskPool, states: dict[str, State], targets: list[tuple[str, RealignSettings]]
 ) -> Rows:
-    """A ``<merge>+<realigner>`` row per pair, after each merged row's bias before realignment."""
-    realigners = settings.names()
-    if not realigners or not apply_to:
+    """For each (merged row, realigners' settings) of ``targets`` (``realign.apply_to``) with a realigner:
+    the merged row's bias before realignment, then a ``<row>+<realigner>`` row per realigner."""
+    targets = [(name, settings) for name, settings in targets if settings.names()]
+    if not targets:
         return Rows()
     rows = RealignedRows(demo, test, states)
     table = Rows()
-    for name in apply_to:
+    for name, settings in targets:
         merged = rows.merged_bias(name)
         table.add(merged)
-        for realigner in realigners:
+        for realigner in settings.names():
             table.add(rows.row(name, realigner, merged.bias[name]["before"], settings))
     table.trained_on = rows.inputs.trained_on
     return table
@@ -346,7 +342,6 @@ def write_results(demo: Demo, table: Rows, start: float) -> dict[str, Any]:
 
 Config = DemoConfig
 DEFAULT_CONFIG = "demo"  # configs/demo.yaml
-MULTI_PROCESS = True  # DDP training, sharded evaluation, shared feature tables; reuse decided by all ranks
 
 
 def output_folder(cfg: DemoConfig) -> tuple[str, str]:
@@ -364,15 +359,5 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     val_individual = val.individual("val")
     table = baseline_rows(test, mtl)
     table.add(merged_rows(demo, test, val, val_individual))
-    data_free = Rows()
-    if cfg.full:
-        table.add(data_dependent_rows(demo, test))
-        data_free = data_free_rows(demo, test, val, val_individual)
-        table.add(data_free)
-    rc = cfg.realign
-    apply_to = rc.apply_to + (cfg.data_dependent.realign_on if cfg.full else [])
-    on_merged = realign_rows(demo, test, table.states, apply_to, rc.current())
-    free = rc.current(cfg.data_free.realigners)  # the data-free rows' realigners, with realign's settings
-    on_free = realign_rows(demo, test, table.states, list(data_free.states), free)
-    table.add(on_merged).add(on_free)
+    table.add(realign_rows(demo, test, table.states, cfg.realign.targets(cfg.full)))
     return write_results(demo, table, start)

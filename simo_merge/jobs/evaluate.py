@@ -26,37 +26,35 @@ from simo_merge.taskpool import INDIVIDUAL, ResultsTable, TaskPool
 @dataclass
 class EvaluateConfig:
     pool: PoolConfig = field(default_factory=PoolConfig)  # pool.dir, or pool.base + pool.experts/heads
-    pool_dir: str | None = None  # shorthand for pool.dir
     encoder: EncoderConfig | None = None  # default: the pool's; given, it must match the pool's
     checkpoint: str | None = None  # merged encoder; None evaluates the experts only
     adapters: str | None = None  # realigned adapters/heads (simo-merge realign) applied on the checkpoint
     data: DataConfig = field(default_factory=lambda: DataConfig(tasks=None))  # tasks: default the pool's
     split: str = "test"
     batch_size: int = 64
-    output: str | None = None  # metrics JSON path (default: next to the checkpoint, or in pool_dir)
+    output: str | None = None  # metrics JSON path (default: next to the checkpoint, or in pool.dir)
     seed: int = 0
     threads: int = 2
     progress: bool = True
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # device, processes, precision
 
     def validate(self) -> None:
-        pool_kind(self.pool, self.pool_dir)
+        pool_kind(self.pool)
 
 
 def output_path(cfg: EvaluateConfig) -> Path:
-    """Where the metrics JSON goes: ``output``, else next to the checkpoint, else in ``pool_dir``."""
+    """Where the metrics JSON goes: ``output``, else next to the checkpoint, else in ``pool.dir``."""
     if cfg.output:
         return Path(cfg.output)
     if cfg.checkpoint:
         return Path(cfg.checkpoint).with_suffix(".metrics.json")
-    spec = describe(cfg.pool, cfg.pool_dir)
+    spec = describe(cfg.pool)
     if spec["kind"] == "dir":
         return Path(spec["dir"]) / "metrics.json"
     return Path("runs/evaluate/metrics.json")
 
 
 Config = EvaluateConfig
-MULTI_PROCESS = True  # each rank evaluates a shard; metrics are summed over ranks (training/evaluate.py)
 DEFAULT_CONFIG = None
 
 
@@ -97,7 +95,7 @@ def run(cfg: EvaluateConfig) -> dict[str, Any]:
         **table.results(),
         "split": cfg.split,
         "data": {t: data_label(cfg.data, t) for t in tasks},
-        "pool": describe(cfg.pool, cfg.pool_dir),
+        "pool": describe(cfg.pool),
         "checkpoint": cfg.checkpoint,
     }
     write_json(out, result, on_rank_zero())

@@ -14,7 +14,7 @@ from simo_merge.io.checkpoint import save_state
 from simo_merge.merging import MERGE_METHODS
 from simo_merge.merging.api import check_hyperparameters, resolved_merge_parameters
 from simo_merge.merging.spec import MethodSpec
-from simo_merge.pool.spec import describe, resolve_pool
+from simo_merge.pool.spec import describe, pool_kind, resolve_pool
 from simo_merge.runtime import RuntimeConfig, on_rank_zero
 from simo_merge.taskpool import TaskPool, merge
 
@@ -24,7 +24,6 @@ class MergeJobConfig:
     """``simo-merge merge``: pool + method -> merged checkpoint in ``output_dir``."""
 
     pool: PoolConfig = field(default_factory=PoolConfig)
-    pool_dir: str | None = None  # shorthand for pool.dir
     # the encoder architecture: read from the pool (θ0's sidecar); given here, it must match the pool's
     # (the toy pool is built from it; default: a tiny timm ViT)
     encoder: EncoderConfig | None = None
@@ -38,7 +37,7 @@ class MergeJobConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # device, processes, precision
 
     def validate(self) -> None:
-        self.pool.resolve_kind(self.pool_dir)
+        pool_kind(self.pool)
         if self.method.grid is not None:
             raise ConfigError(
                 f"method.grid={self.method.grid}: merge runs the method once; give its scale in method.params"
@@ -47,7 +46,6 @@ class MergeJobConfig:
 
 Config = MergeJobConfig
 DEFAULT_CONFIG = None  # no built-in default: a pool must be named (merge_toy generates one)
-MULTI_PROCESS = True  # AdaMerging splits batches over ranks (gradients summed); other merges run alike
 
 
 def output_folder(cfg: MergeJobConfig) -> tuple[str, str]:
@@ -66,7 +64,7 @@ def run(cfg: MergeJobConfig) -> dict[str, Any]:
             f"method {cfg.method.name!r} needs unlabelled inputs: give a data section (data.name=..., "
             "data.root=..., or data.per_task.<task>={name: ..., root: ...} for one data set per task)"
         )
-    pool = resolve_pool(cfg.pool, cfg.pool_dir, cfg.encoder, need_heads=needs_data, need_encoder=needs_data)
+    pool = resolve_pool(cfg.pool, cfg.encoder, need_heads=needs_data, need_encoder=needs_data)
     # data-dependent methods read the unlabelled inputs of the data's ``split``, streamed
     splits = build_task_splits(cfg.data, pool.tasks, cfg.split, cfg.seed) if needs_data else []
     taskpool = TaskPool(pool, splits, seed=cfg.seed, name=cfg.split)
@@ -82,7 +80,7 @@ def run(cfg: MergeJobConfig) -> dict[str, Any]:
             **resolved,  # hyperparameters / transforms with every default filled in
             "given": {"hyperparameters": cfg.method.params, "transforms": cfg.method.transforms},
             "tasks": pool.tasks,
-            "pool": describe(cfg.pool, cfg.pool_dir),
+            "pool": describe(cfg.pool),
             "sources": pool.sources,
             "encoder": pool.encoder_config or None,  # the pool's (θ0's sidecar), not a CLI default
             **(

@@ -21,6 +21,7 @@ from simo_merge.io.atomic import write_json, write_text
 from simo_merge.io.checkpoint import load_state, read_sidecar, state_hash
 from simo_merge.merging.spec import MethodSpec
 from simo_merge.pool.spec import check_checkpoint_encoder, describe, load_job_pool, pool_kind
+from simo_merge.realign.config import RealignSettings
 from simo_merge.realign.diagnostics import bias_plot, mean_bias, representation_bias, tsne_groups, tsne_plot
 from simo_merge.realign.inputs import InputsChoice, choose_inputs
 from simo_merge.realign.inputs import describe as describe_inputs
@@ -32,14 +33,17 @@ from simo_merge.training.eval_cache import EvaluationCache
 
 
 @dataclass
-class RealignJobConfig(RealignConfig):
-    """A realignment run; the realigner's own settings (``realigner=deep rank=16 ...``) are top-level keys."""
+class RealignJobConfig:
+    """A realignment run of one realigner on a merged encoder. ``realign`` is the realignment section of
+    every job (:class:`RealignSettings`, as in the demo and ``bench clip8``): ``realigners`` (here the
+    one trained: a name or ``{name: ..., params: {...}}``) and the RealignConfig fields ``params``
+    (``realign.params.rank=16 realign.params.steps=500``); the objective is unsupervised unless set."""
 
     pool: PoolConfig = field(default_factory=PoolConfig)  # pool.dir, or pool.base + pool.experts/heads
-    pool_dir: str | None = None  # shorthand for pool.dir
     encoder: EncoderConfig | None = None  # default: the pool's; given, it must match the pool's
     checkpoint: str | None = None  # merged encoder; None merges the pool with ``method`` first
     method: MethodSpec = field(default_factory=lambda: MethodSpec("task_arithmetic", {"lam": 0.4}))
+    realign: RealignSettings = field(default_factory=lambda: RealignSettings(["surgery"]))
     data: DataConfig = field(default_factory=lambda: DataConfig(tasks=None))  # tasks: default the pool's
     split: str = "val"  # unlabelled training inputs: held out from eval_split (see realign/inputs.py)
     test_time: bool = False  # the papers' setting: train on eval_split's unlabelled inputs instead
@@ -53,27 +57,40 @@ class RealignJobConfig(RealignConfig):
     reuse_evaluations: bool = True
     eval_cache_dir: str | None = None  # None: <output_dir>/../eval_cache, shared by sibling runs
     tsne: bool = True
+    seed: int = 0
+    progress: bool = True
     threads: int = 2
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # device, processes, precision
 
+    def realign_config(self) -> RealignConfig:
+        """The realigner's run, its recipe's values filled in (recipe=simo: supervised on label_split,
+        AdamW, OneCycle, clipping, one epoch)."""
+        (name,) = self.realign.names()
+        defaults = {"objective": "unsupervised"}
+        return self.realign.config(name, defaults, seed=self.seed, progress=self.progress).resolved()
+
     def validate(self) -> None:
         """Names and values fail here, before any data is read or anything trained."""
-        from simo_merge.jobs._checks import check_names
-        from simo_merge.realign import REALIGNERS
-
-        super().validate()
-        check_names("realigner", [self.realigner], REALIGNERS)
+        try:
+            self.realign.check("realign")
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+        if len(self.realign.names()) != 1:
+            raise ConfigError(
+                f"realign.realigners={self.realign.names()}: the realign job trains one realigner; name one"
+            )
+        self.realign_config().validate()
         if not self.checkpoint:
             try:
                 self.method.check("method")
             except ValueError as err:
                 raise ConfigError(str(err)) from err
-        pool_kind(self.pool, self.pool_dir)
+        pool_kind(self.pool)
         self.training_inputs()
 
     def training_inputs(self) -> InputsChoice:
         """The checked choice of realignment inputs (refuses the evaluated split unless test_time)."""
-        supervised = self.objective == "supervised"
+        supervised = self.realign_config().objective == "supervised"
         return choose_inputs(
             self.data,
             self.label_split if supervised else self.split,
@@ -86,7 +103,6 @@ class RealignJobConfig(RealignConfig):
 
 Config = RealignJobConfig
 DEFAULT_CONFIG = None
-MULTI_PROCESS = True  # feature-cache batches split over ranks, the same training on each; rank 0 writes
 
 
 def output_folder(cfg: RealignJobConfig) -> tuple[str, str]:
@@ -94,8 +110,8 @@ def output_folder(cfg: RealignJobConfig) -> tuple[str, str]:
 
 
 def run(cfg: RealignJobConfig) -> dict[str, Any]:
-    cfg = cfg.resolved()  # recipe=simo: supervised on label_split, AdamW, OneCycle, clipping, one epoch
     cfg.validate()
+    run_cfg = cfg.realign_config()
     torch.set_num_threads(cfg.threads)
     start = time.perf_counter()
     out = Path(cfg.output_dir)
@@ -128,20 +144,19 @@ def run(cfg: RealignJobConfig) -> dict[str, Any]:
     merged_hash = state_hash(merged_state)
     cache = FeatureCache(out / "cache" if cfg.disk_cache else None, cfg.cache_memory_mb)
     t0 = time.perf_counter()
-    run_cfg = RealignConfig(**{k: getattr(cfg, k) for k in RealignConfig.__dataclass_fields__})
     model, curve = realigned(taskpool, merged_state, run_cfg, inputs, cache)
     train_s = time.perf_counter() - t0
     save_realigned(
         out / "adapters.safetensors",
         model,
-        cfg.realigner,
+        run_cfg.realigner,
         {
-            "objective": cfg.objective,
-            "recipe": cfg.recipe,
+            "objective": run_cfg.objective,
+            "recipe": run_cfg.recipe,
             "merged": cfg.checkpoint or f"{merged_name} {cfg.method.params}",
             "merged_hash": merged_hash,  # evaluate refuses these adapters on another model
-            "pool": describe(cfg.pool, cfg.pool_dir),
-            "steps": cfg.steps,
+            "pool": describe(cfg.pool),
+            "steps": run_cfg.steps,
             "loss_first_last": [curve[0], curve[-1]] if curve else [],
             "trained_on": trained_on,
         },
@@ -156,17 +171,17 @@ def run(cfg: RealignJobConfig) -> dict[str, Any]:
         lambda: representation_bias(merged_encoder, experts, eval_images),
     )
     after = representation_bias(model, experts, eval_images)
-    bias_plot(before, after, out / "bias.png", f"representation bias, {merged_name} + {cfg.realigner}")
+    bias_plot(before, after, out / "bias.png", f"representation bias, {merged_name} + {run_cfg.realigner}")
     if cfg.tsne:
         tsne_plot(
             tsne_groups(merged_encoder, model, experts, eval_images),
             out / "tsne.png",
-            f"t-SNE of last-block features: {merged_name} before/after {cfg.realigner}",
+            f"t-SNE of last-block features: {merged_name} before/after {run_cfg.realigner}",
             cfg.seed,
         )
     rows = {INDIVIDUAL: taskpool.individual("expert")}
     rows[merged_name] = taskpool.evaluate(merged_state, desc=merged_name)
-    name = f"{merged_name}+{cfg.realigner}"
+    name = f"{merged_name}+{run_cfg.realigner}"
     rows[name] = taskpool.evaluate_model(model, desc=name)
     extra = {
         name: {"trained params": f"{model.num_trainable():,}", "bias": f"{mean_bias(after):.4f}"},
@@ -198,7 +213,8 @@ def run(cfg: RealignJobConfig) -> dict[str, Any]:
     )
     print(table)
     print(
-        f"realigned with {cfg.realigner}, recipe {cfg.recipe} ({model.num_trainable():,} trained parameters, "
+        f"realigned with {run_cfg.realigner}, recipe {run_cfg.recipe} ({model.num_trainable():,} trained "
+        "parameters, "
         f"{len(curve)} iterations, {train_s:.1f}s); mean bias {mean_bias(before):.4f} -> "
         f"{mean_bias(after):.4f}; {evals.hits} evaluations of unchanged checkpoints reused; wrote {out}"
     )

@@ -13,7 +13,6 @@ from simo_merge.training.recipes import CachedTraining
 
 Config = DemoConfig
 DEFAULT_CONFIG = "demo"
-MULTI_PROCESS = True  # θ0 pretraining and expert fine-tuning run as DDP (training/loop.py); rank 0 writes
 
 
 def output_folder(cfg: DemoConfig) -> tuple[str, str]:

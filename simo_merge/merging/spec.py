@@ -4,15 +4,11 @@ Every job reads it: ``merge``/``realign``'s ``method:`` section is one spec; the
 lists are lists of them, where a bare name stands for ``{name: <name>}``::
 
     methods: [weight_average, {name: ties, params: {k: 20}}, {name: lines, grid: [0.5, 1.0]}]
-
-The older shape, a list of names next to a ``method -> params`` dict, is still read: :func:`method_specs`
-folds the dict into the list.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -81,21 +77,10 @@ class MethodSpec:
                 raise ValueError(f"{key}.grid: {self.grid!r} must be a non-empty list of finite numbers")
 
 
-def method_specs(
-    entries: Iterable[Any],
-    key: str,
-    params: Mapping[str, Mapping[str, Any]] | None = None,
-    grids: Mapping[str, list[float]] | None = None,
-) -> list[MethodSpec]:
-    """``entries`` (names, mappings or specs) as specs, with the older per-method ``params`` / ``grids``
-    dicts folded in (their values win over the entry's); entries are named ``key[i]`` in errors."""
+def method_specs(entries: Iterable[Any], key: str) -> list[MethodSpec]:
+    """``entries`` (names, mappings or specs) as specs; entries are named ``key[i]`` in errors, and a
+    method given twice is refused (each method is one row)."""
     specs = [MethodSpec.parse(entry, f"{key}[{i}]") for i, entry in enumerate(entries)]
-    for spec in specs:
-        extra = dict((params or {}).get(spec.name) or {})
-        if extra:
-            spec.params = {**spec.params, **extra}
-        if grids and spec.name in grids:
-            spec.grid = list(grids[spec.name])
     names = [s.name for s in specs]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
@@ -107,8 +92,3 @@ def check_specs(specs: list[MethodSpec], key: str) -> None:
     """:meth:`MethodSpec.check` on each of a job's list ``key``; names the entry ``key[i]``."""
     for i, spec in enumerate(specs):
         spec.check(f"{key}[{i}]", name_key=key)
-
-
-def deprecated(old: str, new: str) -> None:
-    """Warn that the config key ``old`` is an older shape, read as ``new``."""
-    warnings.warn(f"config key {old} is deprecated: write {new}", FutureWarning, stacklevel=3)

@@ -2,8 +2,7 @@
 
 A pool is given in one of three ways, the same on every command::
 
-    pool_dir=runs/demo/experts            # a pool folder: theta0 + <task> + <task>_head .safetensors
-    pool.dir=runs/demo/experts            # the same
+    pool.dir=runs/demo/experts            # a pool folder: theta0 + <task> + <task>_head .safetensors
     pool.base=theta0.safetensors pool.experts.a=a.safetensors pool.heads.a=a_head.safetensors
     pool.kind=toy                         # generated experts (merge smoke runs); only when named
 
@@ -27,11 +26,11 @@ from simo_merge.io.checkpoint import load_state, read_sidecar
 from simo_merge.pool.expert_pool import ExpertPool
 
 
-def describe(pool: PoolConfig, pool_dir: str | None = None) -> dict[str, Any]:
+def describe(pool: PoolConfig) -> dict[str, Any]:
     """The pool spec as recorded in sidecars and metrics (kind + its paths)."""
-    kind = pool_kind(pool, pool_dir)
+    kind = pool_kind(pool)
     if kind == "dir":
-        return {"kind": "dir", "dir": str(pool.dir if pool.dir is not None else pool_dir)}
+        return {"kind": "dir", "dir": str(pool.dir)}
     if kind == "files":
         return {"kind": "files", "base": pool.base, "experts": dict(pool.experts), "heads": dict(pool.heads)}
     return {"kind": "toy", "seed": pool.seed, "scale": pool.scale, "shared": pool.shared}
@@ -178,7 +177,6 @@ def _check_needs(result: ExpertPool, need_heads: bool, need_encoder: bool) -> No
 
 def resolve_pool(
     pool: PoolConfig,
-    pool_dir: str | None = None,
     encoder: EncoderConfig | None = None,
     tasks: list[str] | None = None,
     need_heads: bool = False,
@@ -189,8 +187,8 @@ def resolve_pool(
     ``need_heads``/``need_encoder``: the command rebuilds models, so every task needs a head and the pool
     an encoder config; a ConfigError says which key to give otherwise.
     """
-    kind = pool_kind(pool, pool_dir)
-    folder = pool.dir if pool.dir is not None else pool_dir
+    kind = pool_kind(pool)
+    folder = pool.dir
     where = {"dir": f"pool folder {folder}", "files": "pool.experts", "toy": "pool.kind=toy"}[kind]
     if tasks and pool.tasks and list(tasks) != list(pool.tasks):
         raise ConfigError(f"pool.tasks={pool.tasks} and the tasks asked for ({tasks}) disagree; give one")
@@ -229,8 +227,6 @@ def check_checkpoint_encoder(pool: ExpertPool, checkpoint: str | os.PathLike) ->
 
 
 def load_job_pool(cfg: Any) -> ExpertPool:
-    """The pool of a job config with ``pool``, ``pool_dir``, ``encoder`` and ``data`` (tasks: ``pool.tasks``,
-    else ``data.tasks``, else all of the pool's), with heads and an encoder config to rebuild models."""
-    return resolve_pool(
-        cfg.pool, cfg.pool_dir, cfg.encoder, cfg.data.tasks, need_heads=True, need_encoder=True
-    )
+    """The pool of a job config with ``pool``, ``encoder`` and ``data`` (tasks: ``pool.tasks``, else
+    ``data.tasks``, else all of the pool's), with heads and an encoder config to rebuild models."""
+    return resolve_pool(cfg.pool, cfg.encoder, cfg.data.tasks, need_heads=True, need_encoder=True)

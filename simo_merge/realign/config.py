@@ -36,7 +36,8 @@ REFERENCE_SCHEDULE_REALIGNERS = ("surgery", "deep")
 
 @dataclass
 class RealignConfig:
-    """One realignment run (the CLI's ``realigner=deep objective=unsupervised rank=16`` etc.)."""
+    """One realignment run: a realigner and its settings (what a job's ``realign`` section, a
+    :class:`RealignSettings`, gives it: the shared ``params`` and its own entry's)."""
 
     realigner: str = "surgery"
     objective: str = "unsupervised"

@@ -11,7 +11,7 @@ TINY = [
     "mtl.probe_steps=1",
     "mtl.finetune_steps=2",
     "merge.lam_grid=[0.3,1.0]",
-    "realign.steps=2",
+    "realign.params.steps=2",
     "realign.apply_to=[TA]",
     "progress=false",
 ]

@@ -22,6 +22,7 @@ from simo_merge.io.checkpoint import CheckpointError
 from simo_merge.jobs import clip8 as clip_bench
 from simo_merge.jobs.clip8 import Clip8Config, row_keys
 from simo_merge.jobs.clip8 import run as run_clip8
+from simo_merge.realign.config import RealignSettings
 from simo_merge.taskpool import TaskPool
 from tests.helpers.clip8_fixture import ARCH, NAMES, STANDIN, tv_classes
 from tests.helpers.clip8_fixture import overrides as _overrides
@@ -33,7 +34,8 @@ def test_end_to_end_tables_and_resume(fixture_dirs, tmp_path, monkeypatch):
     root, text = fixture_dirs
     out = tmp_path / "run"
     cfg = load_config(Clip8Config, STANDIN, _overrides(root, text, out))
-    assert cfg.model == ARCH and cfg.methods == ["task_arithmetic", "ties"] and cfg.realign == ["surgery"]
+    assert cfg.model == ARCH and cfg.methods == ["task_arithmetic", "ties"]
+    assert cfg.realign == RealignSettings(["surgery"], {"steps": 3, "batch_size": 4})
     from simo_merge.pool.clip_layout import detect_layout
 
     assert detect_layout(root / "ckpt", ARCH, cfg.datasets) == "task_vectors"
@@ -115,9 +117,8 @@ def test_end_to_end_tables_and_resume(fixture_dirs, tmp_path, monkeypatch):
     assert calls == [] and again["computed"] == [] and again["rows"] == result["rows"]
     # a changed ties λ recomputes ties and ties+surgery only; a deleted row file is recomputed
     (out / "rows" / "Pretrained.json").unlink()
-    third = run_clip8(
-        load_config(Clip8Config, STANDIN, _overrides(root, text, out, "method_params={ties: {lam: 1.0}}"))
-    )
+    ties = "methods=[task_arithmetic, {name: ties, params: {lam: 1.0}}]"
+    third = run_clip8(load_config(Clip8Config, STANDIN, _overrides(root, text, out, ties)))
     assert third["computed"] == ["Pretrained", "ties", "ties+surgery"]
     assert calls == ["Pretrained", "ties", "ties+surgery"]
     assert third["rows"]["Pretrained"] == result["rows"]["Pretrained"]
@@ -139,12 +140,12 @@ def test_open_clip_layout_text_heads_and_errors(fixture_dirs, tmp_path):
         checkpoints=str(tmp_path / "oc"),
         data=str(root / "data"),
         datasets=["mnist", "svhn"],
-        methods=["task_arithmetic", "adamerging", "fisher", "regmean"],
-        method_params={
-            "adamerging": {"steps": 2},
-            "fisher": {"num_batches": 1},
-            "regmean": {"num_batches": 1},
-        },
+        methods=[
+            "task_arithmetic",
+            {"name": "adamerging", "params": {"steps": 2}},
+            {"name": "fisher", "params": {"num_batches": 1}},
+            {"name": "regmean", "params": {"num_batches": 1}},
+        ],
         max_unlabelled=3,
         output_dir=str(tmp_path / "out"),
         progress=False,
@@ -159,13 +160,15 @@ def test_open_clip_layout_text_heads_and_errors(fixture_dirs, tmp_path):
     assert set(rows["task_arithmetic"]["accuracy"]) == {"mnist", "svhn"}
 
     real = load_config(
-        Clip8Config, STANDIN.parent / "clip8.yaml", ["methods=[ties,adamerging]", "realign=[surgery]"]
+        Clip8Config,
+        STANDIN.parent / "clip8.yaml",
+        ["methods=[ties,adamerging]", "realign.realigners=[surgery]"],
     )
     assert (real.model, real.datasets, real.methods, real.realign) == (
         "ViT-B-32",
         list(CLIP8_TASKS),
         ["ties", "adamerging"],
-        ["surgery"],
+        RealignSettings(["surgery"], {"steps": 500}),
     )
     assert real.test_splits == {"sun397": "val", "dtd": "val"} and not real.allow_pickle
     with pytest.raises(ConfigError, match="unknown merge method 'nope'"):

@@ -17,7 +17,7 @@ from tests.helpers.clip8_fixture import overrides as _overrides
 
 def test_data_free_rows_with_deep_and_taps(fixture_dirs, tmp_path, monkeypatch):  # noqa: F811
     root, text = fixture_dirs
-    extra = ["methods=[iso_cts,tall_masks]", "realign=[deep,taps]", "method_params={iso_cts: {lam: 1.5}}"]
+    extra = ["methods=[{name: iso_cts, params: {lam: 1.5}}, tall_masks]", "realign.realigners=[deep,taps]"]
     cfg = load_config(Clip8Config, STANDIN, _overrides(root, text, tmp_path / "run", *extra))
     assert list(row_keys(cfg)) == [
         "Pretrained", "Individual", "iso_cts", "iso_cts+deep", "iso_cts+taps", "tall_masks",
@@ -35,7 +35,7 @@ def test_data_free_rows_with_deep_and_taps(fixture_dirs, tmp_path, monkeypatch):
     result = run_clip8(cfg)
     assert list(result["rows"]) == list(row_keys(cfg))
     assert realigned == ["deep", "taps"]
-    # models evaluated: θ0, 8 experts, Iso-CTS (λ = 1.5 from method_params), then one TALL model per task
+    # models evaluated: θ0, 8 experts, Iso-CTS (λ = 1.5 from its params), then one TALL model per task
     assert len(states) == 1 + 8 + 1 + 8
     pool = clip_bench.ExpertPool(states[0], dict(zip(CLIP8_TASKS, states[1:9], strict=True)))
     key = "transformer.resblocks.1.mlp.c_fc.weight"

@@ -32,7 +32,7 @@ class Counting(torch.utils.data.Dataset):
 
 def test_only_the_sampled_items_are_read_and_rows_equal_the_stacked_subset(fixture_dirs, tmp_path):  # noqa: F811
     root, text = fixture_dirs
-    extra = ["datasets=[mnist,svhn]", "max_unlabelled=3", "realign_params={steps: 2, batch_size: 2}"]
+    extra = ["datasets=[mnist,svhn]", "max_unlabelled=3", "realign.params={steps: 2, batch_size: 2}"]
     cfg = load_config(Clip8Config, STANDIN, _overrides(root, text, tmp_path / "run", *extra))
     taskpool = clip_bench.build_taskpool(cfg, clip_bench.load_checkpoints(cfg))
     taskpool.splits = [(Counting(ds), tasks) for ds, tasks in taskpool.splits]

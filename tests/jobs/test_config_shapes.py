@@ -1,119 +1,213 @@
-"""One config shape for "merge method + params" (MethodSpec) and one for realignment settings
-(RealignSettings): the older keys load to the same configs, and bad names / values name their key."""
+"""One config shape for "merge method + params" (MethodSpec), one for realignment settings
+(RealignSettings: ``realign: {realigners, params}`` in the demo, the realign job and bench clip8), one
+way to name a pool folder (``pool.dir``); the older keys are unknown keys, and bad names / values name
+their key."""
 
 from __future__ import annotations
-
-import warnings
 
 import pytest
 
 from simo_merge.config import ConfigError, load_config
-from simo_merge.jobs.clip8 import Clip8Config, method_params, row_keys
+from simo_merge.jobs.clip8 import DEFAULT_REALIGN_STEPS, Clip8Config, method_params, realign_config, row_keys
 from simo_merge.jobs.demo import DemoConfig
 from simo_merge.jobs.merge import MergeJobConfig
+from simo_merge.jobs.realign import RealignJobConfig
+from simo_merge.merging import MERGE_METHODS
 from simo_merge.merging.spec import MethodSpec, method_specs
-from simo_merge.realign.config import RealignSettings
+from simo_merge.realign.config import RealignConfig, RealignSettings
 from tests.helpers import REPO
 
-OLD_DEMO = [
-    "merge.methods=[weight_average, task_arithmetic, ties]",
-    "merge.params={ties: {k: 20}}",
-    "realign.realigners=[surgery, heads]",
-    "realign.params={}",
-    "realign.steps=7",
-    "realign.rank=8",
-    "realign.objectives={heads: supervised}",
-    "realign.recipes={surgery: simo}",
-    "full=true",
-    "data_dependent.methods=[adamerging, fisher]",
-    "data_dependent.realign_on=[]",
-    "data_dependent.params={adamerging: {steps: 2}, fisher: {num_batches: 1}}",
-    "data_free.methods=[lines, iso_c]",
-    "data_free.params={iso_c: {lam: 1.5}}",
-    "data_free.grids={lines: [0.2, 0.9]}",
-]
-NEW_DEMO = [
-    "merge.methods=[weight_average, task_arithmetic, {name: ties, params: {k: 20}}]",
-    "realign.realigners=[{name: surgery, params: {recipe: simo}},"
-    " {name: heads, params: {objective: supervised}}]",
-    "realign.params={steps: 7, rank: 8}",
-    "full=true",
-    "data_dependent.methods=[{name: adamerging, params: {steps: 2}},"
-    " {name: fisher, params: {num_batches: 1}}]",
-    "data_dependent.realign_on=[]",
-    "data_free.methods=[{name: lines, grid: [0.2, 0.9]}, {name: iso_c, params: {lam: 1.5}}]",
-]
+BASIC_ROWS = ["WA", "TA", "TIES"]
+DATA_FREE_ROWS = ["LiNeS", "Consensus", "Iso-C", "Iso-CTS", "TSV-M"]
+FULL_ROWS = [*BASIC_ROWS, "AdaMerging", "AdaMerging-LW", "Fisher", "RegMean"]
+FULL_ROWS += ["LiNeS", "Consensus", "TALL masks", "Iso-C", "Iso-CTS", "TSV-M"]
 
 
-def _demo(overrides: list[str]) -> DemoConfig:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        return load_config(DemoConfig, None, overrides)
+def _rows(cfg: DemoConfig) -> list[str]:
+    return [MERGE_METHODS.facts(spec.name)["label"] for spec in cfg.merge.specs(cfg.full)]
 
 
-def _settings(cfg: DemoConfig) -> dict:
-    """What the demo runs: method specs per section and each realigner's training config."""
-    rc = cfg.realign.current()
-    free = cfg.realign.current(cfg.data_free.realigners)
-    return {
-        "merge": cfg.merge.specs(),
-        "data_dependent": cfg.data_dependent.specs(),
-        "data_free": cfg.data_free.specs(),
-        "realign": {r: rc.config(r, seed=1) for r in rc.names()},
-        "data_free_realign": {r: free.config(r, seed=1) for r in free.names()},
-    }
+def _targets(cfg: DemoConfig) -> list[tuple[str, list[str]]]:
+    return [(row, settings.names()) for row, settings in cfg.realign.targets(cfg.full)]
 
 
-def test_demo_sweep_in_old_and_new_shape_loads_to_equal_configs():
-    old, new = _settings(_demo(OLD_DEMO)), _settings(_demo(NEW_DEMO))
-    assert old == new
-    assert new["data_free"][0] == MethodSpec("lines", grid=[0.2, 0.9])
-    surgery, heads = new["realign"]["surgery"], new["realign"]["heads"]
-    assert (surgery.steps, surgery.rank, surgery.recipe, surgery.objective) == (7, 8, "simo", "unsupervised")
-    assert heads.objective == "supervised"
+def test_null_methods_and_apply_to_are_the_preset_of_full():
+    basic = load_config(DemoConfig, None, [])
+    assert (basic.merge.methods, basic.realign.apply_to) == (None, None)
+    assert basic.merge.specs(False) == [
+        MethodSpec("weight_average"),
+        MethodSpec("task_arithmetic"),
+        MethodSpec("ties", {"k": 20}),
+    ]
+    every = ["surgery", "deep", "shared-deep", "taps", "heads"]
+    assert _rows(basic) == BASIC_ROWS and _targets(basic) == [("TA", every), ("TIES", every)]
+    full = load_config(DemoConfig, None, ["full=true"])
+    assert _rows(full) == FULL_ROWS
+    assert _targets(full) == [
+        ("TA", every),
+        ("TIES", every),
+        ("AdaMerging-LW", every),
+        *[(row, ["deep", "taps"]) for row in DATA_FREE_ROWS],  # TALL masks has no one merged encoder
+    ]
+    specs = {spec.name: spec for spec in full.merge.specs(True)}
+    assert specs["adamerging"].params == {"steps": 100} and specs["fisher"].params == {"num_batches": 8}
+    assert specs["regmean"].params == {"alpha": 0.9, "num_batches": 8} and specs["lines"].grid is None
+    # the presets are copies: a run cannot change what the next config resolves to
+    specs["ties"].params["k"] = 99
+    assert load_config(DemoConfig, None, []).merge.specs(False)[2].params == {"k": 20}
 
 
-def test_old_demo_keys_warn_and_new_ones_do_not():
-    with pytest.warns(FutureWarning, match="merge.params is deprecated"):
-        load_config(DemoConfig, None, ["merge.params={ties: {k: 20}}"])
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", FutureWarning)
-        load_config(DemoConfig, None, NEW_DEMO)  # the default config itself is in the new shape
-
-
-def test_shipped_demo_config_equals_the_old_defaults():
-    """configs/demo.yaml (new shape) runs what its older form ran."""
-    shipped = load_config(DemoConfig, REPO / "configs" / "demo.yaml")
-    old = _demo(
+def test_given_methods_and_apply_to_replace_the_preset():
+    cfg = load_config(
+        DemoConfig,
+        None,
         [
-            "merge.methods=[weight_average, task_arithmetic, ties]",
-            "merge.params={ties: {k: 20}}",
-            "realign.realigners=[surgery, deep, shared-deep, taps, heads]",
-            "realign.params={}",
-            "realign.steps=100",
-            "realign.rank=16",
-            "realign.objectives={heads: supervised}",
-            "realign.split=test",
-            "realign.test_time=true",
-        ]
+            "full=true",
+            "merge.methods=[task_arithmetic, {name: adamerging, params: {steps: 2}}, tall_masks,"
+            " {name: lines, grid: [0.2, 0.9]}]",
+            "realign.realigners=[surgery, {name: deep, params: {lr: 0.01}}]",
+            "realign.params={steps: 7, rank: 8}",
+            "realign.apply_to=[TA, {row: LiNeS, realigners: [deep, {name: taps, params: {rank: 4}}]}]",
+        ],
     )
-    assert _settings(shipped)["merge"] == _settings(old)["merge"]
-    assert _settings(shipped)["realign"] == _settings(old)["realign"]
+    assert _rows(cfg) == ["TA", "AdaMerging", "TALL masks", "LiNeS"]
+    assert cfg.merge.specs(True)[3] == MethodSpec("lines", grid=[0.2, 0.9])
+    (ta, on_ta), (lines, on_lines) = cfg.realign.targets(True)
+    assert (ta, on_ta.names(), lines, on_lines.names()) == (
+        "TA",
+        ["surgery", "deep"],
+        "LiNeS",
+        ["deep", "taps"],
+    )
+    deep, taps = on_lines.config("deep"), on_lines.config("taps")
+    assert (deep.lr, deep.steps, deep.rank) == (0.01, 7, 8)  # its params in realign.realigners, shared
+    assert (taps.rank, taps.steps) == (4, 7)  # the entry's own params over the shared ones
+    assert on_ta.config("deep") == deep
 
 
-def test_clip8_old_and_new_shape_load_to_equal_configs_and_row_keys():
+def test_a_per_task_row_has_no_merged_encoder_to_realign():
+    given = ["merge.methods=[task_arithmetic, tall_masks]", "realign.apply_to=[TA]"]
+    assert _rows(load_config(DemoConfig, None, given)) == ["TA", "TALL masks"]
+    with pytest.raises(
+        ConfigError, match=r"names \['TALL masks'\], which are not rows of one merged encoder"
+    ):
+        load_config(
+            DemoConfig, None, [*given, "realign.apply_to=[TA, {row: TALL masks, realigners: [deep]}]"]
+        )
+    # a row without realigners trains nothing, so it is not checked
+    load_config(DemoConfig, None, [*given, "realign.apply_to=[{row: TALL masks, realigners: []}]"])
+
+
+def test_data_dependent_inputs_are_merge_split_and_batch_size():
+    cfg = load_config(DemoConfig, None, ["merge.split=val", "merge.batch_size=4"])
+    assert (cfg.merge.split, cfg.merge.batch_size) == ("val", 4)
+    with pytest.raises(ConfigError, match="merge.batch_size must be >= 1"):
+        load_config(DemoConfig, None, ["merge.batch_size=0"])
+    # the split is checked only when a method reads it
+    load_config(DemoConfig, None, ["merge.split=nope"])
+    with pytest.raises(ConfigError, match="data.splits has no 'nope' entry"):
+        load_config(DemoConfig, None, ["merge.split=nope", "merge.methods=[fisher]", "realign.apply_to=[]"])
+
+
+def test_shipped_demo_config_runs_the_basic_rows_with_its_realigners():
+    shipped = load_config(DemoConfig, REPO / "configs" / "demo.yaml")
+    assert not shipped.full and _rows(shipped) == BASIC_ROWS
+    assert [row for row, _ in shipped.realign.targets(False)] == ["TA", "TIES"]
+    settings = shipped.realign.settings()
+    assert settings.names() == ["surgery", "deep", "shared-deep", "taps", "heads"]
+    surgery, heads = settings.config("surgery", seed=1), settings.config("heads", seed=1)
+    assert (surgery.steps, surgery.rank, surgery.objective) == (100, 16, "unsupervised")
+    assert (heads.steps, heads.rank, heads.objective) == (100, 16, "supervised")
+    gpu = load_config(DemoConfig, REPO / "configs" / "demo_gpu.yaml")
+    assert _rows(gpu) == BASIC_ROWS and [row for row, _ in gpu.realign.targets(False)] == ["TA", "TIES"]
+    assert gpu.realign.settings().config("deep").batch_size == 64
+    assert _rows(load_config(DemoConfig, REPO / "configs" / "demo.yaml", ["full=true"])) == FULL_ROWS
+
+
+@pytest.mark.parametrize(
+    "schema,override,key",
+    [
+        (DemoConfig, "merge.params={ties: {k: 20}}", "merge.params"),
+        (DemoConfig, "data_dependent.methods=[fisher]", "data_dependent"),
+        (DemoConfig, "data_free.grids={lines: [0.2]}", "data_free"),
+        (DemoConfig, "realign.steps=2", "realign.steps"),
+        (DemoConfig, "realign.objectives={heads: supervised}", "realign.objectives"),
+        (DemoConfig, "realign.recipes={surgery: simo}", "realign.recipes"),
+        (Clip8Config, "method_params={ties: {k: 10}}", "method_params"),
+        (Clip8Config, "realign_steps=3", "realign_steps"),
+        (Clip8Config, "realign_params={steps: 3}", "realign_params"),
+        (RealignJobConfig, "realigner=deep", "realigner"),
+        (RealignJobConfig, "rank=4", "rank"),
+        (MergeJobConfig, "pool_dir=runs/demo/experts", "pool_dir"),
+    ],
+)
+def test_older_keys_are_unknown_keys(schema, override, key):
+    with pytest.raises(ConfigError, match=rf"invalid config at key '{key}'"):
+        load_config(schema, None, [override])
+
+
+def test_clip8_methods_and_realign_section():
     common = ["checkpoints=/c", "data=/d"]
-    old = [*common, "methods=[task_arithmetic, ties]", "method_params={ties: {k: 10}}"]
-    old += ["realign=[surgery]", "realign_steps=3", "realign_params={batch_size: 4}"]
-    new = [*common, "methods=[task_arithmetic, {name: ties, params: {k: 10}}]"]
-    new += ["realign=[surgery]", "realign_params={steps: 3, batch_size: 4}"]
-    with pytest.warns(FutureWarning):
-        a = load_config(Clip8Config, None, old)
-    b = load_config(Clip8Config, None, new)
-    assert a.specs() == b.specs() and method_params(a, "ties") == method_params(b, "ties")
-    assert method_params(b, "ties") == {"k": 10, "lam": 0.3, "merge_func": "sum"}
-    assert a.realign_settings().config("surgery") == b.realign_settings().config("surgery")
-    assert row_keys(a) == row_keys(b)  # resumed runs keep their rows
+    cfg = load_config(
+        Clip8Config,
+        None,
+        [*common, "methods=[task_arithmetic, {name: ties, params: {k: 10}}]", "realign.realigners=[surgery]"],
+    )
+    assert cfg.specs() == [MethodSpec("task_arithmetic"), MethodSpec("ties", {"k": 10})]
+    assert method_params(cfg, "ties") == {"k": 10, "lam": 0.3, "merge_func": "sum"}  # over the papers'
+    run = realign_config(cfg, "surgery")
+    assert (run.steps, run.objective, run.seed) == (DEFAULT_REALIGN_STEPS, "unsupervised", cfg.seed)
+    keys = row_keys(cfg)
+    assert list(keys) == ["Pretrained", "Individual", "task_arithmetic", "task_arithmetic+surgery"] + [
+        "ties",
+        "ties+surgery",
+    ]
+    # the default number of steps written out is the same row: resumed runs keep their rows
+    same = load_config(
+        Clip8Config,
+        None,
+        [
+            *common,
+            "methods=[task_arithmetic, {name: ties, params: {k: 10}}]",
+            "realign={realigners: [surgery], params: {steps: 500}}",
+        ],
+    )
+    assert row_keys(same) == keys
+    fewer = load_config(
+        Clip8Config, None, [*common, "realign.realigners=[surgery]", "realign.params.steps=3"]
+    )
+    assert (
+        realign_config(fewer, "surgery").steps == 3
+        and row_keys(fewer)["ties+surgery"] != keys["ties+surgery"]
+    )
+
+
+def test_realign_job_trains_the_one_realigner_of_its_realign_section():
+    cfg = load_config(
+        RealignJobConfig,
+        None,
+        ["pool.dir=p", "realign.realigners=[deep]", "realign.params={rank: 8, steps: 3}", "seed=5"],
+    )
+    assert cfg.realign == RealignSettings(["deep"], {"rank": 8, "steps": 3})
+    assert cfg.realign_config() == RealignConfig(realigner="deep", rank=8, steps=3, seed=5)
+    default = load_config(RealignJobConfig, None, ["pool.dir=p", "realign.realigners=[heads]"])
+    assert default.realign_config().objective == "unsupervised"  # unless set, as before
+    simo = load_config(RealignJobConfig, None, ["pool.dir=p", "realign.params.recipe=simo"])
+    run = simo.realign_config()
+    assert (run.realigner, run.objective, run.optimizer, run.train_heads) == (
+        "surgery",
+        "supervised",
+        "adamw",
+        True,
+    )
+    with pytest.raises(
+        ConfigError, match=r"realign.realigners=\['deep', 'taps'\]: the realign job trains one"
+    ):
+        load_config(RealignJobConfig, None, ["pool.dir=p", "realign.realigners=[deep, taps]"])
+    with pytest.raises(ConfigError, match="realign.realigners: unknown realigner 'deeep'"):
+        load_config(RealignJobConfig, None, ["pool.dir=p", "realign.realigners=[deeep]"])
+    with pytest.raises(ConfigError, match=r"realign.params: unknown realignment setting\(s\) \['seed'\]"):
+        load_config(RealignJobConfig, None, ["pool.dir=p", "realign.params={seed: 1}"])
 
 
 def test_merge_job_method_is_a_method_spec():
@@ -146,6 +240,19 @@ def test_merge_job_method_is_a_method_spec():
             "realign.realigners=[{name: deep, params: {stepz: 1}}]",
             r"realign.realigners\[0\].params: unknown realignment setting\(s\) \['stepz'\]",
         ),
+        (
+            "realign.apply_to=[TA, {rows: TIES}]",
+            r"realign.apply_to\[1\]: a row name or \{row: NAME, realigners",
+        ),
+        (
+            "realign.apply_to=[{row: TA, realigners: [tapz]}]",
+            r"realign.apply_to\[0\].realigners: unknown realigner 'tapz'",
+        ),
+        ("realign.apply_to=[TA, WAT]", r"realign.apply_to names \['WAT'\], which are not rows of one merged"),
+        (
+            "merge.methods=[task_arithmetic, tall_masks]",  # the preset names TIES; TALL masks is per task
+            r"realign.apply_to \(null: the preset of full=False\) names \['TIES'\]",
+        ),
     ],
 )
 def test_bad_method_or_setting_names_its_key(override, message):
@@ -157,16 +264,14 @@ def test_clip8_bad_names_name_their_key():
     common = ["checkpoints=/c", "data=/d"]
     with pytest.raises(ConfigError, match=r"methods\[1\].params.ties: unknown hyper-parameter\(s\) \['q'\]"):
         load_config(Clip8Config, None, [*common, "methods=[task_arithmetic, {name: ties, params: {q: 1}}]"])
-    with pytest.raises(ConfigError, match="realign: unknown realigner 'srgery'"):
-        load_config(Clip8Config, None, [*common, "realign=[srgery]"])
-    with pytest.raises(ConfigError, match=r"realign_params: unknown realignment setting\(s\) \['seed'\]"):
-        load_config(Clip8Config, None, [*common, "realign=[surgery]", "realign_params={seed: 1}"])
+    with pytest.raises(ConfigError, match="realign.realigners: unknown realigner 'srgery'"):
+        load_config(Clip8Config, None, [*common, "realign.realigners=[srgery]"])
+    with pytest.raises(ConfigError, match=r"realign.params: unknown realignment setting\(s\) \['seed'\]"):
+        load_config(Clip8Config, None, [*common, "realign.realigners=[surgery]", "realign.params={seed: 1}"])
 
 
 def test_library_shapes_from_python():
-    specs = method_specs(
-        ["task_arithmetic", {"name": "ties", "params": {"k": 20}}], "methods", {"ties": {"lam": 1}}
-    )
+    specs = method_specs(["task_arithmetic", {"name": "ties", "params": {"k": 20, "lam": 1}}], "methods")
     assert specs == [MethodSpec("task_arithmetic"), MethodSpec("ties", {"k": 20, "lam": 1})]
     assert [s.compact() for s in specs] == [
         "task_arithmetic",

@@ -188,7 +188,7 @@ def test_evaluate_command_on_a_merged_checkpoint(demo_run, tmp_path, capsys):
         main(
             [
                 "evaluate",
-                f"pool_dir={pool}",
+                f"pool.dir={pool}",
                 f"checkpoint={tmp_path}/merged.safetensors",
                 "data.size=[32,32]",
                 "data.num_samples={test: 8}",
@@ -225,12 +225,10 @@ def test_realign_command_then_evaluate_with_its_adapters(demo_run, tmp_path, cap
         main(
             [
                 "realign",
-                f"pool_dir={pool}",
+                f"pool.dir={pool}",
                 f"checkpoint={tmp_path}/merged.safetensors",
-                "realigner=deep",
-                "objective=unsupervised",
-                "rank=4",
-                "steps=3",
+                "realign.realigners=[deep]",
+                "realign.params={objective: unsupervised, rank: 4, steps: 3}",
                 *data,
                 f"output_dir={out}",
             ]
@@ -264,7 +262,7 @@ def test_realign_command_then_evaluate_with_its_adapters(demo_run, tmp_path, cap
         main(
             [
                 "evaluate",
-                f"pool_dir={pool}",
+                f"pool.dir={pool}",
                 f"checkpoint={tmp_path}/merged.safetensors",
                 f"adapters={out}/adapters.safetensors",
                 f"output={tmp_path}/eval.json",
@@ -277,13 +275,13 @@ def test_realign_command_then_evaluate_with_its_adapters(demo_run, tmp_path, cap
     for task, metrics in realigned["rows"]["ties+deep"].items():
         for key, value in metrics.items():
             assert evaluated["rows"]["ties+deep"][task][key] == pytest.approx(value, rel=1e-5, abs=1e-6)
-    assert main(["realign", f"pool_dir={pool}", "realigner=nope", *data, f"output_dir={out}"]) == 2
+    assert main(["realign", f"pool.dir={pool}", "realign.realigners=[nope]", *data, f"output_dir={out}"]) == 2
     assert "unknown realigner 'nope'" in capsys.readouterr().err
     # the evaluated split only by name: test_time=true (the papers' setting), recorded as such
-    assert main(["realign", f"pool_dir={pool}", "split=test", *data, f"output_dir={out}"]) == 2
+    assert main(["realign", f"pool.dir={pool}", "split=test", *data, f"output_dir={out}"]) == 2
     assert "split='test'" in capsys.readouterr().err
     tt = tmp_path / "test_time"
-    args = [f"pool_dir={pool}", f"checkpoint={tmp_path}/merged.safetensors", "realigner=surgery", "steps=1"]
+    args = [f"pool.dir={pool}", f"checkpoint={tmp_path}/merged.safetensors", "realign.params.steps=1"]
     args += ["tsne=false", *data, f"output_dir={tt}"]
     assert main(["realign", *args, "test_time=true"]) == 0
     second = json.loads((tt / "metrics.json").read_text())
@@ -305,7 +303,8 @@ def test_realign_command_with_the_simo_recipe(demo_run, tmp_path):
     pool = demo_run / "experts"
     data = ["data.size=[32,32]", "data.num_samples={val: 8, test: 8}", "progress=false"]
     out = tmp_path / "simo"
-    args = ["realign", f"pool_dir={pool}", "realigner=shared-deep", "recipe=simo", "rank=4", "batch_size=4"]
+    args = ["realign", f"pool.dir={pool}", "realign.realigners=[shared-deep]"]
+    args += ["realign.params={recipe: simo, rank: 4, batch_size: 4}"]
     assert main([*args, *data, f"output_dir={out}", "tsne=false"]) == 0
     meta = read_sidecar(out / "adapters.safetensors")
     assert meta["recipe"] == "simo" and meta["objective"] == "supervised" and meta["train_heads"]
@@ -321,7 +320,7 @@ def test_affinity_command_writes_every_file(demo_run, tmp_path, capsys):
         main(
             [
                 "affinity",
-                f"pool_dir={demo_run / 'experts'}",
+                f"pool.dir={demo_run / 'experts'}",
                 "data.size=[32,32]",
                 "data.num_samples={val: 8, test: 8}",
                 "transfer_lambdas=[0.0,0.5,1.0]",
@@ -350,22 +349,27 @@ def test_affinity_command_writes_every_file(demo_run, tmp_path, capsys):
     assert "Spearman" in capsys.readouterr().out
 
 
-def test_full_demo_adds_data_dependent_rows(tmp_path):
-    out = tmp_path / "full"
-    steps = (
-        "data_dependent.params={adamerging: {steps: 2}, adamerging_layerwise: {steps: 2}, "
-        "fisher: {num_batches: 1}, regmean: {num_batches: 1}}"
+def test_demo_data_dependent_rows_and_realigners_per_row(tmp_path):
+    out = tmp_path / "data_dependent"
+    methods = (
+        "merge.methods=[task_arithmetic, {name: adamerging, params: {steps: 2}},"
+        " {name: adamerging_layerwise, params: {steps: 2}}, {name: fisher, params: {num_batches: 1}},"
+        " {name: regmean, params: {num_batches: 1}}, lines]"
     )
-    realigners = "realign.realigners=[surgery, heads]"
-    assert main(["demo", *TINY, realigners, "full=true", steps, f"output_dir={out}"]) == 0
+    realign = [
+        "realign.realigners=[surgery, heads]",
+        "realign.apply_to=[TA, AdaMerging-LW, {row: LiNeS, realigners: [taps]}]",
+    ]
+    assert main(["demo", *TINY, methods, *realign, f"output_dir={out}"]) == 0
     result = json.loads((out / "metrics.json").read_text())
-    for row in ("AdaMerging", "AdaMerging-LW", "Fisher", "RegMean", "AdaMerging-LW+surgery"):
-        assert row in result["rows"], row
+    merged = ["TA", "AdaMerging", "AdaMerging-LW", "Fisher", "RegMean", "LiNeS"]
+    realigned = ["TA+surgery", "TA+heads", "AdaMerging-LW+surgery", "AdaMerging-LW+heads", "LiNeS+taps"]
+    # merged rows in merge.methods order, then realigned rows in realign.apply_to order
+    assert list(result["rows"]) == ["Individual", "MTL", "Pretrained θ0 + expert heads", *merged, *realigned]
     assert (out / "lambdas_adamerging_layerwise.png").is_file()
-    # the data-free rows' realigners (deep, taps: unsupervised) come last; the record of the supervised
-    # heads realigner's inputs, trained before them, is kept
-    assert "TA+heads" in result["rows"] and "LiNeS+taps" in result["rows"]
-    assert set(result["realign_trained_on"]) == {"unsupervised", "supervised"}
+    assert result["merge_params"]["LiNeS"]["beta"] in (0.2, 0.4, 0.6, 0.8, 1.0)
+    # the supervised heads realigner's inputs and the unsupervised ones' are both recorded
+    assert list(result["realign_trained_on"]) == ["unsupervised", "supervised"]
     assert (
         "Realigners (supervised): Adapters trained on synthetic_scenes/val" in (out / "report.md").read_text()
     )

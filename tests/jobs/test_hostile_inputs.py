@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from simo_merge.config import PoolConfig
 from simo_merge.io.checkpoint import CheckpointError, load_state
 
 # ------------------------------------------------------------------- a tiny protocol-4 pickle writer
@@ -435,8 +436,8 @@ def test_output_paths_that_cannot_work_fail_at_start(tmp_path, capsys):
     assert f"output_dir={a_file}/sub: cannot write there" in capsys.readouterr().err
     # evaluate checks its output before anything else (the pool folder does not even exist)
     with pytest.raises(OutputPathError, match=rf"output={tmp_path}: is a folder"):
-        run_evaluate(EvaluateConfig(pool_dir=str(tmp_path / "nope"), output=str(tmp_path)))
-    assert main(["evaluate", f"pool_dir={tmp_path / 'nope'}", f"output={a_file}/m.json"]) == 2
+        run_evaluate(EvaluateConfig(pool=PoolConfig(dir=str(tmp_path / "nope")), output=str(tmp_path)))
+    assert main(["evaluate", f"pool.dir={tmp_path / 'nope'}", f"output={a_file}/m.json"]) == 2
     assert f"the folder of output={a_file}: exists and is not a folder" in capsys.readouterr().err
 
 
@@ -614,15 +615,17 @@ def test_yaml_syntax_errors_and_non_mappings_name_the_file(tmp_path, capsys):
         ("merge.methods=[task_arithmetic,tiez]", "merge.methods: unknown merge method 'tiez'"),
         ("merge.lam_grid=[]", "merge.lam_grid: empty"),
         ("merge.lam_grid=[0.3,.nan]", "merge.lam_grid: nan is not a finite number"),
-        ("merge.params={ties: {k: abc}}", "merge.params.ties: k='abc' must be a number"),
-        ("merge.params={ties: {kk: 3}}", r"merge.params.ties: unknown hyper-parameter\(s\) \['kk'\]"),
+        (
+            "merge.methods=[{name: ties, params: {k: abc}}]",
+            r"merge.methods\[0\].params.ties: k='abc' must be a",
+        ),
+        ("merge.methods=[{name: ties, params: {kk: 3}}]", r"ties: unknown hyper-parameter\(s\) \['kk'\]"),
         ("realign.realigners=[surgery,deeep]", "realign.realigners: unknown realigner 'deeep'"),
-        ("realign.apply_to=[TA,WAT]", r"realign.apply_to / realign_on name \['WAT'\]"),
-        ("realign.objectives={surgery: supervisd}", "realign.objectives.surgery='supervisd'"),
-        ("realign.rank=0", "realign: rank, batch_size must be >= 1"),
+        ("realign.apply_to=[TA,WAT]", r"realign.apply_to names \['WAT'\]"),
+        ("realign.params.objective=supervisd", "objective must be one of"),
+        ("realign.params.rank=0", "realign: rank, batch_size must be >= 1"),
         ("data.num_samples={train: 4, val: 8, test: 8}", "data.num_samples.train=4 < data.batch_size=8"),
-        ("full=true", None),  # valid: the defaults of the full demo pass
-        ("data_dependent.methods=[adamerging,fishr]", None),  # only checked when full=true
+        ("full=true", None),  # valid: the full demo's preset passes
     ],
 )
 def test_demo_settings_that_cannot_work_fail_before_any_training(tmp_path, capsys, override, message):
@@ -641,15 +644,17 @@ def test_demo_settings_that_cannot_work_fail_before_any_training(tmp_path, capsy
     assert not (tmp_path / "out" / "experts").exists()  # nothing trained, nothing written
 
 
-def test_full_demo_checks_its_data_dependent_names(tmp_path):
+def test_demo_checks_its_data_dependent_names(tmp_path):
     from simo_merge.config import ConfigError, load_config
     from simo_merge.jobs.demo import DemoConfig
 
-    with pytest.raises(ConfigError, match="data_dependent.methods: unknown merge method 'fishr'"):
-        load_config(DemoConfig, None, [*TINY_DEMO, "full=true", "data_dependent.methods=[adamerging,fishr]"])
-    with pytest.raises(ConfigError, match="data_dependent.params.fisher: num_batches=1.5 must be an integer"):
+    with pytest.raises(ConfigError, match="merge.methods: unknown merge method 'fishr'"):
+        load_config(DemoConfig, None, [*TINY_DEMO, "merge.methods=[adamerging,fishr]"])
+    with pytest.raises(
+        ConfigError, match=r"merge.methods\[0\].params.fisher: num_batches=1.5 must be an integer"
+    ):
         load_config(
-            DemoConfig, None, [*TINY_DEMO, "full=true", "data_dependent.params={fisher: {num_batches: 1.5}}"]
+            DemoConfig, None, [*TINY_DEMO, "merge.methods=[{name: fisher, params: {num_batches: 1.5}}]"]
         )
 
 
@@ -658,16 +663,16 @@ def test_realign_and_bench_names_and_values_fail_at_load(tmp_path):
     from simo_merge.jobs.clip8 import Clip8Config
     from simo_merge.jobs.realign import RealignJobConfig
 
-    with pytest.raises(ConfigError, match="realigner: unknown realigner 'deeep'"):
-        load_config(RealignJobConfig, None, ["realigner=deeep"])
+    with pytest.raises(ConfigError, match="realign.realigners: unknown realigner 'deeep'"):
+        load_config(RealignJobConfig, None, ["realign.realigners=[deeep]"])
     with pytest.raises(ConfigError, match="method.params.task_arithmetic: lam=nan must be finite"):
         load_config(RealignJobConfig, None, ["method.params.lam=.nan"])
     with pytest.raises(ConfigError, match="method.name: unknown merge method 'tsk'"):
         load_config(RealignJobConfig, None, ["method.name=tsk"])
     # with a checkpoint nothing is merged, so the method name is not checked
-    load_config(RealignJobConfig, None, ["method.name=tsk", "checkpoint=m.safetensors", "pool_dir=p"])
-    with pytest.raises(ConfigError, match=r"method_params.ties: lam=\[1, 2\] must be a number"):
-        load_config(Clip8Config, None, ["method_params={ties: {lam: [1, 2]}}"])
+    load_config(RealignJobConfig, None, ["method.name=tsk", "checkpoint=m.safetensors", "pool.dir=p"])
+    with pytest.raises(ConfigError, match=r"methods\[0\].params.ties: lam=\[1, 2\] must be a number"):
+        load_config(Clip8Config, None, ["methods=[{name: ties, params: {lam: [1, 2]}}]"])
 
 
 def test_an_empty_training_loader_is_an_error_not_a_hang():
@@ -698,7 +703,7 @@ def test_adapters_trained_on_another_checkpoint_are_refused(tmp_path):
 
     def run(checkpoint, adapters):
         cfg = EvaluateConfig(
-            pool_dir=str(tmp_path / "no_pool"),
+            pool=PoolConfig(dir=str(tmp_path / "no_pool")),
             checkpoint=str(tmp_path / checkpoint),
             adapters=str(tmp_path / adapters),
             output=str(tmp_path / "m.json"),

@@ -101,7 +101,7 @@ def test_affinity_on_two_processes_equals_one(demo_two, tmp_path):
     pool = demo_two[0] / "experts"
     args = [
         "affinity",
-        f"pool_dir={pool}",
+        f"pool.dir={pool}",
         "data.size=[32,32]",
         "data.num_samples={val: 8, test: 8}",
         "transfer_lambdas=[0.0,0.5,1.0]",

@@ -51,7 +51,7 @@ def test_config_loads_with_the_papers_settings(name: str, tmp_path: Path) -> Non
         "test": "test",
     }
     assert cfg.merge.lam_grid == [round(0.1 * i, 1) for i in range(11)]
-    realign = cfg.realign.current()
+    realign = cfg.realign.settings()
     assert realign.names() == ["heads", "shared-deep"]
     assert {realign.config(r).objective for r in realign.names()} == {"supervised"}
     assert realign.config("heads").rank == 16

@@ -122,9 +122,9 @@ def test_siso_pool_end_to_end_from_the_cli(setup, capsys):
     test_sets, val_sets = task_sets(roots, "test"), task_sets(roots, "val")
     assert {t: len(s) for t, s in test_sets.items()} == {"dtd": 6, "resisc45": 9}
 
-    # merge: pool folder given as pool_dir; same tensors as the Python API
+    # merge: pool folder given as pool.dir; same tensors as the Python API
     assert (
-        main(["merge", f"pool_dir={pool_dir}", "method.params.lam=0.5", f"output_dir={out / 'merge'}"]) == 0
+        main(["merge", f"pool.dir={pool_dir}", "method.params.lam=0.5", f"output_dir={out / 'merge'}"]) == 0
     )
     merged_path = out / "merge" / "merged.safetensors"
     merged = load_state(merged_path)
@@ -144,7 +144,7 @@ def test_siso_pool_end_to_end_from_the_cli(setup, capsys):
         *data[:-1],
         f"output_dir={run}",
     ]
-    assert main(["merge", f"pool_dir={pool_dir}", *args]) == 0, capsys.readouterr().err
+    assert main(["merge", f"pool.dir={pool_dir}", *args]) == 0, capsys.readouterr().err
     merge_data = MergeData(make_encoder, pool.frozen_heads(), pool.experts, val_images, "val", progress=False)
     expected = merge(pool, "adamerging", merge_data=merge_data, steps=2, lr=0.1, progress=False)
     got = load_state(run / "merged.safetensors")
@@ -163,8 +163,9 @@ def test_siso_pool_end_to_end_from_the_cli(setup, capsys):
     assert {"surgery", "deep", "shared-deep", "taps", "heads"} <= set(realigners)
     for r in realigners:
         run = out / f"realign_{r}"
-        args = [f"pool.dir={pool_dir}", f"checkpoint={merged_path}", f"realigner={r}", "steps=3", "rank=4"]
-        args += ["batch_size=4", "split=val", "eval_split=test", "tsne=false", *data, f"output_dir={run}"]
+        args = [f"pool.dir={pool_dir}", f"checkpoint={merged_path}", f"realign.realigners=[{r}]"]
+        args += ["realign.params={steps: 3, rank: 4, batch_size: 4}", "split=val", "eval_split=test"]
+        args += ["tsne=false", *data, f"output_dir={run}"]
         assert main(["realign", *args]) == 0, capsys.readouterr().err
         result = json.loads((run / "metrics.json").read_text())
         cfg = RealignConfig(realigner=r, steps=3, rank=4, batch_size=4, progress=False)
@@ -212,7 +213,7 @@ def test_siso_pool_end_to_end_from_the_cli(setup, capsys):
 
     # affinity: measured transfer and interference on each task's own data set
     args = ["transfer_lambdas=[0.0,1.0]", "select_lambdas=[0.5,1.0]", *data, f"output_dir={out / 'affinity'}"]
-    assert main(["affinity", f"pool_dir={pool_dir}", *args]) == 0, capsys.readouterr().err
+    assert main(["affinity", f"pool.dir={pool_dir}", *args]) == 0, capsys.readouterr().err
     got = json.loads((out / "affinity" / "affinity.json").read_text())
 
     def evaluator(sets):

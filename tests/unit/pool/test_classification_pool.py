@@ -231,7 +231,7 @@ def test_classification_pool_from_a_saved_theta0_through_the_cli(tmp_path, capsy
         )
         == 0
     )
-    assert main(["evaluate", f"pool_dir={pool}", f"checkpoint={merged}/merged.safetensors", *data]) == 0
+    assert main(["evaluate", f"pool.dir={pool}", f"checkpoint={merged}/merged.safetensors", *data]) == 0
     result = json.loads((merged / "merged.metrics.json").read_text())
     individual = {t: result["rows"]["Individual"][t]["accuracy"] for t in ("color", "size")}
     assert individual["color"] > 0.6 and individual["size"] > 0.75, individual  # chance: 1/3 and 1/2
@@ -246,12 +246,10 @@ def test_classification_pool_from_a_saved_theta0_through_the_cli(tmp_path, capsy
             main(
                 [
                     "realign",
-                    f"pool_dir={pool}",
+                    f"pool.dir={pool}",
                     f"checkpoint={merged}/merged.safetensors",
-                    f"realigner={realigner}",
-                    f"objective={objective}",
-                    "steps=20",
-                    "rank=8",
+                    f"realign.realigners=[{realigner}]",
+                    f"realign.params={{objective: {objective}, steps: 20, rank: 8}}",
                     "tsne=false",
                     f"output_dir={out_dir}",
                     *data,
@@ -267,7 +265,7 @@ def test_classification_pool_from_a_saved_theta0_through_the_cli(tmp_path, capsy
             main(
                 [
                     "evaluate",
-                    f"pool_dir={pool}",
+                    f"pool.dir={pool}",
                     f"checkpoint={merged}/merged.safetensors",
                     f"adapters={out_dir}/adapters.safetensors",
                     f"output={out_dir}/eval.json",
@@ -287,7 +285,7 @@ def test_classification_pool_from_a_saved_theta0_through_the_cli(tmp_path, capsy
         main(
             [
                 "affinity",
-                f"pool_dir={pool}",
+                f"pool.dir={pool}",
                 "select_lambdas=[0.5]",
                 "transfer_lambdas=[0,1]",
                 f"output_dir={aff}",

@@ -63,7 +63,7 @@ def test_resolved_parameters_include_transform_defaults(files, tmp_path):
     code = main(
         [
             "merge",
-            f"pool_dir={files}",
+            f"pool.dir={files}",
             "pool.kind=files",
             f"pool.base={files}/theta0.safetensors",
             f"pool.experts.a={files}/a.safetensors",
@@ -93,8 +93,8 @@ def test_resolved_parameters_include_transform_defaults(files, tmp_path):
     ("args", "needle"),
     [
         (["pool.kind=toy", "pool.base=x.safetensors"], "pool.kind=toy generates its own experts"),
-        (["pool_dir=somewhere", "pool.base=x.safetensors", "pool.experts.a=a"], "not both"),
-        (["pool_dir=a", "pool.dir=b"], "disagree"),
+        (["pool.dir=somewhere", "pool.base=x.safetensors", "pool.experts.a=a"], "not both"),
+        (["pool_dir=a"], "invalid config at key 'pool_dir'"),  # one way to name a folder: pool.dir
         (["pool.experts.a=a.safetensors"], "missing pool.base"),
         ([], "no pool given"),
         (["pool.kind=zip"], "pool.kind must be one of"),
@@ -176,7 +176,6 @@ def test_tasks_default_to_the_pools_and_unknown_tasks_are_named(files):
 
 def test_pool_kind_inference():
     assert pool_kind(PoolConfig(dir="p")) == "dir"
-    assert pool_kind(PoolConfig(), "p") == "dir"
     assert pool_kind(PoolConfig(base="t", experts={"a": "a"})) == "files"
     assert pool_kind(PoolConfig(kind="toy")) == "toy"
     with pytest.raises(ConfigError, match="pool.kind=dir needs pool.dir"):
@@ -223,7 +222,7 @@ def test_the_readme_pool_config_loads_on_every_command(tmp_path):
     path.write_text(block)
     for schema in (MergeJobConfig, RealignJobConfig, EvaluateConfig, AffinityJobConfig):
         cfg = load_config(schema, path, ["checkpoint=m.safetensors"] if hasattr(schema, "checkpoint") else [])
-        assert pool_kind(cfg.pool, cfg.pool_dir) == "files"
+        assert pool_kind(cfg.pool) == "files"
         assert cfg.encoder == EncoderConfig("open_clip", "ViT-B-32")
         groups = task_groups(cfg.data, list(cfg.pool.experts))
         assert [(g.name, g.splits["test"]) for g, _ in groups] == [

@@ -120,13 +120,11 @@ def test_key_groups_follow_blocks():
 def run_realign_cli(pool_dir, out, *overrides):
     args = [
         "realign",
-        f"pool_dir={pool_dir}",
+        f"pool.dir={pool_dir}",
         "data.size=[32,32]",
         "data.num_samples={val: 10, test: 6}",
-        "realigner=surgery",
-        "rank=4",
-        "steps=4",
-        "batch_size=4",
+        "realign.realigners=[surgery]",
+        "realign.params={rank: 4, steps: 4, batch_size: 4}",
         "tsne=false",
         "threads=1",
         "cache_memory_mb=0",  # the tables go to disk: rank 0 writes, every rank reads its file
@@ -160,7 +158,7 @@ def test_two_process_realign_equals_one_process(pool_dir, tmp_path):
 
 
 def run_merge_cli(pool_dir, out, *overrides):
-    args = ["merge", f"pool_dir={pool_dir}"]
+    args = ["merge", f"pool.dir={pool_dir}"]
     args += ["method.name=adamerging_layerwise", "method.params={steps: 4, lr: 0.05, progress: false}"]
     args += [
         "data.size=[32,32]",

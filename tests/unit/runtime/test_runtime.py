@@ -94,7 +94,7 @@ def pool_dir(tmp_path_factory):
 def run_evaluate(pool_dir, out, *overrides):
     args = [
         "evaluate",
-        f"pool_dir={pool_dir}",
+        f"pool.dir={pool_dir}",
         "data.size=[32,32]",
         "data.num_samples.test=37",
         "batch_size=8",
@@ -129,17 +129,20 @@ def test_two_processes_evaluate_exactly_like_one(pool_dir, tmp_path):
 
 
 def test_single_process_commands_refuse_several_processes_before_spawning(capsys, monkeypatch):
-    """Every command runs on several processes now; a job without ``MULTI_PROCESS`` (here the demo with
-    its declaration switched off) is refused before a second process is launched."""
-    from simo_merge.cli import main
-    from simo_merge.jobs import demo
+    """Every command runs on several processes now; a job whose table entry says ``multi_process=False``
+    (here the demo, switched off) is refused before a second process is launched, and the message lists
+    the commands that do run on several."""
+    from dataclasses import replace
 
-    monkeypatch.setattr(demo, "MULTI_PROCESS", False)
-    code = main(["demo", "runtime.accelerator=cpu", "runtime.devices=2", "output_dir=/nonexistent/x"])
+    from simo_merge import cli
+
+    assert all(job.multi_process for job in [*cli.JOBS.values(), *cli.BENCHES.values()])
+    monkeypatch.setitem(cli.JOBS, "demo", replace(cli.JOBS["demo"], multi_process=False))
+    code = cli.main(["demo", "runtime.accelerator=cpu", "runtime.devices=2", "output_dir=/nonexistent/x"])
     err = capsys.readouterr().err
     assert code == 2 and "runtime.devices=2" in err and "demo runs in one process" in err
-    every = "merge, demo, train-experts, realign, affinity, evaluate, bench clip8"
-    assert err.rstrip().endswith(f"supported by: {every}")
+    others = "merge, train-experts, realign, affinity, evaluate, bench clip8"
+    assert err.rstrip().endswith(f"supported by: {others}")
     assert err.count("error") == 1  # refused before a second process was launched
 
 

@@ -171,13 +171,15 @@ def evaluate_expert(pool_dir, task: str, runtime_cfg: RuntimeConfig | None = Non
 
 
 def test_bf16_mixed_on_cpu_stays_near_fp32(pool_dir):
-    """Evaluation under bf16 autocast: every metric within 5% (relative) or 0.5 (absolute, rates in %)
-    of fp32 on this random pool; the metrics themselves accumulate in fp32."""
+    """Evaluation under bf16 autocast: every metric within 5% (relative) or 0.05 (absolute, rates in %)
+    of fp32 on this random pool (measured: at most 1.4% relative, 0.055 absolute, on metrics from 0.76
+    to 99); the metrics themselves accumulate in fp32. (An absolute 0.5 let the small ones, a depth
+    rel_err of 0.76 or a within_11.25 of 0.85%, move by 60%.)"""
     fp32, _ = evaluate_expert(pool_dir, "depth")
     bf16, _ = evaluate_expert(pool_dir, "depth", RuntimeConfig(accelerator="cpu", precision="bf16-mixed"))
     pairs = [(fp32[t][m], bf16[t][m]) for t in TASKS for m in fp32[t]]
     for a, b in pairs:
-        assert b == pytest.approx(a, rel=0.05, abs=0.5)
+        assert b == pytest.approx(a, rel=0.05, abs=0.05)
     assert any(a != b for a, b in pairs)  # autocast did run the model in bf16
 
 

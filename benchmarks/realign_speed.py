@@ -18,14 +18,14 @@ deterministic pool:
 
 The three loss curves must agree up to float rounding (same batches, same initial adapters, same
 updates); the script reports the final losses, their relative difference, and the largest difference
-between our cached and uncached curves (``tests/test_realign_speed_script.py`` checks it). By default
+between our cached and uncached curves (``tests/jobs/test_realign_speed_script.py`` checks it). By default
 the number of iterations draws each input about once per task (``ceil(inputs / (2 · batch))``), as a
 full-test-split run does. Targets (ours ≥ 3× faster than the reference for surgery and deep at a final
 loss within 2%) are printed, never asserted.
 
 The pool needs no training: θ0 is a seeded random-init ViT, each "expert" is θ0 plus seeded Gaussian
 noise scaled by each tensor's std, each head is a seeded linear head. The two loss curves must agree up
-to float rounding (the script reports the largest difference; ``tests/test_realign_speed_script.py``
+to float rounding (the script reports the largest difference; ``tests/jobs/test_realign_speed_script.py``
 checks it). Targets from the issue (≥ 20× for surgery, ≥ 2× for deep) are printed, never asserted.
 
 Run as a script it sets ``OMP_WAIT_POLICY=PASSIVE`` unless the environment already sets it: on a small

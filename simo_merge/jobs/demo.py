@@ -131,6 +131,8 @@ def selected_row(demo: Demo, test: TaskPool, val: TaskPool, spec: MethodSpec, va
         chosen={name: chosen},
     )
     demo.timings[f"merge {name}"] = time.perf_counter() - t0
+    if MERGE_METHODS.facts(spec.name).get("grid"):  # a method with its own registered grid says its pick
+        demo.say(f"{name}: {row.info[name]['params']} (val NormPerf {chosen.get('val_norm_perf', '–')})")
     return row
 
 

@@ -90,12 +90,17 @@ class DemoRealignConfig:
         merged = [RealignerSpec(s.name, {**own.get(s.name, {}), **s.params}) for s in specs]
         return RealignSettings([s.compact() for s in merged], dict(self.params))
 
+    def entries(self, full: bool) -> list[Any]:
+        """``apply_to`` as given, else the preset of ``full``."""
+        if self.apply_to is not None:
+            return list(self.apply_to)
+        return copy.deepcopy(FULL_APPLY_TO if full else BASIC_APPLY_TO)
+
     def targets(self, full: bool) -> list[tuple[str, RealignSettings]]:
         """Each ``apply_to`` entry (null: the preset of ``full``) as (merged row, its realigners'
         settings); ValueError names a malformed entry."""
-        entries = self.apply_to if self.apply_to is not None else (FULL_APPLY_TO if full else BASIC_APPLY_TO)
         targets = []
-        for i, entry in enumerate(entries):
+        for i, entry in enumerate(self.entries(full)):
             if isinstance(entry, str):
                 targets.append((entry, self.settings()))
             elif isinstance(entry, Mapping) and set(entry) == {"row", "realigners"}:

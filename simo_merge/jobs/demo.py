@@ -354,6 +354,8 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     """Train (or reuse) θ0, experts and MTL, merge, realign, evaluate and report into ``output_dir``."""
     demo = Demo(cfg)
     start = time.perf_counter()
+    # config.yaml names the rows that run, not the preset a null list stands for
+    cfg.merge.methods, cfg.realign.apply_to = cfg.merge.entries(cfg.full), cfg.realign.entries(cfg.full)
     write_text(demo.out / "config.yaml", to_yaml(cfg), on_rank_zero())
     pool = demo.experts()
     mtl = demo.mtl(pool.base)

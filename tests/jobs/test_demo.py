@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 import torch
+import yaml
 
 from simo_merge.cli import main
 from tests.helpers.demo import TINY
@@ -58,6 +59,14 @@ def test_demo_writes_the_run_folder(demo_run):
     assert result["summary"]["Individual"]["norm_perf"] == pytest.approx(100.0)
     assert result["summary"]["Individual"]["delta_mtl"] == pytest.approx(0.0)
     assert result["merge_params"]["TA"]["lam"] in (0.3, 1.0)
+    # config.yaml names the rows that ran (the basic preset a null merge.methods stands for)
+    written = yaml.safe_load((demo_run / "config.yaml").read_text())
+    assert written["merge"]["methods"] == [
+        "weight_average",
+        "task_arithmetic",
+        {"name": "ties", "params": {"k": 20}},
+    ]
+    assert written["realign"]["apply_to"] == ["TA"]
     assert set(result["rows"]["TIES"]) == {"semseg", "depth", "normal"}
     report = (demo_run / "report.md").read_text()
     assert "| TIES |" in report and "semseg miou % ↑" in report and "| TA+deep |" in report

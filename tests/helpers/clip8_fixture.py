@@ -21,6 +21,7 @@ from simo_merge.encoders import build_encoder
 from simo_merge.encoders.open_clip_vit import register_small_configs
 from simo_merge.jobs import clip8 as clip_bench
 from simo_merge.jobs.clip8 import Clip8Config
+from simo_merge.taskpool import TaskPool
 from tests.helpers import REPO
 from tests.helpers.idx_files import write_idx
 
@@ -168,3 +169,23 @@ def overrides(root: Path, text: Path, out: Path, *extra: str) -> list[str]:
 
 
 STANDIN = REPO / "configs" / "clip8_standin.yaml"
+
+
+def record_models(monkeypatch) -> tuple[list, list]:
+    """Patch the bench so that every state it turns into a model is appended to the first list and every
+    realignment, as ``(merged state, realigner)``, to the second; the calls go through unchanged."""
+    states: list = []
+    realigned: list = []
+    real_model, real_realigned = TaskPool.model, clip_bench.realigned
+
+    def model(self, state, tasks=None):
+        states.append(state)
+        return real_model(self, state, tasks)
+
+    def realign(taskpool, state, rcfg, inputs):
+        realigned.append((state, rcfg.realigner))
+        return real_realigned(taskpool, state, rcfg, inputs)
+
+    monkeypatch.setattr(TaskPool, "model", model)
+    monkeypatch.setattr(clip_bench, "realigned", realign)
+    return states, realigned

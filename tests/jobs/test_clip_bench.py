@@ -24,7 +24,7 @@ from simo_merge.jobs.clip8 import Clip8Config, row_keys
 from simo_merge.jobs.clip8 import run as run_clip8
 from simo_merge.realign.config import RealignSettings
 from simo_merge.taskpool import TaskPool
-from tests.helpers.clip8_fixture import ARCH, NAMES, STANDIN, tv_classes
+from tests.helpers.clip8_fixture import ARCH, NAMES, STANDIN, record_models, tv_classes
 from tests.helpers.clip8_fixture import overrides as _overrides
 
 
@@ -39,16 +39,7 @@ def test_end_to_end_tables_and_resume(fixture_dirs, tmp_path, monkeypatch):
     from simo_merge.pool.clip_layout import detect_layout
 
     assert detect_layout(root / "ckpt", ARCH, cfg.datasets) == "task_vectors"
-    states, realigned = [], []
-    real_model, real_realigned = TaskPool.model, clip_bench.realigned
-    monkeypatch.setattr(
-        TaskPool, "model", lambda self, st, tasks=None: states.append(st) or real_model(self, st, tasks)
-    )
-    monkeypatch.setattr(
-        clip_bench,
-        "realigned",
-        lambda tp, st, r, inputs: realigned.append((st, r.realigner)) or real_realigned(tp, st, r, inputs),
-    )
+    states, realigned = record_models(monkeypatch)
     result = run_clip8(cfg)
     # the models evaluated: θ0, the eight experts in order, θ0 + 0.3 Σ τt (task arithmetic), then TIES
     from simo_merge.pool.clip_layout import load_task_vectors_encoder

@@ -10,8 +10,7 @@ from simo_merge.jobs import clip8 as clip_bench
 from simo_merge.jobs.clip8 import Clip8Config, row_keys
 from simo_merge.jobs.clip8 import run as run_clip8
 from simo_merge.merging import merge
-from simo_merge.taskpool import TaskPool
-from tests.helpers.clip8_fixture import STANDIN
+from tests.helpers.clip8_fixture import STANDIN, record_models
 from tests.helpers.clip8_fixture import overrides as _overrides
 
 
@@ -22,19 +21,10 @@ def test_data_free_rows_with_deep_and_taps(fixture_dirs, tmp_path, monkeypatch):
     assert list(row_keys(cfg)) == [
         "Pretrained", "Individual", "iso_cts", "iso_cts+deep", "iso_cts+taps", "tall_masks",
     ]  # fmt: skip
-    states, realigned = [], []
-    real_model, real_realigned = TaskPool.model, clip_bench.realigned
-    monkeypatch.setattr(
-        TaskPool, "model", lambda self, st, tasks=None: states.append(st) or real_model(self, st, tasks)
-    )
-    monkeypatch.setattr(
-        clip_bench,
-        "realigned",
-        lambda tp, st, r, inputs: realigned.append(r.realigner) or real_realigned(tp, st, r, inputs),
-    )
+    states, realigned = record_models(monkeypatch)
     result = run_clip8(cfg)
     assert list(result["rows"]) == list(row_keys(cfg))
-    assert realigned == ["deep", "taps"]
+    assert [r for _, r in realigned] == ["deep", "taps"]
     # models evaluated: θ0, 8 experts, Iso-CTS (λ = 1.5 from its params), then one TALL model per task
     assert len(states) == 1 + 8 + 1 + 8
     pool = clip_bench.ExpertPool(states[0], dict(zip(CLIP8_TASKS, states[1:9], strict=True)))

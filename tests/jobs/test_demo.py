@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from simo_merge.cli import main
+from tests.helpers import AFFINITY_FILES
 from tests.helpers.demo import TINY
 
 pytestmark = pytest.mark.slow  # the demo and its commands end to end
@@ -340,16 +341,7 @@ def test_affinity_command_writes_every_file(demo_run, tmp_path, capsys):
         )
         == 0
     )
-    for name in (
-        "affinity.json",
-        "affinity.md",
-        "cosine.png",
-        "cosine_blocks.png",
-        "sign_conflict.png",
-        "dendrogram.png",
-        "interference.png",
-        "transfer_curves.png",
-    ):
+    for name in AFFINITY_FILES:
         assert (out / name).is_file(), name
     result = json.loads((out / "affinity.json").read_text())
     cosine = result["cosine"]["global"]["cosine"]

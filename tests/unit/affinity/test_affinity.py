@@ -25,6 +25,7 @@ from simo_merge.affinity import (
     write_affinity_report,
 )
 from simo_merge.pool.expert_pool import ExpertPool
+from tests.helpers import AFFINITY_FILES
 
 SHAPES = {
     "cls_token": (1, 1, 4),
@@ -394,19 +395,9 @@ def test_run_affinity_and_report_writes_every_file(tmp_path):
     assert set(results["agreement"]) == {"cosine", "sign_conflict", "transfer_gain"}
     assert results["agreement"]["cosine"]["n_pairs"] == 3
     written = write_affinity_report(tmp_path / "aff", results)
-    expected = {
-        "affinity.json",
-        "affinity.md",
-        "cosine.png",
-        "cosine_blocks.png",
-        "sign_conflict.png",
-        "dendrogram.png",
-        "interference.png",
-        "transfer_curves.png",
-    }
-    assert {p.name for p in written.values()} == expected
-    assert {p.name for p in (tmp_path / "aff").iterdir()} == expected  # no temporary files left behind
-    for name in expected - {"affinity.json", "affinity.md"}:
+    assert {p.name for p in written.values()} == AFFINITY_FILES
+    assert {p.name for p in (tmp_path / "aff").iterdir()} == AFFINITY_FILES  # no temporary files left behind
+    for name in AFFINITY_FILES - {"affinity.json", "affinity.md"}:
         assert (tmp_path / "aff" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     def no_nan(token):
@@ -432,7 +423,7 @@ def test_run_affinity_and_report_writes_every_file(tmp_path):
     data_free = run_affinity(pool, progress=False)
     assert "interference" not in data_free
     names = {p.name for p in write_affinity_report(tmp_path / "free", data_free).values()}
-    assert names == expected - {"interference.png", "transfer_curves.png"}
+    assert names == AFFINITY_FILES - {"interference.png", "transfer_curves.png"}
 
 
 def test_default_sweep_is_the_simo_grid():

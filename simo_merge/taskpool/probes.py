@@ -59,7 +59,7 @@ def merge(
         params["merge_data"] = merge_data(taskpool, inputs, batch_size, cache)
     if facts["progress"]:
         params.setdefault("progress", taskpool.shows_progress)
-    if record is not None and facts.get("records"):
+    if record is not None and facts["records"]:
         params["record"] = record
     return merge_pool(taskpool.pool, spec.name, transforms=spec.transforms, **params)
 

@@ -95,16 +95,12 @@ def theta0_key(cfg: TrainingSections) -> str:
 
 
 class DemoData:
-    """Datasets of the three splits and the training loader (evaluation reads the splits through the task
-    pool, :mod:`simo_merge.taskpool`)."""
+    """Datasets of the three splits and seeded training loaders (evaluation reads the splits through the
+    task pool, :mod:`simo_merge.taskpool`)."""
 
     def __init__(self, cfg: DataConfig, cache_dir: Path, seed: int) -> None:
         self.sets = {role: build_split(cfg, role, seed, cache_dir) for role in ("train", "val", "test")}
         self.specs = {t: self.sets["train"].task_specs[t] for t in cfg.tasks}
-        gen = torch.Generator().manual_seed(seed)
-        self.train = DataLoader(
-            self.sets["train"], cfg.batch_size, shuffle=True, drop_last=True, generator=gen
-        )
         self.batch_size = cfg.batch_size
 
     def train_loader(self, seed: int) -> DataLoader:

@@ -65,6 +65,7 @@ from simo_merge.datasets.npy_files import (
     npy_scalar_map,
 )
 from simo_merge.datasets.transforms import JointTransform, finalize_sample, resolve_tasks
+from simo_merge.protocols import PROTOCOLS
 from simo_merge.tasks import IGNORE_INDEX, TaskSpec, regression, segmentation
 
 
@@ -141,7 +142,6 @@ _SPLITS = ("train", "val", "test")
 SIMO_NUM_TRAIN_FILES = 2975
 SIMO_NUM_TRAIN = 2380
 SIMO_SEED = 42
-NPY_PROTOCOLS: tuple[str, ...] = ("standard", "simo")
 
 
 def label_id_lut(num_classes: int) -> np.ndarray:
@@ -290,14 +290,14 @@ class CityscapesNpy(Dataset):
 
     Args:
         root: folder holding ``train/`` and ``val/``.
-        split: ``train`` / ``val`` (``protocol="standard"``: the two folders) or ``train`` / ``val`` /
+        split: ``train`` / ``val`` (``protocol="default"``: the two folders) or ``train`` / ``val`` /
             ``test`` (``protocol="simo"``: see the module docstring).
         tasks: subset of ``("semseg", "part_seg", "disparity")``; default ``("semseg", "disparity")``
-            for ``"standard"`` and all three for ``"simo"``. ``disparity`` reads the ``depth`` folder
+            for ``"default"`` and all three for ``"simo"``. ``disparity`` reads the ``depth`` folder
             (inverse depth, see the module docstring), ``part_seg`` the ``part_seg`` folder (10 classes).
         transform: callable on the numpy sample or None.
-        num_classes: 7 (``label_7``) or 19 (``label_19``); default 7 for ``"standard"``, 19 for ``"simo"``.
-        protocol: ``"standard"`` or ``"simo"``.
+        num_classes: 7 (``label_7``) or 19 (``label_19``); default 7 for ``"default"``, 19 for ``"simo"``.
+        protocol: ``"default"`` or ``"simo"``.
     """
 
     def __init__(
@@ -308,12 +308,12 @@ class CityscapesNpy(Dataset):
         transform: Any = None,
         *,
         num_classes: int | None = None,
-        protocol: str = "standard",
+        protocol: str = "default",
     ) -> None:
         self.root = Path(root)
-        if protocol not in NPY_PROTOCOLS:
-            raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(NPY_PROTOCOLS)}")
-        allowed = ("train", "val") if protocol == "standard" else _SPLITS
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+        allowed = ("train", "val") if protocol == "default" else _SPLITS
         if split not in allowed:
             hint = " (use protocol='simo' for a test split)" if split == "test" else ""
             raise ValueError(f"protocol {protocol!r} has splits {', '.join(allowed)}; got {split!r}{hint}")
@@ -333,7 +333,7 @@ class CityscapesNpy(Dataset):
         self.label_folder = f"label_{num_classes}"
         if not self.root.is_dir():
             raise FileNotFoundError(f"Cityscapes npy root folder not found: {self.root}")
-        folder = split if protocol == "standard" else ("val" if split == "test" else "train")
+        folder = split if protocol == "default" else ("val" if split == "test" else "train")
         self.data_dir = self.root / folder
         files = list_npy_indices(self.data_dir / "image")
         if protocol == "simo" and split != "test":

@@ -3,7 +3,7 @@
 Both give tasks ``semseg`` (13 classes by default, 255 = unlabelled), ``depth`` (metres, 0 / mask False where
 invalid) and ``normal`` (camera frame, see :mod:`simo_merge.tasks`).
 
-Splits. ``protocol="standard"``: ``train`` (795 images) and ``test`` (654), the official split of Silberman
+Splits. ``protocol="default"``: ``train`` (795 images) and ``test`` (654), the official split of Silberman
 et al. (``splits.mat``; the MTAN npy layout calls the test folder ``val``). ``protocol="simo"``: ``train``
 (795), ``val`` (400) and ``test`` (254), index for index as the SIMO code draws them: it splits the 654
 official test images (the npy layout's ``val/0.npy`` ... ``val/653.npy``) with
@@ -42,7 +42,7 @@ the standard precomputed normals of the 1449 labeled frames, ``normals_file=`` r
 Border crop. The labeled frames carry a white border where the Kinect projection left no data; the
 preprocessed npy layout the SIMO code reads (MTAN's) has none. ``crop_border`` (rows 45..471, columns
 41..601, 1-based, 427x561) is therefore **on by default for** ``protocol="simo"`` and off for
-``"standard"``; pass ``crop_border=`` to choose explicitly. The npy layout's normals
+``"default"``; pass ``crop_border=`` to choose explicitly. The npy layout's normals
 (precomputed by Eigen & Fergus) are returned as stored; their axis convention could not be confirmed from
 sources, so ``normal_signs`` can flip axes and :func:`._geometry.normal_axis_agreement` checks it on real
 data.
@@ -85,6 +85,7 @@ from simo_merge.datasets.nyuv2_matlab import (
     require_file,
 )
 from simo_merge.datasets.transforms import finalize_sample, resolve_tasks
+from simo_merge.protocols import PROTOCOLS
 from simo_merge.tasks import IGNORE_INDEX, TaskSpec, normals, regression, segmentation
 
 NYU13_CLASS_NAMES: tuple[str, ...] = (
@@ -104,7 +105,6 @@ NYU_NUM_TEST = 654
 SIMO_SEED = 42
 SIMO_NUM_VAL = 400
 NYU_TASKS: tuple[str, ...] = ("semseg", "depth", "normal")
-PROTOCOLS: tuple[str, ...] = ("standard", "simo")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -134,7 +134,7 @@ def torch_random_split_indices(n: int, seed: int) -> np.ndarray:
 def _check_split(protocol: str, split: str) -> None:
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
-    allowed = ("train", "test") if protocol == "standard" else ("train", "val", "test")
+    allowed = ("train", "test") if protocol == "default" else ("train", "val", "test")
     if split not in allowed:
         hint = " (use protocol='simo' for a validation split)" if split == "val" else ""
         raise ValueError(f"protocol {protocol!r} has splits {', '.join(allowed)}; got {split!r}{hint}")
@@ -145,7 +145,7 @@ def _select_split(protocol: str, split: str, train: np.ndarray, test: np.ndarray
     _check_split(protocol, split)
     if split == "train":
         return train
-    if protocol == "standard":
+    if protocol == "default":
         return test
     if len(test) != NYU_NUM_TEST:
         raise ValueError(
@@ -222,17 +222,17 @@ class NYUv2Mat(Dataset):
 
     Args:
         root: folder holding the files below (each may also be given explicitly).
-        split: ``train`` / ``test`` (``protocol="standard"``) or ``train`` / ``val`` / ``test`` (``"simo"``).
+        split: ``train`` / ``test`` (``protocol="default"``) or ``train`` / ``val`` / ``test`` (``"simo"``).
         tasks: subset of ``("semseg", "depth", "normal")``; default all.
         transform: callable on the numpy sample (e.g. :class:`~.transforms.JointTransform`) or None.
-        protocol: ``"standard"`` or ``"simo"`` (see the module docstring).
+        protocol: ``"default"`` or ``"simo"`` (see the module docstring).
         num_classes: 13 (Couprie) or 40 (Gupta).
         mat_file, splits_file, mapping40_file, mapping13_file: default ``root/nyu_depth_v2_labeled.mat``,
             ``root/splits.mat``, ``root/classMapping40.mat``, ``root/class13Mapping.mat``.
         raw_depth: use ``rawDepths`` (sensor depth with holes = 0) instead of the in-painted ``depths``.
         crop_border: crop frames to the toolbox's valid region (427x561), dropping the white border;
             default (None): on for ``protocol="simo"`` (when the frames are 480x640), off for
-            ``"standard"``.
+            ``"default"``.
         normals_file: precomputed normals of all frames instead of depth-derived ones: a ``.npy`` array
             (N, H, W, 3), or a MATLAB v7.3 / HDF5 file whose variable ``normals_key`` holds them as
             MATLAB stores an (H, W, 3, N) array (h5py sees (N, 3, W, H)); H x W is 480x640 (cropped
@@ -254,7 +254,7 @@ class NYUv2Mat(Dataset):
         tasks: Sequence[str] | None = None,
         transform: Any = None,
         *,
-        protocol: str = "standard",
+        protocol: str = "default",
         num_classes: int = 13,
         mat_file: str | os.PathLike | None = None,
         splits_file: str | os.PathLike | None = None,
@@ -358,10 +358,10 @@ class NYUv2(Dataset):
 
     Args:
         root: folder holding ``train/`` and ``val/`` (``val`` holds the 654 official test images).
-        split: ``train`` / ``test`` (``protocol="standard"``) or ``train`` / ``val`` / ``test`` (``"simo"``).
+        split: ``train`` / ``test`` (``protocol="default"``) or ``train`` / ``val`` / ``test`` (``"simo"``).
         tasks: subset of ``("semseg", "depth", "normal")``; default all.
         transform: callable on the numpy sample or None.
-        protocol: ``"standard"`` or ``"simo"`` (see the module docstring).
+        protocol: ``"default"`` or ``"simo"`` (see the module docstring).
         normal_signs: per-axis factors (each +1 or -1) applied to the stored normals, to adapt their
             convention if :func:`._geometry.normal_axis_agreement` shows a flipped axis.
     """
@@ -376,7 +376,7 @@ class NYUv2(Dataset):
         tasks: Sequence[str] | None = None,
         transform: Any = None,
         *,
-        protocol: str = "standard",
+        protocol: str = "default",
         normal_signs: tuple[float, float, float] = (1.0, 1.0, 1.0),
     ) -> None:
         self.root = Path(root)

@@ -71,7 +71,7 @@ Taskonomy names are accepted in ``tasks=`` as aliases of our names.
 
 Protocols
 ---------
-``protocol="official"`` (default) decodes as above. ``protocol="simo"`` reproduces the SIMO paper's
+``protocol="default"`` decodes as above. ``protocol="simo"`` reproduces the SIMO paper's
 Taskonomy subset (d23845jg/simo_merging, ``utils.py`` ``get_data_loaders`` and ``training/create_dataset.py``
 ``Taskonomy``, adapted there from tstandley/taskgrouping ``taskonomy_loader.py``; commit
 2fcaa49a64461f036dc4a7fcc1fc0985d2cd5977; the paper's appendix A gives the same buildings and counts):
@@ -130,6 +130,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from simo_merge.datasets import DATASETS
+from simo_merge.protocols import PROTOCOLS
 from simo_merge.tasks import IGNORE_INDEX, TaskSpec, normals, regression, segmentation
 
 logger = logging.getLogger(__name__)
@@ -155,7 +156,6 @@ DEPTH_INVALID_RAW = 65535
 NORMAL_INVALID_RAW = 128
 NORMAL_SIGNS: tuple[float, float, float] = (1.0, 1.0, 1.0)  # stored axes are ours (see the module docstring)
 
-PROTOCOLS = ("official", "simo")
 #: The SIMO paper's Taskonomy subset (``get_data_loaders``, ``model_whitelist``).
 SIMO_SPLITS: dict[str, tuple[str, ...]] = {
     "train": (
@@ -295,7 +295,7 @@ def decode_segment_semantic_simo(raw: np.ndarray, path: str = "<array>") -> tupl
 
 
 def _load_target(
-    task: str, path: str, normal_signs: Sequence[float], protocol: str = "official"
+    task: str, path: str, normal_signs: Sequence[float], protocol: str = "default"
 ) -> tuple[np.ndarray, np.ndarray]:
     """(target array, valid mask) for one of our task names from its Taskonomy file."""
     arr, mode = _read_png(path)
@@ -460,20 +460,20 @@ class TaskonomyDataset(Dataset):
 
     Args:
         root: dataset root (layout detected unless ``layout`` is given).
-        split: "train", "val" or "test" of the tiny partition (``protocol="official"``) or of
+        split: "train", "val" or "test" of the tiny partition (``protocol="default"``) or of
             :data:`SIMO_SPLITS` (``"simo"``); ignored when ``buildings`` is given.
         tasks: our task names (or Taskonomy aliases); default all six.
         transform: callable on the dict of numpy arrays (``JointTransform`` interface) or None.
         buildings: explicit building list overriding the split.
         layout: "auto", "omnidata", "building", "building_task" or "task_building".
         strict: raise on an rgb view with a missing task file instead of skipping it (skips are counted in
-            ``skipped`` and logged); default (None): True for ``"simo"``, False for ``"official"``.
+            ``skipped`` and logged); default (None): True for ``"simo"``, False for ``"default"``.
         skip_missing_buildings: skip (and log) buildings without an rgb folder instead of raising.
         normal_signs: per-axis signs from the stored normal axes to ours (see :data:`NORMAL_SIGNS`).
-        protocol: "official" (release encodings, all views) or "simo" (the SIMO paper's subset and target
+        protocol: "default" (release encodings, all views) or "simo" (the SIMO paper's subset and target
             encodings; see the module docstring).
         per_building: keep the first N rgb files of each building in file-name order; default None (all)
-            for ``"official"``, :data:`SIMO_PER_BUILDING` of the split for ``"simo"``.
+            for ``"default"``, :data:`SIMO_PER_BUILDING` of the split for ``"simo"``.
     """
 
     def __init__(
@@ -488,7 +488,7 @@ class TaskonomyDataset(Dataset):
         strict: bool | None = None,
         skip_missing_buildings: bool = False,
         normal_signs: Sequence[float] = NORMAL_SIGNS,
-        protocol: str = "official",
+        protocol: str = "default",
         per_building: int | None = None,
     ) -> None:
         self.root = os.fspath(root)

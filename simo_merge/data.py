@@ -16,11 +16,13 @@ tasks without an entry share the section's data set.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from simo_merge.datasets import build_dataset
+from simo_merge.datasets import DATASETS, build_dataset
+from simo_merge.protocols import PROTOCOLS
 
 
 @dataclass
@@ -35,9 +37,24 @@ class DataConfig:
     splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "val": "val", "test": "test"})
     num_samples: dict[str, int] = field(default_factory=lambda: {"train": 1600, "val": 160, "test": 240})
     options: dict[str, Any] = field(default_factory=dict)
+    # how the run feeds, augments, scores and selects (simo_merge.protocols); datasets with
+    # protocol-specific splits or encodings (nyuv2, cityscapes_npy, taskonomy) read the same name
+    protocol: str = "default"
     batch_size: int = 32
     augment: bool = True
     per_task: dict[str, dict[str, Any]] = field(default_factory=dict)  # SISO: task -> overrides
+
+    def __post_init__(self) -> None:
+        from simo_merge.config import ConfigError
+
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(
+                f"data.protocol: unknown protocol {self.protocol!r}; known: {', '.join(PROTOCOLS)}"
+            )
+        if "protocol" in (self.options or {}):
+            raise ConfigError(
+                "data.options.protocol: the protocol is set by data.protocol, not a dataset option"
+            )
 
 
 #: keys a ``per_task`` entry may set (everything but the task list and per_task itself)
@@ -94,6 +111,9 @@ def build_split(cfg: DataConfig, role: str, seed: int, cache_dir: Path | None = 
     if role not in cfg.splits:
         raise KeyError(f"data.splits has no {role!r} entry: {cfg.splits}")
     kwargs = dict(cfg.options)
+    # datasets whose splits or encodings depend on the protocol take it; the others have one reading
+    if "protocol" in inspect.signature(DATASETS.get(cfg.name)).parameters:
+        kwargs["protocol"] = cfg.protocol
     if cfg.name == "synthetic_scenes":
         kwargs.update(
             size=tuple(cfg.size),

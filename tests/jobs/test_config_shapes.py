@@ -282,3 +282,20 @@ def test_library_shapes_from_python():
     heads = settings.config("heads")
     assert (heads.steps, heads.lr, heads.objective) == (5, 1e-4, "supervised")  # heads' registered objective
     assert settings.config("deep", {"objective": "supervised"}).objective == "supervised"  # a job default
+
+
+def test_the_protocol_is_data_protocol_and_reaches_the_dataset(tmp_path):
+    """One key names the protocol: ``data.protocol``; a protocol inside ``data.options`` and an unknown name
+    are errors naming the key; datasets with protocol-specific splits receive it."""
+    from simo_merge.data import build_split
+
+    cfg = load_config(DemoConfig, None, ["data.protocol=simo"])
+    assert cfg.data.protocol == "simo"
+    with pytest.raises(ConfigError, match=r"data\.protocol: unknown protocol 'paper'"):
+        load_config(DemoConfig, None, ["data.protocol=paper"])
+    with pytest.raises(ConfigError, match=r"data\.options\.protocol"):
+        load_config(DemoConfig, None, ["data.options={protocol: simo}"])
+    # nyuv2 (npy layout) has no 'val' split under the default protocol: the protocol reached the loader
+    cfg = load_config(DemoConfig, None, ["data.name=nyuv2", f"data.root={tmp_path}"])
+    with pytest.raises(ValueError, match="protocol 'default' has splits train, test; got 'val'"):
+        build_split(cfg.data, "val", seed=0)

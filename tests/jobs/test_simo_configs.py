@@ -45,7 +45,7 @@ def test_config_loads_with_the_papers_settings(name: str, tmp_path: Path) -> Non
     h, w = cfg.data.size
     assert h % 14 == 0 and w % 14 == 0 and cfg.encoder.kwargs["img_size"] == [h, w]
     assert cfg.head.taps == [2, 5, 8, 11]  # layers 3, 6, 9, 12 (0-based blocks)
-    assert cfg.data.options == {"protocol": "simo"} and cfg.data.splits == {
+    assert cfg.data.protocol == "simo" and cfg.data.splits == {
         "train": "train",
         "val": "val",
         "test": "test",

@@ -236,7 +236,7 @@ def test_mat_simo_protocol_sizes_and_determinism(tmp_path: Path) -> None:
     def idx(split: str, protocol: str) -> np.ndarray:
         return NYUv2Mat(tmp_path, split=split, protocol=protocol, tasks=["depth"]).indices
 
-    assert len(idx("train", "standard")) == 795 and len(idx("test", "standard")) == 654
+    assert len(idx("train", "default")) == 795 and len(idx("test", "default")) == 654
     val, tst = idx("val", "simo"), idx("test", "simo")
     assert len(idx("train", "simo")) == 795 and len(val) == 400 and len(tst) == 254
     assert np.intersect1d(val, tst).size == 0

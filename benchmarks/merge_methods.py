@@ -88,14 +88,15 @@ def run_one(method: str, blocks: int, tasks: int, threads: int) -> dict:
     pool = random_pool(blocks, tasks)
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
     before = _status_kib("VmRSS")
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     merged = merge(pool, method, **METHOD_PARAMS.get(method, {}))
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     peak = _status_kib("VmHWM")
     out_mib = sum(v.numel() * v.element_size() for v in merged.values()) / 2**20
     return {
         "method": method,
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "peak_extra_mib": (peak - before) / 1024,
         "output_mib": out_mib,
         "pool_mib": before / 1024,

@@ -22,6 +22,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,7 +31,7 @@ if __name__ == "__main__" and "torch" not in sys.modules:
 
 import torch  # noqa: E402
 
-DEFAULT_METHODS = ("ties", "lines", "consensus", "iso_c", "iso_cts", "tsv_m")
+DEFAULT_METHODS = ("task_arithmetic", "ties", "lines", "consensus", "iso_c", "iso_cts", "tsv_m")
 #: what each method is run with: the registered defaults, TIES at the papers' k = 20
 METHOD_PARAMS: dict[str, dict] = {"ties": {"k": 20, "lam": 0.3}}
 WIDTH, MLP, PATCH, TOKENS, FULL_DEPTH = 768, 3072, 16, 197, 12
@@ -80,15 +81,33 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def run_one(method: str, blocks: int, tasks: int, threads: int) -> dict:
-    """Build the pool, then time one merge and measure its peak RSS above the pool (this process)."""
+def _write_pool(pool, folder: Path) -> tuple[Path, dict[str, Path]]:
+    from simo_merge.io.checkpoint import save_state
+
+    save_state(folder / "theta0.safetensors", pool.base, {"role": "theta0"}, True)
+    paths = {t: folder / f"{t}.safetensors" for t in pool.tasks}
+    for t, path in paths.items():
+        save_state(path, pool.experts[t], {"task": t, "role": "expert encoder"}, True)
+    return folder / "theta0.safetensors", paths
+
+
+def run_one(method: str, blocks: int, tasks: int, threads: int, files: Path | None = None) -> dict:
+    """Build the pool, then time one merge and measure its peak RSS above the pool (this process).
+    With ``files`` (a scratch folder) the pool is written there first and the timing includes reading
+    θ0 and the experts from those files (the CLI's ``merge pool.dir=...``)."""
     from simo_merge.merging import merge
+    from simo_merge.pool.expert_pool import ExpertPool
 
     torch.set_num_threads(threads)
     pool = random_pool(blocks, tasks)
+    if files is not None:
+        base_path, expert_paths = _write_pool(pool, files)
+        del pool
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
     before = _status_kib("VmRSS")
     start, cpu_start = time.perf_counter(), time.process_time()
+    if files is not None:
+        pool = ExpertPool.from_files(base_path, expert_paths)
     merged = merge(pool, method, **METHOD_PARAMS.get(method, {}))
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     peak = _status_kib("VmHWM")
@@ -110,10 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--from-files", action="store_true", help="time reading the pool's files too")
+    parser.add_argument("--scratch", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(run_one(args.worker, args.blocks, args.tasks, args.threads)))
+        print(json.dumps(run_one(args.worker, args.blocks, args.tasks, args.threads, args.scratch)))
         return 0
     measured, full = num_params(args.blocks), num_params(FULL_DEPTH)
     print(
@@ -125,19 +146,27 @@ def main(argv: list[str] | None = None) -> int:
     for method in args.methods:
         cmd = [sys.executable, __file__, "--worker", method, "--blocks", str(args.blocks)]
         cmd += ["--tasks", str(args.tasks), "--threads", str(args.threads)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        with tempfile.TemporaryDirectory() as scratch:
+            if args.from_files:
+                cmd += ["--scratch", scratch]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             print(f"{method}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
             return 1
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     scale = full / measured
     extrapolate = args.blocks < FULL_DEPTH
-    head = "| method | wall s | peak MiB above pool | merged output MiB |"
+    where = "from files (reading included)" if args.from_files else "in memory"
+    head = f"| method ({where}) | wall s | CPU s | peak MiB above pool | merged output MiB |"
     print(head + (" est. wall s, 12 blocks |" if extrapolate else ""))
-    print("|---|---:|---:|---:|" + ("---:|" if extrapolate else ""))
+    print("|---|---:|---:|---:|---:|" + ("---:|" if extrapolate else ""))
     for r in results:
-        line = f"| {r['method']} | {r['seconds']:.1f} | {r['peak_extra_mib']:.0f} | {r['output_mib']:.0f} |"
+        line = f"| {r['method']} | {r['seconds']:.2f} | {r['cpu_seconds']:.2f} | {r['peak_extra_mib']:.0f} |"
+        line += f" {r['output_mib']:.0f} |"
         print(line + (f" {r['seconds'] * scale:.0f} |" if extrapolate else ""))
+    cpu = {r["method"]: r["cpu_seconds"] for r in results}
+    if "task_arithmetic" in cpu and "ties" in cpu:
+        print(f"TIES / task arithmetic CPU time, {where}: {cpu['ties'] / cpu['task_arithmetic']:.2f}x")
     pool_mib = results[0]["pool_mib"]
     print(f"(each worker's RSS with the pool: {pool_mib:.0f} MiB; peak = VmHWM after merge − VmRSS before)")
     if args.json:

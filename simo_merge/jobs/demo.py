@@ -366,7 +366,9 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     pool = demo.experts()
     mtl = demo.mtl(pool.base)
     test, val = demo.taskpool(pool, "test"), demo.taskpool(pool, "val")
-    select = selection(demo.protocol.selection, cfg.data.name, val.individual("val"))
+    # the val Individual row only where it is the criterion's baseline (protocol=simo's are constants)
+    individual = val.individual("val") if demo.protocol.selection == "normperf" else None
+    select = selection(demo.protocol.selection, cfg.data.name, list(demo.data.specs), individual)
     demo.say(
         f"λ chosen by {select.label}"
         + (f" on {', '.join(select.baselines)}" if select.key == "val_delta_mtl" else "")

@@ -95,9 +95,14 @@ class Selection:
         return delta_mtl(results, self.baselines, metrics="primary")
 
 
-def selection(criterion: str, dataset: str, val_individual: Results) -> Selection:
-    """The :class:`Selection` of ``criterion`` for a run on ``dataset`` whose val Individual row is
-    ``val_individual`` (the baselines of ``"normperf"``; ``"delta_mtl"`` uses SIMO's constants)."""
+def selection(
+    criterion: str, dataset: str, tasks: list[str], val_individual: Results | None = None
+) -> Selection:
+    """The :class:`Selection` of ``criterion`` for ``tasks`` of a run on ``dataset``: ``"normperf"``
+    against ``val_individual`` (the val Individual row, required there), ``"delta_mtl"`` against SIMO's
+    constants (no Individual row needed)."""
     if criterion == "normperf":
+        if val_individual is None:
+            raise ValueError("selection 'normperf' needs the val Individual row (val_individual)")
         return Selection(criterion, val_individual)
-    return Selection(criterion, simo_single_task(dataset, list(val_individual)))
+    return Selection(criterion, simo_single_task(dataset, list(tasks)))

@@ -77,7 +77,8 @@ def _choose(monkeypatch, criterion: str) -> dict:
     monkeypatch.setattr(demo_job, "merge", lambda val, spec, **scale: scale["lam"])
     demo = SimpleNamespace(cfg=SimpleNamespace(merge=SimpleNamespace(lam_grid=list(VAL))))
     val = SimpleNamespace(evaluate=lambda state, desc: VAL[state])
-    select = selection(criterion, "nyuv2", VAL_INDIVIDUAL)
+    individual = VAL_INDIVIDUAL if criterion == "normperf" else None  # simo: the constants suffice
+    select = selection(criterion, "nyuv2", list(VAL_INDIVIDUAL), individual)
     state, chosen = demo_job.merge_with_selection(demo, val, MethodSpec("task_arithmetic"), select)
     assert state == chosen["lam"]
     return chosen

@@ -22,6 +22,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "eval_size": ("resize", "native_pad"),
     # "pooled": errors averaged over all valid pixels; "per_batch": running mean of per-batch means
     "aggregation": ("pooled", "per_batch"),
+    # which pixels a metric counts. "masked": the dataset's f"{task}_mask" and finite targets (depth > 0,
+    # normals of non-zero length, both normals unit-normalised); "simo": SIMO's rules on the target alone
+    # (segmentation labels in [0, C), other dense targets whose channels don't sum to 0, normals as given)
+    "valid_pixels": ("masked", "simo"),
     # ΔMTL over "all" metrics of a task or its one "primary" metric (SIMO eq. 2)
     "delta_metrics": ("all", "primary"),
     # λ chosen by "normperf" (val score / val Individual) or "delta_mtl" (val ΔMTL vs fixed baselines)
@@ -39,6 +43,7 @@ class Protocol:
     augment_val: bool  # whether the validation split is augmented as train is (SIMO: yes)
     eval_size: str
     aggregation: str
+    valid_pixels: str
     delta_metrics: str
     selection: str
 
@@ -63,6 +68,7 @@ PROTOCOLS: dict[str, Protocol] = {
         augment_val=False,
         eval_size="resize",
         aggregation="pooled",
+        valid_pixels="masked",
         delta_metrics="all",
         selection="normperf",
     ),
@@ -73,6 +79,7 @@ PROTOCOLS: dict[str, Protocol] = {
         augment_val=True,
         eval_size="native_pad",
         aggregation="per_batch",
+        valid_pixels="simo",
         delta_metrics="primary",
         selection="delta_mtl",
     ),

@@ -38,8 +38,16 @@ def result_units(rows: Mapping[str, Results]) -> dict[str, str]:
     return {**metric_units(rows), "norm_perf": "%", "norm_<task>": "%", "delta_mtl": "%"}
 
 
-def summarize(rows: Mapping[str, Results], baseline: str) -> dict[str, dict[str, float]]:
-    """Per row: mean normalised performance (%) and ΔMTL (%) against the ``baseline`` row."""
+def delta_header(delta_metrics: str) -> str:
+    """The ΔMTL column's title, naming the metric set: ``"ΔMTL (primary metrics) % ↑"``."""
+    return f"ΔMTL ({delta_metrics} metrics) % ↑"
+
+
+def summarize(
+    rows: Mapping[str, Results], baseline: str, delta_metrics: str = "all"
+) -> dict[str, dict[str, float]]:
+    """Per row: mean normalised performance (%) and ΔMTL (%) against the ``baseline`` row, ΔMTL over
+    ``delta_metrics`` (``"all"`` metrics of each task or its ``"primary"`` one, :func:`delta_mtl`)."""
     base = rows[baseline]
     out = {}
     for name, results in rows.items():
@@ -47,7 +55,7 @@ def summarize(rows: Mapping[str, Results], baseline: str) -> dict[str, dict[str,
         out[name] = {
             "norm_perf": norm["mean"],
             **{f"norm_{t}": norm[t] for t in results},
-            "delta_mtl": delta_mtl(results, base),
+            "delta_mtl": delta_mtl(results, base, metrics=delta_metrics),
         }
     return out
 
@@ -56,14 +64,15 @@ def markdown_table(
     rows: Mapping[str, Results],
     summary: Mapping[str, Mapping[str, float]],
     extra: Mapping[str, Mapping[str, str]] | None = None,
+    delta_metrics: str = "all",
 ) -> str:
     """One row per model; columns task/metric (% for rates, ↑ higher is better, ↓ lower), then NormPerf and
-    ΔMTL."""
+    ΔMTL (its title naming ``delta_metrics``, the metric set ``summary``'s ΔMTL was computed over)."""
     first = next(iter(rows.values()))
     columns = [(t, m) for t, metrics in first.items() for m in metrics]
     extra_cols = sorted({k for e in (extra or {}).values() for k in e})
     header = ["model"] + [metric_header(t, m) for t, m in columns]
-    header += ["NormPerf % ↑", "ΔMTL % ↑"] + extra_cols
+    header += ["NormPerf % ↑", delta_header(delta_metrics)] + extra_cols
     body = []
     for name, results in rows.items():
         cells = [name]

@@ -59,6 +59,20 @@ def check_data(cfg: Any, roles: Iterable[str]) -> None:
         )
 
 
+def check_selection(data: Any) -> None:
+    """A protocol choosing λ by ΔMTL against the SIMO code's constants (protocol ``simo``) has them for
+    ``data``'s dataset and (when listed) tasks."""
+    from simo_merge.metrics.selection import simo_single_task
+    from simo_merge.protocols import get_protocol
+
+    if get_protocol(data.protocol).selection != "delta_mtl":
+        return
+    try:
+        simo_single_task(data.name, list(data.tasks or []))
+    except ValueError as err:
+        raise ConfigError(f"data.protocol={data.protocol}: {err}") from err
+
+
 def check_demo_config(cfg: Any) -> set[str]:
     """Every check :class:`simo_merge.jobs.demo.DemoConfig` needs before its run starts; the objectives
     of the realigners it trains (whose inputs the caller checks)."""
@@ -84,5 +98,6 @@ def check_demo_config(cfg: Any) -> set[str]:
         )
     probe = {sweep.split} if any(f["needs_data"] for f in facts) else set()
     check_data(cfg.data, {"train", "val", "test", rc.split, rc.label_split} | probe)
+    check_selection(cfg.data)
     trained = [rc.settings()] + [settings for _, settings in targets]
     return {settings.config(r).objective for settings in trained for r in settings.names()}

@@ -23,8 +23,10 @@ from simo_merge.io.atomic import write_json, write_text
 from simo_merge.jobs._demo_config import DemoConfig
 from simo_merge.merging import MERGE_METHODS
 from simo_merge.merging.spec import MethodSpec
+from simo_merge.metrics.selection import SELECTION_LABELS, Selection, selection
 from simo_merge.model import MultiTaskModel
 from simo_merge.pool.expert_pool import ExpertPool
+from simo_merge.protocols import get_protocol
 from simo_merge.realign.config import RealignSettings
 from simo_merge.realign.inputs import describe, inputs_dataset
 from simo_merge.report import bar_chart
@@ -61,18 +63,20 @@ class Rows:
 
 
 def shown_params(params: dict[str, Any]) -> str:
-    """``"lam=0.3, k=20"``: the table's params column (the val score has its own entry)."""
-    return ", ".join(f"{k}={v}" for k, v in params.items() if k != "val_norm_perf")
+    """``"lam=0.3, k=20"``: the table's params column (the val score, ``val_*``, has its own entry)."""
+    return ", ".join(f"{k}={v}" for k, v in params.items() if not k.startswith("val_"))
 
 
 class Demo(CachedTraining):
     """The demo's models (θ0, experts, MTL: trained once, cached in the run folder) and the task pools they
-    are evaluated on; each step can be called on its own (e.g. from a notebook)."""
+    are evaluated on; each step can be called on its own (e.g. from a notebook). ``protocol`` is
+    ``data.protocol``'s: how the pools score and how λ is chosen."""
 
     def __init__(self, cfg: DemoConfig) -> None:
         cfg.validate()
         torch.set_num_threads(cfg.threads)
         super().__init__(cfg, Path(cfg.output_dir))
+        self.protocol = get_protocol(cfg.data.protocol)
 
     def taskpool(self, pool: ExpertPool, split: str) -> TaskPool:
         """The pool's frozen expert heads on the run's ``split`` (every task on the same images); states are
@@ -84,6 +88,7 @@ class Demo(CachedTraining):
             seed=self.cfg.seed,
             name=f"{self.cfg.data.name}-{split}",
             progress=self.cfg.progress,
+            protocol=self.protocol,
         )
 
 
@@ -97,13 +102,12 @@ def baseline_rows(test: TaskPool, mtl: MultiTaskModel) -> Rows:
 
 
 def merge_with_selection(
-    demo: Demo, val: TaskPool, spec: MethodSpec, val_baseline: Results
+    demo: Demo, val: TaskPool, spec: MethodSpec, select: Selection
 ) -> tuple[State, dict[str, Any]]:
     """Merge with ``spec``; where its method has a sweepable scale (its registered ``scale`` fact), pick
     the value of ``spec.grid`` (default: the registered grid, else ``merge.lam_grid``) with the best val
-    NormPerf."""
-    from simo_merge.metrics.summary import normalized_performance
-
+    score by the protocol's criterion (``select``; the first best on a tie, as SIMO's
+    ``find_optimal_coef``), recorded under ``select.key``."""
     method, params = spec.name, dict(spec.params)
     facts = MERGE_METHODS.facts(method)
     scale = facts["scale"]
@@ -113,16 +117,16 @@ def merge_with_selection(
     for value in spec.grid or facts.get("grid") or demo.cfg.merge.lam_grid:
         state = merge(val, spec, **{scale: value})
         scores = val.evaluate(state, desc=f"{method} {scale}={value}")
-        score = normalized_performance(scores, val_baseline)["mean"]
+        score = select.score(scores)
         if best is None or score > best[0]:
             best = (score, value, state)
-    return best[2], {**params, scale: best[1], "val_norm_perf": round(best[0], 2)}
+    return best[2], {**params, scale: best[1], select.key: round(best[0], 2)}
 
 
-def selected_row(demo: Demo, test: TaskPool, val: TaskPool, spec: MethodSpec, val_baseline: Results) -> Rows:
+def selected_row(demo: Demo, test: TaskPool, val: TaskPool, spec: MethodSpec, select: Selection) -> Rows:
     """One merged row, its scale chosen on val (:func:`merge_with_selection`), evaluated on test."""
     t0 = time.perf_counter()
-    state, chosen = merge_with_selection(demo, val, spec, val_baseline)
+    state, chosen = merge_with_selection(demo, val, spec, select)
     name = MERGE_METHODS.facts(spec.name)["label"]
     row = Rows(
         rows={name: test.evaluate(state, desc=f"test {name}")},
@@ -132,7 +136,7 @@ def selected_row(demo: Demo, test: TaskPool, val: TaskPool, spec: MethodSpec, va
     )
     demo.timings[f"merge {name}"] = time.perf_counter() - t0
     if MERGE_METHODS.facts(spec.name).get("grid"):  # a method with its own registered grid says its pick
-        demo.say(f"{name}: {row.info[name]['params']} (val NormPerf {chosen.get('val_norm_perf', '–')})")
+        demo.say(f"{name}: {row.info[name]['params']} ({select.label}: {chosen.get(select.key, '–')})")
     return row
 
 
@@ -178,10 +182,10 @@ def data_dependent_row(demo: Demo, test: TaskPool, spec: MethodSpec, probes: Any
     return row
 
 
-def merged_rows(demo: Demo, test: TaskPool, val: TaskPool, val_individual: Results) -> Rows:
+def merged_rows(demo: Demo, test: TaskPool, val: TaskPool, select: Selection) -> Rows:
     """One row per ``merge.methods`` entry, in order, as its registered facts say: ``needs_data`` merges
     on unlabelled inputs (:func:`data_dependent_row`), ``per_task`` one model per task
-    (:func:`per_task_row`), any other its ``scale`` chosen on val against ``val_individual``
+    (:func:`per_task_row`), any other its ``scale`` chosen on val by ``select``
     (:func:`selected_row`). The rows with one merged encoder (``states``) are those realigners start from."""
     table, probes = Rows(), None
     for spec in demo.cfg.merge.specs(demo.cfg.full):
@@ -192,7 +196,7 @@ def merged_rows(demo: Demo, test: TaskPool, val: TaskPool, val_individual: Resul
         elif facts.get("per_task"):
             table.add(per_task_row(demo, test, spec))
         else:
-            table.add(selected_row(demo, test, val, spec, val_individual))
+            table.add(selected_row(demo, test, val, spec, select))
     return table
 
 
@@ -307,7 +311,8 @@ def report_text(demo: Demo, table: Rows, markdown: str) -> str:
         f"{cfg.encoder.arch} {cfg.encoder.kwargs}; head {cfg.head.kind}.\n"
         "Every rate in % (segmentation mIoU / pixel accuracy, normals within t°); depth errors in metres "
         "(rel_err a ratio), normal angles in degrees. "
-        "NormPerf and ΔMTL against the individual experts; λ chosen on val.\n"
+        f"NormPerf and ΔMTL ({demo.protocol.delta_metrics} metrics) against the individual experts; λ "
+        f"chosen by {SELECTION_LABELS[demo.protocol.selection]} (protocol {demo.protocol.name}).\n"
         + "".join(
             f"Realigners ({objective}): {describe(info)}\n" for objective, info in table.trained_on.items()
         )
@@ -322,11 +327,12 @@ def report_text(demo: Demo, table: Rows, markdown: str) -> str:
 def write_results(demo: Demo, table: Rows, start: float) -> dict[str, Any]:
     """``metrics.json``, ``results.png`` and ``report.md`` of the finished table; the metrics returned."""
     specs = list(demo.data.specs)
-    results = ResultsTable(table.rows, table.info)
+    results = ResultsTable(table.rows, table.info, delta_metrics=demo.protocol.delta_metrics)
     markdown = results.markdown()
     demo.timings["total"] = time.perf_counter() - start
     result = {
         **results.results(),
+        "protocol": demo.protocol.record(),
         "merge_params": table.chosen,
         "representation_bias": table.bias,
         "realign_trained_on": table.trained_on,
@@ -360,8 +366,14 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     pool = demo.experts()
     mtl = demo.mtl(pool.base)
     test, val = demo.taskpool(pool, "test"), demo.taskpool(pool, "val")
-    val_individual = val.individual("val")
+    # the val Individual row only where it is the criterion's baseline (protocol=simo's are constants)
+    individual = val.individual("val") if demo.protocol.selection == "normperf" else None
+    select = selection(demo.protocol.selection, cfg.data.name, list(demo.data.specs), individual)
+    demo.say(
+        f"λ chosen by {select.label}"
+        + (f" on {', '.join(select.baselines)}" if select.key == "val_delta_mtl" else "")
+    )
     table = baseline_rows(test, mtl)
-    table.add(merged_rows(demo, test, val, val_individual))
+    table.add(merged_rows(demo, test, val, select))
     table.add(realign_rows(demo, test, table.states, cfg.realign.targets(cfg.full)))
     return write_results(demo, table, start)

@@ -19,6 +19,7 @@ from simo_merge.io.atomic import write_json
 from simo_merge.io.checkpoint import load_state, read_sidecar
 from simo_merge.io.outputs import check_output_file
 from simo_merge.pool.spec import check_checkpoint_encoder, describe, load_job_pool, pool_kind
+from simo_merge.protocols import get_protocol
 from simo_merge.runtime import RuntimeConfig, on_rank_zero
 from simo_merge.taskpool import INDIVIDUAL, ResultsTable, TaskPool
 
@@ -76,7 +77,8 @@ def run(cfg: EvaluateConfig) -> dict[str, Any]:
     pool = load_job_pool(cfg)
     tasks = pool.tasks
     splits = build_task_splits(cfg.data, tasks, cfg.split, cfg.seed)
-    taskpool = TaskPool(pool, splits, batch_size=cfg.batch_size, progress=cfg.progress)
+    protocol = get_protocol(cfg.data.protocol)
+    taskpool = TaskPool(pool, splits, batch_size=cfg.batch_size, progress=cfg.progress, protocol=protocol)
     rows = {INDIVIDUAL: taskpool.individual("expert")}
     if cfg.checkpoint:
         check_checkpoint_encoder(pool, cfg.checkpoint)
@@ -89,7 +91,7 @@ def run(cfg: EvaluateConfig) -> dict[str, Any]:
             realigned = load_realigned(cfg.adapters, merged.encoder, dict(merged.heads))
             label = f"{name}+{read_sidecar(cfg.adapters)['realigner']}"
             rows[label] = taskpool.evaluate_model(realigned, desc=label)
-    table = ResultsTable(rows)
+    table = ResultsTable(rows, delta_metrics=protocol.delta_metrics)
     print(table.markdown())
     result = {
         **table.results(),

@@ -21,6 +21,7 @@ from simo_merge.io.atomic import write_json, write_text
 from simo_merge.io.checkpoint import load_state, read_sidecar, state_hash
 from simo_merge.merging.spec import MethodSpec
 from simo_merge.pool.spec import check_checkpoint_encoder, describe, load_job_pool, pool_kind
+from simo_merge.protocols import get_protocol
 from simo_merge.realign.config import RealignSettings
 from simo_merge.realign.diagnostics import bias_plot, mean_bias, representation_bias, tsne_groups, tsne_plot
 from simo_merge.realign.inputs import InputsChoice, choose_inputs
@@ -131,7 +132,16 @@ def run(cfg: RealignJobConfig) -> dict[str, Any]:
         (cfg.eval_cache_dir or out.resolve().parent / "eval_cache") if cfg.reuse_evaluations else None
     )
     on = {"data": asdict(cfg.data), "split": cfg.eval_split, "seed": cfg.seed, "encoder": pool.encoder_config}
-    taskpool = TaskPool(pool, eval_splits, seed=cfg.seed, progress=cfg.progress, cache=evals, cache_parts=on)
+    protocol = get_protocol(cfg.data.protocol)
+    taskpool = TaskPool(
+        pool,
+        eval_splits,
+        seed=cfg.seed,
+        progress=cfg.progress,
+        cache=evals,
+        cache_parts=on,
+        protocol=protocol,
+    )
     if cfg.checkpoint:
         check_checkpoint_encoder(pool, cfg.checkpoint)
         merged_state, merged_name = (
@@ -187,7 +197,7 @@ def run(cfg: RealignJobConfig) -> dict[str, Any]:
         name: {"trained params": f"{model.num_trainable():,}", "bias": f"{mean_bias(after):.4f}"},
         merged_name: {"bias": f"{mean_bias(before):.4f}"},
     }
-    results = ResultsTable(rows, extra)
+    results = ResultsTable(rows, extra, delta_metrics=taskpool.protocol.delta_metrics)
     table = results.markdown()
     result = {
         **results.results(),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from simo_merge.protocols import CHOICES
+
 
 def as_bool_mask(mask: Tensor | None, shape: tuple[int, ...], name: str) -> Tensor | None:
     """Return ``mask`` as a bool tensor of ``shape`` ([B,H,W]); a [B,1,H,W] mask is squeezed.
@@ -39,3 +41,30 @@ def check_same_shape(pred: Tensor, target: Tensor, name: str) -> None:
         raise ValueError(
             f"{name}: prediction shape {tuple(pred.shape)} does not match target shape {tuple(target.shape)}"
         )
+
+
+def check_choice(value: str, field: str, name: str) -> str:
+    """``value`` if it is one of the protocol choices of ``field`` (aggregation, valid_pixels); else a
+    ValueError naming the metric."""
+    allowed = CHOICES[field]
+    if value not in allowed:
+        raise ValueError(f"{name}: {field} must be one of {allowed}, got {value!r}")
+    return value
+
+
+def batch_terms(total: Tensor, count: Tensor, images: int, aggregation: str) -> tuple[Tensor, Tensor]:
+    """What one batch adds to a metric's (sum, weight) states, whose ratio is the reported mean.
+
+    ``"pooled"``: the sum over the batch's valid elements and their count (a mean over every valid
+    element of the data set). ``"per_batch"``: the batch mean weighted by its number of images, i.e. a
+    running mean of per-batch means as the SIMO code keeps it (``training/utils.py`` lines 184 and 229-231:
+    weight ``curr_bs / batch_size``, so a short last batch counts for its share); a batch without valid
+    elements adds nothing there (the SIMO code would turn the whole mean into NaN).
+    """
+    total, count = total.double(), count.double()
+    if aggregation == "pooled":
+        return total, count
+    if count == 0:
+        return torch.zeros_like(total), torch.zeros_like(count)
+    weight = torch.full_like(count, float(images))
+    return weight * total / count, weight

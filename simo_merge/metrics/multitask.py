@@ -18,21 +18,25 @@ from simo_merge.tasks import TaskSpec
 DEPTH_LIKE_TASKS: frozenset[str] = frozenset({"depth", "disparity"})
 
 
-def build_task_metric(spec: TaskSpec) -> Metric:
+def build_task_metric(spec: TaskSpec, *, aggregation: str = "pooled", valid_pixels: str = "masked") -> Metric:
     """Return a fresh metric for ``spec``.
 
     segmentation -> ``SegmentationMetric(spec.channels)``; regression named "depth" or "disparity" ->
     ``DepthMetric``; any other regression -> ``RegressionL1Metric``; normals -> ``NormalMetric``;
-    classification -> ``ClassificationMetric(spec.channels)``.
+    classification -> ``ClassificationMetric(spec.channels)``. ``aggregation`` and ``valid_pixels`` are
+    the protocol's (:data:`simo_merge.protocols.CHOICES`): the dense errors' mean (pooled or per batch)
+    and which pixels count; segmentation has no aggregation (one confusion matrix), classification
+    neither setting.
     """
     if not isinstance(spec, TaskSpec):
         raise TypeError(f"build_task_metric expects a TaskSpec, got {type(spec).__name__}")
+    dense = {"aggregation": aggregation, "valid_pixels": valid_pixels}
     if spec.kind == "segmentation":
-        return SegmentationMetric(spec.channels)
+        return SegmentationMetric(spec.channels, valid_pixels=valid_pixels)
     if spec.kind == "regression":
-        return DepthMetric() if spec.name in DEPTH_LIKE_TASKS else RegressionL1Metric()
+        return DepthMetric(**dense) if spec.name in DEPTH_LIKE_TASKS else RegressionL1Metric(**dense)
     if spec.kind == "normals":
-        return NormalMetric()
+        return NormalMetric(**dense)
     if spec.kind == "classification":
         return ClassificationMetric(spec.channels)
     raise ValueError(f"task {spec.name!r}: no metric for kind {spec.kind!r}")
@@ -42,10 +46,13 @@ class MultiTaskMetrics(torch.nn.Module):
     """One metric per task, updated from a model's output dict and a data-loader batch.
 
     It is an ``nn.Module`` (metrics live in a ``ModuleDict``) so ``.to(device)`` moves every state. Each
-    metric syncs its own states across processes in ``compute()``.
+    metric syncs its own states across processes in ``compute()``. ``aggregation`` and ``valid_pixels``
+    go to every task's metric (:func:`build_task_metric`).
     """
 
-    def __init__(self, specs: Mapping[str, TaskSpec]) -> None:
+    def __init__(
+        self, specs: Mapping[str, TaskSpec], *, aggregation: str = "pooled", valid_pixels: str = "masked"
+    ) -> None:
         super().__init__()
         if not specs:
             raise ValueError("MultiTaskMetrics: specs is empty")
@@ -54,7 +61,10 @@ class MultiTaskMetrics(torch.nn.Module):
                 raise TypeError(f"MultiTaskMetrics: specs[{task!r}] is not a TaskSpec: {spec!r}")
         self.specs = dict(specs)
         self.metrics = torch.nn.ModuleDict(
-            {task: build_task_metric(spec) for task, spec in self.specs.items()}
+            {
+                task: build_task_metric(spec, aggregation=aggregation, valid_pixels=valid_pixels)
+                for task, spec in self.specs.items()
+            }
         )
 
     @property

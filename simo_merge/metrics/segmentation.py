@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from simo_merge.metrics._common import as_bool_mask
+from simo_merge.metrics._common import as_bool_mask, check_choice
 from simo_merge.tasks import IGNORE_INDEX
 
 
@@ -22,8 +22,11 @@ class SegmentationMetric(Metric):
       ``TP / (TP + FP + FN)``; a class absent from both the predictions and the labels is left out;
     - ``"pixel_acc"``: correctly labelled pixels / labelled pixels.
 
-    Pixels whose target is ``ignore_index`` or whose mask is False are not counted. Both values are
-    NaN when no pixel has been counted.
+    ``valid_pixels="masked"`` (default): pixels whose target is ``ignore_index`` or whose mask is False
+    are not counted, and any other label outside [0, num_classes) is an error. ``"simo"``: every pixel
+    whose label is in [0, num_classes) counts, mask unused (SIMO ``training/utils.py`` line 123; so
+    Taskonomy's class 0, masked from its loss, is scored). Both values are NaN when no pixel has been
+    counted.
     """
 
     is_differentiable = False
@@ -32,8 +35,11 @@ class SegmentationMetric(Metric):
 
     confmat: Tensor
 
-    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX, **kwargs) -> None:
+    def __init__(
+        self, num_classes: int, ignore_index: int = IGNORE_INDEX, valid_pixels: str = "masked", **kwargs
+    ) -> None:
         super().__init__(**kwargs)
+        self.valid_pixels = check_choice(valid_pixels, "valid_pixels", type(self).__name__)
         if int(num_classes) < 1:
             raise ValueError(f"SegmentationMetric: num_classes must be >= 1, got {num_classes}")
         self.num_classes = int(num_classes)
@@ -74,10 +80,13 @@ class SegmentationMetric(Metric):
             raise ValueError(
                 f"{name}: prediction shape {tuple(labels.shape)} does not match target {tuple(target.shape)}"
             )
-        valid = target != self.ignore_index
-        m = as_bool_mask(mask, tuple(target.shape), name)
-        if m is not None:
-            valid &= m
+        if self.valid_pixels == "simo":
+            valid = (target >= 0) & (target < self.num_classes)
+        else:
+            valid = target != self.ignore_index
+            m = as_bool_mask(mask, tuple(target.shape), name)
+            if m is not None:
+                valid &= m
         t = target[valid].long()
         p = labels[valid].long()
         if t.numel():

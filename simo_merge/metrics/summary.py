@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+from simo_merge.protocols import CHOICES
+
 #: Direction of every metric key produced by this package: True when a higher value is better.
 HIGHER_IS_BETTER: dict[str, bool] = {
     "miou": True,
@@ -39,7 +41,25 @@ METRIC_UNITS: dict[str, str] = {
     "median_angle": "degrees",
 }
 
+#: A task's primary metric (SIMO eq. 2 and ``training/utils.py`` ``TaskMetric``): the first of these
+#: among its metrics: segmentation mIoU, depth / disparity abs. error, normals mean angle, other dense
+#: regression (Taskonomy keypoints, edges) its abs. error ``l1``, classification top-1.
+PRIMARY_METRICS: tuple[str, ...] = ("miou", "abs_err", "mean_angle", "l1", "accuracy")
+
 Results = Mapping[str, Mapping[str, float]]
+
+
+def primary_metric(task: str, metrics: Mapping[str, float]) -> str:
+    """The primary metric of ``task`` (:data:`PRIMARY_METRICS`); KeyError naming the task if it has none."""
+    for name in PRIMARY_METRICS:
+        if name in metrics:
+            return name
+    raise KeyError(f"task {task!r} has no primary metric: none of {PRIMARY_METRICS} in {sorted(metrics)}")
+
+
+def primary_only(results: Results) -> dict[str, dict[str, float]]:
+    """``results`` with each task reduced to its primary metric."""
+    return {task: {(m := primary_metric(task, ms)): ms[m]} for task, ms in results.items()}
 
 
 def metric_units(rows: Mapping[str, Results]) -> dict[str, str]:
@@ -91,19 +111,26 @@ def delta_mtl(
     results: Results,
     baselines: Results,
     higher_is_better: Mapping[str, bool] | None = None,
+    metrics: str = "all",
 ) -> float:
     """Multi-task performance change ΔMTL (%) of ``results`` relative to single-task ``baselines``.
 
     ΔMTL = (1/T) Σ_t (1/|M_t|) Σ_{m ∈ M_t} (−1)^{l_m} (M_m − M_b,m) / M_b,m × 100,
 
-    where T is the number of tasks in ``results``, M_t the metrics reported for task t, and l_m = 1 when
-    lower is better for metric m (0 otherwise): metrics are averaged within each task first, then over
-    tasks (Maninis et al., CVPR 2019; Vandenhende et al., TPAMI 2021). Positive = better than the
+    where T is the number of tasks in ``results``, l_m = 1 when lower is better for metric m (0
+    otherwise), and M_t the metrics of task t: with ``metrics="all"`` every metric reported for it,
+    averaged within the task first, then over tasks (Maninis et al., CVPR 2019; Vandenhende et al.,
+    TPAMI 2021); with ``"primary"`` its one primary metric (:data:`PRIMARY_METRICS`; SIMO eq. 2, as its
+    ``training/utils.py`` ``TaskMetric.compute_metric`` computes it). Positive = better than the
     baselines. Every task/metric in ``results`` must exist in ``baselines`` (KeyError naming it
     otherwise); extra baseline entries are ignored. Metric directions come from ``HIGHER_IS_BETTER``,
     optionally extended/overridden by ``higher_is_better``. The result does not depend on whether both
     dicts use fractions or percentages, as long as they use the same scale.
     """
+    if metrics not in CHOICES["delta_metrics"]:
+        raise ValueError(f"delta_mtl: metrics must be one of {CHOICES['delta_metrics']}, got {metrics!r}")
+    if metrics == "primary":
+        results = primary_only(results)
     per_task = []
     for rows in _pairs(results, baselines, higher_is_better).values():
         terms = [(1.0 if hib else -1.0) * (v - b) / b for _, v, b, hib in rows]

@@ -18,22 +18,30 @@ Results = Mapping[str, Mapping[str, float]]  # task -> metric -> value
 @dataclass
 class ResultsTable:
     """``rows`` (row name -> task -> metric -> value, with an ``Individual`` row) and ``info`` (row name ->
-    extra column -> text); ``summary`` (row -> NormPerf, per-task normalised scores, ΔMTL) is computed."""
+    extra column -> text); ``summary`` (row -> NormPerf, per-task normalised scores, ΔMTL over
+    ``delta_metrics``: each task's ``"all"`` metrics or its ``"primary"`` one) is computed."""
 
     rows: Mapping[str, Results]
     info: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    delta_metrics: str = "all"
     summary: dict[str, dict[str, float]] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.summary = summarize(self.rows, INDIVIDUAL)
+        self.summary = summarize(self.rows, INDIVIDUAL, self.delta_metrics)
 
     def markdown(self) -> str:
         """The table as markdown: one line per row, metric columns, NormPerf, ΔMTL, then ``info``."""
-        return markdown_table(self.rows, self.summary, self.info)
+        return markdown_table(self.rows, self.summary, self.info, self.delta_metrics)
 
     def results(self) -> dict[str, Any]:
-        """The ``rows``, ``summary`` and ``units`` entries every metrics JSON starts with."""
-        return {"rows": self.rows, "summary": self.summary, "units": result_units(self.rows)}
+        """The ``rows``, ``summary`` (with the ``delta_metrics`` its ΔMTL used) and ``units`` entries every
+        metrics JSON starts with."""
+        return {
+            "rows": self.rows,
+            "summary": self.summary,
+            "delta_metrics": self.delta_metrics,
+            "units": result_units(self.rows),
+        }
 
 
 def accuracy_rows(

@@ -20,6 +20,7 @@ from simo_merge.features.inputs import DatasetSource, RealignInputs, seeded_subs
 from simo_merge.io.checkpoint import state_hash
 from simo_merge.model import MultiTaskModel
 from simo_merge.pool.expert_pool import ExpertPool
+from simo_merge.protocols import PROTOCOLS, Protocol
 from simo_merge.runtime import on_rank_zero
 from simo_merge.training.eval_cache import EvaluationCache, module_hash
 from simo_merge.training.evaluate import evaluate
@@ -35,7 +36,8 @@ class TaskPool:
     gets its own copies of the heads, so nothing a model does reaches another. ``batch_size`` and
     ``num_workers`` are the evaluation loaders'; ``seed`` and ``name`` key the probe inputs
     (:meth:`probe_inputs`). With ``cache`` (and ``cache_parts``: what the data depend on, e.g. the data
-    config, split and seed), :meth:`evaluate` reuses the stored metrics of an unchanged state."""
+    config, split and seed), :meth:`evaluate` reuses the stored metrics of an unchanged state. ``protocol``
+    (``data.protocol``'s) decides how the metrics aggregate and which pixels they count."""
 
     def __init__(
         self,
@@ -51,6 +53,7 @@ class TaskPool:
         progress: bool = True,
         cache: EvaluationCache | None = None,
         cache_parts: Mapping[str, Any] | None = None,
+        protocol: Protocol = PROTOCOLS["default"],
     ) -> None:
         served = [t for _, tasks in splits for t in tasks]
         missing = [t for t in pool.tasks if t not in served]
@@ -63,6 +66,7 @@ class TaskPool:
         self.batch_size, self.num_workers = batch_size, num_workers
         self.seed, self.name, self.progress = seed, name, progress
         self.cache, self.cache_parts = cache, dict(cache_parts or {})
+        self.protocol = protocol
 
     @property
     def tasks(self) -> list[str]:
@@ -102,6 +106,7 @@ class TaskPool:
             return self.evaluate_model(self.model(state, tasks), tasks, desc)
         heads = {t: [module_hash(self.heads[t]), self.heads[t].config()] for t in tasks}
         parts = {**self.cache_parts, "what": "evaluate", "encoder_state": state_hash(state), "heads": heads}
+        parts["scoring"] = [self.protocol.aggregation, self.protocol.valid_pixels]
         return self.cache.get(parts, lambda: self.evaluate_model(self.model(state, tasks), tasks, desc))
 
     def evaluate_model(
@@ -117,7 +122,7 @@ class TaskPool:
                 specs = {t: dataset.task_specs[t] for t in mine}
                 loader = DataLoader(dataset, self.batch_size, num_workers=self.num_workers)
                 label = desc if len(self.splits) == 1 else f"{desc}/{'+'.join(mine)}"
-                out.update(evaluate(model, loader, specs, label, self.progress))
+                out.update(evaluate(model, loader, specs, label, self.progress, self.protocol))
         return {t: out[t] for t in tasks}
 
     def per_task(self, state_of: Callable[[str], State], desc: str) -> Results:

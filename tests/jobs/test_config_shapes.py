@@ -289,8 +289,13 @@ def test_the_protocol_is_data_protocol_and_reaches_the_dataset(tmp_path):
     are errors naming the key; datasets with protocol-specific splits receive it."""
     from simo_merge.data import build_split
 
-    cfg = load_config(DemoConfig, None, ["data.protocol=simo"])
+    cfg = load_config(DemoConfig, None, ["data.name=nyuv2", "data.protocol=simo"])
     assert cfg.data.protocol == "simo"
+    # protocol=simo chooses λ against the SIMO code's constants, which the generated scenes lack
+    with pytest.raises(
+        ConfigError, match=r"data\.protocol=simo: selection 'delta_mtl'.*'synthetic_scenes' has none"
+    ):
+        load_config(DemoConfig, None, ["data.protocol=simo"])
     with pytest.raises(ConfigError, match=r"data\.protocol: unknown protocol 'paper'"):
         load_config(DemoConfig, None, ["data.protocol=paper"])
     with pytest.raises(ConfigError, match=r"data\.options\.protocol"):

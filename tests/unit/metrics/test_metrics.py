@@ -106,7 +106,7 @@ def test_depth_excludes_nonpositive_gt_even_if_mask_true() -> None:
     )
     out = _vals(m.compute())
     assert out == {"abs_err": pytest.approx(1.0), "rel_err": pytest.approx(0.5)}
-    assert int(m.count) == 1
+    assert int(m.weight) == 1  # pooled: the weight is the valid-pixel count
 
 
 def test_regression_l1_over_pixels_and_channels() -> None:

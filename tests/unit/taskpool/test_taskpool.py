@@ -16,6 +16,7 @@ from simo_merge.merging.data import MergeData
 from simo_merge.merging.spec import MethodSpec
 from simo_merge.model import MultiTaskModel
 from simo_merge.pool.expert_pool import ExpertPool
+from simo_merge.protocols import PROTOCOLS
 from simo_merge.taskpool import INDIVIDUAL, ResultsTable, TaskPool, accuracy_rows, merge, merge_data
 from simo_merge.tasks import classification
 from simo_merge.training.eval_cache import EvaluationCache
@@ -181,11 +182,62 @@ def test_results_table_summarises_against_the_individual_row():
     table = ResultsTable(rows, {"TA": {"params": "lam=0.3"}})
     assert table.summary[INDIVIDUAL]["norm_perf"] == pytest.approx(100.0)
     assert table.summary["TA"]["norm_semseg"] == pytest.approx(50.0)
-    assert list(table.results()) == ["rows", "summary", "units"] and table.results()["units"]["miou"] == "%"
+    assert list(table.results()) == ["rows", "summary", "delta_metrics", "units"]
+    assert table.results()["units"]["miou"] == "%" and table.results()["delta_metrics"] == "all"
     assert "| TA |" in table.markdown() and "lam=0.3" in table.markdown()
+    assert "ΔMTL (all metrics) % ↑" in table.markdown()
+    primary = ResultsTable(
+        {
+            INDIVIDUAL: {"depth": {"abs_err": 0.5, "rel_err": 0.1}},
+            "TA": {"depth": {"abs_err": 1.0, "rel_err": 0.1}},
+        },
+        delta_metrics="primary",
+    )
+    assert primary.summary["TA"]["delta_mtl"] == pytest.approx(-100.0)  # abs_err only; "all": -50
+    assert (
+        "ΔMTL (primary metrics) % ↑" in primary.markdown() and primary.results()["delta_metrics"] == "primary"
+    )
     acc = {INDIVIDUAL: {"a": 80.0, "b": 50.0}, "TA": {"a": 40.0, "b": 50.0}}
     summary = accuracy_rows(acc, ["a", "b"], ["TA"])
     assert list(summary) == ["TA"] and summary["TA"]["normalized"] == {"a": 50.0, "b": 100.0}
     assert summary["TA"]["avg"] == pytest.approx(45.0) and summary["TA"]["normalized_avg"] == pytest.approx(
         75.0
     )
+
+
+class HolesInDepth(Dataset):
+    """``data`` with the first ``i + 1`` depth rows of item ``i`` invalid (0, masked): images differ in
+    their number of valid pixels, so per-batch means differ from pooled ones."""
+
+    def __init__(self, data) -> None:
+        self.data, self.task_specs = data, data.task_specs
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> dict:
+        item = dict(self.data[i])
+        item["depth"], item["depth_mask"] = item["depth"].clone(), item["depth_mask"].clone()
+        item["depth"][..., : i + 1, :] = 0.0
+        item["depth_mask"][..., : i + 1, :] = False
+        return item
+
+
+def test_the_protocol_decides_how_the_pool_scores(dense, tmp_path):
+    """protocol=simo reaches every metric (per-batch means of 6 images in batches of 4 and 2, SIMO's
+    pixels) and keys the evaluation cache apart from the default's."""
+    pool, data = dense
+    data = HolesInDepth(data)
+    simo = PROTOCOLS["simo"]
+    cache = EvaluationCache(tmp_path)
+    kwargs = {"batch_size": 4, "progress": False, "cache": cache, "cache_parts": {"data": "synthetic"}}
+    default = TaskPool(pool, [(data, DENSE)], **kwargs).evaluate(pool.base)
+    got = TaskPool(pool, [(data, DENSE)], protocol=simo, **kwargs).evaluate(pool.base)
+    assert cache.misses == 2  # not the default's stored metrics
+    encoder = make_encoder()
+    encoder.load_model_state(pool.base)
+    model = MultiTaskModel(encoder, pool.frozen_heads()).eval()
+    specs = {t: data.task_specs[t] for t in DENSE}
+    assert got == evaluate(model, DataLoader(data, 4), specs, progress=False, protocol=simo)
+    assert default == evaluate(model, DataLoader(data, 4), specs, progress=False)
+    assert got["depth"]["abs_err"] != pytest.approx(default["depth"]["abs_err"], rel=1e-6)

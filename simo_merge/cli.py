@@ -156,11 +156,16 @@ def run_job(spec: Job, args: argparse.Namespace) -> int:
         )
     with started(cfg.runtime) as runtime:
         cfg.runtime = runtime.cfg  # the resolved device, precision and workers land in config.yaml
-        if runtime.is_global_zero:
+
+        def claim() -> tuple[str, str]:  # rank 0 locks the folder; every rank stops if it cannot
             print(f"{runtime.describe()}", flush=True)
             folder, key = job.output_folder(cfg)
             _claim(args, folder, key)
-        else:  # rank 0 alone reports: the other ranks' prints go nowhere
+            return folder, key
+
+        folder, key = runtime.decided_on_rank_zero(claim)
+        runtime.check_shared_folder(folder, key)
+        if not runtime.is_global_zero:  # rank 0 alone reports: the other ranks' prints go nowhere
             args.resources.enter_context(contextlib.redirect_stdout(open(os.devnull, "w")))  # noqa: SIM115
         job.run(cfg)
         runtime.barrier()

@@ -154,7 +154,7 @@ def run_job(spec: Job, args: argparse.Namespace) -> int:
             f"{args.command} runs in one process for now; multi-process runs are supported by: "
             + ", ".join(_multi_process_commands())
         )
-    with started(cfg.runtime) as runtime:
+    with started(cfg.runtime) as runtime, runtime.watching_peers(f"simo-merge {args.command}"):
         cfg.runtime = runtime.cfg  # the resolved device, precision and workers land in config.yaml
 
         def claim() -> tuple[str, str]:  # rank 0 locks the folder; every rank stops if it cannot
@@ -204,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     from simo_merge.io.checkpoint import CheckpointError
     from simo_merge.io.lock import OutputLockedError
     from simo_merge.pool import ExpertMismatchError
+    from simo_merge.runtime import PeerLostError
 
     parser = build_parser()
     # key=value overrides may follow options (``bench clip8 --model M methods=[...]``): collect them too
@@ -224,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         CheckpointError,
         ExpertMismatchError,
         OutputLockedError,
+        PeerLostError,  # another rank's process ended mid-run
         KeyError,
         ValueError,
         OSError,  # FileNotFoundError, PermissionError, IsADirectoryError, ... (their message names the path)

@@ -92,6 +92,21 @@ class RuntimeConfig:
         return replace(self, accelerator=accelerator, precision=precision, num_workers=workers)
 
 
+class PeerLostError(RuntimeError):
+    """Another rank's process ended (or its connection broke) mid-run; this rank stops too."""
+
+
+# how gloo words a collective that failed because a peer process is gone (NCCL: a DistError)
+PEER_LOSS_SIGNS = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
+UNWRITTEN = "the outputs this run had not written yet (files it wrote before are complete; rerun to finish)"
+
+
+def is_peer_loss(err: BaseException) -> bool:
+    """Whether ``err`` (raised by a collective) says that a peer process is gone."""
+    dist_error = getattr(torch.distributed, "DistError", ())
+    return isinstance(err, dist_error) or any(sign in str(err) for sign in PEER_LOSS_SIGNS)
+
+
 def launched_processes() -> tuple[str, int] | None:
     """(launcher, processes) when an outside launcher started this process (torchrun: ``WORLD_SIZE``;
     SLURM's srun: ``SLURM_NTASKS``); None when it runs on its own or under Fabric's own launcher."""
@@ -236,6 +251,32 @@ class Runtime:
             with torch.no_grad():
                 for name, buffer in buffers.items():
                     buffer.copy_(shared[name])
+
+    @contextmanager
+    def watching_peers(self, what: str, unwritten: str = UNWRITTEN) -> Iterator[None]:
+        """A collective in the block that fails because a peer process is gone raises one
+        :class:`PeerLostError` line: this rank, the lost one (knowable with two processes), ``what`` was
+        running and what was left ``unwritten``; instead of the backend's traceback."""
+        try:
+            yield
+        except PeerLostError:
+            raise
+        except RuntimeError as err:
+            if self.world_size == 1 or not is_peer_loss(err):
+                raise
+            lost = f"rank {1 - self.rank}" if self.world_size == 2 else "another rank"
+            raise PeerLostError(
+                f"rank {self.rank} lost {lost} (its process ended or its connection broke) during {what}; "
+                f"stopped there, not written: {unwritten}"
+            ) from err
+
+    def check_peers(self, what: str, unwritten: str = UNWRITTEN) -> None:
+        """Stop (:class:`PeerLostError`) unless every rank is still here: a one-number all_reduce, cheap
+        enough for every training step of a loop whose ranks otherwise never meet. Nothing on one process."""
+        if self.world_size == 1:
+            return
+        with self.watching_peers(what, unwritten):
+            self.fabric.all_reduce(torch.ones((), device=self.device), reduce_op="sum")
 
     def decided_on_rank_zero(self, decide: Callable[[], T]) -> T:
         """``decide()`` run on rank 0 alone, its result (or the exception it raised) broadcast: every rank

@@ -11,6 +11,7 @@ import pytest
 
 from simo_merge.cli import main
 from simo_merge.io.lock import output_lock
+from tests.helpers import REPO
 from tests.helpers.subprocess_runs import run_ranks
 
 TINY = ["encoder.kwargs={img_size: 32, patch_size: 8, depth: 2, embed_dim: 32, num_heads: 2}"]
@@ -89,3 +90,64 @@ def test_machines_that_do_not_share_the_output_folder_stop_at_start(tmp_path):
         assert "file system every machine mounts" in line
     assert sorted(p.name for p in (tmp_path / "node0" / "out").iterdir()) == [".simo_merge.lock"]
     assert not (tmp_path / "node1" / "out").exists()
+
+
+# ---------------------------------------------------------------------------------- a lost peer
+@pytest.fixture(scope="module")
+def realign_args(tmp_path_factory):
+    """A realign run on 2 torchrun-style ranks of a tiny dense pool: 2000 iterations (the fault comes at
+    the 3rd), no plots; the output folder is added per test."""
+    from tests.helpers.toy_states import write_dense_pool
+
+    encoder = {
+        "library": "timm",
+        "arch": "vit_tiny_patch16_224",
+        "kwargs": {"img_size": 32, "patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2},
+    }
+    pool = write_dense_pool(tmp_path_factory.mktemp("pool"), encoder, ["semseg", "depth"], 0.02)
+    return [
+        "realign",
+        f"pool.dir={pool}",
+        "realign.realigners=[deep]",
+        "realign.params={steps: 2000, batch_size: 4, rank: 2}",
+        "data.size=[32,32]",
+        "data.num_samples={val: 8, test: 8}",
+        "tsne=false",
+        "threads=1",
+        "progress=false",
+        "runtime.accelerator=cpu",
+        "runtime.devices=1",
+        "runtime.num_nodes=2",
+        "runtime.strategy=ddp",
+    ]
+
+
+@pytest.mark.slow
+def test_a_peer_lost_during_realignment_stops_the_other_rank_at_once_writing_nothing(realign_args, tmp_path):
+    """Rank 1's process vanishes before realignment iteration 3 (exit code 0, no message, as a lost
+    machine): rank 0 stops right after its own iteration 3 with one line naming rank 1, the iteration
+    and what was left unwritten, and writes no adapters (it used to train all 2000 iterations alone,
+    then write adapters, then fail in a gloo traceback)."""
+    out = tmp_path / "out"
+    script = str(REPO / "tests" / "helpers" / "peer_fault.py")
+    zero, one = run_ranks([script, "1", "3", "exit", *realign_args, f"output_dir={out}"], [tmp_path] * 2)
+    assert one.returncode == 0 and one.stderr.count("error") == 0
+    line = error_line(zero)
+    assert line.startswith("simo-merge realign: error: rank 0 lost rank 1 (its process ended")
+    assert "during realign deep (joint), iteration 3 of 2000; stopped there" in line
+    assert "not written: the deep adapters and the run's later outputs" in line
+    assert not (out / "adapters.safetensors").exists() and not (out / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_rank_zero_failing_during_realignment_stops_rank_one_with_one_line(realign_args, tmp_path):
+    """Rank 0 raises in realignment iteration 3 (its own one-line error); rank 1 stops at its next
+    iteration's check naming rank 0, not after 2000 lonely iterations nor in a gloo traceback."""
+    out = tmp_path / "out"
+    script = str(REPO / "tests" / "helpers" / "peer_fault.py")
+    zero, one = run_ranks([script, "0", "3", "raise", *realign_args, f"output_dir={out}"], [tmp_path] * 2)
+    assert error_line(zero).endswith("error: injected failure on rank 0 at iteration 3")
+    line = error_line(one)
+    assert line.startswith("simo-merge realign: error: rank 1 lost rank 0 (its process ended")
+    assert "during realign deep (joint), iteration 3 of 2000; stopped there" in line
+    assert not (out / "adapters.safetensors").exists() and not (out / "metrics.json").exists()

@@ -154,13 +154,18 @@ def run_job(spec: Job, args: argparse.Namespace) -> int:
             f"{args.command} runs in one process for now; multi-process runs are supported by: "
             + ", ".join(_multi_process_commands())
         )
-    with started(cfg.runtime) as runtime:
+    with started(cfg.runtime) as runtime, runtime.watching_peers(f"simo-merge {args.command}"):
         cfg.runtime = runtime.cfg  # the resolved device, precision and workers land in config.yaml
-        if runtime.is_global_zero:
+
+        def claim() -> tuple[str, str]:  # rank 0 locks the folder; every rank stops if it cannot
             print(f"{runtime.describe()}", flush=True)
             folder, key = job.output_folder(cfg)
             _claim(args, folder, key)
-        else:  # rank 0 alone reports: the other ranks' prints go nowhere
+            return folder, key
+
+        folder, key = runtime.decided_on_rank_zero(claim)
+        runtime.check_shared_folder(folder, key)
+        if not runtime.is_global_zero:  # rank 0 alone reports: the other ranks' prints go nowhere
             args.resources.enter_context(contextlib.redirect_stdout(open(os.devnull, "w")))  # noqa: SIM115
         job.run(cfg)
         runtime.barrier()
@@ -199,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     from simo_merge.io.checkpoint import CheckpointError
     from simo_merge.io.lock import OutputLockedError
     from simo_merge.pool import ExpertMismatchError
+    from simo_merge.runtime import PeerLostError
 
     parser = build_parser()
     # key=value overrides may follow options (``bench clip8 --model M methods=[...]``): collect them too
@@ -219,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         CheckpointError,
         ExpertMismatchError,
         OutputLockedError,
+        PeerLostError,  # another rank's process ended mid-run
         KeyError,
         ValueError,
         OSError,  # FileNotFoundError, PermissionError, IsADirectoryError, ... (their message names the path)

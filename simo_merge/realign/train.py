@@ -291,9 +291,12 @@ class Realignment:
         show = self.cfg.progress and self.runtime.is_global_zero
         desc = f"realign {self.cfg.realigner} ({self.schedule})"
         bar = tqdm(range(iterations), desc, disable=not show, leave=False, dynamic_ncols=True)
-        for _ in bar:
+        unwritten = f"the {self.cfg.realigner} adapters and the run's later outputs"
+        for i in bar:
             curve.append(self.iteration(update))
             bar.set_postfix(loss=f"{curve[-1]:.4f}")
+            # ranks train alike and never meet otherwise: a lost peer stops every rank at this step
+            self.runtime.check_peers(f"{desc}, iteration {i + 1} of {iterations}", unwritten)
         self.model.eval()
         return curve
 

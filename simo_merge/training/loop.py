@@ -89,17 +89,20 @@ def fit(
     batches = forever(loader)
     show = progress and runtime.is_global_zero
     bar = tqdm(range(steps), desc=desc, disable=not show, leave=False, dynamic_ncols=True)
-    for _ in bar:
-        with precision():
-            loss, parts = step_loss(move_data_to_device(next(batches), device))
-        loss = loss.float()
-        optimizer.zero_grad(set_to_none=True)
-        backward(loss)
-        if clip:
-            nn.utils.clip_grad_norm_(params, clip)
-        optimizer.step()
-        schedule.step()
-        curve.append(runtime.mean_over_ranks(loss.detach()).item() if as_module else loss.item())
+    unwritten = f"the model {desc} trains and the run's later outputs"
+    for step in bar:
+        # DDP meets the other ranks in backward and the loss average: a lost peer stops this step
+        with runtime.watching_peers(f"{desc}, step {step + 1} of {steps}", unwritten):
+            with precision():
+                loss, parts = step_loss(move_data_to_device(next(batches), device))
+            loss = loss.float()
+            optimizer.zero_grad(set_to_none=True)
+            backward(loss)
+            if clip:
+                nn.utils.clip_grad_norm_(params, clip)
+            optimizer.step()
+            schedule.step()
+            curve.append(runtime.mean_over_ranks(loss.detach()).item() if as_module else loss.item())
         bar.set_postfix(loss=f"{curve[-1]:.4f}", **{k: f"{v:.3f}" for k, v in parts.items()})
     runtime.share_buffers(step_loss)  # several processes (an nn.Module): every rank holds rank 0's model
     return curve

@@ -67,6 +67,8 @@ def test_training_shards_split_each_global_batch_of_the_one_process_order():
     [
         ("accelerator", "tpu", "runtime.accelerator='tpu'"),
         ("strategy", "deepspeed", "runtime.strategy='deepspeed'"),
+        # Fabric's spawn launcher needs a function to launch; a job is a command line (ddp re-runs it)
+        ("strategy", "ddp_spawn", "runtime.strategy='ddp_spawn': must be one of auto, ddp, fsdp"),
         ("precision", "8-bit", "runtime.precision='8-bit'"),
         ("devices", 0, "runtime.devices=0"),
         ("num_nodes", 0, "runtime.num_nodes=0"),

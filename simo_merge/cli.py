@@ -146,6 +146,7 @@ def run_job(spec: Job, args: argparse.Namespace) -> int:
     cfg = load_config(
         job.Config, _config_path(config, job.DEFAULT_CONFIG) if config else None, flags + args.overrides
     )
+    from simo_merge.peers import check_shared_folder, decided_on_rank_zero, watching_peers
     from simo_merge.runtime import started
 
     if cfg.runtime.processes() > 1 and not spec.multi_process:  # before any spawn
@@ -154,7 +155,7 @@ def run_job(spec: Job, args: argparse.Namespace) -> int:
             f"{args.command} runs in one process for now; multi-process runs are supported by: "
             + ", ".join(_multi_process_commands())
         )
-    with started(cfg.runtime) as runtime, runtime.watching_peers(f"simo-merge {args.command}"):
+    with started(cfg.runtime) as runtime, watching_peers(runtime, f"simo-merge {args.command}"):
         cfg.runtime = runtime.cfg  # the resolved device, precision and workers land in config.yaml
 
         def claim() -> tuple[str, str]:  # rank 0 locks the folder; every rank stops if it cannot
@@ -163,8 +164,8 @@ def run_job(spec: Job, args: argparse.Namespace) -> int:
             _claim(args, folder, key)
             return folder, key
 
-        folder, key = runtime.decided_on_rank_zero(claim)
-        runtime.check_shared_folder(folder, key)
+        folder, key = decided_on_rank_zero(runtime, claim)
+        check_shared_folder(runtime, folder, key)
         if not runtime.is_global_zero:  # rank 0 alone reports: the other ranks' prints go nowhere
             args.resources.enter_context(contextlib.redirect_stdout(open(os.devnull, "w")))  # noqa: SIM115
         job.run(cfg)
@@ -203,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     from simo_merge.config import ConfigError
     from simo_merge.io.checkpoint import CheckpointError
     from simo_merge.io.lock import OutputLockedError
+    from simo_merge.peers import PeerLostError
     from simo_merge.pool import ExpertMismatchError
-    from simo_merge.runtime import PeerLostError
 
     parser = build_parser()
     # key=value overrides may follow options (``bench clip8 --model M methods=[...]``): collect them too

@@ -11,7 +11,7 @@ Floors, top to bottom (a higher floor may import a lower one, never the reverse;
     3  features
     2  model, heads, encoders, and the configs they are built from (config, data)
     1  datasets, metrics, report, plotting
-    0  io, runtime, registry, tasks, seeding, finite, protocols
+    0  io, runtime, peers, registry, tasks, seeding, finite, protocols
 
 Function-level (lazy) imports count as much as module-level ones: they hide a dependency, they do not
 remove it.
@@ -57,6 +57,7 @@ FLOORS: dict[str, int] = {
     "plotting": 1,
     "io": 0,  # checkpoint, atomic writes, unpickler, lock, outputs, provenance
     "runtime": 0,  # devices, processes, precision (Lightning Fabric)
+    "peers": 0,  # what the processes of one run owe each other (launcher count, shared folder, lost peers)
     "registry": 0,
     "tasks": 0,
     "seeding": 0,

@@ -62,6 +62,7 @@ from simo_merge.features.losses import distill_output_loss
 from simo_merge.features.sampling import IndexSampler
 from simo_merge.features.sites import Features, head_sites
 from simo_merge.io.checkpoint import state_hash
+from simo_merge.peers import check_peers
 from simo_merge.realign import REALIGNERS
 from simo_merge.realign.config import (  # noqa: F401  (re-exported: callers import them from here)
     LR_SCHEDULES,
@@ -273,18 +274,16 @@ class Realignment:
         )
         return max(1, math.ceil(self.cfg.epochs * round(n * self.cfg.fraction) / per_iteration))
 
-    def optimizer_steps(self, iterations: int) -> int:
-        """Optimizer steps ``iterations`` iterations take (all tasks together)."""
-        reference = self.schedule == "reference"
-        return iterations * (len(self.model.tasks) * self.cfg.batches_per_task if reference else 1)
-
     def train(self) -> list[float]:
         """Train the adapters (and/or heads) with the configured schedule; returns the loss per iteration."""
         params = self.model.trainable_parameters()
         if not params:
             raise ValueError(f"realigner {self.cfg.realigner!r} has nothing to train")
         iterations = self.iterations()
-        self.optimizer, update = make_update(self.cfg, params, self.optimizer_steps(iterations))
+        per_iteration = (
+            len(self.model.tasks) * self.cfg.batches_per_task if self.schedule == "reference" else 1
+        )
+        self.optimizer, update = make_update(self.cfg, params, iterations * per_iteration)
         if self.model.train_heads:
             self.model.heads.train()
         curve = []
@@ -296,7 +295,7 @@ class Realignment:
             curve.append(self.iteration(update))
             bar.set_postfix(loss=f"{curve[-1]:.4f}")
             # ranks train alike and never meet otherwise: a lost peer stops every rank at this step
-            self.runtime.check_peers(f"{desc}, iteration {i + 1} of {iterations}", unwritten)
+            check_peers(self.runtime, f"{desc}, iteration {i + 1} of {iterations}", unwritten)
         self.model.eval()
         return curve
 

@@ -15,6 +15,7 @@ from lightning_fabric.utilities.apply_func import move_data_to_device
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from simo_merge.peers import watching_peers
 from simo_merge.runtime import current
 
 
@@ -92,20 +93,25 @@ def fit(
     unwritten = f"the model {desc} trains and the run's later outputs"
     for step in bar:
         # DDP meets the other ranks in backward and the loss average: a lost peer stops this step
-        with runtime.watching_peers(f"{desc}, step {step + 1} of {steps}", unwritten):
+        with watching_peers(runtime, f"{desc}, step {step + 1} of {steps}", unwritten):
             with precision():
                 loss, parts = step_loss(move_data_to_device(next(batches), device))
             loss = loss.float()
-            optimizer.zero_grad(set_to_none=True)
-            backward(loss)
-            if clip:
-                nn.utils.clip_grad_norm_(params, clip)
-            optimizer.step()
-            schedule.step()
+            _update(loss, optimizer, schedule, backward, params, clip)
             curve.append(runtime.mean_over_ranks(loss.detach()).item() if as_module else loss.item())
         bar.set_postfix(loss=f"{curve[-1]:.4f}", **{k: f"{v:.3f}" for k, v in parts.items()})
     runtime.share_buffers(step_loss)  # several processes (an nn.Module): every rank holds rank 0's model
     return curve
+
+
+def _update(loss: Tensor, optimizer, schedule, backward: Callable, params: list, clip: float | None) -> None:
+    """One optimizer step from ``loss``: backward, gradients clipped to ``clip`` (if set), step, schedule."""
+    optimizer.zero_grad(set_to_none=True)
+    backward(loss)
+    if clip:
+        nn.utils.clip_grad_norm_(params, clip)
+    optimizer.step()
+    schedule.step()
 
 
 def _say_global_batch(loader: Iterable, desc: str) -> None:

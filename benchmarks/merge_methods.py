@@ -1,4 +1,4 @@
-"""Wall time and peak memory of the data-free merges on ViT-B/16-shaped experts (CPU), beside TIES.
+"""Wall time and peak memory of the data-free merges on ViT-B/16-shaped experts (CPU or GPU), beside TIES.
 
 θ0 is a seeded random state dict with timm ``vit_base_patch16_224``'s encoder shapes (patch embedding,
 class token, position embedding, ``--blocks`` of its 12 blocks, final norm; width 768, MLP 3072); each
@@ -7,12 +7,15 @@ process (same seeds) so that its peak memory is its own: the child builds the po
 peak-RSS counter (``/proc/self/clear_refs``), times ``merge(pool, method)`` and reports the peak RSS above
 the pool (the merged output included). The SVD merges cost the same per block, so the time for all 12
 blocks is estimated as measured × (parameters of 12 blocks / parameters measured); that column is an
-estimate, labelled as such, and only shown when ``--blocks`` < 12.
+estimate, labelled as such, and only shown when ``--blocks`` < 12. ``--device cuda`` runs the merges
+there (keywise methods one key group at a time, the SVD merges' SVDs on it; the pool stays on the CPU, as
+the CLI's ``merge ... runtime.accelerator=cuda`` does) and adds the device's peak allocated memory.
 
 Run as a script it sets ``OMP_WAIT_POLICY=PASSIVE`` (on a shared 2-core machine spinning OpenMP
 workers slow SVDs several-fold) unless the environment sets it.
 
     python benchmarks/merge_methods.py --blocks 1 --tasks 8 --threads 2   # --blocks 12: full size
+    python benchmarks/merge_methods.py --blocks 12 --methods ties tsv_m iso_cts --device cuda
 """
 
 from __future__ import annotations
@@ -91,10 +94,12 @@ def _write_pool(pool, folder: Path) -> tuple[Path, dict[str, Path]]:
     return folder / "theta0.safetensors", paths
 
 
-def run_one(method: str, blocks: int, tasks: int, threads: int, files: Path | None = None) -> dict:
-    """Build the pool, then time one merge and measure its peak RSS above the pool (this process).
-    With ``files`` (a scratch folder) the pool is written there first and the timing includes reading
-    θ0 and the experts from those files (the CLI's ``merge pool.dir=...``)."""
+def run_one(
+    method: str, blocks: int, tasks: int, threads: int, files: Path | None = None, device: str = "cpu"
+) -> dict:
+    """Build the pool, then time one merge on ``device`` and measure its peak RSS above the pool (this
+    process). With ``files`` (a scratch folder) the pool is written there first and the timing includes
+    reading θ0 and the experts from those files (the CLI's ``merge pool.dir=...``)."""
     from simo_merge.merging import merge
     from simo_merge.pool.expert_pool import ExpertPool
 
@@ -103,12 +108,16 @@ def run_one(method: str, blocks: int, tasks: int, threads: int, files: Path | No
     if files is not None:
         base_path, expert_paths = _write_pool(pool, files)
         del pool
+    on_cuda = torch.device(device).type == "cuda"
+    if on_cuda:
+        torch.zeros(1, device=device)  # the CUDA context's start-up is not the merge's time
+        torch.cuda.reset_peak_memory_stats(device)
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
     before = _status_kib("VmRSS")
     start, cpu_start = time.perf_counter(), time.process_time()
     if files is not None:
         pool = ExpertPool.from_files(base_path, expert_paths)
-    merged = merge(pool, method, **METHOD_PARAMS.get(method, {}))
+    merged = merge(pool, method, device=device, **METHOD_PARAMS.get(method, {}))  # back on the CPU
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     peak = _status_kib("VmHWM")
     out_mib = sum(v.numel() * v.element_size() for v in merged.values()) / 2**20
@@ -119,6 +128,7 @@ def run_one(method: str, blocks: int, tasks: int, threads: int, files: Path | No
         "peak_extra_mib": (peak - before) / 1024,
         "output_mib": out_mib,
         "pool_mib": before / 1024,
+        "device_peak_mib": torch.cuda.max_memory_allocated(device) / 2**20 if on_cuda else None,
     }
 
 
@@ -130,22 +140,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--from-files", action="store_true", help="time reading the pool's files too")
+    parser.add_argument("--device", default="cpu", help="where the merges run, e.g. cuda")
     parser.add_argument("--scratch", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(run_one(args.worker, args.blocks, args.tasks, args.threads, args.scratch)))
+        result = run_one(args.worker, args.blocks, args.tasks, args.threads, args.scratch, args.device)
+        print(json.dumps(result))
         return 0
     measured, full = num_params(args.blocks), num_params(FULL_DEPTH)
     print(
         f"{args.tasks} experts, ViT-B/16 shapes with {args.blocks}/{FULL_DEPTH} blocks "
-        f"({measured / 1e6:.1f}M of {full / 1e6:.1f}M parameters per model), {args.threads} threads, "
+        f"({measured / 1e6:.1f}M of {full / 1e6:.1f}M parameters per model), on {args.device}, "
+        f"{args.threads} threads, "
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, torch {torch.__version__}"
     )
     results = []
     for method in args.methods:
         cmd = [sys.executable, __file__, "--worker", method, "--blocks", str(args.blocks)]
-        cmd += ["--tasks", str(args.tasks), "--threads", str(args.threads)]
+        cmd += ["--tasks", str(args.tasks), "--threads", str(args.threads), "--device", args.device]
         with tempfile.TemporaryDirectory() as scratch:
             if args.from_files:
                 cmd += ["--scratch", scratch]
@@ -168,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     if "task_arithmetic" in cpu and "ties" in cpu:
         print(f"TIES / task arithmetic CPU time, {where}: {cpu['ties'] / cpu['task_arithmetic']:.2f}x")
     pool_mib = results[0]["pool_mib"]
+    for r in results:
+        if r["device_peak_mib"] is not None:
+            print(f"{r['method']}: peak {args.device} memory allocated {r['device_peak_mib']:.0f} MiB")
     print(f"(each worker's RSS with the pool: {pool_mib:.0f} MiB; peak = VmHWM after merge − VmRSS before)")
     if args.json:
         payload = {"blocks": args.blocks, "tasks": args.tasks, "threads": args.threads, "results": results}

@@ -111,11 +111,12 @@ def tv_classes() -> tuple[type, type]:
 
 
 @torch.no_grad()
-def _centroid_head(visual_state: dict, data: Path, task: str) -> torch.Tensor:
+def _centroid_head(visual_state: dict, data: Path, task: str, arch: str, image_size: int) -> torch.Tensor:
     """Class-mean features of the expert on its test images (x100), absent classes pushed away."""
-    enc = build_encoder("open_clip", ARCH).eval()
+    enc = build_encoder("open_clip", arch).eval()
     enc.load_model_state(visual_state)
-    ds = build_dataset(task, root=data, split=clip_bench.split_of(Clip8Config(), task), image_size=32)
+    split = clip_bench.split_of(Clip8Config(), task)
+    ds = build_dataset(task, root=data, split=split, image_size=image_size)
     feats = F.normalize(enc(torch.stack([ds[i]["image"] for i in range(len(ds))])).features, dim=-1)
     labels = torch.tensor(ds.targets)
     weight = torch.zeros(ds.num_classes, feats.shape[1])
@@ -126,12 +127,16 @@ def _centroid_head(visual_state: dict, data: Path, task: str) -> torch.Tensor:
     return 100 * weight
 
 
-def write_task_vectors(root: Path, data: Path, skip_head: str = "dtd") -> Path:
-    """``<root>/ViT-Tiny-8/{zeroshot.pt, <Dataset>/finetuned.pt, head_<Dataset>.pt}`` as task_vectors
-    pickles (experts = θ0 + noise); returns a whole-CLIP safetensors usable as text_checkpoint."""
+def write_task_vectors(
+    root: Path, data: Path, skip_head: str = "dtd", arch: str = ARCH, image_size: int = 32
+) -> Path:
+    """``<root>/<arch>/{zeroshot.pt, <Dataset>/finetuned.pt, head_<Dataset>.pt}`` as task_vectors
+    pickles (experts = θ0 + noise, heads from ``image_size`` inputs); returns a whole-CLIP safetensors
+    usable as text_checkpoint. ``arch`` is any open_clip config: the tests' ViT-Tiny-8, or ViT-B-32 for
+    the full-size stand-in that benchmarks/gpu_check.sh runs."""
     register_small_configs()
     torch.manual_seed(0)
-    clip = open_clip.create_model(ARCH, pretrained=None).eval()
+    clip = open_clip.create_model(arch, pretrained=None).eval()
     text_ckpt = root / "clip_text.safetensors"
     root.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, str(text_ckpt))
@@ -141,7 +146,7 @@ def write_task_vectors(root: Path, data: Path, skip_head: str = "dtd") -> Path:
     sys.modules["src"], sys.modules["src.modeling"] = src, modeling
     try:
         del clip.transformer  # task_vectors keeps no text transformer
-        base = root / ARCH
+        base = root / arch
         base.mkdir(parents=True)
         torch.save(image_encoder(clip), base / "zeroshot.pt")
         theta0 = {k: v.clone() for k, v in clip.visual.state_dict().items()}
@@ -155,7 +160,9 @@ def write_task_vectors(root: Path, data: Path, skip_head: str = "dtd") -> Path:
             (base / NAMES[t]).mkdir()
             torch.save(image_encoder(clip), base / NAMES[t] / "finetuned.pt")
             if t != skip_head:
-                torch.save(head_cls(_centroid_head(state, data, t)), base / f"head_{NAMES[t]}.pt")
+                torch.save(
+                    head_cls(_centroid_head(state, data, t, arch, image_size)), base / f"head_{NAMES[t]}.pt"
+                )
     finally:
         del sys.modules["src.modeling"], sys.modules["src"]
     return text_ckpt

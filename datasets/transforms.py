@@ -155,7 +155,7 @@ class JointTransform:
         train: random augmentation (scale, crop, flip) when True; otherwise only a resize to ``size``.
         augmentation: the training pipeline, one of :data:`AUGMENTATIONS`: ``"resize_flip"`` (ours, shaped
             by ``hflip``/``scale``/``crop``) or ``"scale_crop_flip"`` (SIMO's ``DataTransform``, see the
-            module docstring; it needs ``size`` and ignores ``scale``/``crop``/``flip_prob``).
+            module docstring; in train mode it needs ``size`` and ignores ``scale``/``crop``/``flip_prob``).
         hflip: in train mode, flip horizontally with probability ``flip_prob`` (0.5).
         scale: in train mode, resize by a factor drawn uniformly from this range before cropping; needs
             ``crop=True`` (otherwise the final resize would undo it).
@@ -185,7 +185,7 @@ class JointTransform:
     ) -> None:
         if augmentation not in AUGMENTATIONS:
             raise ValueError(f"augmentation must be one of {AUGMENTATIONS}, got {augmentation!r}")
-        if augmentation == "scale_crop_flip" and size is None:
+        if augmentation == "scale_crop_flip" and train and size is None:
             raise ValueError("augmentation 'scale_crop_flip' crops to size: give size=(H, W)")
         if size is not None:
             if len(size) != 2 or any(int(s) != s or s < 1 for s in size):

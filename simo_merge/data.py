@@ -122,13 +122,15 @@ def build_split(cfg: DataConfig, role: str, seed: int, cache_dir: Path | None = 
             cache_dir=str(cache_dir) if cache_dir else None,
         )
     # seeded so that a run (augmentation included) is reproducible from its config; the protocol picks
-    # the pipeline (a dataset may name its own for a protocol) and whether the val split is augmented
+    # the pipeline (a dataset may name its own for a protocol), whether the val split is augmented and
+    # whether the splits it does not augment keep their stored size ("native_pad": the model pads them)
     protocol = get_protocol(cfg.protocol)
     own = getattr(DATASETS.get(cfg.name), "protocol_augmentation", {})
-    augmented = role == "train" or (role == "val" and protocol.augment_val)
+    augmented = (role == "train" or (role == "val" and protocol.augment_val)) and cfg.augment
+    native = protocol.eval_size == "native_pad" and not augmented
     transform = JointTransform(
-        size=tuple(cfg.size),
-        train=augmented and cfg.augment,
+        size=None if native else tuple(cfg.size),
+        train=augmented,
         seed=seed,
         augmentation=own.get(cfg.protocol, protocol.augmentation),
     )

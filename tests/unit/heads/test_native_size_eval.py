@@ -103,6 +103,12 @@ def test_the_heads_own_size_runs_unchanged():
     assert model.encoder.model.dynamic_img_size is False  # the native-size forward restored the model
 
 
+def test_open_clip_towers_refuse_other_sizes_by_name():
+    enc = build_encoder("open_clip", "ViT-Tiny-8")
+    with pytest.raises(ValueError, match="'ViT-Tiny-8' takes 32x32 images, got 40x40"):
+        enc(torch.rand(1, 3, 40, 40))
+
+
 @pytest.mark.parametrize(("protocol", "test_size"), [("default", (8, 8)), ("simo", None)])
 def test_unaugmented_splits_keep_their_stored_size_under_simo(protocol, test_size):
     cfg = DataConfig(size=[8, 8], num_samples={"train": 2, "val": 2, "test": 2}, protocol=protocol)

@@ -86,13 +86,27 @@ Taskonomy subset (d23845jg/simo_merging, ``utils.py`` ``get_data_loaders`` and `
   ``edge`` = ``raw`` clipped to [0, 3129] resp. [0, 11041] and mapped linearly to [-1, 1] (mask all True);
   ``semseg`` = the 18 raw classes 0..17 as stored, class 0 (uncertain) masked (the SIMO segmentation head
   has ``ignore_index=0`` for ``segment_semantic``; its confusion matrix, unlike ours, still counts
-  class-0 pixels); ``normal`` as in the official mode; ``autoencoding`` the image.
+  class-0 pixels); ``normal`` as in the official mode (on the resized [0, 1] values, grey within 1e-3).
 - the layout ``"task_building"`` (``{root}/{task}/{building}/point_...png``, the taskgrouping layout the
   SIMO loader walks) is supported besides the others.
 
-Not reproduced: the SIMO loader resizes every target bilinearly (labels included) to 256x256 and reads an
-optional ``mask_valid`` folder; here the ``transform`` resizes (nearest for labels) and ``mask_valid`` is
-not read.
+- the SIMO loader's reading and resizing (``process_image``, create_dataset.py lines 397-410): every file
+  is read as torchvision's ``to_tensor`` reads it (8-bit RGB -> [0, 1] floats; 8-bit grey as uint8; a
+  16-bit PNG, which Pillow opens as ``I;16``, as **int16**, so 65535 wraps to -1) and resized to
+  :data:`SIMO_SIZE` (``output_size=(256, 256)``) with torchvision's antialiased bilinear ``resize`` (labels
+  too; integer results rounded, int16 truncated, as torchvision casts back) **before** encoding. Their
+  ``log1p`` of the wrapped 65535 is -inf: that is the missing depth, masked (and 0) here.
+- ``mask_valid`` (read with both protocols when the folder exists, ``{mask_valid}/.../point_{p}_view_{v}
+  _domain_depth_zbuffer.png`` as the SIMO loader names it, or ``..._domain_mask_valid.png``; non-zero =
+  valid): ``protocol="default"`` narrows ``depth_mask`` with it; ``"simo"`` uses it, resized and rounded as
+  above, as the mask of every abs-error task (depth, keypoints2d, edge), as their metric does
+  (``training/utils.py`` lines 218-225, ``img_metas["mask"]``).
+- ``autoencoding``: the SIMO target is the network input, the image mapped to [-1, 1] (``ys["rgb"] = im``,
+  line 512); under ``"simo"`` the target is ``2x - 1``, matching the ``2x - 1`` input normalisation, and
+  [0, 1] under ``"default"``.
+
+The training split's flip-only augmentation (``augment=True``, no scale / crop) is what
+:attr:`TaskonomyDataset.protocol_augmentation` names for ``"simo"``.
 
 Splits
 ------
@@ -169,6 +183,10 @@ SIMO_PER_BUILDING: dict[str, int] = {"train": 2000, "val": 1000, "test": 1000}
 SIMO_KEYPOINTS_MAX = 3129.0
 SIMO_EDGE_MAX = 11041.0
 SIMO_DEPTH_LOG_SCALE = float(np.log(2.0**16))
+#: the SIMO loader's ``output_size``: every file is resized to it before encoding
+SIMO_SIZE: tuple[int, int] = (256, 256)
+#: the ``mask_valid`` folder and the file domains it may use (the SIMO loader's is ``depth_zbuffer``)
+MASK_VALID_DOMAINS: tuple[str, ...] = ("depth_zbuffer", "mask_valid")
 
 # our task name -> (Taskonomy task, accepted folder / file-domain names, first is the current one)
 _TASKS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -244,13 +262,15 @@ def decode_depth_zbuffer(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def decode_normal(raw: np.ndarray, signs: Sequence[float] = NORMAL_SIGNS) -> tuple[np.ndarray, np.ndarray]:
     """Raw HxWx3 uint8 normals -> (unit normals in our camera frame float32 HxWx3, valid mask).
 
-    ``2 * c / 255 - 1`` per channel, times ``signs`` per axis, renormalised; (128, 128, 128) is invalid.
+    ``2 * c / 255 - 1`` per channel, times ``signs`` per axis, renormalised; (128, 128, 128) is invalid
+    (within Omnidata's tolerance 1e-3 of 128/255, so resized float values decode too).
     """
-    raw = raw[..., :3].astype(np.int64)
-    stored = raw.astype(np.float32) * (2.0 / 255.0) - 1.0
+    raw = raw[..., :3].astype(np.float64)
+    stored = (raw * (2.0 / 255.0) - 1.0).astype(np.float32)
     vec = stored * np.asarray(signs, dtype=np.float32)
     norm = np.linalg.norm(vec, axis=-1)
-    mask = ~np.all(raw == NORMAL_INVALID_RAW, axis=-1) & (norm > 0.5)
+    grey = np.all(np.abs(raw - NORMAL_INVALID_RAW) <= 255e-3, axis=-1)
+    mask = ~grey & (norm > 0.5)
     out = np.zeros_like(vec)
     out[mask] = vec[mask] / norm[mask][:, None]
     return out, mask
@@ -273,9 +293,35 @@ def decode_unit_16bit(raw: np.ndarray, sixteen_bit: bool = True) -> np.ndarray:
 
 
 def decode_depth_simo(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """SIMO depth target: ``log1p(raw) / log(2**16)`` of the raw z-buffer values; valid where raw > 0."""
-    raw = raw.astype(np.float64)
-    return (np.log1p(raw) / SIMO_DEPTH_LOG_SCALE).astype(np.float32), raw > 0
+    """SIMO depth target: ``log1p(raw) / log(2**16)`` of the (resized, int16-read) z-buffer values; valid
+    where non-zero and finite (65535, read as -1, gives -inf: missing depth, set to 0)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        value = np.log1p(raw.astype(np.float64)) / SIMO_DEPTH_LOG_SCALE
+    mask = np.isfinite(value) & (value != 0)
+    return np.where(mask, value, 0.0).astype(np.float32), mask
+
+
+def simo_read(arr: np.ndarray, mode: str, size: tuple[int, int] = SIMO_SIZE) -> np.ndarray:
+    """A PNG's pixels (``arr``, PIL ``mode``) as the SIMO loader's ``process_image`` makes them: read as
+    torchvision's ``to_tensor`` / ``from_numpy`` reads them, resized to ``size`` by torchvision's
+    antialiased bilinear ``resize`` (an integer result rounded, except int16 which is truncated, as
+    torchvision casts back). Returns HxW (grey) or HxWx3 (RGB, floats in [0, 1])."""
+    import torch.nn.functional as F
+
+    if arr.ndim == 3:  # RGB: to_tensor -> float in [0, 1]
+        chw = torch.from_numpy(np.ascontiguousarray(arr[..., :3].transpose(2, 0, 1))).float() / 255.0
+    elif mode == "L":  # grey 8-bit: torch.from_numpy, uint8
+        chw = torch.from_numpy(np.ascontiguousarray(arr))[None]
+    else:  # 16-bit: to_tensor reads "I;16" as int16 (65535 -> -1) and "I" as int32
+        dtype = np.int32 if mode == "I" else np.int16
+        chw = torch.from_numpy(np.ascontiguousarray(arr).astype(dtype))[None]
+    out_dtype = chw.dtype
+    img = chw[None].float() if out_dtype != torch.float32 else chw[None]
+    img = F.interpolate(img, size=list(size), mode="bilinear", align_corners=False, antialias=True)[0]
+    if out_dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64):
+        img = torch.round(img)
+    out = img.to(out_dtype).numpy()
+    return out.transpose(1, 2, 0) if out.shape[0] == 3 else out[0]
 
 
 def decode_rescaled(raw: np.ndarray, max_value: float) -> np.ndarray:
@@ -295,35 +341,51 @@ def decode_segment_semantic_simo(raw: np.ndarray, path: str = "<array>") -> tupl
 
 
 def _load_target(
-    task: str, path: str, normal_signs: Sequence[float], protocol: str = "default"
+    task: str,
+    path: str,
+    normal_signs: Sequence[float],
+    protocol: str = "default",
+    simo_size: tuple[int, int] = SIMO_SIZE,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(target array, valid mask) for one of our task names from its Taskonomy file."""
+    """(target array, valid mask) for one of our task names from its Taskonomy file; under ``"simo"``
+    the pixels are read and resized as the SIMO loader does (:func:`simo_read`) before decoding."""
     arr, mode = _read_png(path)
+    simo = protocol == "simo"
     if task == "normal":
         if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.dtype != np.uint8:
             raise ValueError(
                 f"{path}: normal must be an 8-bit RGB PNG, got shape {arr.shape}, dtype {arr.dtype}"
             )
-        return decode_normal(arr, normal_signs)
+        return decode_normal(simo_read(arr, mode, simo_size) * 255.0 if simo else arr, normal_signs)
     arr1 = _single_channel(arr, path)
     if task == "depth":
         if not _is_16bit(mode, arr1):
             raise ValueError(f"{path}: depth_zbuffer must be a 16-bit PNG, got PIL mode {mode!r}")
         if arr1.min() < 0 or arr1.max() > 65535:
             raise ValueError(f"{path}: depth values outside the 16-bit range")
-        return decode_depth_simo(arr1) if protocol == "simo" else decode_depth_zbuffer(arr1)
+        return decode_depth_simo(simo_read(arr1, mode, simo_size)) if simo else decode_depth_zbuffer(arr1)
+    if simo:
+        arr1 = simo_read(arr1, mode, simo_size)
     if task == "semseg":
-        if protocol == "simo":
+        if simo:
             return decode_segment_semantic_simo(arr1, path)
         label = decode_segment_semantic(arr1, path)
         return label, label != IGNORE_INDEX
-    if task in ("keypoints2d", "edge") and protocol == "simo":
+    if task in ("keypoints2d", "edge") and simo:
         value = decode_rescaled(arr1, SIMO_KEYPOINTS_MAX if task == "keypoints2d" else SIMO_EDGE_MAX)
         return value, np.ones(value.shape, dtype=bool)
     if task in ("keypoints2d", "edge"):
         value = decode_unit_16bit(arr1, _is_16bit(mode, arr1))
         return value, np.ones(value.shape, dtype=bool)
     raise KeyError(f"no file decoder for task {task!r}")
+
+
+def load_mask_valid(path: str, protocol: str, simo_size: tuple[int, int] = SIMO_SIZE) -> np.ndarray:
+    """A view's ``mask_valid`` file as a bool mask (non-zero = valid); under ``"simo"`` read and resized as
+    the SIMO loader does (:func:`simo_read`, then ``.bool()``)."""
+    arr, mode = _read_png(path)
+    arr1 = _single_channel(arr, path)
+    return (simo_read(arr1, mode, simo_size) if protocol == "simo" else arr1) != 0
 
 
 # ----------------------------------------------------------------------------------------------- dataset
@@ -448,6 +510,23 @@ def _resolve_tasks(
     return tasks, {t: specs[t] for t in tasks}, class_names
 
 
+def _with_mask_valid(
+    task: str, mask: np.ndarray, valid: np.ndarray | None, value: np.ndarray, protocol: str
+) -> np.ndarray:
+    """``task``'s mask given the view's ``mask_valid`` (None: no file): ``"default"`` narrows depth's
+    mask with it; ``"simo"`` makes it the mask of depth, keypoints2d and edge (their abs-error metric's
+    ``img_metas["mask"]``), finite values only."""
+    if valid is None:
+        return mask
+    if valid.shape != mask.shape:
+        raise ValueError(f"taskonomy: mask_valid is {valid.shape[:2]} but {task} is {mask.shape[:2]}")
+    if protocol == "simo" and task in ("depth", "keypoints2d", "edge"):
+        return valid & np.isfinite(value)
+    if task == "depth":
+        return mask & valid
+    return mask
+
+
 def _check_normal_signs(normal_signs: Sequence[float]) -> tuple[float, float, float]:
     if len(normal_signs) != 3 or any(s not in (-1, 1) for s in normal_signs):
         raise ValueError(f"taskonomy: normal_signs must be three of +-1, got {normal_signs!r}")
@@ -474,7 +553,13 @@ class TaskonomyDataset(Dataset):
             encodings; see the module docstring).
         per_building: keep the first N rgb files of each building in file-name order; default None (all)
             for ``"default"``, :data:`SIMO_PER_BUILDING` of the split for ``"simo"``.
+        simo_size: under ``"simo"``, the size every file is resized to before encoding (the SIMO loader's
+            ``output_size``, :data:`SIMO_SIZE`).
     """
+
+    #: the training augmentation a protocol uses here instead of its own: the SIMO loader only flips
+    #: Taskonomy views (``augment=True``: no scale / crop), after resizing them to :data:`SIMO_SIZE`
+    protocol_augmentation: dict[str, str] = {"simo": "resize_flip"}
 
     def __init__(
         self,
@@ -490,6 +575,7 @@ class TaskonomyDataset(Dataset):
         normal_signs: Sequence[float] = NORMAL_SIGNS,
         protocol: str = "default",
         per_building: int | None = None,
+        simo_size: tuple[int, int] = SIMO_SIZE,
     ) -> None:
         self.root = os.fspath(root)
         if not os.path.isdir(self.root):
@@ -497,6 +583,9 @@ class TaskonomyDataset(Dataset):
         if protocol not in PROTOCOLS:
             raise ValueError(f"taskonomy: unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
         self.protocol = protocol
+        if len(simo_size) != 2 or any(int(v) != v or v < 1 for v in simo_size):
+            raise ValueError(f"taskonomy: simo_size must be (H, W) with positive integers, got {simo_size!r}")
+        self.simo_size = (int(simo_size[0]), int(simo_size[1]))
         self.buildings, self.per_building = _resolve_buildings(protocol, split, buildings, per_building)
         self.split = split
         self.tasks, self.task_specs, self.class_names = _resolve_tasks(tasks, protocol)
@@ -530,6 +619,8 @@ class TaskonomyDataset(Dataset):
             raise FileNotFoundError(f"taskonomy: rgb folder of building {building!r} not found: {expected}")
         rgb = _list_views(rgb_dir, _RGB_NAMES)
         per_task = _task_views(self.root, self.layout, building, self.tasks)
+        mask_dir = _find_dir(self.root, ("mask_valid",), building, self.layout)
+        masks = _list_views(mask_dir, MASK_VALID_DOMAINS) if mask_dir else {}
         for key in _first_views(rgb, self.per_building):
             missing = [t for t, (_, files) in per_task.items() if key not in files]
             for task in missing:
@@ -541,7 +632,8 @@ class TaskonomyDataset(Dataset):
             if missing:
                 continue
             self.samples.append((building, key[0], key[1]))
-            self._paths.append({"image": rgb[key]} | {t: files[key] for t, (_, files) in per_task.items()})
+            paths = {"image": rgb[key]} | {t: files[key] for t, (_, files) in per_task.items()}
+            self._paths.append(paths | ({"mask_valid": masks[key]} if key in masks else {}))
 
     def _report_index(self) -> None:
         """Log the views skipped for missing task files; ValueError when none is left."""
@@ -567,18 +659,25 @@ class TaskonomyDataset(Dataset):
         """Decoded numpy arrays of sample ``index`` before any transform (HWC image, HxW targets)."""
         paths = self._paths[index]
         image = load_rgb(paths["image"])
+        if self.protocol == "simo":  # to_tensor, then resized as every SIMO file is
+            image = simo_read(np.round(image * 255.0).astype(np.uint8), "RGB", self.simo_size)
         arrays: dict[str, np.ndarray] = {"image": image}
+        valid = (
+            load_mask_valid(paths["mask_valid"], self.protocol, self.simo_size)
+            if "mask_valid" in paths
+            else None
+        )
         for task in self.tasks:
             if task == "autoencoding":
                 continue
-            value, mask = _load_target(task, paths[task], self.normal_signs, self.protocol)
+            value, mask = _load_target(task, paths[task], self.normal_signs, self.protocol, self.simo_size)
             if value.shape[:2] != image.shape[:2]:
                 raise ValueError(
                     f"{paths[task]}: size {value.shape[1]}x{value.shape[0]} differs from its rgb "
                     f"{paths['image']} ({image.shape[1]}x{image.shape[0]})"
                 )
             arrays[task] = value
-            arrays[f"{task}_mask"] = mask
+            arrays[f"{task}_mask"] = _with_mask_valid(task, mask, valid, value, self.protocol)
         return arrays
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
@@ -586,4 +685,7 @@ class TaskonomyDataset(Dataset):
             raise IndexError(f"taskonomy: index {index} out of range for {len(self)} samples")
         from simo_merge.datasets.transforms import finalize_sample  # shared tail: transform, to_sample
 
-        return finalize_sample(self.load_arrays(index), self.tasks, transform=self.transform)
+        sample = finalize_sample(self.load_arrays(index), self.tasks, transform=self.transform)
+        if self.protocol == "simo" and "autoencoding" in sample:  # SIMO's target: the [-1, 1] input
+            sample["autoencoding"] = 2.0 * sample["autoencoding"] - 1.0
+        return sample

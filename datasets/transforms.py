@@ -9,6 +9,15 @@ Interpolation: bilinear for the image and continuous targets (depth, disparity, 
 component is negated when a horizontal flip happened. A continuous target that comes with a mask is
 resampled as ``interp(value * mask) / interp(mask)`` so invalid pixels (e.g. depth 0) never bleed into valid
 ones; its new mask is the nearest-resampled mask where some valid source pixel contributed.
+
+Two training pipelines, chosen by ``augmentation`` (the protocol's, :mod:`simo_merge.protocols`):
+``"resize_flip"`` (ours: resize to ``size`` or the ``scale``/``crop`` options above, h-flip) and
+``"scale_crop_flip"``, the SIMO code's ``DataTransform`` (d23845jg/simo_merging
+``training/create_dataset.py`` lines 16-103): a scale drawn from :data:`SIMO_SCALES`, resize to
+``int(h * s) x int(w * s)`` (torch bilinear for the image, torch nearest for every target, depth included),
+pad right / bottom to ``size`` where smaller (image: reflect; targets: the padding is invalid, which is
+what their fill values -1 / 0 mean to their losses), a random ``size`` crop, h-flip with probability 0.5
+(normals' x negated); depth divided by ``s``, disparity multiplied.
 """
 
 from __future__ import annotations
@@ -22,6 +31,8 @@ import albumentations as A
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
+from albumentations.core.transforms_interface import DualTransform
 
 from simo_merge.tasks import IGNORE_INDEX
 
@@ -34,6 +45,11 @@ SPATIAL_TASKS: tuple[str, ...] = LABEL_TASKS + CONTINUOUS_TASKS + VECTOR_TASKS
 #: Targets derived from the (transformed) image by :func:`to_sample`.
 DERIVED_TASKS: tuple[str, ...] = ("autoencoding",)
 ALL_TASKS: tuple[str, ...] = SPATIAL_TASKS + DERIVED_TASKS
+
+#: the SIMO code's scale set (``DataTransform(..., scales=[1.0, 1.2, 1.5])``, create_dataset.py l. 150)
+SIMO_SCALES: tuple[float, ...] = (1.0, 1.2, 1.5)
+#: :class:`JointTransform`'s ``augmentation`` choices (``Protocol.augmentation``)
+AUGMENTATIONS: tuple[str, ...] = ("resize_flip", "scale_crop_flip")
 
 _VALID = "_valid"  # internal: 1 where the pixel comes from the input (0 in padding)
 _NEAREST = cv2.INTER_NEAREST_EXACT
@@ -49,17 +65,86 @@ def _den_key(task: str) -> str:
     return f"_den_{task}"
 
 
-def _additional_targets() -> dict[str, str]:
+def _additional_targets(nearest_continuous: bool = False) -> dict[str, str]:
+    """albumentations target kinds: "image" targets are resampled bilinearly, "mask" ones by nearest
+    (continuous targets too when ``nearest_continuous``, as SIMO resizes depth / disparity)."""
+    continuous = "mask" if nearest_continuous else "image"
     targets: dict[str, str] = {_VALID: "mask"}
     for task in LABEL_TASKS + VECTOR_TASKS:
         targets[task] = "mask"
     for task in CONTINUOUS_TASKS:
-        targets[task] = "image"
-        targets[_num_key(task)] = "image"
-        targets[_den_key(task)] = "image"
+        targets[task] = continuous
+        targets[_num_key(task)] = continuous
+        targets[_den_key(task)] = continuous
     for task in ALL_TASKS:
         targets[f"{task}_mask"] = "mask"
     return targets
+
+
+class SimoScale(DualTransform):
+    """SIMO's random scale: ``s`` from ``scales``, resize to ``int(h * s) x int(w * s)`` with torch's
+    bilinear (image; torchvision ``resize`` on a tensor, antialiased) or nearest (every other target)
+    interpolation, as ``DataTransform`` does (create_dataset.py lines 23-50)."""
+
+    def __init__(self, scales: Sequence[float] = SIMO_SCALES, p: float = 1.0) -> None:
+        super().__init__(p=p)
+        self.scales = tuple(float(v) for v in scales)
+
+    def get_params(self) -> dict[str, float]:
+        return {"scale": self.py_random.choice(self.scales)}
+
+    def apply(self, img: np.ndarray, scale: float, **params: Any) -> np.ndarray:
+        return _torch_resize(img, scale, "bilinear")
+
+    def apply_to_mask(self, mask: np.ndarray, scale: float, **params: Any) -> np.ndarray:
+        return _torch_resize(mask, scale, "nearest")
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("scales",)
+
+
+def _torch_resize(array: np.ndarray, scale: float, mode: str) -> np.ndarray:
+    """``array`` (HxW or HxWxC) resized to ``int(h * scale) x int(w * scale)`` by ``F.interpolate``."""
+    h, w = array.shape[:2]
+    out_hw = (int(h * scale), int(w * scale))
+    if out_hw == (h, w):
+        return array
+    chw = array[..., None] if array.ndim == 2 else array
+    t = torch.from_numpy(np.ascontiguousarray(chw.transpose(2, 0, 1)))[None]
+    if mode == "bilinear":
+        out = F.interpolate(t.float(), size=out_hw, mode="bilinear", align_corners=False, antialias=True)
+    else:  # nearest on float64 is exact for every integer label
+        out = F.interpolate(t.double(), size=out_hw, mode="nearest")
+    res = out[0].numpy().transpose(1, 2, 0).astype(array.dtype)
+    return res[..., 0] if array.ndim == 2 else res
+
+
+class PadBottomRight(DualTransform):
+    """Pad right and bottom up to ``(min_height, min_width)``: the image by reflection, every other
+    target with 0 (the validity map's 0 marks the padding invalid), as ``DataTransform`` pads
+    (create_dataset.py lines 52-79: ``padding=(0, 0, right_pad, bottom_pad)``, image ``"reflect"``)."""
+
+    def __init__(self, min_height: int, min_width: int, p: float = 1.0) -> None:
+        super().__init__(p=p)
+        self.min_height, self.min_width = int(min_height), int(min_width)
+
+    def _pads(self, array: np.ndarray) -> tuple[int, int]:
+        h, w = array.shape[:2]
+        return max(self.min_height - h, 0), max(self.min_width - w, 0)
+
+    def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
+        bottom, right = self._pads(img)
+        if bottom == right == 0:
+            return img
+        return cv2.copyMakeBorder(img, 0, bottom, 0, right, cv2.BORDER_REFLECT_101)
+
+    def apply_to_mask(self, mask: np.ndarray, **params: Any) -> np.ndarray:
+        bottom, right = self._pads(mask)
+        widths = ((0, bottom), (0, right)) + ((0, 0),) * (mask.ndim - 2)
+        return np.pad(mask, widths, mode="constant", constant_values=0)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("min_height", "min_width")
 
 
 class JointTransform:
@@ -68,6 +153,9 @@ class JointTransform:
     Args:
         size: output ``(H, W)``; None keeps the input size.
         train: random augmentation (scale, crop, flip) when True; otherwise only a resize to ``size``.
+        augmentation: the training pipeline, one of :data:`AUGMENTATIONS`: ``"resize_flip"`` (ours, shaped
+            by ``hflip``/``scale``/``crop``) or ``"scale_crop_flip"`` (SIMO's ``DataTransform``, see the
+            module docstring; in train mode it needs ``size`` and ignores ``scale``/``crop``/``flip_prob``).
         hflip: in train mode, flip horizontally with probability ``flip_prob`` (0.5).
         scale: in train mode, resize by a factor drawn uniformly from this range before cropping; needs
             ``crop=True`` (otherwise the final resize would undo it).
@@ -93,7 +181,12 @@ class JointTransform:
         seed: int | None = None,
         scale_depth: bool = True,
         flip_prob: float = 0.5,
+        augmentation: str = "resize_flip",
     ) -> None:
+        if augmentation not in AUGMENTATIONS:
+            raise ValueError(f"augmentation must be one of {AUGMENTATIONS}, got {augmentation!r}")
+        if augmentation == "scale_crop_flip" and train and size is None:
+            raise ValueError("augmentation 'scale_crop_flip' crops to size: give size=(H, W)")
         if size is not None:
             if len(size) != 2 or any(int(s) != s or s < 1 for s in size):
                 raise ValueError(f"size must be (H, W) with positive integers, got {size!r}")
@@ -114,6 +207,7 @@ class JointTransform:
         if not 0.0 <= flip_prob <= 1.0:
             raise ValueError(f"flip_prob must be in [0, 1], got {flip_prob}")
         self.flip_prob = float(flip_prob)
+        self.augmentation = augmentation
         self._rng = np.random.default_rng(seed)
         self._py_rng = random.Random(seed)
         self._rng_owner: tuple[int, int] | None = None
@@ -122,7 +216,8 @@ class JointTransform:
     def __repr__(self) -> str:
         return (
             f"JointTransform(size={self.size}, train={self.train}, hflip={self.hflip}, scale={self.scale}, "
-            f"crop={self.crop}, seed={self.seed}, scale_depth={self.scale_depth}, flip_prob={self.flip_prob})"
+            f"crop={self.crop}, seed={self.seed}, scale_depth={self.scale_depth}, "
+            f"flip_prob={self.flip_prob}, augmentation={self.augmentation!r})"
         )
 
     # -- random state -------------------------------------------------------------------------------
@@ -153,13 +248,19 @@ class JointTransform:
         compose = self._composes.get(out_hw)
         if compose is None:
             ops = _pipeline_ops(self, out_hw)
-            compose = A.Compose(ops, additional_targets=_additional_targets(), save_applied_params=True)
+            simo = self.train and self.augmentation == "scale_crop_flip"
+            compose = A.Compose(ops, additional_targets=_additional_targets(simo), save_applied_params=True)
             compose.set_random_state(self._rng, self._py_rng)
             self._composes[out_hw] = compose
         return compose
 
     def __call__(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Transform ``arrays`` jointly; returns the same keys (see the module docstring for the rules)."""
+        return self.apply(arrays)[0]
+
+    def apply(self, arrays: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Like calling the transform, and also returns the applied ops' parameters by op name (e.g.
+        ``{"SimoScale": {"scale": 1.2, ...}, "RandomCrop": {"crop_coords": ...}}``): what was drawn."""
         data = validate_arrays(arrays)
         self._maybe_reseed_for_worker()
         compose = self._compose_for(data["image"].shape[:2])
@@ -167,15 +268,23 @@ class JointTransform:
         out = compose(**inputs)
         applied = {name: params for name, params in out.get("applied_transforms", [])}
         result = _pipeline_outputs(data, inputs, out, flipped="HorizontalFlip" in applied)
-        if self.scale_depth and "RandomScale" in applied:
-            _rescale_depth(result, float(applied["RandomScale"]["scale"]))
-        return result
+        for op in ("RandomScale", "SimoScale"):
+            if self.scale_depth and op in applied:
+                _rescale_depth(result, float(applied[op]["scale"]))
+        return result, applied
 
 
 def _pipeline_ops(t: JointTransform, out_hw: tuple[int, int]) -> list[Any]:
     """The albumentations ops of transform ``t`` for output size ``out_hw``, in the order they run."""
     if not t.train:
         return [_resize(out_hw)] if t.size is not None else []
+    if t.augmentation == "scale_crop_flip":  # SIMO's DataTransform, in its order
+        return [
+            SimoScale(SIMO_SCALES),
+            PadBottomRight(*out_hw),
+            A.RandomCrop(height=out_hw[0], width=out_hw[1]),
+            A.HorizontalFlip(p=0.5),
+        ]
     ops: list[Any] = []
     if t.scale != (1.0, 1.0):
         limit = (t.scale[0] - 1.0, t.scale[1] - 1.0)

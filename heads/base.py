@@ -7,6 +7,7 @@ expert is its encoder state, its head state and that dict.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -105,12 +106,15 @@ class TaskHead(nn.Module):
             "options": self.options,
         }
 
-    def split(self, taps: dict[int, Tensor]) -> tuple[list[Tensor], list[Tensor | None]]:
-        """Turn each read tap ``[B, N, D]`` into a ``[B, D, h, w]`` map and its prefix tokens (or None)."""
+    def split(
+        self, taps: dict[int, Tensor], grid: tuple[int, int] | None = None
+    ) -> tuple[list[Tensor], list[Tensor | None]]:
+        """Turn each read tap ``[B, N, D]`` into a ``[B, D, h, w]`` map and its prefix tokens (or None);
+        ``grid`` is the token grid (default: the layout's)."""
         missing = [i for i in self.taps if i not in taps]
         if missing:
             raise KeyError(f"head {self.task.name!r} reads taps {self.taps}; missing {missing}")
-        h, w = self.layout.grid_size
+        h, w = grid or self.layout.grid_size
         p = self.layout.num_prefix_tokens
         maps, prefixes = [], []
         for i in self.taps:
@@ -125,8 +129,17 @@ class TaskHead(nn.Module):
     def decode(self, maps: list[Tensor], prefixes: list[Tensor | None]) -> Tensor:
         raise NotImplementedError
 
-    def forward(self, taps: dict[int, Tensor]) -> Tensor:
-        raw = self.decode(*self.split(taps))
-        if tuple(raw.shape[-2:]) != tuple(self.layout.image_size):
-            raw = F.interpolate(raw, size=self.layout.image_size, mode="bilinear", align_corners=False)
+    def forward(self, taps: dict[int, Tensor], size: tuple[int, int] | None = None) -> Tensor:
+        """The task output at the layout's image size, or at ``size`` for an input of that size (which
+        the encoder centre-padded to its patch grid): the whole output, padding included, is resized to
+        ``size`` bilinearly, as the SIMO decode heads resize their output to the target's size
+        (``models/dinov2/tasks/depth/decode_heads.py`` lines 193-199)."""
+        size = tuple(self.layout.image_size) if size is None else tuple(size)
+        grid = None
+        if size != tuple(self.layout.image_size):
+            p = self.layout.patch_size
+            grid = (math.ceil(size[0] / p), math.ceil(size[1] / p))
+        raw = self.decode(*self.split(taps, grid))
+        if tuple(raw.shape[-2:]) != size:
+            raw = F.interpolate(raw, size=size, mode="bilinear", align_corners=False)
         return activate(self.task, raw)

@@ -58,6 +58,8 @@ class DPTHead(TaskHead):
     def decode(self, maps: list[Tensor], prefixes: list[Tensor | None]) -> Tensor:
         if self.stride != self.layout.patch_size:
             h, w = self.layout.image_size
+            if tuple(maps[0].shape[-2:]) != tuple(self.layout.grid_size):  # another input size
+                h, w = (n * self.layout.patch_size for n in maps[0].shape[-2:])
             maps = [
                 F.interpolate(m, size=(h // 16, w // 16), mode="bilinear", align_corners=False) for m in maps
             ]

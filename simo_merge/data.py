@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from simo_merge.datasets import DATASETS, build_dataset
-from simo_merge.protocols import PROTOCOLS
+from simo_merge.protocols import PROTOCOLS, get_protocol
 
 
 @dataclass
@@ -121,8 +121,19 @@ def build_split(cfg: DataConfig, role: str, seed: int, cache_dir: Path | None = 
             seed=seed,
             cache_dir=str(cache_dir) if cache_dir else None,
         )
-    # seeded so that a run (augmentation included) is reproducible from its config
-    transform = JointTransform(size=tuple(cfg.size), train=role == "train" and cfg.augment, seed=seed)
+    # seeded so that a run (augmentation included) is reproducible from its config; the protocol picks
+    # the pipeline (a dataset may name its own for a protocol), whether the val split is augmented and
+    # whether the splits it does not augment keep their stored size ("native_pad": the model pads them)
+    protocol = get_protocol(cfg.protocol)
+    own = getattr(DATASETS.get(cfg.name), "protocol_augmentation", {})
+    augmented = (role == "train" or (role == "val" and protocol.augment_val)) and cfg.augment
+    native = protocol.eval_size == "native_pad" and not augmented
+    transform = JointTransform(
+        size=None if native else tuple(cfg.size),
+        train=augmented,
+        seed=seed,
+        augmentation=own.get(cfg.protocol, protocol.augmentation),
+    )
     return build_dataset(
         cfg.name, root=cfg.root, split=cfg.splits[role], tasks=cfg.tasks, transform=transform, **kwargs
     )

@@ -24,7 +24,18 @@ class MultiTaskModel(nn.Module):
         return sorted({i for t in (tasks or self.tasks) for i in self.heads[t].taps}, key=str)
 
     def forward(self, images: Tensor, tasks: list[str] | None = None) -> dict[str, Tensor]:
+        """Every head of ``tasks`` on one encoder pass. Images of another size than the heads' (the SIMO
+        protocol's native-size evaluation) are centre-padded to the patch grid by the encoder and each
+        dense output is resized back to the images' size."""
         tasks = tasks or self.tasks
         out = self.encoder(images, taps=[i for i in self.taps(tasks) if i != "final"])
         feats = {**out.taps, "final": out.features}  # dense heads read block taps, classifiers "final"
-        return {t: self.heads[t](feats) for t in tasks}
+        size = tuple(images.shape[-2:])
+        return {t: self._head(t, feats, size) for t in tasks}
+
+    def _head(self, task: str, feats: dict, size: tuple[int, int]) -> Tensor:
+        head = self.heads[task]
+        layout = getattr(head, "layout", None)
+        if layout is None or head.task.kind == "classification" or size == tuple(layout.image_size):
+            return head(feats)
+        return head(feats, size=size)

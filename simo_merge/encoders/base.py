@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from simo_merge.encoders.hooks import BlockHook, FeatureHook, HookHandle, HookLists
-from simo_merge.encoders.input_range import check_input_range
+from simo_merge.encoders.input_range import check_input_range, normalise_input
 
 
 @dataclass
@@ -43,9 +43,12 @@ class Encoder(nn.Module):
     features) plus the layout facts: ``blocks``, ``width``, ``num_prefix_tokens``, ``grid_size``.
 
     Input contract: images enter as ``[B, 3, H, W]`` floats in [0, 1] (what every dataset in
-    :mod:`simo_merge.datasets` yields) and the encoder applies its own mean/std normalisation
-    (``pixel_mean``/``pixel_std``). Normalising first (the usual DINOv2/CLIP recipe) would normalise
-    twice, so a batch reaching more than ``INPUT_RANGE_TOLERANCE`` outside [0, 1] triggers ``input_check``
+    :mod:`simo_merge.datasets` yields) and the encoder normalises them as ``normalisation`` says
+    (:func:`~simo_merge.encoders.input_range.normalise_input`): its own mean/std (``pixel_mean``/
+    ``pixel_std``, ``"encoder"``, the default) or ``2x - 1`` (``"two_x_minus_one"``, the SIMO protocol's;
+    set by :func:`~simo_merge.encoders.build_encoder` from the run's protocol). Normalising first (the
+    usual DINOv2/CLIP recipe) would normalise twice, so a batch reaching more than
+    ``INPUT_RANGE_TOLERANCE`` outside [0, 1] triggers ``input_check``
     (:mod:`simo_merge.encoders.input_range`): ``"warn"`` (default, one ``InputRangeWarning`` per encoder),
     ``"error"`` (ValueError) or ``"off"``.
     """
@@ -57,6 +60,8 @@ class Encoder(nn.Module):
     source: Any = None
     #: what a batch clearly outside [0, 1] does: "warn", "error" or "off" (set per instance)
     input_check: str = "warn"
+    #: how [0, 1] images become the model's input: "encoder" (mean/std) or "two_x_minus_one" (SIMO)
+    normalisation: str = "encoder"
 
     def __init__(
         self,
@@ -162,7 +167,8 @@ class Encoder(nn.Module):
         raise NotImplementedError
 
     def normalize(self, images: Tensor) -> Tensor:
-        return (images - self.pixel_mean.to(images.dtype)) / self.pixel_std.to(images.dtype)
+        """[0, 1] ``images`` as the model reads them, per :attr:`normalisation`."""
+        return normalise_input(images, self.normalisation, self.pixel_mean, self.pixel_std)
 
     def check_input_range(self, images: Tensor) -> None:
         """Warn (or raise, per ``input_check``) when ``images`` are clearly not [0, 1] images."""

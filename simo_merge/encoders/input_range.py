@@ -1,7 +1,11 @@
-"""Catching images that are not [0, 1] images before an Encoder normalises them (a second time).
+"""The encoder's input path: catching images that are not [0, 1] images, and normalising them.
 
-Every dataset yields [0, 1] images and every Encoder applies its own mean/std; a batch normalised
-beforehand (the usual DINOv2/CLIP recipe) would be normalised twice and silently degrade every number.
+Every dataset yields [0, 1] images and every Encoder normalises them itself, in :func:`normalise_input`
+(the one place that decides how): ``"encoder"`` applies the encoder's own mean/std, ``"two_x_minus_one"``
+maps [0, 1] to [-1, 1] as the SIMO code feeds its images (d23845jg/simo_merging
+``training/create_dataset.py`` line 154, ``im = 2.0 * data_dict.pop("im") - 1.0``); the run's
+``data.protocol`` picks one (:mod:`simo_merge.protocols`). A batch normalised beforehand (the usual
+DINOv2/CLIP recipe) would be normalised twice and silently degrade every number, hence the range check.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from torch import Tensor
 #: overshoot a little; an already mean/std-normalised image spans about [-2.1, 2.6] (ImageNet/CLIP stats).
 INPUT_RANGE_TOLERANCE = 0.5
 INPUT_CHECKS = ("warn", "error", "off")
+#: how an encoder maps [0, 1] images to its input (``Protocol.normalisation``'s choices)
+INPUT_NORMALISATIONS = ("encoder", "two_x_minus_one")
 
 
 class InputRangeWarning(UserWarning):
@@ -59,3 +65,21 @@ def check_input_range(images: Tensor, policy: str, name: str, pixel_mean: Tensor
         # stacklevel: this function, Encoder.check_input_range, Encoder.forward, then nn.Module's call
         warnings.warn(message, InputRangeWarning, stacklevel=4)
     return True
+
+
+def check_normalisation(normalisation: str, name: str) -> str:
+    """``normalisation`` if it is one of :data:`INPUT_NORMALISATIONS`; ValueError naming encoder ``name``."""
+    if normalisation not in INPUT_NORMALISATIONS:
+        raise ValueError(
+            f"{name}: input normalisation must be one of {INPUT_NORMALISATIONS}, got {normalisation!r}"
+        )
+    return normalisation
+
+
+def normalise_input(images: Tensor, normalisation: str, mean: Tensor, std: Tensor) -> Tensor:
+    """[0, 1] ``images`` as the encoder reads them: ``(x - mean) / std`` (``"encoder"``) or ``2x - 1``
+    (``"two_x_minus_one"``, SIMO)."""
+    if normalisation == "two_x_minus_one":
+        return 2.0 * images - 1.0
+    check_normalisation(normalisation, "encoder")
+    return (images - mean.to(images.dtype)) / std.to(images.dtype)

@@ -47,6 +47,14 @@ class OpenClipViTEncoder(Encoder):
         )
 
     def _forward_impl(self, pixels: Tensor) -> Tensor:
+        size = getattr(self.model, "image_size", pixels.shape[-2:])
+        size = (int(size), int(size)) if isinstance(size, int) else tuple(int(v) for v in size)
+        if tuple(pixels.shape[-2:]) != size:  # no native-size (padded) forward for open_clip towers
+            raise ValueError(
+                f"open_clip encoder {self.name!r} takes {size[0]}x{size[1]} images, got "
+                f"{pixels.shape[-2]}x{pixels.shape[-1]} (evaluation at the stored size, eval_size "
+                "'native_pad', needs a timm encoder)"
+            )
         out = self.model(pixels)
         return out[0] if isinstance(out, tuple) else out
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import timm
+import torch.nn.functional as F
+from timm.layers import Format
 from torch import Tensor
 
 from simo_merge.encoders import ENCODERS
@@ -33,7 +38,46 @@ class TimmViTEncoder(Encoder):
         )
 
     def _forward_impl(self, pixels: Tensor) -> Tensor:
-        return self.model(pixels)
+        """The model on ``pixels``; an input of another size than the model's is centre-padded with zeros
+        (normalised space) to the patch grid and run with position embeddings resampled to its grid, as
+        the SIMO model evaluates at native size (:func:`centre_pad`)."""
+        embed = self.model.patch_embed
+        if embed.img_size is None or tuple(pixels.shape[-2:]) == tuple(embed.img_size):
+            return self.model(pixels)
+        with _dynamic_size(self.model):
+            return self.model(centre_pad(pixels, embed.patch_size))
+
+
+def centre_pad(x: Tensor, patch: tuple[int, int]) -> Tensor:
+    """``x`` zero-padded on both sides up to multiples of ``patch`` (left / top get the smaller half), as
+    the SIMO backbone's ``CenterPadding`` pre-hook (d23845jg/simo_merging ``models/dinov2/utils.py``
+    lines 24-42, ``models/dinov2/mtl/multitasker.py`` lines 92-94)."""
+    pads: list[int] = []
+    for size, multiple in ((x.shape[-1], patch[1]), (x.shape[-2], patch[0])):
+        extra = math.ceil(size / multiple) * multiple - size
+        pads += [extra // 2, extra - extra // 2]
+    return F.pad(x, pads) if any(pads) else x
+
+
+@contextmanager
+def _dynamic_size(model: Any) -> Iterator[None]:
+    """Run a timm VisionTransformer built for one size on another: token grid as NHWC from the patch
+    embedding, position embeddings resampled to it (timm's ``dynamic_img_size``), restored afterwards."""
+    embed = model.patch_embed
+    saved = (model.dynamic_img_size, embed.strict_img_size, embed.flatten, embed.output_fmt)
+    if saved[0]:  # built dynamic already
+        yield
+        return
+    model.dynamic_img_size, embed.strict_img_size, embed.flatten, embed.output_fmt = (
+        True,
+        False,
+        False,
+        Format.NHWC,
+    )
+    try:
+        yield
+    finally:
+        model.dynamic_img_size, embed.strict_img_size, embed.flatten, embed.output_fmt = saved
 
 
 @ENCODERS.register("timm")

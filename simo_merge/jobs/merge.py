@@ -14,7 +14,7 @@ from simo_merge.io.checkpoint import save_state
 from simo_merge.merging import MERGE_METHODS
 from simo_merge.merging.api import check_hyperparameters, resolved_merge_parameters
 from simo_merge.merging.spec import MethodSpec
-from simo_merge.pool.spec import describe, pool_kind, resolve_pool
+from simo_merge.pool.spec import apply_normalisation, describe, pool_kind, resolve_pool
 from simo_merge.runtime import RuntimeConfig, on_rank_zero
 from simo_merge.taskpool import TaskPool, merge
 
@@ -65,6 +65,8 @@ def run(cfg: MergeJobConfig) -> dict[str, Any]:
             "data.root=..., or data.per_task.<task>={name: ..., root: ...} for one data set per task)"
         )
     pool = resolve_pool(cfg.pool, cfg.encoder, need_heads=needs_data, need_encoder=needs_data)
+    if needs_data:  # the probes' encoders read the data as its protocol feeds them
+        apply_normalisation(pool, cfg.data.protocol)
     # data-dependent methods read the unlabelled inputs of the data's ``split``, streamed
     splits = build_task_splits(cfg.data, pool.tasks, cfg.split, cfg.seed) if needs_data else []
     taskpool = TaskPool(pool, splits, seed=cfg.seed, name=cfg.split)

@@ -123,13 +123,15 @@ class ExpertPool:
         )
 
     def encoder(self, state: Mapping[str, Tensor] | None = None) -> Encoder:
-        """A fresh encoder of the pool's architecture (θ0's sidecar config) holding ``state`` (default θ0)."""
+        """A fresh encoder of the pool's architecture (θ0's sidecar config) holding ``state`` (default θ0),
+        normalising its input as that config's ``normalisation`` says (default: the encoder's mean/std)."""
         from simo_merge.encoders import build_encoder
 
         cfg = self.encoder_config
         if not cfg:
             raise KeyError("the pool's theta0 sidecar has no 'encoder' config; cannot rebuild the encoder")
-        encoder = build_encoder(cfg["library"], cfg["arch"], **cfg.get("kwargs", {}))
+        normalisation = cfg.get("normalisation", "encoder")
+        encoder = build_encoder(cfg["library"], cfg["arch"], normalisation, **cfg.get("kwargs", {}))
         encoder.load_model_state(self.base if state is None else state)
         return encoder
 

@@ -24,6 +24,7 @@ from typing import Any
 from simo_merge.config import ConfigError, EncoderConfig, PoolConfig, pool_kind
 from simo_merge.io.checkpoint import load_state, read_sidecar
 from simo_merge.pool.expert_pool import ExpertPool
+from simo_merge.protocols import get_protocol
 
 
 def describe(pool: PoolConfig) -> dict[str, Any]:
@@ -226,7 +227,23 @@ def check_checkpoint_encoder(pool: ExpertPool, checkpoint: str | os.PathLike) ->
         )
 
 
+def apply_normalisation(pool: ExpertPool, protocol: str) -> ExpertPool:
+    """Set the input normalisation of the pool's encoders to ``protocol``'s (``data.protocol``); a pool
+    whose θ0 sidecar records another one (its experts were trained so) is a ConfigError."""
+    wanted = get_protocol(protocol).normalisation
+    recorded = pool.encoder_config.get("normalisation")
+    if recorded is not None and recorded != wanted:
+        raise ConfigError(
+            f"data.protocol={protocol!r} feeds the encoder with {wanted!r} normalisation, but the pool "
+            f"({pool.sources.get('base', 'theta0')}) was trained with {recorded!r}; use the pool's protocol"
+        )
+    pool.encoder_config = {**pool.encoder_config, "normalisation": wanted}
+    return pool
+
+
 def load_job_pool(cfg: Any) -> ExpertPool:
     """The pool of a job config with ``pool``, ``encoder`` and ``data`` (tasks: ``pool.tasks``, else
-    ``data.tasks``, else all of the pool's), with heads and an encoder config to rebuild models."""
-    return resolve_pool(cfg.pool, cfg.encoder, cfg.data.tasks, need_heads=True, need_encoder=True)
+    ``data.tasks``, else all of the pool's), with heads and an encoder config to rebuild models whose
+    input normalisation is ``data.protocol``'s."""
+    pool = resolve_pool(cfg.pool, cfg.encoder, cfg.data.tasks, need_heads=True, need_encoder=True)
+    return apply_normalisation(pool, cfg.data.protocol)

@@ -29,6 +29,7 @@ from simo_merge.io.provenance import all_verified, verified_state
 from simo_merge.model import MultiTaskModel
 from simo_merge.pool.expert_pool import ExpertPool
 from simo_merge.pool.folder import load_head, load_pool_dir, save_expert
+from simo_merge.protocols import get_protocol
 from simo_merge.runtime import current, on_rank_zero
 from simo_merge.seeding import stage_seed
 from simo_merge.training.finetune import FinetuneRecipe, finetune
@@ -89,8 +90,8 @@ def theta0_key(cfg: TrainingSections) -> str:
         if not path.is_file():
             raise FileNotFoundError(f"encoder.checkpoint: file {path} not found")
         return config_key(cfg.encoder, file_sha256(path))
-    if weights:
-        return config_key(cfg.encoder)
+    if weights:  # the input normalisation is recorded in θ0's sidecar, so it is part of the key
+        return config_key(cfg.encoder, get_protocol(cfg.data.protocol).normalisation)
     return config_key(cfg.encoder, cfg.pretrain, cfg.data, cfg.seed)
 
 
@@ -131,8 +132,14 @@ class ModelFactory:
             return f"{e.arch.split('.')[0]}.{tag}"
         return e.arch
 
+    @property
+    def normalisation(self) -> str:
+        """How the encoders of this run map [0, 1] images to their input (the data protocol's choice)."""
+        return get_protocol(self.cfg.data.protocol).normalisation
+
     def encoder_record(self) -> dict[str, Any]:
-        """The encoder config written to θ0's sidecar: what rebuilds the bare architecture, + weights."""
+        """The encoder config written to θ0's sidecar: what rebuilds the bare architecture, + weights
+        and the input normalisation the pool's models were trained with."""
         e = self.cfg.encoder
         return {
             "library": e.library,
@@ -140,13 +147,14 @@ class ModelFactory:
             "kwargs": e.architecture_kwargs(),
             "checkpoint": e.checkpoint,
             "pretrained": e.pretrained,
+            "normalisation": self.normalisation,
         }
 
     def new_encoder(self) -> Encoder:
         """The bare architecture (random init, seeded); weights are loaded by the caller."""
         torch.manual_seed(self.cfg.seed)
         e = self.cfg.encoder
-        return build_encoder(e.library, self.arch, **e.architecture_kwargs())
+        return build_encoder(e.library, self.arch, self.normalisation, **e.architecture_kwargs())
 
     def new_head(self, task: str, seed_offset: int = 0) -> TaskHead:
         """A fresh head of ``task`` (seeded by the run seed and ``seed_offset``) on a fresh encoder."""
@@ -231,7 +239,9 @@ class CachedTraining(ModelFactory):
         the source file and its SHA-256."""
         e = self.cfg.encoder
         torch.manual_seed(self.cfg.seed)
-        encoder = build_encoder(e.library, self.arch, **weights, **e.architecture_kwargs())
+        encoder = build_encoder(
+            e.library, self.arch, self.normalisation, **weights, **e.architecture_kwargs()
+        )
         source = encoder.source.as_dict()
         state = encoder.model_state()
         meta = {"key": key, "role": "pretrained θ0", "encoder": self.encoder_record(), "source": source}

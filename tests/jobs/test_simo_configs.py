@@ -105,8 +105,10 @@ def test_config_data_reads_the_real_layout_and_fits_a_patch14_encoder(name, make
     cfg = load_simo_config(name, tmp_path, f"data.root={root}")
     sets = {role: build_split(cfg.data, role, seed=0) for role in ("train", "val", "test")}
     assert tuple(len(sets[r]) for r in ("train", "val", "test")) == sizes
-    batch = torch.utils.data.default_collate([sets["test"][0], sets["test"][1]])
-    assert batch["image"].shape[-2:] == tuple(cfg.data.size)
+    batch = torch.utils.data.default_collate([sets["train"][0], sets["train"][1]])
+    assert batch["image"].shape[-2:] == tuple(cfg.data.size)  # training crops / resizes to data.size
+    # protocol=simo evaluates at the stored size (the model pads it to the patch grid)
+    assert sets["test"][0]["image"].shape[-2:] != tuple(cfg.data.size)
     # a narrow 12-block DINOv2-shaped stand-in (the config's patch and image size) under the config's head
     encoder = build_encoder(
         "timm", "vit_small_patch14_dinov2", depth=12, embed_dim=24, num_heads=2, **cfg.encoder.kwargs

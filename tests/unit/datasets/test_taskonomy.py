@@ -338,19 +338,23 @@ def test_simo_protocol_buildings_order_limits_and_encodings(tmp_path: Path) -> N
     ]
     assert ds.task_specs["semseg"].channels == 18 and ds.class_names[0] == "uncertain"
 
-    s = ds[0]
+    assert ds[0]["depth"].shape == (1, 256, 256)  # every file resized to SIMO_SIZE before encoding
+    # at its own size the resize keeps every value: the encodings alone
+    s = TaskonomyDataset(tmp_path, split="val", protocol="simo", simo_size=(H, W))[0]
     log16 = math.log(2**16)
-    expected_depth = [math.log1p(v) / log16 for v in (0, 1, 511, 65535, 512, 2)]
+    # 65535, read as int16 (-1) as the SIMO loader's to_tensor reads 16-bit PNGs, gives -inf: missing
+    expected_depth = [math.log1p(v) / log16 for v in (0, 1, 511, 0, 512, 2)]
     assert torch.allclose(s["depth"][0, 0], torch.tensor(expected_depth), atol=1e-6)
-    assert s["depth"][0, 0, 3] == pytest.approx(1.0)
-    assert s["depth_mask"][0].tolist() == [False, True, True, True, True, True]
+    assert s["depth_mask"][0].tolist() == [False, True, True, False, True, True]
     assert s["semseg"][0].tolist() == [255, 1, 17, 5, 2, 3] and not s["semseg_mask"][0, 0]
     assert torch.allclose(
         s["keypoints2d"][0, 0],
         torch.tensor([-1.0, 1.0, 1.0, 2 / 3129 - 1, 2 * 1564 / 3129 - 1, 2 * 3128 / 3129 - 1]),
     )
     assert torch.allclose(
-        s["edge"][0, 0], torch.tensor([-1.0, 1.0, 1.0, 2 * 5520 / 11041 - 1, 2 / 11041 - 1, 4 / 11041 - 1])
+        # 65535 (index 2) is read as int16 -1 by the SIMO loader, clipped to 0: -1
+        s["edge"][0, 0],
+        torch.tensor([-1.0, 1.0, -1.0, 2 * 5520 / 11041 - 1, 2 / 11041 - 1, 4 / 11041 - 1]),
     )
     assert s["keypoints2d_mask"].all() and s["edge_mask"].all()
     official = TaskonomyDataset(tmp_path, buildings=["beechwood"], tasks=["depth", "keypoints2d"])[0]

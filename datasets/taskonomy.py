@@ -533,6 +533,13 @@ def _check_normal_signs(normal_signs: Sequence[float]) -> tuple[float, float, fl
     return tuple(float(s) for s in normal_signs)
 
 
+def _check_size(size: Sequence[int]) -> tuple[int, int]:
+    """``size`` as (H, W) of positive integers; ValueError naming it otherwise."""
+    if len(size) != 2 or any(int(v) != v or v < 1 for v in size):
+        raise ValueError(f"taskonomy: simo_size must be (H, W) with positive integers, got {size!r}")
+    return int(size[0]), int(size[1])
+
+
 @DATASETS.register("taskonomy")
 class TaskonomyDataset(Dataset):
     """Taskonomy views of a building split; see the module docstring for layouts and encodings.
@@ -545,16 +552,14 @@ class TaskonomyDataset(Dataset):
         transform: callable on the dict of numpy arrays (``JointTransform`` interface) or None.
         buildings: explicit building list overriding the split.
         layout: "auto", "omnidata", "building", "building_task" or "task_building".
-        strict: raise on an rgb view with a missing task file instead of skipping it (skips are counted in
-            ``skipped`` and logged); default (None): True for ``"simo"``, False for ``"default"``.
+        strict: raise on an rgb view with a missing task file instead of skipping (and counting) it;
+            default: True for ``"simo"``, False for ``"default"``.
         skip_missing_buildings: skip (and log) buildings without an rgb folder instead of raising.
         normal_signs: per-axis signs from the stored normal axes to ours (see :data:`NORMAL_SIGNS`).
-        protocol: "default" (release encodings, all views) or "simo" (the SIMO paper's subset and target
-            encodings; see the module docstring).
-        per_building: keep the first N rgb files of each building in file-name order; default None (all)
-            for ``"default"``, :data:`SIMO_PER_BUILDING` of the split for ``"simo"``.
-        simo_size: under ``"simo"``, the size every file is resized to before encoding (the SIMO loader's
-            ``output_size``, :data:`SIMO_SIZE`).
+        protocol: "default" (release encodings, all views) or "simo" (the SIMO paper's subset and encodings).
+        per_building: the first N rgb files of each building (file-name order); default: all for
+            ``"default"``, :data:`SIMO_PER_BUILDING` of the split for ``"simo"``.
+        simo_size: under ``"simo"``, the size files are resized to before encoding (:data:`SIMO_SIZE`).
     """
 
     #: the training augmentation a protocol uses here instead of its own: the SIMO loader only flips
@@ -582,10 +587,7 @@ class TaskonomyDataset(Dataset):
             raise FileNotFoundError(f"taskonomy root folder not found: {self.root}")
         if protocol not in PROTOCOLS:
             raise ValueError(f"taskonomy: unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
-        self.protocol = protocol
-        if len(simo_size) != 2 or any(int(v) != v or v < 1 for v in simo_size):
-            raise ValueError(f"taskonomy: simo_size must be (H, W) with positive integers, got {simo_size!r}")
-        self.simo_size = (int(simo_size[0]), int(simo_size[1]))
+        self.protocol, self.simo_size = protocol, _check_size(simo_size)
         self.buildings, self.per_building = _resolve_buildings(protocol, split, buildings, per_building)
         self.split = split
         self.tasks, self.task_specs, self.class_names = _resolve_tasks(tasks, protocol)
@@ -662,11 +664,8 @@ class TaskonomyDataset(Dataset):
         if self.protocol == "simo":  # to_tensor, then resized as every SIMO file is
             image = simo_read(np.round(image * 255.0).astype(np.uint8), "RGB", self.simo_size)
         arrays: dict[str, np.ndarray] = {"image": image}
-        valid = (
-            load_mask_valid(paths["mask_valid"], self.protocol, self.simo_size)
-            if "mask_valid" in paths
-            else None
-        )
+        mask_file = paths.get("mask_valid")
+        valid = load_mask_valid(mask_file, self.protocol, self.simo_size) if mask_file else None
         for task in self.tasks:
             if task == "autoencoding":
                 continue

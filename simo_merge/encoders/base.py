@@ -42,15 +42,10 @@ class Encoder(nn.Module):
     Subclasses wrap one library's model and implement ``_forward_impl`` (run the model, return final
     features) plus the layout facts: ``blocks``, ``width``, ``num_prefix_tokens``, ``grid_size``.
 
-    Input contract: images enter as ``[B, 3, H, W]`` floats in [0, 1] (what every dataset in
-    :mod:`simo_merge.datasets` yields) and the encoder normalises them as ``normalisation`` says
-    (:func:`~simo_merge.encoders.input_range.normalise_input`): its own mean/std (``pixel_mean``/
-    ``pixel_std``, ``"encoder"``, the default) or ``2x - 1`` (``"two_x_minus_one"``, the SIMO protocol's;
-    set by :func:`~simo_merge.encoders.build_encoder` from the run's protocol). Normalising first (the
-    usual DINOv2/CLIP recipe) would normalise twice, so a batch reaching more than
-    ``INPUT_RANGE_TOLERANCE`` outside [0, 1] triggers ``input_check``
-    (:mod:`simo_merge.encoders.input_range`): ``"warn"`` (default, one ``InputRangeWarning`` per encoder),
-    ``"error"`` (ValueError) or ``"off"``.
+    Input contract: ``[B, 3, H, W]`` floats in [0, 1] (what every dataset yields), normalised here as
+    ``normalisation`` says (:func:`~simo_merge.encoders.input_range.normalise_input`: the encoder's own
+    mean/std, or SIMO's ``2x - 1``). A batch clearly outside [0, 1] (normalised twice?) triggers
+    ``input_check``: ``"warn"`` (default, once per encoder), ``"error"`` or ``"off"``.
     """
 
     #: prefix of the block parameters in :meth:`model_state` keys, e.g. ``"blocks."``

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable, Iterator
 import torch
 from lightning_fabric.utilities.apply_func import move_data_to_device
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
+from simo_merge.progress import progress_bar
 from simo_merge.runtime import current
 
 
@@ -88,7 +88,7 @@ def fit(
     curve: list[float] = []
     batches = forever(loader)
     show = progress and runtime.is_global_zero
-    bar = tqdm(range(steps), desc=desc, disable=not show, leave=False, dynamic_ncols=True)
+    bar = progress_bar(range(steps), desc, show=show)
     for _ in bar:
         with precision():
             loss, parts = step_loss(move_data_to_device(next(batches), device))

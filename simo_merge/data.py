@@ -36,7 +36,9 @@ class DataConfig:
     num_samples: dict[str, int] = field(default_factory=lambda: {"train": 1600, "val": 160, "test": 240})
     options: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 32
-    augment: bool = True
+    # training augmentation (a horizontal flip, p 0.5): null = the task kinds' policy (dense tasks flip,
+    # classification does not: a mirrored digit is another glyph); true / false for every task
+    augment: bool | None = None
     per_task: dict[str, dict[str, Any]] = field(default_factory=dict)  # SISO: task -> overrides
 
 
@@ -87,8 +89,24 @@ def data_label(cfg: DataConfig, task: str | None = None) -> str:
     return (task_data(cfg, task) if task in cfg.per_task else cfg).name
 
 
+def augments(cfg: DataConfig, specs: dict[str, Any]) -> bool:
+    """Whether a training split of tasks ``specs`` (name -> TaskSpec) is augmented: ``cfg.augment`` when
+    set, else the task-kind policy (flip when any task is dense, never for classification alone)."""
+    if cfg.augment is not None:
+        return bool(cfg.augment)
+    return any(spec.kind != "classification" for spec in specs.values())
+
+
+def augmentation(cfg: DataConfig, specs: dict[str, Any]) -> str:
+    """The training augmentation of tasks ``specs`` in words, for the start-up lines and sidecars."""
+    how = "hflip p=0.5" if augments(cfg, specs) else "none"
+    why = f"data.augment={str(cfg.augment).lower()}" if cfg.augment is not None else "task-kind policy"
+    return f"{how} ({why})"
+
+
 def build_split(cfg: DataConfig, role: str, seed: int, cache_dir: Path | None = None):
-    """The dataset of split ``role`` ("train", "val", "test") as ``cfg`` describes it."""
+    """The dataset of split ``role`` ("train", "val", "test") as ``cfg`` describes it; the train split is
+    augmented as :func:`augments` decides from its tasks' kinds (known once the dataset is built)."""
     from simo_merge.datasets.transforms import JointTransform
 
     if role not in cfg.splits:
@@ -102,7 +120,10 @@ def build_split(cfg: DataConfig, role: str, seed: int, cache_dir: Path | None = 
             cache_dir=str(cache_dir) if cache_dir else None,
         )
     # seeded so that a run (augmentation included) is reproducible from its config
-    transform = JointTransform(size=tuple(cfg.size), train=role == "train" and cfg.augment, seed=seed)
-    return build_dataset(
+    transform = JointTransform(size=tuple(cfg.size), train=False, seed=seed)
+    dataset = build_dataset(
         cfg.name, root=cfg.root, split=cfg.splits[role], tasks=cfg.tasks, transform=transform, **kwargs
     )
+    if role == "train":
+        transform.train = augments(cfg, dataset.task_specs)
+    return dataset

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from simo_merge.config import to_yaml
+from simo_merge.config import ConfigError, to_yaml
 from simo_merge.io.atomic import write_json, write_text
 from simo_merge.jobs._demo_config import DemoConfig
 from simo_merge.merging import MERGE_METHODS
@@ -30,9 +30,23 @@ from simo_merge.realign.inputs import describe, inputs_dataset
 from simo_merge.report import bar_chart
 from simo_merge.runtime import on_rank_zero
 from simo_merge.seeding import stage_seed
-from simo_merge.taskpool import INDIVIDUAL, ResultsTable, TaskPool, merge, merge_data, realigned
+from simo_merge.taskpool import (
+    INDIVIDUAL,
+    ResultsTable,
+    TaskPool,
+    merge,
+    merge_data,
+    realigned,
+    select_scale,
+)
 from simo_merge.training.recipes import CachedTraining, loss_span
 
+#: the demo trains an MTL baseline on images carrying every task's labels (SIMO); a SISO pool runs the chain
+SISO_REFUSAL = (
+    "data.per_task={tasks}: the demo runs SIMO data (one data set carrying every task's labels); for one "
+    "data set per task run the chain: simo-merge train-experts (data.per_task) -> merge method.grid=[...] "
+    "split=val -> realign -> evaluate -> affinity (README: 'Classification experts from any θ0')"
+)
 Results = dict[str, dict[str, float]]  # task -> metric -> value
 State = dict[str, torch.Tensor]
 
@@ -71,6 +85,8 @@ class Demo(CachedTraining):
 
     def __init__(self, cfg: DemoConfig) -> None:
         cfg.validate()
+        if cfg.data.per_task:
+            raise ConfigError(SISO_REFUSAL.format(tasks=sorted(cfg.data.per_task)))
         torch.set_num_threads(cfg.threads)
         super().__init__(cfg, Path(cfg.output_dir))
 
@@ -101,22 +117,15 @@ def merge_with_selection(
 ) -> tuple[State, dict[str, Any]]:
     """Merge with ``spec``; where its method has a sweepable scale (its registered ``scale`` fact), pick
     the value of ``spec.grid`` (default: the registered grid, else ``merge.lam_grid``) with the best val
-    NormPerf."""
-    from simo_merge.metrics.summary import normalized_performance
-
-    method, params = spec.name, dict(spec.params)
-    facts = MERGE_METHODS.facts(method)
+    NormPerf (:func:`~simo_merge.taskpool.select_scale`)."""
+    params = dict(spec.params)
+    facts = MERGE_METHODS.facts(spec.name)
     scale = facts["scale"]
     if scale is None or scale in params:
         return merge(val, spec), params
-    best = None
-    for value in spec.grid or facts.get("grid") or demo.cfg.merge.lam_grid:
-        state = merge(val, spec, **{scale: value})
-        scores = val.evaluate(state, desc=f"{method} {scale}={value}")
-        score = normalized_performance(scores, val_baseline)["mean"]
-        if best is None or score > best[0]:
-            best = (score, value, state)
-    return best[2], {**params, scale: best[1], "val_norm_perf": round(best[0], 2)}
+    grid = spec.grid or facts.get("grid") or demo.cfg.merge.lam_grid
+    state, sweep = select_scale(val, spec, grid, val_baseline)
+    return state, {**params, scale: sweep.value, "val_norm_perf": round(sweep.score, 2)}
 
 
 def selected_row(demo: Demo, test: TaskPool, val: TaskPool, spec: MethodSpec, val_baseline: Results) -> Rows:
@@ -219,7 +228,7 @@ class InputsByObjective:
             name = f"{data.name}-{choice.split}" + ("-augmented" if choice.augmented else "")
             specs = list(demo.data.specs)
             self.built[objective] = dataset_inputs(dataset, specs, name, with_labels=choice.labelled)
-            self.trained_on[objective] = choice.record(len(dataset), data.name)
+            self.trained_on[objective] = choice.record(data, {t: len(dataset) for t in specs})
         return self.built[objective]
 
 

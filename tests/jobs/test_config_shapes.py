@@ -213,8 +213,19 @@ def test_realign_job_trains_the_one_realigner_of_its_realign_section():
 def test_merge_job_method_is_a_method_spec():
     cfg = load_config(MergeJobConfig, None, ["pool.kind=toy", "method.name=ties", "method.params={k: 20}"])
     assert cfg.method == MethodSpec("ties", {"k": 20})
-    with pytest.raises(ConfigError, match="method.grid"):
-        load_config(MergeJobConfig, None, ["pool.kind=toy", "method.grid=[0.3]"])
+    toy = ["pool.kind=toy", "data.name=synthetic_scenes"]
+    cfg = load_config(MergeJobConfig, None, [*toy, "method.grid=[0.3, 0.5]", "split=val"])
+    assert cfg.method.grid == [0.3, 0.5]
+    refused = [
+        (["pool.kind=toy", "method.grid=[0.3]", "split=val"], "judged on labelled data; give a data section"),
+        ([*toy, "method.grid=[0.3]"], "split=test would choose lam on the evaluated split"),
+        ([*toy, "method.grid=[]", "split=val"], r"method.grid=\[\]: give the values of lam"),
+        ([*toy, "method.grid=[0.3]", "method.params.lam=0.4", "split=val"], "give one"),
+        ([*toy, "method.name=weight_average", "method.grid=[0.3]", "split=val"], "no sweepable scale"),
+    ]
+    for overrides, message in refused:
+        with pytest.raises(ConfigError, match=message):
+            load_config(MergeJobConfig, None, overrides)
 
 
 @pytest.mark.parametrize(

@@ -165,7 +165,7 @@ def test_siso_pool_end_to_end_from_the_cli(setup, capsys):
         run = out / f"realign_{r}"
         args = [f"pool.dir={pool_dir}", f"checkpoint={merged_path}", f"realign.realigners=[{r}]"]
         args += ["realign.params={steps: 3, rank: 4, batch_size: 4}", "split=val", "eval_split=test"]
-        args += ["tsne=false", *data, f"output_dir={run}"]
+        args += ["bias=true", *data, f"output_dir={run}"]
         assert main(["realign", *args]) == 0, capsys.readouterr().err
         result = json.loads((run / "metrics.json").read_text())
         cfg = RealignConfig(realigner=r, steps=3, rank=4, batch_size=4, progress=False)

@@ -29,8 +29,8 @@ def _duration(seconds: float) -> str:
 
 
 class PlainProgress:
-    """tqdm's interface (iterate, ``update``, ``set_postfix``, ``close``) printing plain lines to stderr:
-    the first step, then at most one line per ``every_s`` seconds, and the last step."""
+    """tqdm's interface (iterate, ``update``, ``set_postfix(_str)``, ``close``) printing plain lines to
+    stderr: the first step, then at most one line per ``every_s`` seconds, and the last step."""
 
     def __init__(
         self, iterable: Iterable | None, total: int | None, desc: str, every_s: float = PLAIN_EVERY_S
@@ -51,6 +51,9 @@ class PlainProgress:
 
     def set_postfix(self, **values: Any) -> None:
         self.postfix = " | ".join(f"{k}={v}" for k, v in values.items())
+
+    def set_postfix_str(self, text: str) -> None:
+        self.postfix = text
 
     def update(self, n: int = 1) -> None:
         self.n += n
@@ -88,6 +91,8 @@ class _Silent:
     def update(self, n: int = 1) -> None: ...
 
     def set_postfix(self, **values: Any) -> None: ...
+
+    def set_postfix_str(self, text: str) -> None: ...
 
     def close(self) -> None: ...
 

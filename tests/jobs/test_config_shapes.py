@@ -293,3 +293,29 @@ def test_library_shapes_from_python():
     heads = settings.config("heads")
     assert (heads.steps, heads.lr, heads.objective) == (5, 1e-4, "supervised")  # heads' registered objective
     assert settings.config("deep", {"objective": "supervised"}).objective == "supervised"  # a job default
+
+
+def test_demo_refuses_a_siso_pool_at_start_pointing_to_the_chain(tmp_path, capsys):
+    from simo_merge.cli import main
+
+    args = ["demo", "data.name=idx", "data.tasks=[a]", f"data.per_task.a={{root: {tmp_path}}}"]
+    assert main([*args, f"output_dir={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err
+    assert "data.per_task=['a']: the demo runs SIMO data" in err
+    assert "simo-merge train-experts (data.per_task) -> merge method.grid=[...] split=val" in err
+    assert not (tmp_path / "run" / "experts").exists()  # refused before any training
+
+
+def test_evaluate_takes_one_checkpoint_or_a_list():
+    from simo_merge.jobs.evaluate import EvaluateConfig, output_path
+
+    one = load_config(EvaluateConfig, None, ["pool.dir=p", "checkpoint=runs/a/merged.safetensors"])
+    assert one.checkpoints() == ["runs/a/merged.safetensors"]
+    assert output_path(one).as_posix() == "runs/a/merged.metrics.json"
+    two = load_config(
+        EvaluateConfig, None, ["pool.dir=p", "checkpoint=[runs/a/m.safetensors,runs/b/m.safetensors]"]
+    )
+    assert two.checkpoints() == ["runs/a/m.safetensors", "runs/b/m.safetensors"]
+    assert output_path(two).as_posix() == "runs/a/evaluate.metrics.json"
+    with pytest.raises(ConfigError, match="adapters=ad.safetensors needs checkpoint= .* got 2 checkpoints"):
+        load_config(EvaluateConfig, None, ["pool.dir=p", "checkpoint=[a,b]", "adapters=ad.safetensors"])

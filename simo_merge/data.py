@@ -84,6 +84,13 @@ def build_task_splits(
     return [(build_split(c, role, seed, cache_dir), ts) for c, ts in task_groups(cfg, tasks)]
 
 
+def data_read(cfg: DataConfig, task: str, role: str) -> dict[str, Any]:
+    """What ``task`` reads for split ``role``: the data set (its ``per_task`` entry, else the shared
+    section), its root and its own name of the split; the record every sidecar and metrics file keeps."""
+    section = task_data(cfg, task) if task in cfg.per_task else cfg
+    return {"dataset": section.name, "root": section.root, "split": section.splits.get(role, role)}
+
+
 def data_label(cfg: DataConfig, task: str | None = None) -> str:
     """The name of the data set serving ``task`` (or the shared one), for reports and cache keys."""
     return (task_data(cfg, task) if task in cfg.per_task else cfg).name

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from simo_merge.config import ConfigError, EncoderConfig, PoolConfig
-from simo_merge.data import DataConfig, build_task_splits, data_label
+from simo_merge.data import DataConfig, build_task_splits, data_read
 from simo_merge.io.atomic import write_json
 from simo_merge.io.checkpoint import load_state, read_sidecar
 from simo_merge.io.outputs import check_output_file
@@ -124,7 +124,7 @@ def run(cfg: EvaluateConfig) -> dict[str, Any]:
     result = {
         **table.results(),
         "split": cfg.split,
-        "data": {t: data_label(cfg.data, t) for t in tasks},
+        "data": {t: data_read(cfg.data, t, cfg.split) for t in tasks},
         "pool": describe(cfg.pool),
         "checkpoint": cfg.checkpoint,
         "rows_of": dict(zip(row_names(files), files, strict=True)),  # row name -> checkpoint file

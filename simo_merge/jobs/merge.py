@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from simo_merge.config import ConfigError, EncoderConfig, PoolConfig, to_yaml
-from simo_merge.data import DataConfig, build_task_splits, data_label
+from simo_merge.data import DataConfig, build_task_splits, data_read
 from simo_merge.io.atomic import write_json, write_text
 from simo_merge.io.checkpoint import save_state
 from simo_merge.merging import MERGE_METHODS
@@ -131,7 +131,7 @@ def run(cfg: MergeJobConfig) -> dict[str, Any]:
                 else {}
             ),
             **({"selection": selection.record(cfg.split)} if selection is not None else {}),
-            **({"data": {t: data_label(cfg.data, t) for t in pool.tasks}} if reads else {}),
+            **({"data": {t: data_read(cfg.data, t, cfg.split) for t in pool.tasks}} if reads else {}),
         },
         on_rank_zero(),
     )
@@ -168,7 +168,7 @@ def write_sweep(
             "method": cfg.method.name,
             "metrics": [{scale: c[scale], **c["metrics"]} for c in selection.candidates],
             "individual": baseline,
-            "data": {t: data_label(cfg.data, t) for t in tasks},
+            "data": {t: data_read(cfg.data, t, cfg.split) for t in tasks},
         },
         on_rank_zero(),
     )

@@ -168,7 +168,7 @@ def run(cfg: RealignJobConfig) -> dict[str, Any]:
     merged_hash = state_hash(merged_state)
     cache = FeatureCache(out / "cache" if cfg.disk_cache else None, cfg.cache_memory_mb)
     t0 = time.perf_counter()
-    with phase(f"training {run_cfg.realigner} ({run_cfg.steps} steps)", timings):
+    with phase(f"training {run_cfg.realigner} (steps={run_cfg.steps})", timings):
         model, curve = realigned(taskpool, merged_state, run_cfg, inputs, cache)
     train_s = time.perf_counter() - t0
     save_realigned(

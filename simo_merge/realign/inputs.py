@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from simo_merge.data import DataConfig, build_split, task_data
+from simo_merge.data import DataConfig, build_split, data_read, task_data
 
 HELD_OUT = "held-out"
 TEST_TIME = "test-time"
@@ -36,15 +36,7 @@ class InputsChoice:
         """What metrics.json and the adapters' sidecar store about the training inputs: the choice, and per
         task the data set actually read (``data.per_task``'s entry, else the shared one), its root, its
         own name of the split and how many inputs it gave."""
-        per_task = {}
-        for task, n in num_inputs.items():
-            section = task_data(data, task) if task in data.per_task else data
-            per_task[task] = {
-                "dataset": section.name,
-                "root": section.root,
-                "dataset_split": section.splits[self.split],
-                "num_inputs": n,
-            }
+        per_task = {t: {**data_read(data, t, self.split), "num_inputs": n} for t, n in num_inputs.items()}
         return {**dataclasses.asdict(self), "per_task": per_task}
 
 
@@ -117,7 +109,7 @@ def describe(info: dict[str, Any]) -> str:
     aug = "augmented" if info["augmented"] else "not augmented"
     groups: dict[tuple[str, str, int], list[str]] = {}
     for task, read in info["per_task"].items():
-        groups.setdefault((read["dataset"], read["dataset_split"], read["num_inputs"]), []).append(task)
+        groups.setdefault((read["dataset"], read["split"], read["num_inputs"]), []).append(task)
     where = "; ".join(
         f"{name}/{info['split']} (dataset split {split!r}): {n} {kind} inputs"
         + (f" ({', '.join(tasks)})" if len(groups) > 1 else "")

@@ -20,7 +20,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from simo_merge.config import EncoderConfig
-from simo_merge.data import DataConfig, augmentation, build_task_splits, task_data, task_groups
+from simo_merge.data import (
+    DataConfig,
+    augmentation,
+    build_task_splits,
+    data_read,
+    task_data,
+    task_groups,
+)
 from simo_merge.encoders import Encoder, build_encoder
 from simo_merge.encoders.pretrained import file_sha256
 from simo_merge.heads import TaskHead, build_head
@@ -162,13 +169,7 @@ class DemoData:
 
     def provenance(self, task: str) -> dict[str, Any]:
         """What ``task``'s expert was trained on: its data set, root and split, and the augmentation."""
-        section = self.section(task)
-        return {
-            "dataset": section.name,
-            "root": section.root,
-            "split": section.splits["train"],
-            "augmentation": self.augmentation(task),
-        }
+        return {**data_read(self.cfg, task, "train"), "augmentation": self.augmentation(task)}
 
     def train_loader(self, seed: int, task: str | None = None) -> DataLoader:
         """A training loader of ``task``'s data set (default: the shared one, every task) whose shuffle,

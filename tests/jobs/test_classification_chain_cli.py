@@ -160,7 +160,7 @@ def test_classification_chain_from_the_cli(chain, capsys):
         meta = read_sidecar(run / "merged.safetensors")
         assert meta["selection"]["chosen"]["lam"] == best and meta["hyperparameters"]["lam"] == best
         assert [c["score"] for c in meta["selection"]["candidates"]] == pytest.approx(scores)
-        assert meta["data"] == {"digits": "idx", "stripes": "idx"}
+        assert meta["data"] == {t: {"dataset": "idx", "root": str(roots[t]), "split": "val"} for t in TASKS}
         sweep = json.loads((run / "metrics.json").read_text())
         assert [c["lam"] for c in sweep["candidates"]] == GRID and sweep["chosen"]["lam"] == best
         assert (run / "sweep.png").stat().st_size > 0
@@ -180,7 +180,7 @@ def test_classification_chain_from_the_cli(chain, capsys):
         args += [f"realign.realigners=[{r}]", "realign.params={steps: 2, rank: 4, batch_size: 4}"]
         assert main(["realign", *args, *data, f"output_dir={run}"]) == 0, capsys.readouterr().err
         log = capsys.readouterr().out
-        assert f"realign: training {r} (2 steps) done in" in log
+        assert f"realign: training {r} (steps=2) done in" in log
         assert not (run / "bias.png").exists() and not (run / "tsne.png").exists()  # diagnostics: asked
         result = json.loads((run / "metrics.json").read_text())
         cfg = RealignConfig(realigner=r, steps=2, rank=4, batch_size=4, progress=False)
@@ -198,9 +198,24 @@ def test_classification_chain_from_the_cli(chain, capsys):
         ), r
         assert rows_accuracy(result["rows"], "Individual") == pytest.approx(test_individual, abs=1e-6)
         read = result["trained_on"]["per_task"]
-        assert {t: (read[t]["dataset"], read[t]["root"], read[t]["num_inputs"]) for t in TASKS} == {
-            t: ("idx", str(roots[t]), len(val_sets[t])) for t in TASKS
+        assert read == {
+            t: {"dataset": "idx", "root": str(roots[t]), "split": "val", "num_inputs": len(val_sets[t])}
+            for t in TASKS
         }
+
+    # without checkpoint= realign merges with task arithmetic's one default (merge's too) and says so
+    run = out / "realign_default"
+    args = [f"pool.dir={pool_dir}", "realign.realigners=[surgery]", "realign.params={steps: 1, rank: 4}"]
+    assert main(["realign", *args, *data, f"output_dir={run}"]) == 0, capsys.readouterr().err
+    assert "realign: merging the pool with task_arithmetic {'lam': 0.3} (no checkpoint= given)" in (
+        capsys.readouterr().out
+    )
+    assert read_sidecar(run / "adapters.safetensors")["merged"] == "task_arithmetic {'lam': 0.3}"
+    result = json.loads((run / "metrics.json").read_text())
+    default_ta = merge(pool, "task_arithmetic")  # λ = the function's default, as `merge` uses it
+    want = accuracy(state_model(pool, default_ta, TASKS), test_sets, TASKS)
+    assert rows_accuracy(result["rows"], "task_arithmetic") == pytest.approx(want, abs=1e-6)
+    assert {"training surgery (steps=1)"} <= set(result["phase_seconds"])
 
     # evaluate both merges in one call: one row each, the Python API's accuracies
     report = out / "eval.json"
@@ -212,6 +227,7 @@ def test_classification_chain_from_the_cli(chain, capsys):
         want = accuracy(state_model(pool, load_state(path), TASKS), test_sets, TASKS)
         assert rows_accuracy(evaluated["rows"], method) == pytest.approx(want, abs=1e-6), method
     assert evaluated["rows_of"] == {m: str(p) for m, p in merged_paths.items()}
+    assert evaluated["data"]["digits"] == {"dataset": "idx", "root": str(roots["digits"]), "split": "test"}
 
     # affinity: task vectors and measured interference, each task on its own data set
     args = ["transfer_lambdas=[0.0,1.0]", "select_lambdas=[0.5,1.0]", *data, f"output_dir={out / 'affinity'}"]
@@ -239,5 +255,6 @@ def test_classification_chain_from_the_cli(chain, capsys):
         progress=False,
     )
     assert got["tasks"] == TASKS
+    assert got["data"]["stripes"]["val"] == {"dataset": "idx", "root": str(roots["stripes"]), "split": "val"}
     assert np.allclose(got["cosine"]["global"]["cosine"], mine["cosine"]["global"]["cosine"])
     assert np.allclose(got["interference"]["matrix"], mine["interference"]["matrix"], equal_nan=True)

@@ -208,7 +208,7 @@ def test_siso_pool_end_to_end_from_the_cli(setup, capsys):
     assert list(evaluated["rows"]) == ["Individual", "task_arithmetic", "task_arithmetic+surgery"]
     for name in realigned["rows"]:
         assert rows_accuracy(evaluated["rows"], name) == pytest.approx(rows_accuracy(realigned["rows"], name))
-    assert evaluated["data"] == {"dtd": "dtd", "resisc45": "resisc45"}
+    assert evaluated["data"] == {t: {"dataset": t, "root": str(roots[t]), "split": "test"} for t in TASKS}
     assert "| task_arithmetic+surgery |" in capsys.readouterr().out
 
     # affinity: measured transfer and interference on each task's own data set

@@ -306,6 +306,17 @@ def test_demo_refuses_a_siso_pool_at_start_pointing_to_the_chain(tmp_path, capsy
     assert not (tmp_path / "run" / "experts").exists()  # refused before any training
 
 
+def test_train_experts_per_task_needs_a_given_theta0(tmp_path, capsys):
+    from simo_merge.cli import main
+
+    args = ["train-experts", "data.name=idx", "data.tasks=[a]", f"data.per_task.a={{root: {tmp_path}}}"]
+    assert main([*args, f"output_dir={tmp_path / 'run'}"]) == 2
+    assert (
+        "θ0 pretraining reads one shared data set; give θ0 as encoder.checkpoint" in capsys.readouterr().err
+    )
+    assert not (tmp_path / "run" / "experts").exists()
+
+
 def test_evaluate_takes_one_checkpoint_or_a_list():
     from simo_merge.jobs.evaluate import EvaluateConfig, output_path
 

@@ -41,7 +41,9 @@ class DataConfig:
     # protocol-specific splits or encodings (nyuv2, cityscapes_npy, taskonomy) read the same name
     protocol: str = "default"
     batch_size: int = 32
-    augment: bool = True
+    # training augmentation (a horizontal flip, p 0.5): null = the task kinds' policy (dense tasks flip,
+    # classification does not: a mirrored digit is another glyph); true / false for every task
+    augment: bool | None = None
     per_task: dict[str, dict[str, Any]] = field(default_factory=dict)  # SISO: task -> overrides
 
     def __post_init__(self) -> None:
@@ -99,13 +101,38 @@ def build_task_splits(
     return [(build_split(c, role, seed, cache_dir), ts) for c, ts in task_groups(cfg, tasks)]
 
 
+def data_read(cfg: DataConfig, task: str, role: str) -> dict[str, Any]:
+    """What ``task`` reads for split ``role``: the data set (its ``per_task`` entry, else the shared
+    section), its root and its own name of the split; the record every sidecar and metrics file keeps."""
+    section = task_data(cfg, task) if task in cfg.per_task else cfg
+    return {"dataset": section.name, "root": section.root, "split": section.splits.get(role, role)}
+
+
 def data_label(cfg: DataConfig, task: str | None = None) -> str:
     """The name of the data set serving ``task`` (or the shared one), for reports and cache keys."""
     return (task_data(cfg, task) if task in cfg.per_task else cfg).name
 
 
+def augments(cfg: DataConfig, specs: dict[str, Any]) -> bool:
+    """Whether a training split of tasks ``specs`` (name -> TaskSpec) is augmented: ``cfg.augment`` when
+    set, else the task-kind policy (flip when any task is dense, never for classification alone)."""
+    if cfg.augment is not None:
+        return bool(cfg.augment)
+    return any(spec.kind != "classification" for spec in specs.values())
+
+
+def augmentation(cfg: DataConfig, specs: dict[str, Any]) -> str:
+    """The training augmentation of tasks ``specs`` in words, for the start-up lines and sidecars."""
+    pipeline = {"resize_flip": "hflip p=0.5", "scale_crop_flip": "scale {1, 1.2, 1.5} + crop + hflip p=0.5"}
+    how = pipeline[get_protocol(cfg.protocol).augmentation] if augments(cfg, specs) else "none"
+    why = f"data.augment={str(cfg.augment).lower()}" if cfg.augment is not None else "task-kind policy"
+    return f"{how} ({why})"
+
+
 def build_split(cfg: DataConfig, role: str, seed: int, cache_dir: Path | None = None):
-    """The dataset of split ``role`` ("train", "val", "test") as ``cfg`` describes it."""
+    """The dataset of split ``role`` ("train", "val", "test") as ``cfg`` describes it; the train split (and
+    the val split where the protocol says so) is augmented as :func:`augments` decides from its tasks'
+    kinds (known once the dataset is built)."""
     from simo_merge.datasets.transforms import JointTransform
 
     if role not in cfg.splits:
@@ -121,19 +148,19 @@ def build_split(cfg: DataConfig, role: str, seed: int, cache_dir: Path | None = 
             seed=seed,
             cache_dir=str(cache_dir) if cache_dir else None,
         )
-    # seeded so that a run (augmentation included) is reproducible from its config; the protocol picks
-    # the pipeline (a dataset may name its own for a protocol), whether the val split is augmented and
-    # whether the splits it does not augment keep their stored size ("native_pad": the model pads them)
+    # seeded so that a run (augmentation included) is reproducible from its config. The protocol picks the
+    # pipeline (a dataset may name its own for a protocol) and whether the val split is augmented too;
+    # whether a split is augmented at all follows augments() (the tasks' kinds, known once it is built);
+    # under "native_pad" the splits left unaugmented keep their stored size (the model pads them)
     protocol = get_protocol(cfg.protocol)
     own = getattr(DATASETS.get(cfg.name), "protocol_augmentation", {})
-    augmented = (role == "train" or (role == "val" and protocol.augment_val)) and cfg.augment
-    native = protocol.eval_size == "native_pad" and not augmented
-    transform = JointTransform(
-        size=None if native else tuple(cfg.size),
-        train=augmented,
-        seed=seed,
-        augmentation=own.get(cfg.protocol, protocol.augmentation),
-    )
-    return build_dataset(
+    pipeline = own.get(cfg.protocol, protocol.augmentation)
+    transform = JointTransform(size=tuple(cfg.size), train=False, seed=seed, augmentation=pipeline)
+    dataset = build_dataset(
         cfg.name, root=cfg.root, split=cfg.splits[role], tasks=cfg.tasks, transform=transform, **kwargs
     )
+    augmented_role = role == "train" or (role == "val" and protocol.augment_val)
+    transform.train = augmented = augmented_role and augments(cfg, dataset.task_specs)
+    if protocol.eval_size == "native_pad" and not augmented:
+        transform.size = None
+    return dataset

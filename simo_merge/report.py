@@ -117,6 +117,28 @@ def bar_chart(
     return save_png(fig, path)
 
 
+def sweep_plot(
+    values: Sequence[float],
+    scores: Sequence[float],
+    chosen: float,
+    scale: str,
+    path: str | os.PathLike,
+    title: str = "",
+) -> Path:
+    """A scale sweep: each candidate's score (mean normalised performance on val) against its value, the
+    chosen one marked."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(list(values), list(scores), marker="o")
+    ax.axvline(chosen, color="black", lw=0.8, ls="--", label=f"chosen {scale}={chosen:g}")
+    ax.set_xlabel(scale)
+    ax.set_ylabel("val normalised performance (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_png(fig, path)
+
+
 # ----------------------------------------------------------------------------- accuracy tables
 def accuracy_summary(
     acc: Mapping[str, float], reference: Mapping[str, float] | None, tasks: Sequence[str]

@@ -11,7 +11,7 @@ Floors, top to bottom (a higher floor may import a lower one, never the reverse;
     3  features
     2  model, heads, encoders, and the configs they are built from (config, data)
     1  datasets, metrics, report, plotting
-    0  io, runtime, peers, registry, tasks, seeding, finite, protocols
+    0  io, runtime, peers, registry, tasks, seeding, finite, protocols, progress
 
 Function-level (lazy) imports count as much as module-level ones: they hide a dependency, they do not
 remove it.
@@ -63,6 +63,7 @@ FLOORS: dict[str, int] = {
     "seeding": 0,
     "finite": 0,
     "protocols": 0,  # named evaluation protocols (what data.protocol selects)
+    "progress": 0,  # the one progress display (bar on a terminal, plain lines in logs)
     "__init__": 0,  # the package itself: only __version__
 }
 

@@ -6,7 +6,6 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from simo_merge.metrics.summary import normalized_performance
 
@@ -55,8 +54,3 @@ def check_baselines(baselines: Results, tasks: Sequence[str], what: str) -> None
         raise KeyError(
             f"{what}: no baseline (expert) metrics for task(s) {missing}; have {sorted(baselines)}"
         )
-
-
-def progress_bar(total: int, desc: str, progress: bool) -> tqdm:
-    """The transient progress bar of a sweep of merges (hidden when ``progress`` is false)."""
-    return tqdm(total=total, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)

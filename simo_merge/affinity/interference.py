@@ -24,11 +24,11 @@ from simo_merge.affinity._evaluate import (
     check_baselines,
     evaluate_tasks,
     normalise,
-    progress_bar,
 )
 from simo_merge.affinity.transfer import SIMO_LAMBDAS
 from simo_merge.merging import merge
 from simo_merge.pool.expert_pool import ExpertPool
+from simo_merge.progress import progress_bar
 
 #: λ candidates of each pairwise merge: the SIMO paper's sweep (the default before: 0.2, 0.4, ..., 1.0)
 DEFAULT_SELECT_LAMBDAS: tuple[float, ...] = SIMO_LAMBDAS
@@ -110,7 +110,7 @@ def pairwise_interference(
     val_scores: dict[str, list[float]] = {}
     test_metrics: dict[str, dict[str, dict[str, float]]] = {}
     pairs = list(combinations(range(size), 2))
-    bar = progress_bar(len(pairs) * len(grid), "pairwise merges", progress)
+    bar = progress_bar(desc="pairwise merges", total=len(pairs) * len(grid), show=progress)
     for i, j in pairs:
         s, t = names[i], names[j]
         best, best_state, best_res, scores = _select_lambda(

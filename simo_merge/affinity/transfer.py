@@ -28,9 +28,9 @@ from simo_merge.affinity._evaluate import (
     check_baselines,
     evaluate_tasks,
     normalise,
-    progress_bar,
 )
 from simo_merge.pool.expert_pool import ExpertPool, is_mergeable
+from simo_merge.progress import progress_bar
 
 #: the SIMO paper's λ sweep: ``np.linspace(0.0, 1.0, num_scaling_coef_samples=5)`` in d23845jg/simomm
 #: ``evaluate_task_vector`` (``model_merging/eval_utils.py``; ``config/mtl.yaml.j2``), the default grid
@@ -95,7 +95,7 @@ def transfer_curves(
     ref_norm = normalise(reference, baselines, higher_is_better)
     norm = np.zeros((len(sources), len(grid), len(targets)))
     metrics: dict[str, list[dict[str, dict[str, float]]]] = {s: [] for s in sources}
-    bar = progress_bar(len(sources) * len(grid), "transfer curves", progress)
+    bar = progress_bar(desc="transfer curves", total=len(sources) * len(grid), show=progress)
     for i, s in enumerate(sources):
         for j, lam in enumerate(grid):
             bar.set_postfix_str(f"{s} λ={lam:.2f}")

@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from simo_merge.affinity.keys import PARAM_GROUPS, default_block_of, param_group
 from simo_merge.merging.ties import magnitude_threshold
 from simo_merge.pool.expert_pool import ExpertPool
+from simo_merge.progress import progress_bar
 
 #: Elements per chunk when a key's T tensors are stacked in float64 (bounds peak memory to ~8·T·CHUNK B).
 CHUNK = 1 << 20
@@ -95,7 +95,7 @@ def cosine_matrices(
     blocks: dict[int, dict[str, Any]] = {}
     non_block = empty()
     groups: dict[str, dict[str, Any]] = {}
-    for key in tqdm(keys, desc="cosine", disable=not progress, leave=False, dynamic_ncols=True):
+    for key in progress_bar(keys, "cosine", show=progress):
         tensors = [tv[key] for tv in vectors]
         gram = _gram(tensors)
         numel = tensors[0].numel()
@@ -179,7 +179,7 @@ def sign_conflict(
     size = len(names)
     conflicts = np.zeros((size, size), dtype=np.int64)
     union = np.zeros((size, size), dtype=np.int64)
-    for key in tqdm(list(vectors[0]), desc="sign conflict", disable=not progress, leave=False):
+    for key in progress_bar(list(vectors[0]), "sign conflict", show=progress):
         values = [tv[key].reshape(-1) for tv in vectors]
         top = [v.abs() >= h for v, h in zip(values, thresholds, strict=True)]
         signs = [torch.sign(v) for v in values]

@@ -14,7 +14,7 @@ from simo_merge.merging.spec import MethodSpec, method_specs
 from simo_merge.realign.config import RealignerSpec, RealignSettings
 from simo_merge.realign.inputs import InputsChoice, choose_inputs
 from simo_merge.runtime import RuntimeConfig
-from simo_merge.training.finetune import FinetuneRecipe
+from simo_merge.training.finetune import FinetuneRecipe, RecipeConfig
 from simo_merge.training.recipes import HeadConfig, PretrainConfig
 
 #: what a null ``merge.methods`` / ``realign.apply_to`` stands for: ``full=false``'s, then ``full=true``'s
@@ -120,10 +120,11 @@ class DemoRealignConfig:
 
 @dataclass
 class DemoConfig:
-    """The demo / ``train-experts`` job. The fine-tuning recipes (``expert``, ``mtl``) default to
-    :class:`FinetuneRecipe`'s, meant for real pretrained backbones (a config for one needs no recipe
-    section to get a sane encoder lr); the demo's own recipe for its tiny ViT lives with it in
-    ``configs/demo.yaml``, which ``simo-merge demo`` / ``train-experts`` and :func:`run` reads."""
+    """The demo / ``train-experts`` job. The fine-tuning recipes (``expert``, ``mtl``) set only what they
+    name; the rest comes from the base recipe the θ0 calls for (:func:`~simo_merge.training.recipes.
+    base_recipe`): the real-backbone recipe (encoder lr 3e-5) when θ0 comes from ``encoder.checkpoint`` /
+    ``encoder.pretrained``, the scratch recipe (encoder lr 5e-4) when θ0 is pretrained here. ``data.
+    per_task`` (one data set per task) serves ``train-experts``; the demo itself runs SIMO data."""
 
     encoder: EncoderConfig = field(
         default_factory=lambda: EncoderConfig(
@@ -135,8 +136,8 @@ class DemoConfig:
     data: DataConfig = field(default_factory=DataConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    expert: FinetuneRecipe = field(default_factory=FinetuneRecipe)
-    mtl: FinetuneRecipe = field(default_factory=FinetuneRecipe)
+    expert: RecipeConfig = field(default_factory=RecipeConfig)
+    mtl: RecipeConfig = field(default_factory=RecipeConfig)
     merge: MergeSweepConfig = field(default_factory=MergeSweepConfig)
     realign: DemoRealignConfig = field(default_factory=DemoRealignConfig)
     # the preset of a null merge.methods / realign.apply_to: true also the data-dependent and the newer
@@ -150,7 +151,13 @@ class DemoConfig:
 
     def validate(self) -> None:
         """Names, values and combinations that cannot work fail here, before any training."""
+        from simo_merge.config import ConfigError
         from simo_merge.jobs._checks import check_demo_config
 
+        for section in ("expert", "mtl"):  # a recipe's values fail here, whatever its base
+            try:
+                getattr(self, section).over(FinetuneRecipe())
+            except ValueError as err:
+                raise ConfigError(f"{section}: {err}") from err
         for objective in check_demo_config(self):
             self.realign.inputs(self.data, objective == "supervised")

@@ -14,7 +14,7 @@ import torch
 
 from simo_merge.affinity.transfer import SIMO_LAMBDAS
 from simo_merge.config import EncoderConfig, PoolConfig
-from simo_merge.data import DataConfig, build_task_splits
+from simo_merge.data import DataConfig, build_task_splits, data_read
 from simo_merge.pool.spec import load_job_pool, pool_kind
 from simo_merge.runtime import RuntimeConfig, on_rank_zero
 from simo_merge.taskpool import TaskPool
@@ -79,6 +79,8 @@ def run(cfg: AffinityJobConfig) -> dict[str, Any]:
         progress=cfg.progress and on_rank_zero(),
         **kwargs,
     )
+    if cfg.measured:  # what each task's measurements read
+        results["data"] = {t: {r: data_read(cfg.data, t, r) for r in ("test", "val")} for t in pool.tasks}
     files = write_affinity_report(Path(cfg.output_dir), results)
     names = results["tasks"]
     cos = np.asarray(results["cosine"]["global"]["cosine"])

@@ -54,8 +54,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from simo_merge.config import ConfigError
 from simo_merge.datasets import build_dataset
 from simo_merge.datasets.clip8 import CLIP8_TASKS
@@ -67,6 +65,7 @@ from simo_merge.merging import MERGE_METHODS
 from simo_merge.merging.spec import MethodSpec, method_specs
 from simo_merge.pool.clip_layout import Clip8Checkpoints, detect_layout, load_clip8_checkpoints
 from simo_merge.pool.expert_pool import ExpertPool
+from simo_merge.progress import progress_bar
 from simo_merge.realign.config import RealignSettings
 from simo_merge.realign.train import RealignConfig
 from simo_merge.report import accuracy_tables, average_chart, json_safe
@@ -344,7 +343,7 @@ def run(cfg: Clip8Config) -> dict:
         computed.append(name)
 
     show = cfg.progress and on_rank_zero()
-    bar = tqdm(list(keys), desc="clip8 rows", disable=not show, dynamic_ncols=True)
+    bar = progress_bar(list(keys), "clip8 rows", show=show)
     raw.update(stored_rows(rows_dir, keys))
     if PRETRAINED not in raw:
         store(PRETRAINED, accuracy(taskpool.evaluate(ckpt.base, desc=PRETRAINED)))

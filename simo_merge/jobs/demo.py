@@ -18,12 +18,12 @@ from typing import Any
 
 import torch
 
-from simo_merge.config import to_yaml
+from simo_merge.config import ConfigError, to_yaml
 from simo_merge.io.atomic import write_json, write_text
 from simo_merge.jobs._demo_config import DemoConfig
 from simo_merge.merging import MERGE_METHODS
 from simo_merge.merging.spec import MethodSpec
-from simo_merge.metrics.selection import SELECTION_LABELS, Selection, selection
+from simo_merge.metrics.selection import SELECTION_LABELS, Criterion, criterion
 from simo_merge.model import MultiTaskModel
 from simo_merge.pool.expert_pool import ExpertPool
 from simo_merge.protocols import get_protocol
@@ -32,9 +32,23 @@ from simo_merge.realign.inputs import describe, inputs_dataset
 from simo_merge.report import bar_chart
 from simo_merge.runtime import on_rank_zero
 from simo_merge.seeding import stage_seed
-from simo_merge.taskpool import INDIVIDUAL, ResultsTable, TaskPool, merge, merge_data, realigned
+from simo_merge.taskpool import (
+    INDIVIDUAL,
+    ResultsTable,
+    TaskPool,
+    merge,
+    merge_data,
+    realigned,
+    select_scale,
+)
 from simo_merge.training.recipes import CachedTraining, loss_span
 
+#: the demo trains an MTL baseline on images carrying every task's labels (SIMO); a SISO pool runs the chain
+SISO_REFUSAL = (
+    "data.per_task={tasks}: the demo runs SIMO data (one data set carrying every task's labels); for one "
+    "data set per task run the chain: simo-merge train-experts (data.per_task) -> merge method.grid=[...] "
+    "split=val -> realign -> evaluate -> affinity (README: 'Classification experts from any θ0')"
+)
 Results = dict[str, dict[str, float]]  # task -> metric -> value
 State = dict[str, torch.Tensor]
 
@@ -74,6 +88,8 @@ class Demo(CachedTraining):
 
     def __init__(self, cfg: DemoConfig) -> None:
         cfg.validate()
+        if cfg.data.per_task:
+            raise ConfigError(SISO_REFUSAL.format(tasks=sorted(cfg.data.per_task)))
         torch.set_num_threads(cfg.threads)
         super().__init__(cfg, Path(cfg.output_dir))
         self.protocol = get_protocol(cfg.data.protocol)
@@ -102,28 +118,23 @@ def baseline_rows(test: TaskPool, mtl: MultiTaskModel) -> Rows:
 
 
 def merge_with_selection(
-    demo: Demo, val: TaskPool, spec: MethodSpec, select: Selection
+    demo: Demo, val: TaskPool, spec: MethodSpec, select: Criterion
 ) -> tuple[State, dict[str, Any]]:
     """Merge with ``spec``; where its method has a sweepable scale (its registered ``scale`` fact), pick
     the value of ``spec.grid`` (default: the registered grid, else ``merge.lam_grid``) with the best val
-    score by the protocol's criterion (``select``; the first best on a tie, as SIMO's
-    ``find_optimal_coef``), recorded under ``select.key``."""
-    method, params = spec.name, dict(spec.params)
-    facts = MERGE_METHODS.facts(method)
+    score by the protocol's criterion (``select``; the first best on a tie, as SIMO's ``find_optimal_coef``:
+    :func:`~simo_merge.taskpool.select_scale`), recorded under ``select.key``."""
+    params = dict(spec.params)
+    facts = MERGE_METHODS.facts(spec.name)
     scale = facts["scale"]
     if scale is None or scale in params:
         return merge(val, spec), params
-    best = None
-    for value in spec.grid or facts.get("grid") or demo.cfg.merge.lam_grid:
-        state = merge(val, spec, **{scale: value})
-        scores = val.evaluate(state, desc=f"{method} {scale}={value}")
-        score = select.score(scores)
-        if best is None or score > best[0]:
-            best = (score, value, state)
-    return best[2], {**params, scale: best[1], select.key: round(best[0], 2)}
+    grid = spec.grid or facts.get("grid") or demo.cfg.merge.lam_grid
+    state, sweep = select_scale(val, spec, grid, select)
+    return state, {**params, scale: sweep.value, select.key: round(sweep.score, 2)}
 
 
-def selected_row(demo: Demo, test: TaskPool, val: TaskPool, spec: MethodSpec, select: Selection) -> Rows:
+def selected_row(demo: Demo, test: TaskPool, val: TaskPool, spec: MethodSpec, select: Criterion) -> Rows:
     """One merged row, its scale chosen on val (:func:`merge_with_selection`), evaluated on test."""
     t0 = time.perf_counter()
     state, chosen = merge_with_selection(demo, val, spec, select)
@@ -182,7 +193,7 @@ def data_dependent_row(demo: Demo, test: TaskPool, spec: MethodSpec, probes: Any
     return row
 
 
-def merged_rows(demo: Demo, test: TaskPool, val: TaskPool, select: Selection) -> Rows:
+def merged_rows(demo: Demo, test: TaskPool, val: TaskPool, select: Criterion) -> Rows:
     """One row per ``merge.methods`` entry, in order, as its registered facts say: ``needs_data`` merges
     on unlabelled inputs (:func:`data_dependent_row`), ``per_task`` one model per task
     (:func:`per_task_row`), any other its ``scale`` chosen on val by ``select``
@@ -223,7 +234,7 @@ class InputsByObjective:
             name = f"{data.name}-{choice.split}" + ("-augmented" if choice.augmented else "")
             specs = list(demo.data.specs)
             self.built[objective] = dataset_inputs(dataset, specs, name, with_labels=choice.labelled)
-            self.trained_on[objective] = choice.record(len(dataset), data.name)
+            self.trained_on[objective] = choice.record(data, {t: len(dataset) for t in specs})
         return self.built[objective]
 
 
@@ -368,7 +379,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     test, val = demo.taskpool(pool, "test"), demo.taskpool(pool, "val")
     # the val Individual row only where it is the criterion's baseline (protocol=simo's are constants)
     individual = val.individual("val") if demo.protocol.selection == "normperf" else None
-    select = selection(demo.protocol.selection, cfg.data.name, list(demo.data.specs), individual)
+    select = criterion(demo.protocol.selection, cfg.data.name, list(demo.data.specs), individual)
     demo.say(
         f"λ chosen by {select.label}"
         + (f" on {', '.join(select.baselines)}" if select.key == "val_delta_mtl" else "")

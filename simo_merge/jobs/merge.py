@@ -1,4 +1,9 @@
-"""``simo-merge merge``: pool + method -> merged safetensors checkpoint (+ JSON sidecar, resolved config)."""
+"""``simo-merge merge``: pool + method -> merged safetensors checkpoint (+ JSON sidecar, resolved config).
+
+With ``method.grid=[...]`` the method's scale (λ, β) is chosen on the labelled ``split`` (e.g. val): the
+pool is read once, each candidate merged and evaluated there, the best written; every candidate's score
+lands in the sidecar, ``metrics.json`` and ``sweep.png``.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +13,19 @@ from pathlib import Path
 from typing import Any
 
 from simo_merge.config import ConfigError, EncoderConfig, PoolConfig, to_yaml
-from simo_merge.data import DataConfig, build_task_splits
-from simo_merge.io.atomic import write_text
+from simo_merge.data import DataConfig, build_task_splits, data_read
+from simo_merge.io.atomic import write_json, write_text
 from simo_merge.io.checkpoint import save_state
 from simo_merge.merging import MERGE_METHODS
 from simo_merge.merging.api import check_hyperparameters, resolved_merge_parameters
 from simo_merge.merging.spec import MethodSpec
+from simo_merge.metrics.selection import criterion
 from simo_merge.pool.spec import apply_normalisation, describe, pool_kind, resolve_pool
+from simo_merge.protocols import PROTOCOLS, get_protocol
+from simo_merge.report import sweep_plot
 from simo_merge.runtime import RuntimeConfig, on_rank_zero
-from simo_merge.taskpool import TaskPool, merge
+from simo_merge.taskpool import Selection, TaskPool, merge, select_scale
+from simo_merge.taskpool.selection import sweep_scale
 
 
 @dataclass
@@ -27,20 +36,43 @@ class MergeJobConfig:
     # the encoder architecture: read from the pool (θ0's sidecar); given here, it must match the pool's
     # (the toy pool is built from it; default: a tiny timm ViT)
     encoder: EncoderConfig | None = None
-    method: MethodSpec = field(default_factory=MethodSpec)  # name, params, transforms (no grid here)
-    # unlabelled inputs for data-dependent methods (adamerging, fisher, regmean): the ``data`` section of
-    # realign/evaluate (``data.per_task.<task>`` for one data set per task); its ``split`` role
-    data: DataConfig | None = None  # None: data-free methods only
-    split: str = "test"  # unlabelled inputs, as the papers use (and realign's default)
+    # name, params, transforms, and grid: the values of the method's scale chosen from on ``split``
+    method: MethodSpec = field(default_factory=MethodSpec)
+    # the ``data`` section of realign/evaluate (``data.per_task.<task>`` for one data set per task): the
+    # unlabelled inputs of data-dependent methods (adamerging, fisher, regmean), and the labelled ones a
+    # method.grid is judged on; its ``split`` role
+    data: DataConfig | None = None  # None: data-free methods and no grid
+    split: str = "test"  # unlabelled inputs, as the papers use; with method.grid: the selection split
     seed: int = 0
+    progress: bool = True
     output_dir: str = "runs/merge"
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # device, processes, precision
 
     def validate(self) -> None:
         pool_kind(self.pool)
-        if self.method.grid is not None:
+        grid = self.method.grid
+        if grid is None:
+            return
+        try:
+            scale = sweep_scale(self.method.name)
+        except ValueError as err:
+            raise ConfigError(f"method.grid={grid}: {err}") from err
+        if not grid:
+            raise ConfigError(f"method.grid=[]: give the values of {scale} to choose from")
+        if scale in self.method.params:
             raise ConfigError(
-                f"method.grid={self.method.grid}: merge runs the method once; give its scale in method.params"
+                f"method.grid={grid} and method.params.{scale}={self.method.params[scale]}: give one "
+                "(the grid chooses the scale on split, the params fix it)"
+            )
+        if self.data is None:
+            raise ConfigError(
+                f"method.grid={grid}: the candidates are judged on labelled data; give a data section "
+                "(data.name=..., or data.per_task.<task>={name: ..., root: ...}) and split=val"
+            )
+        if self.split == "test":
+            raise ConfigError(
+                f"method.grid={grid} with split=test would choose {scale} on the evaluated split; "
+                "choose it on held-out data: split=val"
             )
 
 
@@ -64,16 +96,28 @@ def run(cfg: MergeJobConfig) -> dict[str, Any]:
             f"method {cfg.method.name!r} needs unlabelled inputs: give a data section (data.name=..., "
             "data.root=..., or data.per_task.<task>={name: ..., root: ...} for one data set per task)"
         )
-    pool = resolve_pool(cfg.pool, cfg.encoder, need_heads=needs_data, need_encoder=needs_data)
-    if needs_data:  # the probes' encoders read the data as its protocol feeds them
-        apply_normalisation(pool, cfg.data.protocol)
-    # data-dependent methods read the unlabelled inputs of the data's ``split``, streamed
-    splits = build_task_splits(cfg.data, pool.tasks, cfg.split, cfg.seed) if needs_data else []
-    taskpool = TaskPool(pool, splits, seed=cfg.seed, name=cfg.split)
+    sweep = cfg.method.grid is not None
+    reads = needs_data or sweep  # data-dependent methods read the split's inputs, a grid its labels too
+    # read once: the pool (its heads and architecture when data are read) and the ``split`` data
+    pool = resolve_pool(cfg.pool, cfg.encoder, need_heads=reads, need_encoder=reads)
+    protocol = get_protocol(cfg.data.protocol) if cfg.data is not None else PROTOCOLS["default"]
+    if reads:  # the encoders read the data as its protocol feeds them
+        apply_normalisation(pool, protocol.name)
+    splits = build_task_splits(cfg.data, pool.tasks, cfg.split, cfg.seed) if reads else []
+    taskpool = TaskPool(pool, splits, seed=cfg.seed, name=cfg.split, progress=cfg.progress, protocol=protocol)
     probes = taskpool.probe_inputs() if needs_data else None
-    merged = merge(taskpool, cfg.method, probes)
     out_dir = Path(cfg.output_dir)
-    resolved = resolved_merge_parameters(cfg.method.name, cfg.method.params, cfg.method.transforms)
+    params, selection = dict(cfg.method.params), None
+    if sweep:
+        # the protocol's criterion: NormPerf against the experts on the split, or SIMO's constants
+        baseline = taskpool.individual(f"{cfg.split} expert") if protocol.selection == "normperf" else None
+        select = criterion(protocol.selection, cfg.data.name, pool.tasks, baseline)
+        merged, selection = select_scale(taskpool, cfg.method, cfg.method.grid, select, inputs=probes)
+        params[selection.scale] = selection.value
+        write_sweep(cfg, out_dir, selection, baseline, pool.tasks)
+    else:
+        merged = merge(taskpool, cfg.method, probes)
+    resolved = resolved_merge_parameters(cfg.method.name, params, cfg.method.transforms)
     out = save_state(
         out_dir / "merged.safetensors",
         merged,
@@ -90,13 +134,49 @@ def run(cfg: MergeJobConfig) -> dict[str, Any]:
                 if probes is not None
                 else {}
             ),
+            **({"selection": selection.record(cfg.split)} if selection is not None else {}),
+            **({"data": {t: data_read(cfg.data, t, cfg.split) for t in pool.tasks}} if reads else {}),
         },
         on_rank_zero(),
     )
     write_text(out_dir / "config.yaml", to_yaml(cfg), on_rank_zero())
     n_params = sum(v.numel() for v in merged.values())
+    if selection is not None:
+        print(
+            f"chose {selection.scale}={selection.value:g} on {cfg.split} "
+            f"(NormPerf {selection.score:.2f}) from "
+            + ", ".join(f"{c[selection.scale]:g}: {c['score']:.2f}" for c in selection.candidates)
+        )
     print(
         f"merged {len(pool.tasks)} experts ({', '.join(pool.tasks)}) with {cfg.method.name} "
         f"{resolved['hyperparameters']} -> {out} ({n_params:,} values, {time.perf_counter() - start:.1f}s)"
     )
-    return {"checkpoint": str(out), "tasks": pool.tasks, **resolved}
+    return {
+        "checkpoint": str(out),
+        "tasks": pool.tasks,
+        **resolved,
+        **({"selection": selection.record(cfg.split)} if selection is not None else {}),
+    }
+
+
+def write_sweep(
+    cfg: MergeJobConfig, out_dir: Path, selection: Selection, baseline: dict, tasks: list[str]
+) -> None:
+    """``metrics.json`` (every candidate's score and metrics on the split, the experts' there) and
+    ``sweep.png`` (score against the scale) of a ``method.grid`` run."""
+    scale = selection.scale
+    write_json(
+        out_dir / "metrics.json",
+        {
+            **selection.record(cfg.split),
+            "method": cfg.method.name,
+            "metrics": [{scale: c[scale], **c["metrics"]} for c in selection.candidates],
+            "individual": baseline,
+            "data": {t: data_read(cfg.data, t, cfg.split) for t in tasks},
+        },
+        on_rank_zero(),
+    )
+    values = [c[scale] for c in selection.candidates]
+    scores = [c["score"] for c in selection.candidates]
+    title = f"{cfg.method.name}: {scale} chosen on {cfg.split}"
+    sweep_plot(values, scores, selection.value, scale, out_dir / "sweep.png", title)

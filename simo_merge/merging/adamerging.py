@@ -42,10 +42,10 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from simo_merge.merging import MERGE_METHODS
 from simo_merge.merging.data.entropy import resolve_objectives, task_objective
+from simo_merge.progress import progress_bar
 
 NON_BLOCK = "non-block"
 ALL = "all"
@@ -235,7 +235,7 @@ def adamerge(
     optimizer = torch.optim.Adam([lam], lr=lr)
     iterators = problem.batch_iterators(seed)
     curve: list[float] = []
-    bar = tqdm(range(steps), desc=method, disable=not (progress and merge_data.runtime.is_global_zero))
+    bar = progress_bar(range(steps), method, show=progress and merge_data.runtime.is_global_zero)
     for _ in bar:
         loss = lam.new_zeros(())
         for _ in range(batches_per_task):

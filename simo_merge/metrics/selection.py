@@ -65,8 +65,8 @@ SELECTION_LABELS: dict[str, str] = {
 
 
 @dataclass(frozen=True)
-class Selection:
-    """A selection criterion and its baselines: :meth:`score` is higher for a better val result."""
+class Criterion:
+    """A λ-selection criterion and its baselines: :meth:`score` is higher for a better val result."""
 
     criterion: str  # CHOICES["selection"]
     baselines: Mapping[str, Mapping[str, float]]
@@ -95,14 +95,14 @@ class Selection:
         return delta_mtl(results, self.baselines, metrics="primary")
 
 
-def selection(
+def criterion(
     criterion: str, dataset: str, tasks: list[str], val_individual: Results | None = None
-) -> Selection:
-    """The :class:`Selection` of ``criterion`` for ``tasks`` of a run on ``dataset``: ``"normperf"``
+) -> Criterion:
+    """The :class:`Criterion` named ``criterion`` for ``tasks`` of a run on ``dataset``: ``"normperf"``
     against ``val_individual`` (the val Individual row, required there), ``"delta_mtl"`` against SIMO's
     constants (no Individual row needed)."""
     if criterion == "normperf":
         if val_individual is None:
             raise ValueError("selection 'normperf' needs the val Individual row (val_individual)")
-        return Selection(criterion, val_individual)
-    return Selection(criterion, simo_single_task(dataset, list(tasks)))
+        return Criterion(criterion, val_individual)
+    return Criterion(criterion, simo_single_task(dataset, list(tasks)))

@@ -10,11 +10,12 @@ applies the training augmentation of ``split=train``, one draw per input, fixed 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from simo_merge.data import DataConfig, build_split, task_data
+from simo_merge.data import DataConfig, build_split, data_read, task_data
 
 HELD_OUT = "held-out"
 TEST_TIME = "test-time"
@@ -31,9 +32,12 @@ class InputsChoice:
     augmented: bool
     eval_split: str
 
-    def record(self, num_inputs: int, dataset: str) -> dict[str, Any]:
-        """What metrics.json and the adapters' sidecar store about the training inputs."""
-        return {**dataclasses.asdict(self), "dataset": dataset, "num_inputs": num_inputs}
+    def record(self, data: DataConfig, num_inputs: Mapping[str, int]) -> dict[str, Any]:
+        """What metrics.json and the adapters' sidecar store about the training inputs: the choice, and per
+        task the data set actually read (``data.per_task``'s entry, else the shared one), its root, its
+        own name of the split and how many inputs it gave."""
+        per_task = {t: {**data_read(data, t, self.split), "num_inputs": n} for t, n in num_inputs.items()}
+        return {**dataclasses.asdict(self), "per_task": per_task}
 
 
 def _refuse_evaluated_split(data: DataConfig, split: str, eval_split: str, labelled: bool) -> None:
@@ -103,14 +107,18 @@ def describe(info: dict[str, Any]) -> str:
     """One report line naming the split (and setting) that trained the adapters."""
     kind = "labelled" if info["labelled"] else "unlabelled"
     aug = "augmented" if info["augmented"] else "not augmented"
-    where = f"{info['dataset']}/{info['split']} (dataset split {info['dataset_split']!r})"
+    groups: dict[tuple[str, str, int], list[str]] = {}
+    for task, read in info["per_task"].items():
+        groups.setdefault((read["dataset"], read["split"], read["num_inputs"]), []).append(task)
+    where = "; ".join(
+        f"{name}/{info['split']} (dataset split {split!r}): {n} {kind} inputs"
+        + (f" ({', '.join(tasks)})" if len(groups) > 1 else "")
+        for (name, split, n), tasks in groups.items()
+    )
     if info["setting"] == TEST_TIME:
         return (
-            f"Adapters trained on {where}: {info['num_inputs']} {kind} inputs, {aug}; test-time setting "
+            f"Adapters trained on {where}, {aug}; test-time setting "
             f"(test_time=true): these are the inputs of the evaluated split {info['eval_split']!r}, as in "
             "the Surgery papers."
         )
-    return (
-        f"Adapters trained on {where}: {info['num_inputs']} {kind} inputs, {aug}; held out from the "
-        f"evaluated split {info['eval_split']!r}."
-    )
+    return f"Adapters trained on {where}, {aug}; held out from the evaluated split {info['eval_split']!r}."

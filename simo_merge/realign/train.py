@@ -53,7 +53,6 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from simo_merge.encoders import Encoder
 from simo_merge.features.cache import FeatureCache
@@ -63,6 +62,7 @@ from simo_merge.features.sampling import IndexSampler
 from simo_merge.features.sites import Features, head_sites
 from simo_merge.io.checkpoint import state_hash
 from simo_merge.peers import check_peers
+from simo_merge.progress import progress_bar
 from simo_merge.realign import REALIGNERS
 from simo_merge.realign.config import (  # noqa: F401  (re-exported: callers import them from here)
     LR_SCHEDULES,
@@ -289,7 +289,7 @@ class Realignment:
         curve = []
         show = self.cfg.progress and self.runtime.is_global_zero
         desc = f"realign {self.cfg.realigner} ({self.schedule})"
-        bar = tqdm(range(iterations), desc, disable=not show, leave=False, dynamic_ncols=True)
+        bar = progress_bar(range(iterations), desc, show=show)
         unwritten = f"the {self.cfg.realigner} adapters and the run's later outputs"
         for i in bar:
             curve.append(self.iteration(update))

@@ -6,11 +6,11 @@ from collections.abc import Iterable
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from simo_merge.metrics import MultiTaskMetrics
 from simo_merge.model import MultiTaskModel
 from simo_merge.protocols import PROTOCOLS, Protocol
+from simo_merge.progress import progress_bar
 from simo_merge.runtime import current, placed
 from simo_merge.tasks import TaskSpec
 
@@ -39,7 +39,7 @@ def evaluate(
         loader = runtime.shard_loader(loader)
     show = progress and runtime.is_global_zero
     with placed(model.eval()):
-        for batch in tqdm(loader, desc=desc, disable=not show, leave=False, dynamic_ncols=True):
+        for batch in progress_bar(loader, desc, show=show):
             batch = runtime.to_device(batch)
             with runtime.autocast():
                 preds = model(batch["image"], tasks=list(specs))

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -22,9 +23,9 @@ class FinetuneRecipe:
     then fine-tune encoder and head together), each phase with its own learning rates.
 
     The defaults suit a real pretrained ViT (DINOv2, CLIP): a small encoder lr, since 5e-4 destroyed a
-    pretrained DINOv2-S/14 where 3e-5 worked. The demo's tiny, briefly pretrained ViT carries its own
-    recipe in ``configs/demo.yaml`` (head 3e-3, encoder 5e-4); the SIMO dataset configs carry the
-    paper's.
+    pretrained DINOv2-S/14 where 3e-5 worked. A θ0 pretrained by the toolkit itself (the demo's tiny,
+    briefly pretrained ViT) starts from :data:`simo_merge.training.recipes.SCRATCH_RECIPE` (head 3e-3,
+    encoder 5e-4); the SIMO dataset configs carry the paper's.
     """
 
     probe_steps: int = 100
@@ -48,6 +49,29 @@ class FinetuneRecipe:
     def probe_lr(self) -> float:
         """The head's learning rate in the probe phase."""
         return self.lr_head if self.probe_lr_head is None else self.probe_lr_head
+
+
+@dataclass
+class RecipeConfig:
+    """A job's recipe section (``expert:``, ``mtl:``): the :class:`FinetuneRecipe` fields it sets; every
+    field left null comes from the base recipe the θ0 calls for (:func:`simo_merge.training.recipes.
+    base_recipe`), so ``expert.finetune_steps=800`` changes the steps and nothing else."""
+
+    probe_steps: int | None = None
+    finetune_steps: int | None = None
+    probe_lr_head: float | None = None
+    lr_head: float | None = None
+    lr_encoder: float | None = None
+    weight_decay: float | None = None
+    clip: float | None = None
+
+    def given(self) -> dict[str, Any]:
+        """The fields this section sets."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def over(self, base: FinetuneRecipe) -> FinetuneRecipe:
+        """``base`` with the fields this section sets (checked as every recipe is)."""
+        return replace(base, **self.given())
 
 
 class MultiTaskObjective(nn.Module):

@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterable, Iterator
 import torch
 from lightning_fabric.utilities.apply_func import move_data_to_device
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from simo_merge.peers import watching_peers
+from simo_merge.progress import progress_bar
 from simo_merge.runtime import current
 
 
@@ -89,7 +89,7 @@ def fit(
     curve: list[float] = []
     batches = forever(loader)
     show = progress and runtime.is_global_zero
-    bar = tqdm(range(steps), desc=desc, disable=not show, leave=False, dynamic_ncols=True)
+    bar = progress_bar(range(steps), desc, show=show)
     unwritten = f"the model {desc} trains and the run's later outputs"
     for step in bar:
         # DDP meets the other ranks in backward and the loss average: a lost peer stops this step

@@ -20,7 +20,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from simo_merge.config import EncoderConfig
-from simo_merge.data import DataConfig, build_split
+from simo_merge.data import (
+    DataConfig,
+    augmentation,
+    build_task_splits,
+    data_read,
+    task_data,
+    task_groups,
+)
 from simo_merge.encoders import Encoder, build_encoder
 from simo_merge.encoders.pretrained import file_sha256
 from simo_merge.heads import TaskHead, build_head
@@ -32,7 +39,7 @@ from simo_merge.pool.folder import load_head, load_pool_dir, save_expert
 from simo_merge.protocols import get_protocol
 from simo_merge.runtime import current, on_rank_zero
 from simo_merge.seeding import stage_seed
-from simo_merge.training.finetune import FinetuneRecipe, finetune
+from simo_merge.training.finetune import FinetuneRecipe, RecipeConfig, finetune
 from simo_merge.training.pretrain import pretrain_masked_reconstruction
 
 
@@ -60,10 +67,44 @@ class TrainingSections(Protocol):
     data: DataConfig
     head: HeadConfig
     pretrain: PretrainConfig
-    expert: FinetuneRecipe
-    mtl: FinetuneRecipe
+    expert: RecipeConfig
+    mtl: RecipeConfig
     seed: int
     progress: bool
+
+
+#: the base recipe of a θ0 pretrained here (the demo's tiny ViT after a few hundred masked-reconstruction
+#: steps): a larger encoder lr than a real backbone tolerates
+SCRATCH_RECIPE = FinetuneRecipe(
+    probe_steps=50, finetune_steps=250, probe_lr_head=3e-3, lr_head=3e-3, lr_encoder=5e-4
+)
+#: the base recipe of a θ0 read from ``encoder.checkpoint`` / ``encoder.pretrained``: a real backbone
+REAL_BACKBONE_RECIPE = FinetuneRecipe()
+
+
+def base_recipe(cfg: TrainingSections) -> tuple[FinetuneRecipe, str]:
+    """The recipe a θ0 calls for before the config's own ``expert:``/``mtl:`` fields, and why."""
+    weights = cfg.encoder.weights()
+    if weights:
+        return REAL_BACKBONE_RECIPE, f"real-backbone recipe (θ0 from encoder.{next(iter(weights))})"
+    return SCRATCH_RECIPE, "recipe of a θ0 pretrained here (no encoder.checkpoint/pretrained)"
+
+
+def resolved_recipe(cfg: TrainingSections, section: str) -> FinetuneRecipe:
+    """The ``section`` ("expert" or "mtl") recipe: its base (:func:`base_recipe`) with the fields set."""
+    return getattr(cfg, section).over(base_recipe(cfg)[0])
+
+
+def describe_recipe(cfg: TrainingSections, section: str) -> str:
+    """``expert recipe: probe 100 steps (head lr 0.001), ...; real-backbone recipe (...), set: ...``."""
+    r, (_, why) = resolved_recipe(cfg, section), base_recipe(cfg)
+    given = getattr(cfg, section).given()
+    return (
+        f"{section} recipe: probe {r.probe_steps} steps (head lr {r.probe_lr:g}), fine-tune "
+        f"{r.finetune_steps} steps (encoder lr {r.lr_encoder:g}, head lr {r.lr_head:g}), weight decay "
+        f"{r.weight_decay:g}, clip {r.clip:g}; the {why}"
+        + (f", with {section}.{{{', '.join(f'{k}: {v}' for k, v in given.items())}}} set" if given else "")
+    )
 
 
 def loss_first_last(curve: list[float]) -> list[float]:
@@ -97,21 +138,51 @@ def theta0_key(cfg: TrainingSections) -> str:
 
 class DemoData:
     """Datasets of the three splits and seeded training loaders (evaluation reads the splits through the
-    task pool, :mod:`simo_merge.taskpool`)."""
+    task pool, :mod:`simo_merge.taskpool`): one data set every task reads (SIMO), or one per task
+    (``data.per_task``, SISO: each task its own data set and label space)."""
 
     def __init__(self, cfg: DataConfig, cache_dir: Path, seed: int) -> None:
-        self.sets = {role: build_split(cfg, role, seed, cache_dir) for role in ("train", "val", "test")}
-        self.specs = {t: self.sets["train"].task_specs[t] for t in cfg.tasks}
-        self.batch_size = cfg.batch_size
+        self.cfg = cfg
+        roles = ("train", "val", "test")
+        self.splits = {role: build_task_splits(cfg, cfg.tasks, role, seed, cache_dir) for role in roles}
+        train = {t: dataset for dataset, tasks in self.splits["train"] for t in tasks}
+        self.specs = {t: train[t].task_specs[t] for t in cfg.tasks}
+        self.sections = {t: section for section, tasks in task_groups(cfg, cfg.tasks) for t in tasks}
 
-    def train_loader(self, seed: int) -> DataLoader:
-        """A training loader whose shuffle, augmentation and global torch draws all restart from ``seed``."""
+    @property
+    def sets(self) -> dict[str, Any]:
+        """role -> the one data set every task reads (SIMO data only)."""
+        if len(self.splits["train"]) != 1 or self.cfg.per_task:
+            raise ValueError("data.per_task: each task reads its own data set; there is no shared one")
+        return {role: groups[0][0] for role, groups in self.splits.items()}
+
+    def dataset(self, role: str, task: str) -> Any:
+        """The ``role`` data set ``task`` reads."""
+        return next(dataset for dataset, tasks in self.splits[role] if task in tasks)
+
+    def section(self, task: str) -> DataConfig:
+        """The data section serving ``task`` (its ``per_task`` entry over the shared one)."""
+        return self.sections[task]
+
+    def augmentation(self, task: str) -> str:
+        """``task``'s training augmentation in words (printed at start, recorded in its sidecar)."""
+        return augmentation(self.section(task), {task: self.specs[task]})
+
+    def provenance(self, task: str) -> dict[str, Any]:
+        """What ``task``'s expert was trained on: its data set, root and split, and the augmentation."""
+        return {**data_read(self.cfg, task, "train"), "augmentation": self.augmentation(task)}
+
+    def train_loader(self, seed: int, task: str | None = None) -> DataLoader:
+        """A training loader of ``task``'s data set (default: the shared one, every task) whose shuffle,
+        augmentation and global torch draws all restart from ``seed``."""
         torch.manual_seed(seed)
-        transform = getattr(self.sets["train"], "transform", None)
+        dataset = self.sets["train"] if task is None else self.dataset("train", task)
+        batch_size = (self.cfg if task is None else self.section(task)).batch_size
+        transform = getattr(dataset, "transform", None)
         if hasattr(transform, "reseed"):
             transform.reseed(seed)
         gen = torch.Generator().manual_seed(seed)
-        return DataLoader(self.sets["train"], self.batch_size, shuffle=True, drop_last=True, generator=gen)
+        return DataLoader(dataset, batch_size, shuffle=True, drop_last=True, generator=gen)
 
 
 class ModelFactory:
@@ -122,6 +193,10 @@ class ModelFactory:
         self.cfg = cfg
         self.data = data
         self.image_size = tuple(cfg.data.size)
+
+    def recipe(self, section: str) -> FinetuneRecipe:
+        """The resolved ``section`` ("expert" or "mtl") recipe (:func:`resolved_recipe`)."""
+        return resolved_recipe(self.cfg, section)
 
     @property
     def arch(self) -> str:
@@ -259,13 +334,17 @@ class CachedTraining(ModelFactory):
 
     def experts(self) -> ExpertPool:
         """The pool of θ0 and one expert per task, fine-tuning only the experts not cached for this θ0."""
+        self.say(describe_recipe(self.cfg, "expert"))
+        for task in self.data.specs:
+            self.say(f"{task}: training augmentation {self.data.augmentation(task)}")
         base = self.theta0()
         current().barrier()  # several processes: rank 0 has published θ0 before any rank reads it
         base_hash = self.theta0_hash()  # an expert is reused only if it was trained from this very θ0
-        c = self.cfg
+        c, recipe = self.cfg, self.recipe("expert")
         for i, task in enumerate(self.data.specs):
             files = [self.pool_dir / f"{task}.safetensors", self.pool_dir / f"{task}_head.safetensors"]
-            key = config_key(self.theta0_key(), c.data, c.head, c.expert, c.seed, task, base_hash)
+            data = task_data(c.data, task) if task in c.data.per_task else c.data  # what it reads
+            key = config_key(self.theta0_key(), data, c.head, recipe, c.seed, task, base_hash)
             if not current().everywhere(all_verified(files, key)):  # every rank trains, or none
                 self.train_expert(base, task, i, key)
         current().barrier()  # ... and every expert before any rank lists the pool
@@ -279,12 +358,13 @@ class CachedTraining(ModelFactory):
         model, curve = finetune(
             encoder,
             {task: self.new_head(task, index)},
-            self.data.train_loader(stage_seed(self.cfg.seed, "expert", task)),
-            self.cfg.expert,
+            self.data.train_loader(stage_seed(self.cfg.seed, "expert", task), task),
+            self.recipe("expert"),
             desc=f"expert {task}",
             progress=self.cfg.progress,
         )
-        save_expert(self.pool_dir, task, encoder.model_state(), model.heads[task], {"key": key})
+        meta = {"key": key, "trained_on": self.data.provenance(task), "recipe": asdict(self.recipe("expert"))}
+        save_expert(self.pool_dir, task, encoder.model_state(), model.heads[task], meta)
         self.timings[f"expert {task}"] = time.perf_counter() - start
         self.say(
             f"fine-tuned the {task} expert (loss {loss_span(curve)}) in {self.timings[f'expert {task}']:.0f}s"
@@ -294,7 +374,8 @@ class CachedTraining(ModelFactory):
         """The multi-task baseline: one encoder fine-tuned from θ0 with every task's head, cached."""
         mtl_dir = self.out / "mtl"
         c = self.cfg
-        key = config_key(self.theta0_key(), c.data, c.head, c.mtl, c.seed, self.theta0_hash())
+        recipe = self.recipe("mtl")
+        key = config_key(self.theta0_key(), c.data, c.head, recipe, c.seed, self.theta0_hash())
         enc_path = mtl_dir / "encoder.safetensors"
         head_paths = [mtl_dir / f"{t}_head.safetensors" for t in self.data.specs]
         encoder = self.new_encoder()
@@ -306,7 +387,8 @@ class CachedTraining(ModelFactory):
         encoder.load_model_state(base)
         heads = {t: self.new_head(t, i) for i, t in enumerate(self.data.specs)}
         loader = self.data.train_loader(stage_seed(c.seed, "mtl"))
-        model, curve = finetune(encoder, heads, loader, c.mtl, desc="MTL", progress=c.progress)
+        self.say(describe_recipe(c, "mtl"))
+        model, curve = finetune(encoder, heads, loader, recipe, desc="MTL", progress=c.progress)
         for t, head in model.heads.items():
             meta = {"head": head.config(), "key": key, "role": f"MTL head {t}"}
             save_state(mtl_dir / f"{t}_head.safetensors", head.state_dict(), meta, on_rank_zero())

@@ -213,8 +213,19 @@ def test_realign_job_trains_the_one_realigner_of_its_realign_section():
 def test_merge_job_method_is_a_method_spec():
     cfg = load_config(MergeJobConfig, None, ["pool.kind=toy", "method.name=ties", "method.params={k: 20}"])
     assert cfg.method == MethodSpec("ties", {"k": 20})
-    with pytest.raises(ConfigError, match="method.grid"):
-        load_config(MergeJobConfig, None, ["pool.kind=toy", "method.grid=[0.3]"])
+    toy = ["pool.kind=toy", "data.name=synthetic_scenes"]
+    cfg = load_config(MergeJobConfig, None, [*toy, "method.grid=[0.3, 0.5]", "split=val"])
+    assert cfg.method.grid == [0.3, 0.5]
+    refused = [
+        (["pool.kind=toy", "method.grid=[0.3]", "split=val"], "judged on labelled data; give a data section"),
+        ([*toy, "method.grid=[0.3]"], "split=test would choose lam on the evaluated split"),
+        ([*toy, "method.grid=[]", "split=val"], r"method.grid=\[\]: give the values of lam"),
+        ([*toy, "method.grid=[0.3]", "method.params.lam=0.4", "split=val"], "give one"),
+        ([*toy, "method.name=weight_average", "method.grid=[0.3]", "split=val"], "no sweepable scale"),
+    ]
+    for overrides, message in refused:
+        with pytest.raises(ConfigError, match=message):
+            load_config(MergeJobConfig, None, overrides)
 
 
 @pytest.mark.parametrize(
@@ -304,3 +315,40 @@ def test_the_protocol_is_data_protocol_and_reaches_the_dataset(tmp_path):
     cfg = load_config(DemoConfig, None, ["data.name=nyuv2", f"data.root={tmp_path}"])
     with pytest.raises(ValueError, match="protocol 'default' has splits train, test; got 'val'"):
         build_split(cfg.data, "val", seed=0)
+
+
+def test_demo_refuses_a_siso_pool_at_start_pointing_to_the_chain(tmp_path, capsys):
+    from simo_merge.cli import main
+
+    args = ["demo", "data.name=idx", "data.tasks=[a]", f"data.per_task.a={{root: {tmp_path}}}"]
+    assert main([*args, f"output_dir={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err
+    assert "data.per_task=['a']: the demo runs SIMO data" in err
+    assert "simo-merge train-experts (data.per_task) -> merge method.grid=[...] split=val" in err
+    assert not (tmp_path / "run" / "experts").exists()  # refused before any training
+
+
+def test_train_experts_per_task_needs_a_given_theta0(tmp_path, capsys):
+    from simo_merge.cli import main
+
+    args = ["train-experts", "data.name=idx", "data.tasks=[a]", f"data.per_task.a={{root: {tmp_path}}}"]
+    assert main([*args, f"output_dir={tmp_path / 'run'}"]) == 2
+    assert (
+        "θ0 pretraining reads one shared data set; give θ0 as encoder.checkpoint" in capsys.readouterr().err
+    )
+    assert not (tmp_path / "run" / "experts").exists()
+
+
+def test_evaluate_takes_one_checkpoint_or_a_list():
+    from simo_merge.jobs.evaluate import EvaluateConfig, output_path
+
+    one = load_config(EvaluateConfig, None, ["pool.dir=p", "checkpoint=runs/a/merged.safetensors"])
+    assert one.checkpoints() == ["runs/a/merged.safetensors"]
+    assert output_path(one).as_posix() == "runs/a/merged.metrics.json"
+    two = load_config(
+        EvaluateConfig, None, ["pool.dir=p", "checkpoint=[runs/a/m.safetensors,runs/b/m.safetensors]"]
+    )
+    assert two.checkpoints() == ["runs/a/m.safetensors", "runs/b/m.safetensors"]
+    assert output_path(two).as_posix() == "runs/a/evaluate.metrics.json"
+    with pytest.raises(ConfigError, match="adapters=ad.safetensors needs checkpoint= .* got 2 checkpoints"):
+        load_config(EvaluateConfig, None, ["pool.dir=p", "checkpoint=[a,b]", "adapters=ad.safetensors"])

@@ -239,6 +239,8 @@ def test_realign_command_then_evaluate_with_its_adapters(demo_run, tmp_path, cap
                 f"checkpoint={tmp_path}/merged.safetensors",
                 "realign.realigners=[deep]",
                 "realign.params={objective: unsupervised, rank: 4, steps: 3}",
+                "bias=true",
+                "tsne=true",
                 *data,
                 f"output_dir={out}",
             ]
@@ -262,7 +264,10 @@ def test_realign_command_then_evaluate_with_its_adapters(demo_run, tmp_path, cap
         "held-out",
         "test",
     )
-    assert trained_on["num_inputs"] == 8 and not trained_on["augmented"] and not trained_on["labelled"]
+    assert not trained_on["augmented"] and not trained_on["labelled"]
+    read = trained_on["per_task"]
+    assert {t: r["num_inputs"] for t, r in read.items()} == dict.fromkeys(["semseg", "depth", "normal"], 8)
+    assert {r["dataset"] for r in read.values()} == {"synthetic_scenes"}
     assert "Adapters trained on synthetic_scenes/val" in (out / "report.md").read_text()
     assert "held out from the evaluated split 'test'" in (out / "report.md").read_text()
     assert realigned["trainable_parameters"] == 3 * 2 * (2 * 4 * 32)  # 3 tasks x 2 blocks x (down + up)
@@ -292,7 +297,7 @@ def test_realign_command_then_evaluate_with_its_adapters(demo_run, tmp_path, cap
     assert "split='test'" in capsys.readouterr().err
     tt = tmp_path / "test_time"
     args = [f"pool.dir={pool}", f"checkpoint={tmp_path}/merged.safetensors", "realign.params.steps=1"]
-    args += ["tsne=false", *data, f"output_dir={tt}"]
+    args += ["bias=true", *data, f"output_dir={tt}"]
     assert main(["realign", *args, "test_time=true"]) == 0
     second = json.loads((tt / "metrics.json").read_text())
     test_time = second["trained_on"]

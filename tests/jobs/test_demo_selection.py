@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from simo_merge.metrics.selection import selection
+from simo_merge.metrics.selection import criterion
 from simo_merge.metrics.summary import normalized_performance
 from simo_merge.protocols import PROTOCOLS
 
@@ -78,7 +78,7 @@ def _choose(monkeypatch, criterion: str) -> dict:
     demo = SimpleNamespace(cfg=SimpleNamespace(merge=SimpleNamespace(lam_grid=list(VAL))))
     val = SimpleNamespace(evaluate=lambda state, desc: VAL[state])
     individual = VAL_INDIVIDUAL if criterion == "normperf" else None  # simo: the constants suffice
-    select = selection(criterion, "nyuv2", list(VAL_INDIVIDUAL), individual)
+    select = criterion(criterion, "nyuv2", list(VAL_INDIVIDUAL), individual)
     state, chosen = demo_job.merge_with_selection(demo, val, MethodSpec("task_arithmetic"), select)
     assert state == chosen["lam"]
     return chosen

@@ -165,7 +165,7 @@ def test_siso_pool_end_to_end_from_the_cli(setup, capsys):
         run = out / f"realign_{r}"
         args = [f"pool.dir={pool_dir}", f"checkpoint={merged_path}", f"realign.realigners=[{r}]"]
         args += ["realign.params={steps: 3, rank: 4, batch_size: 4}", "split=val", "eval_split=test"]
-        args += ["tsne=false", *data, f"output_dir={run}"]
+        args += ["bias=true", *data, f"output_dir={run}"]
         assert main(["realign", *args]) == 0, capsys.readouterr().err
         result = json.loads((run / "metrics.json").read_text())
         cfg = RealignConfig(realigner=r, steps=3, rank=4, batch_size=4, progress=False)
@@ -208,7 +208,7 @@ def test_siso_pool_end_to_end_from_the_cli(setup, capsys):
     assert list(evaluated["rows"]) == ["Individual", "task_arithmetic", "task_arithmetic+surgery"]
     for name in realigned["rows"]:
         assert rows_accuracy(evaluated["rows"], name) == pytest.approx(rows_accuracy(realigned["rows"], name))
-    assert evaluated["data"] == {"dtd": "dtd", "resisc45": "resisc45"}
+    assert evaluated["data"] == {t: {"dataset": t, "root": str(roots[t]), "split": "test"} for t in TASKS}
     assert "| task_arithmetic+surgery |" in capsys.readouterr().out
 
     # affinity: measured transfer and interference on each task's own data set

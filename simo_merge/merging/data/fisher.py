@@ -28,11 +28,11 @@ from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from simo_merge.encoders import Encoder
 from simo_merge.features.sites import head_sites, run_encoder
 from simo_merge.io.checkpoint import state_hash
+from simo_merge.progress import progress_bar
 from simo_merge.runtime import autocast
 from simo_merge.tasks import TaskSpec
 
@@ -93,7 +93,7 @@ def fisher_of_model(
     try:
         for p in tensors:
             p.requires_grad_(True)
-        for images in tqdm(batches, desc=desc, disable=not progress, leave=False):
+        for images in progress_bar(batches, desc, show=progress):
             for i in range(images.shape[0]):
                 with autocast():
                     output = head(run_encoder(encoder, images[i : i + 1], sites))

@@ -28,9 +28,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from simo_merge.encoders import Encoder
+from simo_merge.progress import progress_bar
 from simo_merge.runtime import autocast
 
 _GRAM = "gram:"
@@ -185,7 +185,7 @@ def collect_grams(
     """Run ``encoder`` over image batches (where they are, under the runtime's autocast); return the summed
     float64 Grams (on the CPU; accumulated in float64 on the encoder's device) and row counts per key."""
     with GramRecorder(encoder.model) as recorder:
-        for images in tqdm(batches, desc=desc, disable=not progress, leave=False):
+        for images in progress_bar(batches, desc, show=progress):
             with autocast():
                 encoder(images)
     if not recorder.sums:

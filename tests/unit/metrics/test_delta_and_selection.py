@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from simo_merge.metrics.selection import SIMO_SINGLE_TASK, Selection, selection, simo_single_task
+from simo_merge.metrics.selection import SIMO_SINGLE_TASK, Criterion, criterion, simo_single_task
 from simo_merge.metrics.summary import delta_mtl
 from simo_merge.report import markdown_table, summarize
 
@@ -72,14 +72,14 @@ def test_delta_mtl_selection_needs_the_constants_of_the_dataset_and_tasks() -> N
     with pytest.raises(ValueError, match=r"no single-task constant for any of the tasks \['autoencoding'\]"):
         simo_single_task("taskonomy", ["autoencoding"])
     # a task without a constant (their code has no branch for the autoencoder) is left out of the score
-    select = selection("delta_mtl", "taskonomy", ["autoencoding", "depth"])
+    select = criterion("delta_mtl", "taskonomy", ["autoencoding", "depth"])
     assert dict(select.baselines) == {"depth": {"abs_err": 0.0146}}
     val = {"autoencoding": {"l1": 5.0}, "depth": {"abs_err": 0.0073, "rel_err": 9.0}}
     assert select.score(val) == pytest.approx(50.0)
     with pytest.raises(ValueError, match="selection must be one of"):
-        Selection("best", {})
+        Criterion("best", {})
     with pytest.raises(ValueError, match="'normperf' needs the val Individual row"):
-        selection("normperf", "nyuv2", ["semseg"])
+        criterion("normperf", "nyuv2", ["semseg"])
 
 
 # ------------------------------------------------------------------------------------ tables

@@ -31,7 +31,7 @@ def test_the_evaluated_split_is_refused_unless_test_time_is_asked_for():
         choose_inputs(DATA, "val", "test", augment=True)
     with pytest.raises(ValueError, match="'dev' is not a role"):
         choose_inputs(DATA, "dev", "test")
-    line = describe(test_time.record(4, "synthetic_scenes"))
+    line = describe(test_time.record(DATA, {"semseg": 4, "depth": 4}))
     assert "synthetic_scenes/test" in line and "test-time setting" in line and "not augmented" in line
 
 

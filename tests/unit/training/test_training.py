@@ -93,19 +93,32 @@ def test_evaluation_runs_the_encoder_once_per_batch_for_all_heads(tiny_timm):
 
 
 def test_recipe_defaults_live_with_their_config_and_each_phase_has_its_lr(tiny_timm, monkeypatch):
-    from simo_merge.config import load_config
+    from simo_merge.config import ConfigError, load_config
     from simo_merge.configs import builtin_config
     from simo_merge.jobs.demo import DemoConfig
     from simo_merge.training import finetune as experts
     from simo_merge.training.finetune import FinetuneRecipe, finetune
+    from simo_merge.training.recipes import describe_recipe, resolved_recipe
 
     real = FinetuneRecipe()  # a real pretrained ViT: a small encoder lr
     assert (real.lr_encoder, real.lr_head, real.probe_lr) == (3e-5, 1e-3, 1e-3)
-    assert DemoConfig().expert == real  # a user's config without a recipe section gets it
-    demo = load_config(DemoConfig, builtin_config("demo"))  # the demo's tiny-ViT recipe, as before
-    for recipe in (demo.expert, demo.mtl):
+    demo = load_config(DemoConfig, builtin_config("demo"))  # θ0 pretrained here: the scratch recipe
+    for section in ("expert", "mtl"):
+        recipe = resolved_recipe(demo, section)
         assert (recipe.probe_steps, recipe.finetune_steps) == (50, 250)
         assert (recipe.probe_lr, recipe.lr_head, recipe.lr_encoder) == (3e-3, 3e-3, 5e-4)
+    # θ0 from a checkpoint, the demo config otherwise (as `train-experts encoder.checkpoint=...` loads it):
+    # the real-backbone recipe, and one key set changes that key alone
+    given = load_config(
+        DemoConfig, builtin_config("demo"), ["encoder.checkpoint=theta0.pt", "expert.finetune_steps=7"]
+    )
+    assert resolved_recipe(given, "mtl") == real
+    assert resolved_recipe(given, "expert") == FinetuneRecipe(finetune_steps=7)
+    line = describe_recipe(given, "expert")
+    assert "encoder lr 3e-05" in line and "real-backbone recipe (θ0 from encoder.checkpoint)" in line
+    assert "expert.{finetune_steps: 7} set" in line
+    with pytest.raises(ConfigError, match="expert: FinetuneRecipe: learning rates must be > 0"):
+        load_config(DemoConfig, None, ["expert.lr_encoder=0"])
     with pytest.raises(ValueError, match="lr_encoder"):
         FinetuneRecipe(lr_encoder=0.0)
 

@@ -9,8 +9,8 @@ from torch.utils.data import DataLoader
 
 from simo_merge.metrics import MultiTaskMetrics
 from simo_merge.model import MultiTaskModel
-from simo_merge.protocols import PROTOCOLS, Protocol
 from simo_merge.progress import progress_bar
+from simo_merge.protocols import PROTOCOLS, Protocol
 from simo_merge.runtime import current, placed
 from simo_merge.tasks import TaskSpec
 

@@ -240,6 +240,17 @@ class ModelFactory:
         )
 
 
+def pretraining_curve(cfg: TrainingSections, data: DemoData, encoder: Encoder) -> list[float]:
+    """Pretrain ``encoder`` by masked reconstruction as ``cfg.pretrain`` says (nothing at ``steps=0``);
+    the loss per step."""
+    p = cfg.pretrain
+    if p.steps <= 0:
+        return []
+    loader = data.train_loader(stage_seed(cfg.seed, "theta0"))
+    seed, progress = cfg.seed, cfg.progress
+    return pretrain_masked_reconstruction(encoder, loader, p.steps, p.lr, p.mask_ratio, seed, progress)
+
+
 class CachedTraining(ModelFactory):
     """θ0, the experts (``<out>/experts``: a pool folder) and the MTL model (``<out>/mtl``), each trained
     once and reused while its config key matches; log lines and stage timings are kept for the report.
@@ -283,30 +294,17 @@ class CachedTraining(ModelFactory):
         start = time.perf_counter()
         encoder = self.new_encoder()
         p = self.cfg.pretrain
-        loader = self.data.train_loader(stage_seed(self.cfg.seed, "theta0")) if p.steps > 0 else None
-        curve = (
-            pretrain_masked_reconstruction(
-                encoder, loader, p.steps, p.lr, p.mask_ratio, self.cfg.seed, self.cfg.progress
-            )
-            if p.steps > 0
-            else []
-        )
+        curve = pretraining_curve(self.cfg, self.data, encoder)
         state = encoder.model_state()
         role = "pretrained θ0" if p.steps > 0 else "initialised θ0 (pretrain.steps=0)"
         source = {"kind": "masked reconstruction", "steps": p.steps}
         meta = {"key": key, "role": role, "encoder": self.encoder_record(), "source": source}
         save_state(path, state, {**meta, "loss_first_last": loss_first_last(curve)}, on_rank_zero())
         self.timings["pretrain"] = time.perf_counter() - start
-        if p.steps > 0:
-            self.say(
-                f"pretrained θ0 (masked reconstruction L1 {loss_span(curve)}) "
-                f"in {self.timings['pretrain']:.0f}s"
-            )
-        else:
-            self.say(
-                f"θ0 = the initialised encoder {self.cfg.encoder.arch} {self.cfg.encoder.kwargs} "
-                "(pretrain.steps=0: no pretraining)"
-            )
+        seconds, encoder_cfg = self.timings["pretrain"], self.cfg.encoder
+        trained = f"pretrained θ0 (masked reconstruction L1 {loss_span(curve)}) in {seconds:.0f}s"
+        kept = f"θ0 = the initialised encoder {encoder_cfg.arch} {encoder_cfg.kwargs} (pretrain.steps=0)"
+        self.say(trained if p.steps > 0 else kept)
         return state
 
     def given_theta0(self, path: Path, key: str, weights: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -69,16 +69,17 @@ VAL = {
 }
 
 
-def _choose(monkeypatch, criterion: str) -> dict:
+def _choose(monkeypatch, name: str) -> dict:
     """The demo's sweep (``merge_with_selection``) with merging and evaluation replaced by the table VAL."""
     import simo_merge.jobs.demo as demo_job
+    import simo_merge.taskpool.selection as sweep
     from simo_merge.merging.spec import MethodSpec
 
-    monkeypatch.setattr(demo_job, "merge", lambda val, spec, **scale: scale["lam"])
+    monkeypatch.setattr(sweep, "merge", lambda val, spec, **scale: scale["lam"])
     demo = SimpleNamespace(cfg=SimpleNamespace(merge=SimpleNamespace(lam_grid=list(VAL))))
     val = SimpleNamespace(evaluate=lambda state, desc: VAL[state])
-    individual = VAL_INDIVIDUAL if criterion == "normperf" else None  # simo: the constants suffice
-    select = criterion(criterion, "nyuv2", list(VAL_INDIVIDUAL), individual)
+    individual = VAL_INDIVIDUAL if name == "normperf" else None  # simo: the constants suffice
+    select = criterion(name, "nyuv2", list(VAL_INDIVIDUAL), individual)
     state, chosen = demo_job.merge_with_selection(demo, val, MethodSpec("task_arithmetic"), select)
     assert state == chosen["lam"]
     return chosen

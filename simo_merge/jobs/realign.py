@@ -67,7 +67,7 @@ class RealignJobConfig:
         AdamW, OneCycle, clipping, one epoch)."""
         (name,) = self.realign.names()
         defaults = {"objective": "unsupervised"}
-        return self.realign.config(name, defaults, seed=self.seed, progress=self.progress).resolved()
+        return self.realign.config(name, defaults, seed=self.seed, progress=self.progress)
 
     def validate(self) -> None:
         """Names and values fail here, before any data is read or anything trained."""

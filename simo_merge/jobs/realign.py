@@ -21,7 +21,7 @@ from simo_merge.io.atomic import write_json, write_text
 from simo_merge.io.checkpoint import load_state, read_sidecar, state_hash
 from simo_merge.merging.spec import MethodSpec
 from simo_merge.pool.spec import check_checkpoint_encoder, describe, load_job_pool, pool_kind
-from simo_merge.realign.config import RealignSettings
+from simo_merge.realign.config import RECIPE_FIELDS, RealignSettings
 from simo_merge.realign.diagnostics import bias_plot, mean_bias, representation_bias, tsne_groups, tsne_plot
 from simo_merge.realign.inputs import InputsChoice, choose_inputs
 from simo_merge.realign.inputs import describe as describe_inputs
@@ -153,6 +153,7 @@ def run(cfg: RealignJobConfig) -> dict[str, Any]:
         {
             "objective": run_cfg.objective,
             "recipe": run_cfg.recipe,
+            "recipe_settings": {name: getattr(run_cfg, name) for name in RECIPE_FIELDS},  # as resolved
             "merged": cfg.checkpoint or f"{merged_name} {cfg.method.params}",
             "merged_hash": merged_hash,  # evaluate refuses these adapters on another model
             "pool": describe(cfg.pool),

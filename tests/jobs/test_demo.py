@@ -318,6 +318,11 @@ def test_realign_command_with_the_simo_recipe(demo_run, tmp_path):
     assert main([*args, *data, f"output_dir={out}", "tsne=false"]) == 0
     meta = read_sidecar(out / "adapters.safetensors")
     assert meta["recipe"] == "simo" and meta["objective"] == "supervised" and not meta["train_heads"]
+    settings = meta["recipe_settings"]  # the notebook's values, as the run resolved them
+    assert (settings["optimizer"], settings["weight_decay"], settings["lr"], settings["clip_grad"]) == (
+        "adamw", 0.0, 1e-5, 35.0,
+    )  # fmt: skip
+    assert (settings["lr_schedule"], settings["warmup"], settings["epochs"]) == ("onecycle", 0.1, 1.0)
     keys = list(load_state(out / "adapters.safetensors"))
     assert not any(k.startswith("heads.") for k in keys) and any(k.startswith("adapters.") for k in keys)
     realigned = json.loads((out / "metrics.json").read_text())

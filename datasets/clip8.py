@@ -26,16 +26,19 @@ torchvision's dataset classes:
 - ``resisc45``: ``resisc45/{train,val,test}/<class>/`` (configuration script), or the task_vectors/torchgeo
   layout ``resisc45/NWPU-RESISC45/<class>/<class>_NNN.jpg`` with ``resisc45/resisc45-<split>.txt`` listing
   the file names of each split. Classes are the sorted class folders; names with ``_`` -> space.
-- ``dtd``: ``dtd/{train,val,test}/<class>/`` (task_vectors; its "test" set is the ``val`` folder), or
-  the original archive ``dtd/images/<class>/*.jpg`` + ``dtd/labels/{train,val,test}<partition>.txt`` (also
-  under ``dtd/dtd/`` as torchvision extracts it; ``partition`` 1..10, lines ``<class>/<file>``). Sorted
-  classes, ``_`` -> space. task_vectors' code evaluates DTD on its ``dtd/val`` folder
-  (mlfoundations/task_vectors ``src/datasets/dtd.py``, commit 826a64c67082fab0f40628233287948f0f8d7fa3),
-  and its authors say what that folder holds (task_vectors issue #1, as in PAINT): the archive's **test**
-  files, unchanged, while ``dtd/train`` holds the archive's train + val files. The archive is read the
-  same way, so both layouts give the same sets: ``train`` = ``train<p>.txt`` + ``val<p>.txt``, ``val`` and
-  ``test`` = ``test<p>.txt`` (the official test partition). ``archive_split="official"`` reads each
-  ``<split><p>.txt`` as it is instead.
+- ``dtd``: task_vectors' folders ``dtd/train/<class>/`` + ``dtd/val/<class>/``, or the original archive
+  ``dtd/images/<class>/*.jpg`` + ``dtd/labels/{train,val,test}<partition>.txt`` (also under ``dtd/dtd/``
+  as torchvision extracts it; ``partition`` 1..10, lines ``<class>/<file>``). Sorted classes, ``_`` ->
+  space. task_vectors' code evaluates DTD on its ``dtd/val`` folder (mlfoundations/task_vectors
+  ``src/datasets/dtd.py``, commit 826a64c67082fab0f40628233287948f0f8d7fa3), and its authors say what
+  that folder holds (task_vectors issue #1, as in PAINT): the archive's **test** files, unchanged, while
+  ``dtd/train`` holds the archive's train + val files. It tunes on ``DTDVal`` (``src/datasets/registry.py``
+  ``split_train_into_train_val``: ``torch.utils.data.random_split`` of ``dtd/train`` in ImageFolder order
+  into ``[n - v, v]``, ``v = min(int(n * 0.1), 5000)``, ``torch.Generator().manual_seed(0)``) and
+  fine-tunes on the rest. So here ``test`` = the ``val`` folder (the archive's ``test<p>.txt``), ``val``
+  = DTDVal's held-out part and ``train`` = DTDVal's train part (:func:`dtd_val_split`), in both layouts.
+  ``archive_split="official"`` reads each ``<split><p>.txt`` as it is instead; a folder layout with a
+  ``dtd/test`` folder is read folder by folder as named.
 - ``sun397``: ``sun397/{train,val[,test]}/<folder>/`` where ``<folder>`` is the image's directory in the
   SUN397 archive joined by ``_`` (``/a/abbey`` -> ``a_abbey``, ``/b/bakery/shop`` -> ``b_bakery_shop``);
   ``train`` holds ``Partitions/Training_01.txt`` and ``val`` ``Testing_01.txt`` (the task_vectors test
@@ -324,9 +327,10 @@ class _FileListDataset(ClassificationDataset):
             raise FileNotFoundError(f"{self.name}: no images found under {folder}/<class>/")
         self._files, self._labels = files, labels
 
-    def _image_folder(self, base: Path, name_of: Callable[[str], str]) -> None:
-        """ImageFolder layout ``base/<split>/<class>/``; classes from ``base/train`` when it exists."""
-        folder = base / self.split
+    def _image_folder(self, base: Path, name_of: Callable[[str], str], split: str | None = None) -> None:
+        """ImageFolder layout ``base/<split>/<class>/`` (``split``: this dataset's unless given); classes
+        from ``base/train`` when it exists."""
+        folder = base / (split or self.split)
         if not folder.is_dir():
             have = [s for s in SPLITS if (base / s).is_dir()]
             raise FileNotFoundError(
@@ -339,6 +343,11 @@ class _FileListDataset(ClassificationDataset):
         self.class_folders = classes
         self.classnames = [name_of(c) for c in classes]
         self._scan_folder(folder, {c: i for i, c in enumerate(classes)})
+
+    def _keep(self, indices: np.ndarray) -> None:
+        """Keep the samples at ``indices``, in that order."""
+        self._files = [self._files[i] for i in indices]
+        self._labels = [self._labels[i] for i in indices]
 
 
 def _underscores(folder: str) -> str:
@@ -473,12 +482,27 @@ class RESISC45(_FileListDataset):
         self._files, self._labels = files, labels
 
 
-#: Which archive label files make each split: as task_vectors' folders hold them (train = train + val,
-#: val = test, its test set; issue #1 of mlfoundations/task_vectors) or the archive's own partition.
+#: Which archive label files make each split: as task_vectors' folders hold them (train and val =
+#: DTDVal's two parts of train + val, test = test; issue #1 of mlfoundations/task_vectors) or the archive's
+#: own partition.
 DTD_ARCHIVE_SPLITS: dict[str, dict[str, tuple[str, ...]]] = {
-    "task_vectors": {"train": ("train", "val"), "val": ("test",), "test": ("test",)},
+    "task_vectors": {"train": ("train", "val"), "val": ("train", "val"), "test": ("test",)},
     "official": {"train": ("train",), "val": ("val",), "test": ("test",)},
 }
+#: task_vectors ``get_dataset`` defaults for a ``<Dataset>Val`` split: ``val_fraction``, ``max_val_samples``,
+#: and ``split_train_into_train_val``'s ``seed``
+DTD_VAL_FRACTION, DTD_MAX_VAL, DTD_VAL_SEED = 0.1, 5000, 0
+
+
+def dtd_val_split(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """DTDVal's ``(train, val)`` indices into the ``n`` images of task_vectors' ``dtd/train`` (ImageFolder
+    order), each in ``random_split``'s order: ``perm = randperm(n, manual_seed(0))``, ``train = perm[:n -
+    v]``, ``val = perm[n - v:]`` with ``v = min(int(n * 0.1), 5000)``."""
+    val_size = min(int(n * DTD_VAL_FRACTION), DTD_MAX_VAL)
+    if not 0 < val_size < n:
+        raise ValueError(f"dtd: {n} training images leave no DTDVal split (10 % of them, at least 1)")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(DTD_VAL_SEED)).numpy()
+    return perm[: n - val_size], perm[n - val_size :]
 
 
 @DATASETS.register("dtd")
@@ -501,8 +525,13 @@ class DTD(_FileListDataset):
                 f"dtd: archive_split must be one of {sorted(DTD_ARCHIVE_SPLITS)}, got {archive_split!r}"
             )
         base = self._dataset_folder("dtd")
-        if any((base / s).is_dir() for s in SPLITS):
+        if (base / "test").is_dir():  # a folder per split, read as named
             self._image_folder(base, _underscores)
+            return
+        if any((base / s).is_dir() for s in SPLITS):  # task_vectors' train/ + val/ (its test set)
+            self._image_folder(base, _underscores, "val" if split == "test" else "train")
+            if split != "test":
+                self._keep(dtd_val_split(len(self._files))[split == "val"])
             return
         if not 1 <= partition <= 10:
             raise ValueError(f"dtd: partition must be in 1..10, got {partition}")
@@ -541,6 +570,9 @@ class DTD(_FileListDataset):
         if not files:
             raise ValueError(f"dtd: split files {[str(x) for x in listings]} list no images")
         self._files, self._labels = files, labels
+        if archive_split == "task_vectors" and split != "test":  # dtd/train in ImageFolder order, then DTDVal
+            order = sorted(range(len(files)), key=lambda i: (labels[i], files[i].name))
+            self._keep(np.asarray(order)[dtd_val_split(len(files))[split == "val"]])
 
 
 @DATASETS.register("sun397")

@@ -7,8 +7,8 @@ section for that task, e.g.::
     data:
       size: [224, 224]
       per_task:
-        mnist: {name: mnist, root: /data}
-        dtd:   {name: dtd, root: /data, splits: {test: val}}
+        mnist:  {name: mnist, root: /data}
+        sun397: {name: sun397, root: /data, splits: {test: val}}
 
 Dict-valued keys (``splits``, ``num_samples``, ``options``) merge key by key over the shared section;
 tasks without an entry share the section's data set.

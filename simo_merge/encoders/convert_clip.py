@@ -4,8 +4,13 @@
   :func:`visual_from_clip_state` picks the tower's entries out.
 - Hugging Face ``CLIPVisionModel`` (+ ``visual_projection``), the format FusionBench publishes:
   :func:`hf_clip_vision_to_open_clip` is a pure key/shape conversion to the open_clip visual layout
-  (:func:`open_clip_visual_to_hf` is its inverse). Note that OpenAI's CLIP weights use QuickGELU: build the
-  open_clip tower as ``ViT-B-32-quickgelu`` (etc.) when loading them.
+  (:func:`open_clip_visual_to_hf` is its inverse).
+- The activation: OpenAI's CLIP weights (and every fine-tune of them) use QuickGELU, open_clip's
+  ``ViT-B-32`` (etc.) config GELU; the weights cannot tell them apart, so :func:`clip_activation` reads
+  what a checkpoint says about itself: OpenAI's own state dict carries the entries
+  :data:`OPENAI_STATE_MARKERS` (open_clip drops them when it converts one, ``factory.load_state_dict`` and
+  ``model.build_model_from_openai_state_dict``, which builds with ``quick_gelu=True``), and a Hugging
+  Face CLIP checkpoint's ``config.json`` names its ``hidden_act`` (``quick_gelu`` for OpenAI's).
 
 These are facts about the encoder's own keys, so they live with the encoders; the benchmark's file layouts
 (task_vectors pickles, checkpoint discovery) stay in :mod:`simo_merge.pool.clip_layout`.
@@ -13,8 +18,11 @@ These are facts about the encoder's own keys, so they live with the encoders; th
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -23,6 +31,37 @@ from simo_merge.io.checkpoint import CheckpointError, StateDict
 
 #: a key only an open_clip visual tower has (its patch embedding)
 VISUAL_MARKER = "conv1.weight"
+#: top-level entries only OpenAI's own CLIP state dict has (openai/CLIP ``model.state_dict()``)
+OPENAI_STATE_MARKERS = ("input_resolution", "context_length", "vocab_size")
+ACTIVATIONS = ("quick_gelu", "gelu")
+#: ``model_type`` of Hugging Face CLIP configs (whole model, vision tower)
+HF_CLIP_MODEL_TYPES = ("clip", "clip_vision_model")
+
+
+def clip_activation(state: Mapping[str, Tensor], path: str | os.PathLike | None = None) -> str | None:
+    """``"quick_gelu"`` / ``"gelu"``: what the checkpoint at ``path`` (its loaded ``state``) says its
+    weights were trained with, else None (a plain open_clip state says nothing). OpenAI's own state
+    (:data:`OPENAI_STATE_MARKERS`, also under ``model.`` / ``module.``) is QuickGELU; else the
+    ``hidden_act`` (or ``vision_config.hidden_act``; absent from a CLIP config: transformers' default,
+    QuickGELU) of a Hugging Face ``config.json`` beside ``path``."""
+    prefixes = ("", "model.", "module.")
+    if any(p + key in state for p in prefixes for key in OPENAI_STATE_MARKERS):
+        return "quick_gelu"
+    config = None if path is None else Path(path).expanduser().parent / "config.json"
+    if config is None or not config.is_file():
+        return None
+    try:
+        data = json.loads(config.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{config}: not JSON ({err})") from None
+    act = data.get("hidden_act", (data.get("vision_config") or {}).get("hidden_act"))
+    if act is None and data.get("model_type") in HF_CLIP_MODEL_TYPES:
+        act = "quick_gelu"  # transformers' CLIPVisionConfig default, which save_pretrained leaves out
+    if act is None:
+        return None
+    if act not in ACTIVATIONS:
+        raise CheckpointError(f"{config}: hidden_act={act!r}, expected one of {ACTIVATIONS}")
+    return act
 
 
 def visual_from_clip_state(state: Mapping[str, Tensor], source: str) -> StateDict:

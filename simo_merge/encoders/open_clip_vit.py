@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,20 @@ class OpenClipViTEncoder(Encoder):
         return out[0] if isinstance(out, tuple) else out
 
 
+def check_activation(arch: str, act: str | None, forced: bool, path: str | os.PathLike) -> None:
+    """ValueError naming the architecture to build when checkpoint ``path`` says its weights use the
+    activation ``arch`` (``forced``: ``force_quick_gelu``) does not; ``act`` None says nothing."""
+    quick = forced or "quickgelu" in arch.lower()
+    if act == "quick_gelu" and not quick:
+        raise ValueError(
+            f"{path}: OpenAI-derived CLIP weights, trained with QuickGELU; build the '{arch}-quickgelu' "
+            f"architecture (or pass force_quick_gelu=true in encoder.kwargs), not GELU {arch!r}"
+        )
+    if act == "gelu" and quick:
+        base = arch.removesuffix("-quickgelu")
+        raise ValueError(f"{path}: these CLIP weights use GELU; build {base!r}, not QuickGELU {arch!r}")
+
+
 @ENCODERS.register("open_clip")
 def build_open_clip_encoder(
     arch: str, checkpoint: str | None = None, pretrained: bool | str | None = False, **kwargs: Any
@@ -69,8 +84,11 @@ def build_open_clip_encoder(
     the visual tower, position embeddings resampled to its grid. ``pretrained``: ``true`` (open_clip's
     first tag for ``arch``), a tag (``openai``, ``laion2b_s34b_b79k``) or a Hugging Face repository,
     found in the local caches only (:mod:`simo_merge.encoders.pretrained`); a tag whose weights use
-    QuickGELU is refused on a GELU architecture. The encoder's ``source`` records file and hash.
+    QuickGELU is refused on a GELU architecture, and so is a checkpoint that says it was trained with
+    the other activation (:func:`~simo_merge.encoders.convert_clip.clip_activation`: OpenAI's own state
+    dict, a Hugging Face ``config.json``). The encoder's ``source`` records file and hash.
     """
+    from simo_merge.encoders.convert_clip import clip_activation
     from simo_merge.encoders.pretrained import (
         load_open_clip_checkpoint,
         parse_pretrained,
@@ -78,6 +96,7 @@ def build_open_clip_encoder(
         resolve_open_clip_pretrained,
         weight_source,
     )
+    from simo_merge.io.checkpoint import load_state
 
     register_small_configs()
     tag = parse_pretrained(pretrained)
@@ -99,12 +118,16 @@ def build_open_clip_encoder(
                     f"open_clip {arch} pretrained={name}: these weights were trained with QuickGELU; build "
                     f"the '{arch}-quickgelu' architecture (or pass force_quick_gelu=true in encoder.kwargs)"
                 )
+    state = None
+    if path is not None and kind == "checkpoint":
+        state = load_state(path)
+        check_activation(arch, clip_activation(state, path), bool(kwargs.get("force_quick_gelu")), path)
     model = open_clip.create_model(arch, pretrained=None, **kwargs)
     visual = model.visual
     if cfg.get("mean") and cfg.get("std"):
         visual.image_mean, visual.image_std = tuple(cfg["mean"]), tuple(cfg["std"])
     if path is not None:
-        load_open_clip_checkpoint(visual, path, arch)
+        load_open_clip_checkpoint(visual, path, arch, state)
     encoder = OpenClipViTEncoder(visual, name=arch)
     encoder.source = None if path is None else weight_source(path, kind, name)
     return encoder

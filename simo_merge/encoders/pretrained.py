@@ -188,10 +188,13 @@ def open_clip_state_for(visual: nn.Module, raw: Mapping[str, Tensor], source: st
     return state
 
 
-def load_open_clip_checkpoint(visual: nn.Module, path: str | os.PathLike, arch: str = "") -> None:
-    """Load ``path`` into an open_clip visual tower, strictly (resampling its position embeddings)."""
+def load_open_clip_checkpoint(
+    visual: nn.Module, path: str | os.PathLike, arch: str = "", state: StateDict | None = None
+) -> None:
+    """Load ``path`` (``state``: its entries, already read) into an open_clip visual tower, strictly
+    (resampling its position embeddings)."""
     try:
-        state = open_clip_state_for(visual, load_state(path), str(path))
+        state = open_clip_state_for(visual, load_state(path) if state is None else state, str(path))
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from err
     _check_fits(state, visual, str(path), f"open_clip {arch or 'visual tower'}")

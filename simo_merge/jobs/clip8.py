@@ -37,10 +37,10 @@ prompt ensemble over the templates of :mod:`simo_merge.datasets.clip_templates` 
 open_clip CLIP state; default: the open_clip layout's ``zeroshot.safetensors``). task_vectors'
 ``zeroshot.pt`` has no text tower.
 
-Test splits follow task_vectors: ``test`` except SUN397 and DTD, whose test sets are the ``val`` folders
-(see :mod:`simo_merge.datasets.clip8`); ``test_splits`` overrides per dataset. Those ``val`` folders hold
-the official test partitions (SUN397 ``Testing_01.txt``, DTD ``labels/test1.txt``; task_vectors issue #1),
-and the DTD loader reads the original archive the same way, so ``val`` is the official test set there too.
+Test splits follow task_vectors: ``test`` except SUN397, whose test set is its ``val`` folder (the
+official ``Testing_01.txt``; task_vectors issue #1); ``test_splits`` overrides per dataset. DTD's ``test``
+is task_vectors' ``dtd/val`` folder (the official ``labels/test1.txt``) and its ``val`` task_vectors'
+DTDVal, 10 % of ``dtd/train`` (see :mod:`simo_merge.datasets.clip8`).
 
 Resumable: every finished row is stored as ``output_dir/rows/<row>.json`` with a hash of the config
 that determines it; a rerun reuses rows whose hash matches and recomputes the rest.
@@ -79,8 +79,8 @@ DEFAULT_METHOD_PARAMS: dict[str, dict[str, Any]] = {
     "task_arithmetic": {"lam": 0.3},
     "ties": {"k": 20, "lam": 0.3, "merge_func": "sum"},
 }
-#: task_vectors tests SUN397 and DTD on their ``val`` folders
-DEFAULT_TEST_SPLITS: dict[str, str] = {"sun397": "val", "dtd": "val"}
+#: task_vectors tests SUN397 on its ``val`` folder (DTD's loader names its ``val`` folder ``test``)
+DEFAULT_TEST_SPLITS: dict[str, str] = {"sun397": "val"}
 PRETRAINED = "Pretrained"
 #: realignment steps of a ``<method>+<realigner>`` row unless ``realign.params.steps`` says otherwise
 DEFAULT_REALIGN_STEPS = 500
@@ -276,7 +276,7 @@ def accuracy(results: dict[str, dict[str, float]]) -> dict[str, float]:
 
 
 def split_of(cfg: Clip8Config, task: str) -> str:
-    """The split evaluated as ``task``'s test set (task_vectors: ``val`` for SUN397 and DTD)."""
+    """The split evaluated as ``task``'s test set (task_vectors: ``val`` for SUN397)."""
     return cfg.test_splits.get(task, "test")
 
 

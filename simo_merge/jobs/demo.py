@@ -264,7 +264,7 @@ class RealignedRows:
         """The resolved training config of ``realigner`` on the merged row ``name`` (its own seed)."""
         cfg = self.demo.cfg
         seed = stage_seed(cfg.seed, "realign", f"{name}+{realigner}") % (2**31)
-        return settings.config(realigner, seed=seed, progress=cfg.progress).resolved()
+        return settings.config(realigner, seed=seed, progress=cfg.progress)
 
     def row(self, name: str, realigner: str, bias_before: float, settings: RealignSettings) -> Rows:
         """Train ``realigner`` on the merged row ``name`` and evaluate it: the row ``name+realigner``."""

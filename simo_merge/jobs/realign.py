@@ -27,7 +27,7 @@ from simo_merge.merging.api import resolved_merge_parameters
 from simo_merge.merging.spec import MethodSpec
 from simo_merge.pool.spec import check_checkpoint_encoder, describe, load_job_pool, pool_kind
 from simo_merge.protocols import get_protocol
-from simo_merge.realign.config import RealignSettings
+from simo_merge.realign.config import RECIPE_FIELDS, RealignSettings
 from simo_merge.realign.diagnostics import bias_plot, mean_bias, representation_bias, tsne_groups, tsne_plot
 from simo_merge.realign.inputs import InputsChoice, choose_inputs
 from simo_merge.realign.inputs import describe as describe_inputs
@@ -75,7 +75,7 @@ class RealignJobConfig:
         AdamW, OneCycle, clipping, one epoch)."""
         (name,) = self.realign.names()
         defaults = {"objective": "unsupervised"}
-        return self.realign.config(name, defaults, seed=self.seed, progress=self.progress).resolved()
+        return self.realign.config(name, defaults, seed=self.seed, progress=self.progress)
 
     def validate(self) -> None:
         """Names and values fail here, before any data is read or anything trained."""
@@ -188,6 +188,7 @@ def run(cfg: RealignJobConfig) -> dict[str, Any]:
         {
             "objective": run_cfg.objective,
             "recipe": run_cfg.recipe,
+            "recipe_settings": {name: getattr(run_cfg, name) for name in RECIPE_FIELDS},  # as resolved
             "merged": merged_what,
             "merged_hash": merged_hash,  # evaluate refuses these adapters on another model
             "pool": describe(cfg.pool),

@@ -17,10 +17,15 @@ Defaults reproduce the reference implementations:
   behaviour of this package before; a task with larger Fishers gets more say).
 - ``floor_mode="add"``: ``F'_t = F_t + floor`` (FusionBench's ``minimal_fisher_weight``, 1e-6);
   ``"clamp"``: ``F'_t = max(F_t, floor)`` (the previous behaviour here, mmatena's ``tf.maximum``).
-- ``all_zero="target"``: where every task's Fisher is exactly 0 no expert has information, and the
-  entry keeps the target model's value, θ0 (mmatena's ``favor_target_model=True`` floors only the
-  target's Fisher, so such entries return the target model); if every Fisher is zero everywhere the
-  result is θ0. ``all_zero="floor"`` lets the floor decide (the plain average of the experts there).
+- ``all_zero="floor"`` (FusionBench's behaviour, the default): an entry whose Fisher is exactly 0 for
+  every task is decided by the floor like any other, so it becomes the floored weighted average
+  ``Σ_t c_t θ_t / Σ_t c_t`` of the experts (the plain average when ``normalize=False``).
+  ``all_zero="theta0"``: such entries keep θ0 instead (no expert has information there, so none of
+  their task vectors is moved in); this is our option, no reference implementation does it. mmatena's
+  ``favor_target_model=True`` is a different rule: its "target" model is the first *fine-tuned* model
+  of the list it merges (``generate_merged_for_coeffs_set``: "the first model ... is the target model
+  and the rest are donor models"), the only one whose Fisher it floors, so entries where every Fisher
+  is 0 return that expert's value, not θ0; this package has no target expert and does not reproduce it.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from torch import Tensor
 from simo_merge.merging import MERGE_METHODS
 
 FLOOR_MODES = ("add", "clamp")
-ALL_ZERO = ("target", "floor")
+ALL_ZERO = ("floor", "theta0")
 
 
 def _fishers_for(
@@ -88,7 +93,7 @@ def fisher(
     normalize: bool = True,
     floor: float = 1e-6,
     floor_mode: str = "add",
-    all_zero: str = "target",
+    all_zero: str = "floor",
     num_batches: int = 8,
 ) -> dict[str, Tensor]:
     if not floor > 0:
@@ -117,7 +122,7 @@ def fisher(
             numerator.add_(weight * tv[key])
             denominator.add_(weight)
         update = numerator / denominator
-        if all_zero == "target":
+        if all_zero == "theta0":
             update = torch.where(informed, update, torch.zeros_like(update))
         merged[key] = theta0.float() + update
     return merged

@@ -21,9 +21,12 @@ Three published layouts:
 
 Activation. OpenAI's CLIP (and so every task_vectors checkpoint, fine-tuned from it) uses QuickGELU,
 ``x * sigmoid(1.702 x)``; open_clip's ``ViT-B-32`` config uses ``nn.GELU`` and ``ViT-B-32-quickgelu``
-QuickGELU. A state dict cannot tell them apart (the activation has no weights), but a task_vectors pickle
-can: :func:`pickled_activation` reads the class of the MLP activation modules in its module tree
-(``open_clip.transformer.QuickGELU`` vs ``torch.nn.GELU``).
+QuickGELU. The weights cannot tell them apart (the activation has none), but a task_vectors pickle can:
+:func:`pickled_activation` reads the class of the MLP activation modules in its module tree
+(``open_clip.transformer.QuickGELU`` vs ``torch.nn.GELU``); for the open_clip layout
+:func:`~simo_merge.encoders.convert_clip.clip_activation` reads OpenAI's own state-dict entries or a Hugging
+Face ``config.json`` beside the file. A plain open_clip state says nothing: name the architecture
+(``ViT-B-32-quickgelu`` or ``quick_gelu=true`` for OpenAI-derived weights).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from typing import Any
 from torch import Tensor
 
 from simo_merge.datasets.clip_templates import canonical_dataset
-from simo_merge.encoders.convert_clip import VISUAL_MARKER, visual_from_clip_state
+from simo_merge.encoders.convert_clip import VISUAL_MARKER, clip_activation, visual_from_clip_state
 from simo_merge.io.checkpoint import CheckpointError, StateDict, load_state
 from simo_merge.io.unpickler import (  # noqa: F401  (re-exported: the loaders' public names)
     RestrictedUnpickler,
@@ -242,7 +245,8 @@ class Clip8Checkpoints:
     experts: dict[str, StateDict]
     head_weights: dict[str, HeadWeights | None]
     sources: dict[str, str]
-    activation: str | None = None  # "quick_gelu" / "gelu" as read from the pickles; None: unknown
+    # "quick_gelu" / "gelu" as the files say (pickled modules; OpenAI state, HF config.json); None: unknown
+    activation: str | None = None
 
 
 def detect_layout(root: str | os.PathLike, model: str, tasks: list[str]) -> str:
@@ -287,7 +291,8 @@ def load_clip8_checkpoints(
     def encoder(path: Path) -> tuple[StateDict, str | None]:
         if pickles:
             return load_task_vectors_encoder_and_activation(path, allow_pickle=allow_pickle)
-        return load_open_clip_visual_state(path, allow_pickle=allow_pickle), None
+        state = load_state(path, allow_pickle=allow_pickle)
+        return visual_from_clip_state(state, str(path)), clip_activation(state, path)
 
     zs = first_existing(candidates(root, model, "")["zeroshot"], f"{where} zeroshot checkpoint")
     base, activation = encoder(zs)
@@ -299,6 +304,7 @@ def load_clip8_checkpoints(
         out.experts[t], act = encoder(ft)
         if activation is not None and act is not None and act != activation:
             raise ValueError(f"{ft} uses {act} but {zs} uses {activation}: not one architecture")
+        activation = out.activation = activation or act
         head = first_existing(paths["head"], "", required=False)
         read_head = (lambda p: load_task_vectors_head(p, allow_pickle)) if pickles else load_open_clip_head
         out.head_weights[t] = None if head is None else read_head(head)

@@ -6,6 +6,7 @@ The recipes and schedules are described in :mod:`simo_merge.realign.train`.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,14 +15,31 @@ OBJECTIVES = ("unsupervised", "supervised")
 SCHEDULES = ("reference", "joint")
 OPTIMIZERS = ("adam", "adamw")
 LR_SCHEDULES = ("constant", "onecycle")
-#: per recipe, the values it gives to fields left at their defaults (see the module docstring)
-RECIPES: dict[str, dict] = {
-    "surgery": {},
+#: the RealignConfig fields a recipe gives a value to; left None (unset) they take the recipe's
+RECIPE_FIELDS = (
+    "objective", "train_heads", "optimizer", "weight_decay", "lr", "lr_schedule", "warmup", "clip_grad",
+    "epochs", "schedule",
+)  # fmt: skip
+#: per recipe, the value of every recipe field (surgery leaves ``objective`` to the caller: a job's
+#: settings give the realigner's registered one, else it is unsupervised). ``simo``: the authors'
+#: notebooks/simo_merging.ipynb (d23845jg/simo_merging @2fcaa49), cited in :mod:`simo_merge.realign.train`.
+RECIPES: dict[str, dict[str, Any]] = {
+    "surgery": {
+        "train_heads": False,
+        "optimizer": "adam",
+        "weight_decay": 0.0,
+        "lr": 1e-3,
+        "lr_schedule": "constant",
+        "warmup": 0.1,
+        "clip_grad": None,
+        "epochs": None,
+        "schedule": None,
+    },
     "simo": {
         "objective": "supervised",
-        "train_heads": True,
+        "train_heads": False,
         "optimizer": "adamw",
-        "weight_decay": 0.01,
+        "weight_decay": 0.0,
         "lr": 1e-5,
         "lr_schedule": "onecycle",
         "warmup": 0.1,
@@ -37,13 +55,18 @@ REFERENCE_SCHEDULE_REALIGNERS = ("surgery", "deep")
 @dataclass
 class RealignConfig:
     """One realignment run: a realigner and its settings (what a job's ``realign`` section, a
-    :class:`RealignSettings`, gives it: the shared ``params`` and its own entry's)."""
+    :class:`RealignSettings`, gives it: the shared ``params`` and its own entry's).
+
+    The :data:`RECIPE_FIELDS` default to None, meaning unset: :meth:`resolved` gives them the recipe's
+    value, and a value the user set (even one equal to the other recipe's) is never replaced. A field
+    whose resolved value may itself be None (``clip_grad``: no clipping, ``epochs``: count ``steps``,
+    ``schedule``: chosen per pool) can therefore be changed under a recipe but not switched back off."""
 
     realigner: str = "surgery"
-    objective: str = "unsupervised"
+    objective: str | None = None  # None: the recipe's, else "unsupervised"
     rank: int = 16
     steps: int = 500
-    lr: float = 1e-3
+    lr: float | None = None
     batch_size: int = 16
     token_reduce: str | None = None  # None: the realigner's default ("mean" for deep, else per token)
     match: str | None = None  # expert "features", expert head "outputs", "both"; None: realigner default
@@ -53,31 +76,33 @@ class RealignConfig:
     seed: int = 0
     progress: bool = True
     recipe: str = "surgery"  # "surgery" (unsupervised papers' recipe) or "simo" (supervised SIMO recipe)
-    schedule: str | None = None  # "reference" | "joint"; None: reference for surgery/deep on classification
+    schedule: str | None = None  # "reference" | "joint"; resolved None: see realign.train
     batches_per_task: int = 2  # reference schedule: batches per task per iteration, one step each
-    optimizer: str = "adam"  # "adam" | "adamw"
-    weight_decay: float = 0.0
-    lr_schedule: str = "constant"  # "constant" | "onecycle" (max lr = lr, warm-up fraction = warmup)
-    warmup: float = 0.1
+    optimizer: str | None = None  # "adam" | "adamw"
+    weight_decay: float | None = None
+    lr_schedule: str | None = None  # "constant" | "onecycle" (max lr = lr, warm-up fraction = warmup)
+    warmup: float | None = None
     clip_grad: float | None = None  # clip the global gradient norm of the trained tensors at this value
     epochs: float | None = None  # if set, replaces steps: this many passes over the inputs
-    train_heads: bool = False  # also train (copies of) the heads, next to the adapters
+    train_heads: bool | None = None  # also train (copies of) the heads, next to the adapters
 
     def resolved(self) -> RealignConfig:
-        """The config with the recipe's values filled into every field still at its default."""
+        """The config with every unset (None) recipe field given the recipe's value (``objective``
+        given by no recipe: unsupervised). Idempotent."""
         if self.recipe not in RECIPES:
             raise ValueError(f"recipe must be one of {tuple(RECIPES)}, got {self.recipe!r}")
-        defaults = {f.name: f.default for f in dataclasses.fields(RealignConfig)}
-        updates = {
-            name: value
-            for name, value in RECIPES[self.recipe].items()
-            if getattr(self, name) == defaults[name]
-        }
+        recipe = {"objective": "unsupervised", **RECIPES[self.recipe]}
+        updates = {name: value for name, value in recipe.items() if getattr(self, name) is None}
         return dataclasses.replace(self, **updates)
 
     def validate(self) -> None:
+        """Checks a :meth:`resolved` config (ValueError naming the field and value)."""
         if self.recipe not in RECIPES:
             raise ValueError(f"recipe must be one of {tuple(RECIPES)}, got {self.recipe!r}")
+        optional = ("clip_grad", "epochs", "schedule")  # None is a value of these once resolved
+        unset = [n for n in RECIPE_FIELDS if getattr(self, n) is None and n not in optional]
+        if unset:
+            raise ValueError(f"{unset} unset: validate the resolved() config")
         if self.schedule not in (None, *SCHEDULES):
             raise ValueError(f"schedule must be 'reference', 'joint' or None, got {self.schedule!r}")
         if self.optimizer not in OPTIMIZERS:
@@ -120,17 +145,26 @@ def check_realign_params(params: Mapping[str, Any], key: str) -> None:
     unknown = [k for k in params if k not in accepted]
     if unknown:
         raise ValueError(f"{key}: unknown realignment setting(s) {unknown}; accepted: {accepted}")
-    defaults = {f.name: f.default for f in dataclasses.fields(RealignConfig)}
+    kinds = field_kinds()
     for name, value in params.items():
-        default = defaults[name]
-        if default is None or value is None:
-            continue
+        if value is None:
+            continue  # None: unset (the recipe's or the realigner's value)
+        kind = kinds[name]
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         ok = {bool: isinstance(value, bool), str: isinstance(value, str), float: number}.get(
-            type(default), number and isinstance(value, int)
+            kind, number and isinstance(value, int)
         )
         if not ok:
-            raise ValueError(f"{key}.{name}={value!r}: must be a {type(default).__name__}")
+            raise ValueError(f"{key}.{name}={value!r}: must be a {kind.__name__}")
+
+
+def field_kinds() -> dict[str, type]:
+    """Each RealignConfig field's value type (``float`` for ``float | None``)."""
+    hints = typing.get_type_hints(RealignConfig)
+    return {
+        name: next(t for t in typing.get_args(hint) or (hint,) if t is not type(None))
+        for name, hint in hints.items()
+    }
 
 
 @dataclass
@@ -180,13 +214,16 @@ class RealignSettings:
     def config(
         self, realigner: str, defaults: Mapping[str, Any] | None = None, **fixed: Any
     ) -> RealignConfig:
-        """``realigner``'s RealignConfig: ``defaults`` (a job's), its settings, then ``fixed`` (seed,
-        progress); ``objective`` given nowhere is the one the realigner registered."""
+        """``realigner``'s resolved RealignConfig: its settings and ``fixed`` (seed, progress), then the
+        recipe's values, then ``defaults`` (a job's) for what neither gives, then the ``objective`` the
+        realigner registered (see :meth:`RealignConfig.resolved`). A setting given as None is unset."""
         from simo_merge.realign import REALIGNERS
 
-        given = {**(defaults or {}), **self.settings(realigner), **fixed}
-        given.setdefault("objective", REALIGNERS.facts(realigner)["objective"])
-        return RealignConfig(realigner=realigner, **given)
+        given = {k: v for k, v in {**self.settings(realigner), **fixed}.items() if v is not None}
+        recipe = RECIPES.get(given.get("recipe", "surgery"), {})
+        below = {"objective": REALIGNERS.facts(realigner)["objective"], **(defaults or {})}
+        job = {k: v for k, v in below.items() if k not in recipe and k not in given}
+        return RealignConfig(realigner=realigner, **job, **given).resolved()
 
     def check(self, key: str, realigners_key: str | None = None, params_key: str | None = None) -> None:
         """Raise ValueError naming the key of an unknown realigner (listing the known ones) or setting

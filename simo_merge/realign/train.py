@@ -4,13 +4,19 @@ Unsupervised (default): L1 between the adapted merged features and the expert's 
 sites (the heads realigner distils the expert model's outputs instead). Supervised: the task losses of
 the frozen heads (or re-trained heads) on a small labelled set.
 
-Recipes (``recipe=``; fields the user left at their defaults take the recipe's values):
+Recipes (``recipe=``; a recipe field the user left unset (None) takes the recipe's value, one the user
+set is never replaced, see :class:`~simo_merge.realign.config.RealignConfig`):
 
-- ``"surgery"`` (default; Surgery / SurgeryV2 papers, no labels needed): unsupervised, Adam, lr 1e-3,
-  batch 16, 500 iterations, each iteration visiting every task.
-- ``"simo"`` (the SIMO paper, arXiv 2504.11268, needs labels): supervised, the adapters *and* the heads
-  trained (``train_heads``), AdamW (torch's weight decay 0.01; the paper names none), lr 1e-5, OneCycle
-  with 10% warm-up, gradient-norm clipping at 35, one epoch over the labelled inputs.
+- ``"surgery"`` (default; Surgery / SurgeryV2 papers, no labels needed): the realigner's registered
+  objective (unsupervised but for ``heads``), Adam, lr 1e-3, batch 16, 500 iterations, each iteration
+  visiting every task.
+- ``"simo"`` (the SIMO authors' notebooks/simo_merging.ipynb, d23845jg/simo_merging @2fcaa49; cells
+  counted from 0 over all cells of the notebook's JSON, lines from 1): supervised; only the block
+  adapters train, the heads stay frozen (cell 19 l.51-52 adds LoRA to the backbone blocks only, the
+  decoder call commented out; cell 21 l.20-38 collects those adapters' weights, and the merging lambdas
+  are fixed, cell 22); AdamW with betas (0.9, 0.999), weight decay 0.0 and lr 1e-5 (cell 24 l.23-29);
+  OneCycle with ``pct_start`` 0.1 (cell 24 l.31-37); gradient-norm clipping at 35 (cell 25 l.16-18);
+  one epoch (cell 24 l.5).
 
 Schedules (``schedule=``):
 

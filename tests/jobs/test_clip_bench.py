@@ -161,7 +161,7 @@ def test_open_clip_layout_text_heads_and_errors(fixture_dirs, tmp_path):
         ["ties", "adamerging"],
         RealignSettings(["surgery"], {"steps": 500}),
     )
-    assert real.test_splits == {"sun397": "val", "dtd": "val"} and not real.allow_pickle
+    assert real.test_splits == {"sun397": "val"} and not real.allow_pickle
     with pytest.raises(ConfigError, match="unknown merge method 'nope'"):
         load_config(Clip8Config, None, ["checkpoints=a", "data=b", "methods=[nope]"])
     with pytest.raises(ConfigError, match="datasets: unknown"):

@@ -189,7 +189,7 @@ def test_realign_job_trains_the_one_realigner_of_its_realign_section():
         ["pool.dir=p", "realign.realigners=[deep]", "realign.params={rank: 8, steps: 3}", "seed=5"],
     )
     assert cfg.realign == RealignSettings(["deep"], {"rank": 8, "steps": 3})
-    assert cfg.realign_config() == RealignConfig(realigner="deep", rank=8, steps=3, seed=5)
+    assert cfg.realign_config() == RealignConfig(realigner="deep", rank=8, steps=3, seed=5).resolved()
     default = load_config(RealignJobConfig, None, ["pool.dir=p", "realign.realigners=[heads]"])
     assert default.realign_config().objective == "unsupervised"  # unless set, as before
     simo = load_config(RealignJobConfig, None, ["pool.dir=p", "realign.params.recipe=simo"])
@@ -198,8 +198,12 @@ def test_realign_job_trains_the_one_realigner_of_its_realign_section():
         "surgery",
         "supervised",
         "adamw",
-        True,
+        False,
     )
+    # a value set by the user is kept, also one equal to the surgery recipe's (it was replaced before)
+    mine = ["pool.dir=p", "realign.params={recipe: simo, lr: 1.0e-3, weight_decay: 0.01, train_heads: true}"]
+    run = load_config(RealignJobConfig, None, mine).realign_config()
+    assert (run.lr, run.weight_decay, run.train_heads, run.epochs) == (1e-3, 0.01, True, 1.0)
     with pytest.raises(
         ConfigError, match=r"realign.realigners=\['deep', 'taps'\]: the realign job trains one"
     ):

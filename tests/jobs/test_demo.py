@@ -312,7 +312,7 @@ def test_realign_command_then_evaluate_with_its_adapters(demo_run, tmp_path, cap
 
 
 def test_realign_command_with_the_simo_recipe(demo_run, tmp_path):
-    """recipe=simo in one word: supervised on label_split, adapters and heads trained, one epoch."""
+    """recipe=simo in one word: supervised on label_split, the adapters trained (heads frozen), one epoch."""
     from simo_merge.io.checkpoint import load_state, read_sidecar
 
     pool = demo_run / "experts"
@@ -322,9 +322,14 @@ def test_realign_command_with_the_simo_recipe(demo_run, tmp_path):
     args += ["realign.params={recipe: simo, rank: 4, batch_size: 4}"]
     assert main([*args, *data, f"output_dir={out}", "tsne=false"]) == 0
     meta = read_sidecar(out / "adapters.safetensors")
-    assert meta["recipe"] == "simo" and meta["objective"] == "supervised" and meta["train_heads"]
+    assert meta["recipe"] == "simo" and meta["objective"] == "supervised" and not meta["train_heads"]
+    settings = meta["recipe_settings"]  # the notebook's values, as the run resolved them
+    assert (settings["optimizer"], settings["weight_decay"], settings["lr"], settings["clip_grad"]) == (
+        "adamw", 0.0, 1e-5, 35.0,
+    )  # fmt: skip
+    assert (settings["lr_schedule"], settings["warmup"], settings["epochs"]) == ("onecycle", 0.1, 1.0)
     keys = list(load_state(out / "adapters.safetensors"))
-    assert any(k.startswith("heads.") for k in keys) and any(k.startswith("adapters.") for k in keys)
+    assert not any(k.startswith("heads.") for k in keys) and any(k.startswith("adapters.") for k in keys)
     realigned = json.loads((out / "metrics.json").read_text())
     assert len(realigned["loss_curve"]) == 2  # one epoch of the 8 val images in batches of 4
 

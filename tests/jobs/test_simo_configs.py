@@ -53,9 +53,35 @@ def test_config_loads_with_the_papers_settings(name: str, tmp_path: Path) -> Non
     assert cfg.merge.lam_grid == [round(0.1 * i, 1) for i in range(11)]
     realign = cfg.realign.settings()
     assert realign.names() == ["heads", "shared-deep"]
-    assert {realign.config(r).objective for r in realign.names()} == {"supervised"}
-    assert realign.config("heads").rank == 16
-    assert cfg.expert.clip == 25.0 and cfg.expert.lr_head == 1e-3 and cfg.expert.lr_encoder == 1e-6
+    # recipe simo: the authors' notebook (notebooks/simo_merging.ipynb @2fcaa49, cells 19-25), nothing
+    # in the config overriding it
+    for r in realign.names():
+        run = realign.config(r)
+        assert (run.recipe, run.objective, run.rank, run.optimizer, run.weight_decay) == (
+            "simo", "supervised", 16, "adamw", 0.0,
+        )  # fmt: skip
+        assert (run.lr, run.lr_schedule, run.warmup, run.clip_grad, run.epochs) == (
+            1e-5,
+            "onecycle",
+            0.1,
+            35.0,
+            1.0,
+        )
+        assert run.train_heads is False
+    # head/encoder rates: d23845jg/simomm config/mtl.yaml.j2:23 `lr: 0.001` @5c9b49e, `lr: 0.000001` @8de156c
+    for recipe in (cfg.expert, cfg.mtl):
+        assert recipe.clip == 25.0 and recipe.lr_head == 1e-3 and recipe.lr_encoder == 1e-6
+    text = builtin_config(name).read_text()
+    source = builtin_config("nyuv2_simo").read_text() if "nyuv2_simo.yaml" in text else text
+    for cited in (
+        "d23845jg/simomm",
+        "config/mtl.yaml.j2:23",
+        "`lr: 0.001`",
+        "@5c9b49e",
+        "`lr: 0.000001`",
+        "@8de156c",
+    ):
+        assert cited in source, cited
     n_train, batch = {"nyuv2_simo": (795, 16), "cityscapes_simo": (2380, 16), "taskonomy_simo": (16000, 32)}[
         name
     ]

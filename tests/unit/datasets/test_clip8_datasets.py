@@ -183,8 +183,12 @@ def test_resisc45_both_layouts(tmp_path):
 def test_dtd_both_layouts(tmp_path):
     _folder_split(tmp_path / "a" / "dtd", "train", {"zigzagged": 1, "banded": 1})
     _folder_split(tmp_path / "a" / "dtd", "val", {"zigzagged": 2})
-    ds = build_dataset("dtd", root=tmp_path / "a", split="val")
+    ds = build_dataset("dtd", root=tmp_path / "a", split="test")  # task_vectors' test set: the val folder
     assert ds.classnames == ["banded", "zigzagged"] and _labels(ds) == [1, 1]
+    with pytest.raises(ValueError, match="2 training images leave no DTDVal split"):
+        build_dataset("dtd", root=tmp_path / "a", split="val")
+    _folder_split(tmp_path / "a" / "dtd", "test", {"banded": 3})  # a folder per split: read as named
+    assert _labels(build_dataset("dtd", root=tmp_path / "a", split="val")) == [1, 1]
 
     arch = tmp_path / "b" / "dtd" / "dtd"
     for cls in ("banded", "woven"):
@@ -197,27 +201,90 @@ def test_dtd_both_layouts(tmp_path):
         build_dataset("dtd", root=tmp_path / "b", split="train", partition=2)
 
 
+def task_vectors_dtd_val(n):
+    """mlfoundations/task_vectors @826a64c ``src/datasets/registry.py``, transcribed: ``get_dataset(
+    "DTDVal", ...)`` (l.83-93, ``val_fraction=0.1, max_val_samples=5000``) calls
+    ``split_train_into_train_val`` (l.36-53, ``seed=0``):
+        total_size = len(dataset.train_dataset); val_size = int(total_size * val_fraction)
+        val_size = min(val_size, max_val_samples); train_size = total_size - val_size
+        trainset, valset = random_split(dataset.train_dataset, [train_size, val_size],
+                                        generator=torch.Generator().manual_seed(seed))
+    and DTDVal tunes on ``valset`` (its ``test_dataset``, l.71) and trains on ``trainset`` (l.63)."""
+    from torch.utils.data import random_split
+
+    val_fraction, max_val_samples, seed = 0.1, 5000, 0
+    total_size = n
+    val_size = min(int(total_size * val_fraction), max_val_samples)
+    train_size = total_size - val_size
+    trainset, valset = random_split(
+        range(n), [train_size, val_size], generator=torch.Generator().manual_seed(seed)
+    )
+    return list(trainset.indices), list(valset.indices)
+
+
+def test_dtd_val_is_task_vectors_dtdval_in_both_layouts(tmp_path):
+    """DTD ``val`` (what λ and realignment tune on) is DTDVal's held-out 10 % of task_vectors' dtd/train,
+    index-exact, not the test set; ``train`` the other 90 %, ``test`` the val folder."""
+    counts = {"banded": 9, "woven": 14, "zigzagged": 11}  # 34 images: DTDVal holds int(3.4) = 3
+    _folder_split(tmp_path / "a" / "dtd", "train", counts)
+    _folder_split(tmp_path / "a" / "dtd", "val", {"woven": 2})
+    folder = tmp_path / "a" / "dtd" / "train"
+    image_folder = [
+        folder / c / f"{c}_{i}.png" for c in sorted(counts) for i in sorted(range(counts[c]), key=str)
+    ]
+    want_train, want_val = task_vectors_dtd_val(len(image_folder))
+    assert len(want_val) == 3 and len(want_train) == 31
+    splits = {s: build_dataset("dtd", root=tmp_path / "a", split=s) for s in ("train", "val", "test")}
+    assert splits["val"]._files == [image_folder[i] for i in want_val]
+    assert splits["train"]._files == [image_folder[i] for i in want_train]
+    assert [p.parent.parent.name for p in splits["test"]._files] == ["val", "val"]
+    assert not set(splits["val"]._files) & set(splits["test"]._files)
+    # the archive: dtd/train = train1 + val1 listings in ImageFolder order (class, then file name)
+    arch = tmp_path / "b" / "dtd"
+    rels = [p.relative_to(folder).as_posix() for p in image_folder]
+    listed = {
+        "train": rels[1::2][::-1],
+        "val": rels[0::2],
+        "test": ["woven/woven_0.png", "banded/banded_0.png"],
+    }
+    for part, names in listed.items():
+        for rel in names:
+            _save(arch / "images" / rel, 40)
+        (arch / "labels").mkdir(exist_ok=True)
+        (arch / "labels" / f"{part}1.txt").write_text("\n".join(names) + "\n")
+    archive = {s: build_dataset("dtd", root=tmp_path / "b", split=s) for s in ("train", "val", "test")}
+    for split in ("train", "val"):
+        assert [p.relative_to(arch / "images").as_posix() for p in archive[split]._files] == [
+            p.relative_to(folder).as_posix() for p in splits[split]._files
+        ]
+        assert archive[split].targets == splits[split].targets
+    assert archive["test"].listings == [arch / "labels" / "test1.txt"] and len(archive["test"]) == 2
+
+
 def test_dtd_archive_splits_are_task_vectors_folders(tmp_path):
     """task_vectors' dtd/val (its test set) = the archive's test1.txt; dtd/train = train1 + val1."""
     from simo_merge.jobs.clip8 import DEFAULT_TEST_SPLITS
 
     arch = tmp_path / "dtd"
-    parts = {"train": ["banded/banded_0001.jpg", "woven/woven_0001.jpg"], "val": ["woven/woven_0002.jpg"],
-             "test": ["banded/banded_0003.jpg", "woven/woven_0003.jpg", "woven/woven_0004.jpg"]}  # fmt: skip
+    parts = {"train": [f"banded/banded_{i:04d}.jpg" for i in range(6)] + ["woven/woven_0001.jpg"],
+             "val": [f"woven/woven_{i:04d}.jpg" for i in range(2, 5)],
+             "test": ["banded/banded_0103.jpg", "woven/woven_0103.jpg", "woven/woven_0104.jpg"]}  # fmt: skip
     for part, rels in parts.items():
         for rel in rels:
             _save(arch / "images" / rel, 40)
         (arch / "labels").mkdir(exist_ok=True)
         (arch / "labels" / f"{part}1.txt").write_text("\n".join(rels) + "\n")
-    bench_test = build_dataset("dtd", root=tmp_path, split=DEFAULT_TEST_SPLITS["dtd"])
-    assert DEFAULT_TEST_SPLITS["dtd"] == "val"
+    assert "dtd" not in DEFAULT_TEST_SPLITS  # the bench tests DTD on "test"
+    bench_test = build_dataset("dtd", root=tmp_path, split="test")
     assert [p.relative_to(arch / "images").as_posix() for p in bench_test._files] == parts["test"]
     assert bench_test.listings == [arch / "labels" / "test1.txt"] and _labels(bench_test) == [0, 1, 1]
-    train = build_dataset("dtd", root=tmp_path, split="train")
-    assert [p.relative_to(arch / "images").as_posix() for p in train._files] == parts["train"] + parts["val"]
-    assert len(build_dataset("dtd", root=tmp_path, split="test")) == 3
+    train, val = (build_dataset("dtd", root=tmp_path, split=s) for s in ("train", "val"))
+    pooled = sorted(parts["train"] + parts["val"])
+    assert len(val) == 1 and len(train) == 9  # int(10 * 0.1) = 1 held out
+    got = [p.relative_to(arch / "images").as_posix() for p in train._files + val._files]
+    assert sorted(got) == pooled
     official = build_dataset("dtd", root=tmp_path, split="val", archive_split="official")
-    assert [p.name for p in official._files] == ["woven_0002.jpg"]
+    assert [p.name for p in official._files] == ["woven_0002.jpg", "woven_0003.jpg", "woven_0004.jpg"]
     with pytest.raises(ValueError, match="archive_split"):
         build_dataset("dtd", root=tmp_path, split="val", archive_split="paper")
 
@@ -305,6 +372,7 @@ def test_cars_image_folder(tmp_path):
 # --------------------------------------------------------------------------------------------------------
 def test_tasks_transform_specs_and_batching(tmp_path):
     _folder_split(tmp_path / "dtd", "train", {"banded": 2, "woven": 1})
+    _folder_split(tmp_path / "dtd", "test", {"banded": 1})  # a folder per split: train read as it is
     calls = []
 
     def flip(arrays):

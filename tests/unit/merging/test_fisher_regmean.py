@@ -89,14 +89,14 @@ def test_fisher_dominated_by_one_task_returns_that_expert():
     merged = merge(pool, "fisher", fishers=fishers, normalize=False)
     for key, value in pool.experts["t1"].items():
         torch.testing.assert_close(merged[key], value, rtol=0, atol=1e-5)
-    # all-zero Fishers: with all_zero="floor" the floor gives the plain average, not 0/0 ...
+    # all-zero Fishers: by default (FusionBench) the floor gives the plain average, not 0/0 ...
     zeros = {t: {k: torch.zeros_like(v) for k, v in f.items()} for t, f in fishers.items()}
     torch.testing.assert_close(
-        merge(pool, "fisher", fishers=zeros, all_zero="floor")["lin.weight"],
-        merge(pool, "weight_average")["lin.weight"],
+        merge(pool, "fisher", fishers=zeros)["lin.weight"], merge(pool, "weight_average")["lin.weight"]
     )
-    # ... and by default (the reference's favor_target_model) the target model θ0 comes back
-    torch.testing.assert_close(merge(pool, "fisher", fishers=zeros)["lin.weight"], pool.base["lin.weight"])
+    # ... and all_zero="theta0" keeps θ0
+    kept = merge(pool, "fisher", fishers=zeros, all_zero="theta0")["lin.weight"]
+    torch.testing.assert_close(kept, pool.base["lin.weight"])
 
 
 def test_fisher_bad_input_is_named():
@@ -153,18 +153,53 @@ def test_fisher_normalised_matches_the_reference_formula():
     torch.testing.assert_close(clamped["lin.bias"], num / den, rtol=1e-5, atol=1e-5)
 
 
-def test_fisher_entries_no_task_sees_keep_the_target_model():
+def fusionbench_fisher(params, fishers, minimal=1e-6):
+    """FusionBench ``fusion_bench/method/fisher_merging/fisher_merging.py`` @1a28175, transcribed (float64):
+    l.313 ``fisher_scaling_coefficients = torch.ones(len(models_to_merge)) / len(models_to_merge)``;
+    l.97/106 ``models_fisher_norm``: per task the L2 norm over every merged entry; l.146-155
+    ``F + minimal_fisher_weight``; l.164-173 ``_models_fisher_norm = 1.0 / (models_fisher_norm +
+    minimal_fisher_weight)``, divided by its sum, times the scaling coefficients; l.176-187
+    ``numerator = (coef * F * param).sum(0)``, ``denominator = (coef * F).sum(0)``, their ratio."""
+    tasks = list(params)
+    keys = list(params[tasks[0]])
+    scaling = torch.ones(len(tasks), dtype=torch.float64) / len(tasks)
+    norms = torch.stack([torch.stack([fishers[t][k].double().norm() for k in keys]).norm() for t in tasks])
+    inverse = 1.0 / (norms + minimal)
+    coef = scaling * inverse / inverse.sum()
+    merged = {}
+    for key in keys:
+        values = torch.stack([params[t][key].double() for t in tasks])
+        weights = torch.stack([fishers[t][key].double() for t in tasks]) + minimal
+        c = coef.reshape(-1, *[1] * (values.dim() - 1))
+        merged[key] = (c * weights * values).sum(0) / (c * weights).sum(0)
+    return merged
+
+
+def test_fisher_entries_no_task_sees_follow_fusionbench_or_keep_theta0():
     pool = toy_pool()
     keys = [k for k in pool.base if k != "ids"]
-    fishers = {t: {k: torch.ones(pool.base[k].shape) for k in keys} for t in pool.tasks}
+    gen = torch.Generator().manual_seed(4)
+    scale = {"t0": 1e3, "t1": 1.0, "t2": 1e-2}  # unequal norms: the floored average is weighted, not plain
+    fishers = {
+        t: {k: scale[t] * torch.rand(pool.base[k].shape, generator=gen) for k in keys} for t in pool.tasks
+    }
     for t in pool.tasks:
         fishers[t]["lin.weight"][0, 0] = 0.0
+        fishers[t]["lin.bias"].zero_()  # a whole tensor no task sees
+    want = fusionbench_fisher({t: {k: pool.experts[t][k] for k in keys} for t in pool.tasks}, fishers)
     merged = merge(pool, "fisher", fishers=fishers)
+    for key in keys:
+        torch.testing.assert_close(merged[key].double(), want[key], rtol=1e-6, atol=1e-6)
+    # the floored weighted average there: Σ c_t θ_t / Σ c_t, far from the plain average and from θ0
     average = merge(pool, "weight_average")
-    assert merged["lin.weight"][0, 0] == pool.base["lin.weight"][0, 0]
-    torch.testing.assert_close(merged["lin.weight"][1:], average["lin.weight"][1:], rtol=0, atol=1e-6)
-    floored = merge(pool, "fisher", fishers=fishers, all_zero="floor")
-    torch.testing.assert_close(floored["lin.weight"][0, 0], average["lin.weight"][0, 0], rtol=0, atol=1e-6)
+    assert (merged["lin.bias"] - average["lin.bias"]).abs().max() > 0.1
+    assert (merged["lin.bias"] - pool.base["lin.bias"]).abs().max() > 0.1
+    kept = merge(pool, "fisher", fishers=fishers, all_zero="theta0")
+    assert kept["lin.weight"][0, 0] == pool.base["lin.weight"][0, 0]
+    assert torch.equal(kept["lin.bias"], pool.base["lin.bias"].float())
+    informed = torch.ones(3, 4, dtype=torch.bool)
+    informed[0, 0] = False
+    torch.testing.assert_close(kept["lin.weight"][informed], merged["lin.weight"][informed], rtol=0, atol=0)
 
 
 def test_sampled_log_likelihood_by_hand():

@@ -225,8 +225,8 @@ def test_the_readme_pool_config_loads_on_every_command(tmp_path):
         assert pool_kind(cfg.pool) == "files"
         assert cfg.encoder == EncoderConfig("open_clip", "ViT-B-32")
         groups = task_groups(cfg.data, list(cfg.pool.experts))
-        assert [(g.name, g.splits["test"]) for g, _ in groups] == [
-            ("mnist", "test"),
-            ("eurosat", "test"),
-            ("dtd", "val"),
+        assert [(g.name, g.splits["test"], g.splits["val"]) for g, _ in groups] == [
+            ("mnist", "test", "train"),
+            ("eurosat", "test", "val"),
+            ("dtd", "test", "val"),  # DTD's val: DTDVal, held out of its train folder; test: its val folder
         ]

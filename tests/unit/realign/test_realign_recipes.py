@@ -2,12 +2,14 @@
 
 - ``schedule="reference"`` (RepresentationSurgery / SurgeryV2 ``main_*`` scripts): per iteration, per
   task, two batches from that task's own shuffled inputs, each with an Adam step on that task's loss.
-- ``recipe="simo"``: AdamW, lr 1e-5, OneCycle (10% warm-up), gradient clipping at 35, one epoch, the
-  adapters and the heads trained on labels.
+- ``recipe="simo"``: the authors' notebook (d23845jg/simo_merging @2fcaa49, notebooks/simo_merging.ipynb;
+  cells counted from 0 over all cells): AdamW, weight decay 0, lr 1e-5, OneCycle (10% warm-up), gradient
+  clipping at 35, one epoch, only the block adapters trained on labels (heads frozen).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from types import SimpleNamespace
 
@@ -18,6 +20,7 @@ from simo_merge.encoders import build_encoder
 from simo_merge.features.inputs import RealignInputs
 from simo_merge.features.sampling import IndexSampler
 from simo_merge.heads import build_head
+from simo_merge.realign.config import RealignSettings
 from simo_merge.realign.io import load_realigned, save_realigned
 from simo_merge.realign.train import RealignConfig, Realignment, realign
 from simo_merge.tasks import normals, regression, segmentation
@@ -47,7 +50,7 @@ def test_reference_schedule_counts_steps_per_adapter_and_matches_the_reference_l
     steps, per_task, batch = 3, 2, 4
     cfg = RealignConfig(
         realigner="surgery", schedule="reference", steps=steps, batch_size=batch, seed=7, progress=False
-    )
+    ).resolved()
     run = Realignment(make_encoder, base, experts, heads, inputs, cfg)
     curve = run.train()
     assert run.schedule == "reference" and len(curve) == steps
@@ -142,21 +145,87 @@ def labelled(inputs, n):
     return RealignInputs({t: images for t in SPECS}, labels, "t")
 
 
-def test_simo_recipe_resolves_and_trains_adapters_and_heads(monkeypatch):
+# the notebook's lines, transcribed (notebooks/simo_merging.ipynb @2fcaa49):
+#   cell 24 l.5:      mm_config["training_params"]["total_epochs"] = 1
+#   cell 24 l.23-29:  lr = 1e-5; optimizer = optim.AdamW(simo_model.collect_trainable_params(), lr=lr,
+#                         betas=(0.9, 0.999), weight_decay=0.0)
+#   cell 24 l.31-37:  optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, steps_per_epoch=len(train_loader),
+#                         epochs=total_epochs, pct_start=0.1)
+#   cell 25 l.16-18:  torch.nn.utils.clip_grad_norm_(simo_model.collect_trainable_params(), max_norm=35.0)
+#   cell 19 l.51-52:  add_lora_to_model_blocks(pt_model, rank=16)
+#                     # add_lora_to_model_decoders(pt_model, rank=16)
+#   cell 21 l.20-38:  collect_trainable_params: the blocks' (and decoders', none) LoRA weights, plus
+#                     lambdas only when learnable (cell 22 passes a fixed list)
+NOTEBOOK = dict(
+    epochs=1.0, lr=1e-5, optimizer="adamw", weight_decay=0.0, lr_schedule="onecycle", warmup=0.1,
+    clip_grad=35.0, train_heads=False, rank=16,
+)  # fmt: skip
+
+
+def test_simo_recipe_is_the_notebooks():
     cfg = RealignConfig(realigner="shared-deep", recipe="simo", batch_size=4).resolved()
-    assert (cfg.objective, cfg.optimizer, cfg.lr, cfg.lr_schedule, cfg.warmup) == (
-        "supervised", "adamw", 1e-5, "onecycle", 0.1,
-    )  # fmt: skip
-    assert cfg.clip_grad == 35.0 and cfg.epochs == 1.0 and cfg.train_heads and cfg.schedule == "joint"
-    # explicit values win over the recipe's
-    assert RealignConfig(recipe="simo", lr=1e-4, clip_grad=1.0).resolved().lr == 1e-4
-    assert RealignConfig(recipe="simo", lr=1e-4, clip_grad=1.0).resolved().clip_grad == 1.0
+    assert {k: getattr(cfg, k) for k in NOTEBOOK} == NOTEBOOK
+    assert cfg.objective == "supervised" and cfg.schedule == "joint"
+    assert cfg.resolved() == cfg  # idempotent
+    surgery = RealignConfig(realigner="deep").resolved()
+    assert (surgery.optimizer, surgery.lr, surgery.weight_decay, surgery.objective) == (
+        "adam",
+        1e-3,
+        0.0,
+        "unsupervised",
+    )
+    assert (surgery.clip_grad, surgery.epochs, surgery.schedule, surgery.train_heads) == (
+        None,
+        None,
+        None,
+        False,
+    )
+    assert (
+        RealignConfig(realigner="heads").resolved().objective == "unsupervised"
+    )  # a job's give the registered
     with pytest.raises(ValueError, match="recipe"):
         RealignConfig(recipe="fast").resolved()
+    with pytest.raises(ValueError, match=r"\['optimizer'\] unset"):
+        dataclasses.replace(RealignConfig().resolved(), optimizer=None).validate()
 
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        {"lr": 1e-3},  # the surgery recipe's lr: was taken for "unset" and replaced by 1e-5
+        {"weight_decay": 0.01},
+        {"weight_decay": 0.0, "recipe": "surgery", "optimizer": "adamw"},
+        {"train_heads": True},
+        {"objective": "unsupervised"},  # was replaced by the recipe's "supervised"
+        {"clip_grad": 1.0, "epochs": 2.0, "warmup": 0.3, "lr_schedule": "constant", "schedule": "reference"},
+    ],
+)
+def test_resolved_never_replaces_a_value_the_user_set(given):
+    want = {"recipe": "simo", **given}
+    cfg = RealignConfig(**want).resolved()
+    assert {k: getattr(cfg, k) for k in want} == want
+
+
+def test_job_defaults_sit_below_the_recipe_and_the_user():
+    settings = RealignSettings(["surgery"], {"recipe": "simo", "lr": None})
+    cfg = settings.config("surgery", {"objective": "unsupervised", "steps": 7})
+    assert (cfg.objective, cfg.lr, cfg.steps) == ("supervised", 1e-5, 7)  # None given: unset
+    mine = RealignSettings(["surgery"], {"recipe": "simo", "objective": "unsupervised"})
+    assert mine.config("surgery", {"objective": "supervised"}).objective == "unsupervised"
+    assert RealignSettings(["heads"]).config("heads").objective == "supervised"
+    assert (
+        RealignSettings(["heads"]).config("heads", {"objective": "unsupervised"}).objective == "unsupervised"
+    )
+    with pytest.raises(ValueError, match=r"realign.params.lr='fast': must be a float"):
+        RealignSettings(["surgery"], {"lr": "fast"}).check("realign")
+    with pytest.raises(ValueError, match=r"realign.params.train_heads=1: must be a bool"):
+        RealignSettings(["surgery"], {"train_heads": 1}).check("realign")
+
+
+def run_simo(monkeypatch, **given):
+    """A simo-recipe run of shared-deep on 10 labelled inputs (batches of 4), its clip calls recorded."""
     base, experts, heads, inputs = setup(num_inputs=10)
     sup = labelled(inputs, 10)
-    pool_heads_before = {t: {k: v.clone() for k, v in h.state_dict().items()} for t, h in heads.items()}
     clipped = []
     real_clip = torch.nn.utils.clip_grad_norm_
 
@@ -165,19 +234,51 @@ def test_simo_recipe_resolves_and_trains_adapters_and_heads(monkeypatch):
         return real_clip(params, max_norm, *args, **kwargs)
 
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
-    run = Realignment(make_encoder, base, experts, heads, sup, RealignConfig(
-        realigner="shared-deep", recipe="simo", batch_size=4, seed=1, progress=False, lr=1e-3,
-    ))  # fmt: skip
+    cfg = RealignConfig(realigner="shared-deep", recipe="simo", batch_size=4, seed=1, progress=False, **given)
+    run = Realignment(make_encoder, base, experts, heads, sup, cfg)
+    return run, heads, clipped
+
+
+def test_simo_recipe_trains_the_block_adapters_only(monkeypatch):
+    run, heads, clipped = run_simo(monkeypatch, lr=1e-3)
+    pool_heads_before = {t: {k: v.clone() for k, v in h.state_dict().items()} for t, h in heads.items()}
     head_before = [p.detach().clone() for p in run.model.heads.parameters()]
     curve = run.train()
     # one epoch of 10 inputs in batches of 4: ceil(10 / 4) = 3 steps, each clipped at 35
     assert len(curve) == math.ceil(10 / 4) and clipped == [35.0] * 3
-    assert isinstance(run.optimizer, torch.optim.AdamW) and run.optimizer.defaults["weight_decay"] == 0.01
-    # OneCycle over 3 steps, 10% warm-up: the lr peaked at 1e-3 and ended far below it
-    assert run.optimizer.param_groups[0]["lr"] < 1e-4
+    assert isinstance(run.optimizer, torch.optim.AdamW) and run.optimizer.defaults["weight_decay"] == 0.0
+    assert run.optimizer.defaults["betas"] == (0.9, 0.999)
+    # the notebook's OneCycle (cell 24 l.31-37) over one epoch of 3 batches, max_lr the user's 1e-3 (kept)
+    probe = torch.optim.AdamW(
+        [torch.zeros(1, requires_grad=True)], lr=1e-3, betas=(0.9, 0.999), weight_decay=0.0
+    )
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        probe, max_lr=1e-3, steps_per_epoch=3, epochs=1, pct_start=0.1
+    )
+    for _ in range(3):
+        probe.step()
+        sched.step()
+    assert run.optimizer.param_groups[0]["lr"] == pytest.approx(probe.param_groups[0]["lr"], rel=1e-12)
+    trained = {id(p) for p in run.model.trainable_parameters()}
+    assert trained == {id(p) for p in run.model.adapters.parameters()}
+    assert all(int(run.optimizer.state[p]["step"]) == 3 for p in run.model.adapters.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(run.model.heads.parameters(), head_before, strict=True))
+    for task, head in heads.items():
+        for name, value in head.state_dict().items():
+            assert torch.equal(value, pool_heads_before[task][name]), (task, name)
+    base, experts, heads, inputs = setup()
+    with pytest.raises(KeyError, match="recipe=surgery"):
+        Realignment(make_encoder, base, experts, heads, inputs, RealignConfig(recipe="simo", progress=False))
+
+
+def test_simo_recipe_with_train_heads_trains_copies_of_the_heads(monkeypatch):
+    run, heads, _ = run_simo(monkeypatch, lr=1e-3, weight_decay=0.01, train_heads=True)
+    pool_heads_before = {t: {k: v.clone() for k, v in h.state_dict().items()} for t, h in heads.items()}
+    head_before = [p.detach().clone() for p in run.model.heads.parameters()]
+    run.train()
+    assert run.optimizer.defaults["weight_decay"] == 0.01
     trained = {id(p) for p in run.model.trainable_parameters()}
     assert all(id(p) in trained for p in run.model.heads.parameters())
-    assert all(id(p) in trained for p in run.model.adapters.parameters())
     assert any(int(run.optimizer.state[p]["step"]) == 3 for p in run.model.heads.parameters())
     after = list(run.model.heads.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(after, head_before, strict=True))
@@ -185,14 +286,14 @@ def test_simo_recipe_resolves_and_trains_adapters_and_heads(monkeypatch):
     for task, head in heads.items():
         for name, value in head.state_dict().items():
             assert torch.equal(value, pool_heads_before[task][name]), (task, name)
-    with pytest.raises(KeyError, match="recipe=surgery"):
-        Realignment(make_encoder, base, experts, heads, inputs, RealignConfig(recipe="simo", progress=False))
 
 
 def test_adapters_and_heads_round_trip(tmp_path):
     base, experts, heads, inputs = setup(num_inputs=8)
     sup = labelled(inputs, 8)
-    cfg = RealignConfig(realigner="shared-deep", recipe="simo", batch_size=4, lr=1e-2, progress=False)
+    cfg = RealignConfig(
+        realigner="shared-deep", recipe="simo", batch_size=4, lr=1e-2, train_heads=True, progress=False
+    )
     model, _ = realign(make_encoder, base, experts, heads, sup, cfg)
     save_realigned(tmp_path / "a.safetensors", model, "shared-deep")
     enc = make_encoder()

@@ -554,25 +554,33 @@ class DTD(_FileListDataset):
         class_to_idx = {c: i for i, c in enumerate(classes)}
         self.class_folders = classes
         self.classnames = [_underscores(c) for c in classes]
-        files, labels = [], []
-        for listing in listings:
-            if not listing.is_file():
-                raise FileNotFoundError(f"dtd: split file {listing} not found")
-            for lineno, line in enumerate(listing.read_text().splitlines(), 1):
-                rel = line.strip()
-                if not rel:
-                    continue
-                cls = rel.split("/", 1)[0]
-                if cls not in class_to_idx:
-                    raise ValueError(f"dtd: {listing}:{lineno}: class {cls!r} has no folder in {images}")
-                files.append(images / rel)
-                labels.append(class_to_idx[cls])
+        files, labels = _dtd_listed(listings, images, class_to_idx)
         if not files:
             raise ValueError(f"dtd: split files {[str(x) for x in listings]} list no images")
         self._files, self._labels = files, labels
         if archive_split == "task_vectors" and split != "test":  # dtd/train in ImageFolder order, then DTDVal
             order = sorted(range(len(files)), key=lambda i: (labels[i], files[i].name))
             self._keep(np.asarray(order)[dtd_val_split(len(files))[split == "val"]])
+
+
+def _dtd_listed(
+    listings: list[Path], images: Path, class_to_idx: dict[str, int]
+) -> tuple[list[Path], list[int]]:
+    """The image files and labels the DTD archive's split files list (in listing order)."""
+    files, labels = [], []
+    for listing in listings:
+        if not listing.is_file():
+            raise FileNotFoundError(f"dtd: split file {listing} not found")
+        for lineno, line in enumerate(listing.read_text().splitlines(), 1):
+            rel = line.strip()
+            if not rel:
+                continue
+            cls = rel.split("/", 1)[0]
+            if cls not in class_to_idx:
+                raise ValueError(f"dtd: {listing}:{lineno}: class {cls!r} has no folder in {images}")
+            files.append(images / rel)
+            labels.append(class_to_idx[cls])
+    return files, labels
 
 
 @DATASETS.register("sun397")

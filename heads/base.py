@@ -143,3 +143,14 @@ class TaskHead(nn.Module):
         if tuple(raw.shape[-2:]) != size:
             raw = F.interpolate(raw, size=size, mode="bilinear", align_corners=False)
         return activate(self.task, raw)
+
+
+def head_output(head: nn.Module, feats: dict, size: tuple[int, int]) -> Tensor:
+    """``head`` on the encoder's ``feats`` of images of ``size`` (H, W): a dense head decodes the token
+    grid of that size (the SIMO protocol's native-size evaluation: the encoder centre-padded the images to
+    its patch grid) and resizes its output to ``size``; at the head's own size, and for classifiers, it
+    is a plain call."""
+    layout = getattr(head, "layout", None)
+    if layout is None or head.task.kind == "classification" or tuple(size) == tuple(layout.image_size):
+        return head(feats)
+    return head(feats, size=tuple(size))

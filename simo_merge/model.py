@@ -6,6 +6,7 @@ from torch import Tensor, nn
 
 from simo_merge.encoders import Encoder
 from simo_merge.heads import TaskHead
+from simo_merge.heads.base import head_output
 
 
 class MultiTaskModel(nn.Module):
@@ -31,11 +32,4 @@ class MultiTaskModel(nn.Module):
         out = self.encoder(images, taps=[i for i in self.taps(tasks) if i != "final"])
         feats = {**out.taps, "final": out.features}  # dense heads read block taps, classifiers "final"
         size = tuple(images.shape[-2:])
-        return {t: self._head(t, feats, size) for t in tasks}
-
-    def _head(self, task: str, feats: dict, size: tuple[int, int]) -> Tensor:
-        head = self.heads[task]
-        layout = getattr(head, "layout", None)
-        if layout is None or head.task.kind == "classification" or size == tuple(layout.image_size):
-            return head(feats)
-        return head(feats, size=size)
+        return {t: head_output(self.heads[t], feats, size) for t in tasks}

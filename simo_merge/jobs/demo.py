@@ -27,7 +27,7 @@ from simo_merge.metrics.selection import SELECTION_LABELS, Criterion, criterion
 from simo_merge.model import MultiTaskModel
 from simo_merge.pool.expert_pool import ExpertPool
 from simo_merge.protocols import get_protocol
-from simo_merge.realign.config import RealignSettings
+from simo_merge.realign.config import RECIPE_FIELDS, RealignSettings
 from simo_merge.realign.inputs import describe, inputs_dataset
 from simo_merge.report import bar_chart
 from simo_merge.runtime import on_rank_zero
@@ -63,6 +63,7 @@ class Rows:
     chosen: dict[str, dict[str, Any]] = field(default_factory=dict)  # merged row -> params chosen on val
     bias: dict[str, Any] = field(default_factory=dict)  # row -> representation bias vs the experts
     trained_on: dict[str, dict[str, Any]] = field(default_factory=dict)  # objective -> realigners' inputs
+    recipes: dict[str, dict[str, Any]] = field(default_factory=dict)  # realigned row -> resolved recipe
 
     def add(self, other: Rows) -> Rows:
         """Append ``other``'s rows after these; extra columns of a row already here are added to it."""
@@ -73,6 +74,7 @@ class Rows:
         self.chosen.update(other.chosen)
         self.bias.update(other.bias)
         self.trained_on.update(other.trained_on)
+        self.recipes.update(other.recipes)
         return self
 
 
@@ -290,7 +292,8 @@ class RealignedRows:
             f"bias {bias_before:.4f} -> {after:.4f}, {demo.timings[f'realign {row}']:.0f}s"
         )
         bias = {row: {"after": after, "per_layer_after": per_layer}}
-        return Rows(rows={row: results}, info={row: info}, bias=bias)
+        recipe = {"recipe": cfg.recipe} | {f: getattr(cfg, f) for f in RECIPE_FIELDS}
+        return Rows(rows={row: results}, info={row: info}, bias=bias, recipes={row: recipe})
 
 
 def realign_rows(
@@ -347,6 +350,7 @@ def write_results(demo: Demo, table: Rows, start: float) -> dict[str, Any]:
         "merge_params": table.chosen,
         "representation_bias": table.bias,
         "realign_trained_on": table.trained_on,
+        "realign_recipes": table.recipes,  # each realigned row's settings as resolved (user > recipe)
         "timings": demo.timings,
         "tasks": specs,
     }

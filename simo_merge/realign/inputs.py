@@ -4,7 +4,8 @@ By default the adapters train on a split that is *not* the evaluated one (``spli
 ``eval_split=test``). The papers' setting, adapting on the unlabelled inputs of the evaluated split
 (Surgery, SurgeryV2: test-time adaptation), is an explicit option, ``test_time=true``, and is named as
 such in every report. Realignment inputs are never augmented unless ``augment=true`` is asked for (it
-applies the training augmentation of ``split=train``, one draw per input, fixed for the run).
+applies the training augmentation of ``split=train``, one draw per input, fixed for the run), or the
+protocol augments the split (``protocol=simo`` realigns on its augmented val split, as the SIMO code).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from simo_merge.data import DataConfig, build_split, data_read, task_data
+from simo_merge.protocols import get_protocol
 
 HELD_OUT = "held-out"
 TEST_TIME = "test-time"
@@ -93,14 +95,22 @@ def choose_inputs(
         dataset_split=data.splits[split],
         setting=TEST_TIME if test_time else HELD_OUT,
         labelled=labelled,
-        augmented=augment,
+        augmented=augment or _protocol_augments(data, split),
         eval_split=eval_split,
     )
 
 
+def _protocol_augments(data: DataConfig, split: str) -> bool:
+    """Whether the run's protocol augments ``split`` as it does train (SIMO realigns on its augmented val
+    loader: ``Protocol.augment_val``); then the data section's own augmentation setting applies."""
+    return split == "val" and get_protocol(data.protocol).augment_val and data.augment is not False
+
+
 def inputs_dataset(data: DataConfig, choice: InputsChoice, seed: int, cache_dir: Path | None = None) -> Any:
-    """The dataset of ``choice.split``, augmented only when the choice says so."""
-    return build_split(dataclasses.replace(data, augment=choice.augmented), choice.split, seed, cache_dir)
+    """The dataset of ``choice.split``, augmented only when the choice says so (``augment=true`` on
+    train, or a protocol that augments val)."""
+    augment = data.augment if _protocol_augments(data, choice.split) else choice.augmented
+    return build_split(dataclasses.replace(data, augment=augment), choice.split, seed, cache_dir)
 
 
 def describe(info: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from simo_merge.encoders import Encoder
 from simo_merge.features.sites import Features, Site, head_sites, run_encoder, site_name
+from simo_merge.heads.base import head_output
 from simo_merge.realign.adapter import Adapter
 from simo_merge.realign.plan import SHARED, Plan
 
@@ -126,15 +127,18 @@ class RealignedModel(nn.Module):
     # -------------------------------------------------------------------------------- inference
     def forward(self, images: Tensor, tasks: list[str] | None = None) -> dict[str, Tensor]:
         tasks = tasks or self.tasks
+        size = tuple(images.shape[-2:])  # heads decode the grid of this size (native-size evaluation)
         if self.plan.feed_forward and self.plan.shared:
             with self.attached("shared"):
                 feats = run_encoder(
                     self.encoder, images, sorted({s for t in tasks for s in self.sites_needed(t)}, key=str)
                 )
-            return {t: self.heads[t](feats) for t in tasks}
+            return {t: head_output(self.heads[t], feats, size) for t in tasks}
         if self.plan.feed_forward:  # per-task adapters inside the trunk: one pass per task
-            return {t: self.heads[t](self.features(t, images)) for t in tasks}
+            return {t: head_output(self.heads[t], self.features(t, images), size) for t in tasks}
         raw = run_encoder(
             self.encoder, images, sorted({s for t in tasks for s in self.sites_needed(t)}, key=str)
         )
-        return {t: self.heads[t](self.apply_post_hoc(self.plan.owner(t), raw)) for t in tasks}
+        return {
+            t: head_output(self.heads[t], self.apply_post_hoc(self.plan.owner(t), raw), size) for t in tasks
+        }

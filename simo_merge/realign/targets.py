@@ -19,6 +19,7 @@ from simo_merge.encoders import Encoder
 from simo_merge.features.cache import FeatureCache, FeatureTable, index_hash
 from simo_merge.features.inputs import RealignInputs
 from simo_merge.features.sites import Features, Site, head_sites, run_encoder
+from simo_merge.heads.base import head_output
 from simo_merge.io.checkpoint import state_hash
 from simo_merge.realign.model import RealignedModel
 from simo_merge.runtime import current
@@ -88,7 +89,7 @@ class LossTargets:
             # keep only what the loss reads: [B, D] token means instead of [B, N, D] maps when it reads means
             found = {s: feats[s].mean(1) if reduce and feats[s].dim() == 3 else feats[s] for s in sites}
             if outputs:
-                found["output"] = head(feats)
+                found["output"] = head_output(head, feats, tuple(x.shape[-2:]))
             return found
 
         return targets

@@ -31,6 +31,7 @@ from simo_merge.features.cache import FeatureCache
 from simo_merge.features.inputs import InputSource, RealignInputs
 from simo_merge.features.sampling import IndexSampler
 from simo_merge.features.sites import head_sites, run_encoder
+from simo_merge.heads.base import head_output
 from simo_merge.io.checkpoint import state_hash
 from simo_merge.runtime import current
 
@@ -149,7 +150,7 @@ class MergeData:
                 self.encoder, named, (images,), {"taps": [s for s in sites if s != "final"]}, strict=False
             )
             feats = {**out.taps, "final": out.features}
-            return {t: self.heads[t](feats) for t in tasks}
+            return {t: head_output(self.heads[t], feats, tuple(images.shape[-2:])) for t in tasks}
 
     @torch.no_grad()
     def outputs_of_state(

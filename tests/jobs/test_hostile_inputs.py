@@ -185,7 +185,7 @@ def test_unpickler_refuses_dotted_names_and_returns_only_listed_callables():
         assert issubclass(got, StandIn) and got.pickled_class == f"{module}.{name}"
     assert issubclass(find("torch.nn.modules.linear", "Linear"), StandIn)  # modules become stand-ins
     assert find("torch._utils", "_rebuild_tensor_v2") is torch._utils._rebuild_tensor_v2
-    assert find("__builtin__", "set") is set and find("collections", "OrderedDict").__name__ == "OrderedDict"
+    assert find("__builtin__", "set")([1, 1]) == {1} and find("collections", "OrderedDict").__name__ == "OrderedDict"
     callables = {k for k, v in ALLOWED.items() if callable(v)}
     assert all(k[0] in ("builtins", "collections", "_codecs", "torch._utils", "torch") for k in callables)
     assert ("torch", "load") not in ALLOWED and ("builtins", "getattr") not in ALLOWED

@@ -95,3 +95,18 @@ def test_encoder_kwargs_given_as_a_mapping_replace_the_defaults(tmp_path):
         "img_size": [28, 42],
         "depth": 2,
     }
+
+
+@pytest.mark.parametrize("given", [[], ["--config", "demo"]])
+@pytest.mark.parametrize("shadow", ["file", "folder"])
+def test_builtin_config_names_are_not_shadowed_by_the_working_directory(
+    tmp_path, monkeypatch, capsys, given, shadow
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").write_text("foo: 1\n") if shadow == "file" else (tmp_path / "demo").mkdir()
+    assert main(["train-experts", *given, "bogus=1"]) == 2
+    err = capsys.readouterr().err
+    assert "configs/demo.yaml + overrides" in err and "key 'bogus'" in err, err
+    if shadow == "file":  # the file is used when named as a path
+        assert main(["train-experts", "--config", "./demo", "bogus=1"]) == 2
+        assert "error: demo: invalid config at key 'foo'" in capsys.readouterr().err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import pytest
 import torch
 
@@ -67,3 +69,28 @@ def test_bad_files_are_named(tmp_path):
         load_state(tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="safetensors"):
         save_state(tmp_path / "m.pt", {"a": torch.ones(1)})
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        lambda: checkpoint.SafetensorError(
+            "Error while serializing: IoError(Os { code: 28, kind: StorageFull, "
+            'message: "No space left on device" })'
+        ),
+        lambda: OSError(errno.ENOSPC, "No space left on device"),
+    ],
+)
+def test_a_full_disk_is_one_error_naming_the_file_and_leaves_nothing(tmp_path, monkeypatch, error):
+    from simo_merge.io.atomic import DiskFullError
+
+    def full_disk(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"partial")
+        raise error()
+
+    monkeypatch.setattr(checkpoint, "save_file", full_disk)
+    with pytest.raises(DiskFullError, match=r"m.safetensors: no space left on the device") as info:
+        save_state(tmp_path / "m.safetensors", {"a": torch.ones(2)})
+    assert isinstance(info.value, OSError) and "\n" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []

@@ -185,7 +185,8 @@ def test_unpickler_refuses_dotted_names_and_returns_only_listed_callables():
         assert issubclass(got, StandIn) and got.pickled_class == f"{module}.{name}"
     assert issubclass(find("torch.nn.modules.linear", "Linear"), StandIn)  # modules become stand-ins
     assert find("torch._utils", "_rebuild_tensor_v2") is torch._utils._rebuild_tensor_v2
-    assert find("__builtin__", "set")([1, 1]) == {1} and find("collections", "OrderedDict").__name__ == "OrderedDict"
+    assert find("__builtin__", "set")([1, 1]) == {1}
+    assert find("collections", "OrderedDict").__name__ == "OrderedDict"
     callables = {k for k, v in ALLOWED.items() if callable(v)}
     assert all(k[0] in ("builtins", "collections", "_codecs", "torch._utils", "torch") for k in callables)
     assert ("torch", "load") not in ALLOWED and ("builtins", "getattr") not in ALLOWED
@@ -540,6 +541,20 @@ def test_crash_in_a_fresh_folder_does_not_leave_the_pool_stuck(tmp_path, monkeyp
     pool = _demo(out).experts()  # no file deleted by hand
     assert pool.tasks == ["semseg", "depth"]
     assert _same_states(_pool_states(out / "experts"), clean_runs["A"])
+
+
+@pytest.mark.slow
+def test_an_expert_swapped_with_its_head_is_recomputed(tmp_path, clean_runs):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(clean_runs["root"] / "A", out)
+    pool = out / "experts"
+    (pool / "semseg.safetensors").rename(pool / "swap.tmp")
+    (pool / "semseg_head.safetensors").rename(pool / "semseg.safetensors")
+    (pool / "swap.tmp").rename(pool / "semseg_head.safetensors")
+    assert _demo(out).experts().tasks == ["semseg", "depth"]  # same key, wrong role: retrained
+    assert _same_states(_pool_states(pool), clean_runs["A"])
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from simo_merge.config import EncoderConfig, PoolConfig
-from simo_merge.data import DataConfig, build_task_splits, data_label
+from simo_merge.data import DataConfig, build_task_splits, check_data_config, data_label
 from simo_merge.io.atomic import write_json
 from simo_merge.io.checkpoint import load_state, read_sidecar
 from simo_merge.io.outputs import check_output_file
@@ -40,6 +40,7 @@ class EvaluateConfig:
 
     def validate(self) -> None:
         pool_kind(self.pool)
+        check_data_config(self.data)
 
 
 def output_path(cfg: EvaluateConfig) -> Path:

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from simo_merge.config import ConfigError, EncoderConfig, PoolConfig, to_yaml
-from simo_merge.data import DataConfig, build_task_splits
+from simo_merge.data import DataConfig, build_task_splits, check_data_config
 from simo_merge.io.atomic import write_text
 from simo_merge.io.checkpoint import save_state
 from simo_merge.merging import MERGE_METHODS
-from simo_merge.merging.api import check_hyperparameters, resolved_merge_parameters
+from simo_merge.merging.api import resolved_merge_parameters
 from simo_merge.merging.spec import MethodSpec
 from simo_merge.pool.spec import describe, pool_kind, resolve_pool
 from simo_merge.runtime import RuntimeConfig, on_rank_zero
@@ -34,14 +34,23 @@ class MergeJobConfig:
     split: str = "test"  # unlabelled inputs, as the papers use (and realign's default)
     seed: int = 0
     output_dir: str = "runs/merge"
+    allow_large_lambda: bool = (
+        False  # a merge coefficient |λ| > 10 is refused unless set (config.check_numbers)
+    )
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # device, processes, precision
 
     def validate(self) -> None:
         pool_kind(self.pool)
+        if self.data is not None:
+            check_data_config(self.data)
         if self.method.grid is not None:
             raise ConfigError(
                 f"method.grid={self.method.grid}: merge runs the method once; give its scale in method.params"
             )
+        try:
+            self.method.check("method")
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
 
 
 Config = MergeJobConfig
@@ -56,8 +65,7 @@ def output_folder(cfg: MergeJobConfig) -> tuple[str, str]:
 def run(cfg: MergeJobConfig) -> dict[str, Any]:
     """Merge the pool with ``cfg.method``; data-dependent methods read ``cfg.data``'s ``split`` inputs."""
     start = time.perf_counter()
-    fn = MERGE_METHODS.get(cfg.method.name)
-    check_hyperparameters(fn, cfg.method.params, f"method {cfg.method.name!r}")
+    cfg.validate()
     needs_data = MERGE_METHODS.facts(cfg.method.name)["needs_data"]
     if needs_data and cfg.data is None:
         raise ConfigError(

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from simo_merge.config import ConfigError, EncoderConfig, PoolConfig
-from simo_merge.data import DataConfig, build_task_splits
+from simo_merge.data import DataConfig, build_task_splits, check_data_config
 from simo_merge.features.cache import FeatureCache
 from simo_merge.features.inputs import split_inputs
 from simo_merge.io.atomic import write_json, write_text
@@ -58,6 +58,9 @@ class RealignJobConfig:
     eval_cache_dir: str | None = None  # None: <output_dir>/../eval_cache, shared by sibling runs
     tsne: bool = True
     seed: int = 0
+    allow_large_lambda: bool = (
+        False  # a merge coefficient |λ| > 10 is refused unless set (config.check_numbers)
+    )
     progress: bool = True
     threads: int = 2
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # device, processes, precision
@@ -86,6 +89,7 @@ class RealignJobConfig:
             except ValueError as err:
                 raise ConfigError(str(err)) from err
         pool_kind(self.pool)
+        check_data_config(self.data)
         self.training_inputs()
 
     def training_inputs(self) -> InputsChoice:

@@ -6,9 +6,12 @@ The recipes and schedules are described in :mod:`simo_merge.realign.train`.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from simo_merge.config import check_numbers
 
 OBJECTIVES = ("unsupervised", "supervised")
 SCHEDULES = ("reference", "joint")
@@ -84,14 +87,7 @@ class RealignConfig:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
-        if not 0 <= self.warmup < 1:
-            raise ValueError(f"warmup must be in [0, 1) (a fraction of the steps), got {self.warmup}")
-        if self.clip_grad is not None and not self.clip_grad > 0:
-            raise ValueError(f"clip_grad must be > 0 or None, got {self.clip_grad}")
-        if self.epochs is not None and not self.epochs > 0:
-            raise ValueError(f"epochs must be > 0 or None, got {self.epochs}")
-        if self.batches_per_task < 1:
-            raise ValueError(f"batches_per_task must be >= 1, got {self.batches_per_task}")
+        check_numbers(self)  # finite, in the range NUMBER_RULES gives each field (warmup, lr, rank, ...)
         if self.online and self.schedule == "reference":
             raise ValueError("online=true draws each input once in one joint pass; use schedule=joint")
         if self.objective not in OBJECTIVES:
@@ -100,13 +96,6 @@ class RealignConfig:
             raise ValueError(f"match must be 'features', 'outputs' or 'both', got {self.match!r}")
         if self.token_reduce not in (None, "none", "mean"):
             raise ValueError(f"token_reduce must be 'none' or 'mean', got {self.token_reduce!r}")
-        if not 0 < self.fraction <= 1:
-            raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
-        if self.rank < 1 or self.steps < 0 or self.batch_size < 1:
-            raise ValueError(
-                f"rank, batch_size must be >= 1 and steps >= 0 (got {self.rank}, {self.batch_size}, "
-                f"{self.steps})"
-            )
 
 
 #: RealignConfig fields a job sets itself (per run), never from a config's realignment settings
@@ -120,17 +109,20 @@ def check_realign_params(params: Mapping[str, Any], key: str) -> None:
     unknown = [k for k in params if k not in accepted]
     if unknown:
         raise ValueError(f"{key}: unknown realignment setting(s) {unknown}; accepted: {accepted}")
-    defaults = {f.name: f.default for f in dataclasses.fields(RealignConfig)}
+    hints = typing.get_type_hints(RealignConfig)
     for name, value in params.items():
-        default = defaults[name]
-        if default is None or value is None:
+        if value is None:
             continue
+        # the field's type, ``X | None`` read as X (a None default no longer skips the check)
+        kind = next(
+            t for t in (bool, str, float, int) if t is hints[name] or t in typing.get_args(hints[name])
+        )
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         ok = {bool: isinstance(value, bool), str: isinstance(value, str), float: number}.get(
-            type(default), number and isinstance(value, int)
+            kind, number and isinstance(value, int)
         )
         if not ok:
-            raise ValueError(f"{key}.{name}={value!r}: must be a {type(default).__name__}")
+            raise ValueError(f"{key}.{name}={value!r}: must be a {kind.__name__}")
 
 
 @dataclass

@@ -69,7 +69,11 @@ _SET_BY_LOADER = ("root", "split", "tasks", "transform", "size", "num_samples", 
 
 
 def _sections(cfg: DataConfig) -> list[tuple[str, DataConfig]]:
-    return [("data", cfg)] + [(f"data.per_task.{t}", task_data(cfg, t)) for t in cfg.per_task]
+    """(key, section) of the data sets a config reads: each ``per_task`` entry, else the shared section
+    (with ``per_task`` given, which tasks the shared one serves is known only once the pool is read)."""
+    if not cfg.per_task:
+        return [("data", cfg)]
+    return [(f"data.per_task.{t}", task_data(cfg, t)) for t in cfg.per_task]
 
 
 def check_data_config(cfg: DataConfig) -> None:

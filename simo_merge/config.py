@@ -131,13 +131,9 @@ def pool_kind(pool: PoolConfig) -> str:
     raise ConfigError(f"no pool given: {POOL_HOW}")
 
 
-def _rule(text: str, test: Callable[[float], bool]) -> tuple[str, Callable[[float], bool]]:
-    return text, test
-
-
-_POSITIVE = _rule("> 0", lambda v: v > 0)
-_NON_NEGATIVE = _rule(">= 0", lambda v: v >= 0)
-_COUNT = _rule(">= 1", lambda v: v >= 1)
+_POSITIVE = ("> 0", lambda v: v > 0)
+_NON_NEGATIVE = (">= 0", lambda v: v >= 0)
+_COUNT = (">= 1", lambda v: v >= 1)
 #: the range of every numeric setting by its key's last part, wherever it occurs (job sections, realign
 #: and method params); lists and per-task mappings under the key are checked element by element
 NUMBER_RULES: dict[str, tuple[str, Callable[[float], bool]]] = {
@@ -160,13 +156,13 @@ NUMBER_RULES: dict[str, tuple[str, Callable[[float], bool]]] = {
         _COUNT,
     ),
     "scale": _NON_NEGATIVE,
-    "seed": _rule("in [0, 2**32)", lambda v: 0 <= v < 2**32),
-    "fraction": _rule("in (0, 1]", lambda v: 0 < v <= 1),
-    "warmup": _rule("in [0, 1)", lambda v: 0 <= v < 1),
-    "mask_ratio": _rule("in [0, 1)", lambda v: 0 <= v < 1),
-    "shared": _rule("in [0, 1]", lambda v: 0 <= v <= 1),
-    "k": _rule("in (0, 100]", lambda v: 0 < v <= 100),
-    "cluster_threshold": _rule("in [0, 2] (a distance 1 - cos)", lambda v: 0 <= v <= 2),
+    "seed": ("in [0, 2**32)", lambda v: 0 <= v < 2**32),
+    "fraction": ("in (0, 1]", lambda v: 0 < v <= 1),
+    "warmup": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "mask_ratio": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "shared": ("in [0, 1]", lambda v: 0 <= v <= 1),
+    "k": ("in (0, 100]", lambda v: 0 < v <= 100),
+    "cluster_threshold": ("in [0, 2] (a distance 1 - cos)", lambda v: 0 <= v <= 2),
 }
 #: merge coefficients λ (a method's ``lam``, the grids swept); |λ| above :data:`MAX_LAMBDA` is almost
 #: always a typo, so it needs ``allow_large_lambda=true``
@@ -194,24 +190,17 @@ def check_numbers(cfg: Any) -> None:
             if problem:
                 raise ConfigError(f"{key}={value!r}: {problem}")
             return
-        if dataclasses.is_dataclass(value):
-            items = [(f.name, getattr(value, f.name)) for f in dataclasses.fields(value)]
-        elif isinstance(value, Mapping):
-            items = [(str(k), v) for k, v in value.items()]
-        elif isinstance(value, (list, tuple)):
+        if isinstance(value, (list, tuple)):
             for i, item in enumerate(value):
                 check(f"{key}[{i}]", name, item)
-            return
-        else:
-            return
-        for child, item in items:
-            # a per-task mapping of numbers (``lam: {task: λ}``) keeps its key's rule
-            rule = (
-                name
-                if isinstance(item, (int, float)) and child not in NUMBER_RULES and name in LAMBDA_KEYS
-                else child
-            )
-            check(f"{key}.{child}" if key else child, rule, item)
+        elif dataclasses.is_dataclass(value):
+            for f in dataclasses.fields(value):
+                check(f"{key}.{f.name}" if key else f.name, f.name, getattr(value, f.name))
+        elif isinstance(value, Mapping):
+            for child, item in value.items():  # a per-task mapping of λ (``lam: {task: λ}``) keeps λ's rule
+                check(
+                    f"{key}.{child}" if key else str(child), name if name in LAMBDA_KEYS else str(child), item
+                )
 
     check("", "", cfg)
 

@@ -163,8 +163,8 @@ class RestrictedUnpickler(pickle._Unpickler):
         target = self.stack[-2] if len(self.stack) > 1 else None
         if not isinstance(target, StandIn):
             raise pickle.UnpicklingError(
-                f"refused BUILD (set state) on {type(target).__name__} {target!r:.60}: only pickled objects' "
-                "stand-ins take state"
+                f"refused BUILD (set state) on a {type(target).__name__}: only pickled objects' stand-ins "
+                "take state"
             )
         super().load_build()
 

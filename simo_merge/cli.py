@@ -13,14 +13,21 @@ from pathlib import Path
 from simo_merge import __version__
 
 
-def _config_path(value: str | None, default: str) -> Path:
-    """A config given as a file path, or the name of a built-in config."""
+def _config_path(value: str | None, default: str | None) -> Path | None:
+    """``--config``'s file: a path when it has a folder part or a ``.yaml``/``.yml`` suffix, else the built-in
+    config of that name; without ``--config``, the job's built-in default (None: none). A file in the working
+    directory never stands in for a built-in name (``./demo`` names that file)."""
     from simo_merge.configs import builtin_config
 
     if value is None:
-        return builtin_config(default)
+        return builtin_config(default) if default else None
     path = Path(value)
-    return path if path.suffix in (".yaml", ".yml") or path.exists() else builtin_config(value)
+    if path.suffix in (".yaml", ".yml") or os.sep in value:
+        return path
+    try:
+        return builtin_config(value)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"--config {value}: {err}; a file is named with a path (./{value})") from None
 
 
 def _claim(args: argparse.Namespace, folder: str, key: str = "output_dir") -> None:
@@ -142,10 +149,7 @@ def run_job(spec: Job, args: argparse.Namespace) -> int:
         for flag, (key, _) in getattr(job, "FLAGS", {}).items()
         if getattr(args, flag[2:], None) is not None
     ]
-    config = args.config or job.DEFAULT_CONFIG
-    cfg = load_config(
-        job.Config, _config_path(config, job.DEFAULT_CONFIG) if config else None, flags + args.overrides
-    )
+    cfg = load_config(job.Config, _config_path(args.config, job.DEFAULT_CONFIG), flags + args.overrides)
     from simo_merge.peers import check_shared_folder, decided_on_rank_zero, watching_peers
     from simo_merge.runtime import started
 

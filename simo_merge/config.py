@@ -6,7 +6,10 @@ adds the file name to those errors and turns the result into plain dataclass obj
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -128,6 +131,80 @@ def pool_kind(pool: PoolConfig) -> str:
     raise ConfigError(f"no pool given: {POOL_HOW}")
 
 
+_POSITIVE = ("> 0", lambda v: v > 0)
+_NON_NEGATIVE = (">= 0", lambda v: v >= 0)
+_COUNT = (">= 1", lambda v: v >= 1)
+#: the range of every numeric setting by its key's last part, wherever it occurs (job sections, realign
+#: and method params); lists and per-task mappings under the key are checked element by element
+NUMBER_RULES: dict[str, tuple[str, Callable[[float], bool]]] = {
+    **dict.fromkeys(("lr", "lr_encoder", "lr_head", "probe_lr_head", "epochs", "clip_grad"), _POSITIVE),
+    **dict.fromkeys(
+        ("weight_decay", "cache_memory_mb", "steps", "finetune_steps", "probe_steps", "num_workers", "clip"),
+        _NON_NEGATIVE,
+    ),
+    **dict.fromkeys(
+        (
+            "threads",
+            "batch_size",
+            "rank",
+            "batches_per_task",
+            "num_nodes",
+            "image_size",
+            "max_unlabelled",
+            "size",
+        ),
+        _COUNT,
+    ),
+    "scale": _NON_NEGATIVE,
+    "seed": ("in [0, 2**32)", lambda v: 0 <= v < 2**32),
+    "fraction": ("in (0, 1]", lambda v: 0 < v <= 1),
+    "warmup": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "mask_ratio": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "shared": ("in [0, 1]", lambda v: 0 <= v <= 1),
+    "k": ("in (0, 100]", lambda v: 0 < v <= 100),
+    "cluster_threshold": ("in [0, 2] (a distance 1 - cos)", lambda v: 0 <= v <= 2),
+}
+#: merge coefficients λ (a method's ``lam``, the grids swept); |λ| above :data:`MAX_LAMBDA` is almost
+#: always a typo, so it needs ``allow_large_lambda=true``
+LAMBDA_KEYS = ("lam", "lam_grid", "grid", "transfer_lambdas", "select_lambdas")
+MAX_LAMBDA = 10.0
+
+
+def check_numbers(cfg: Any) -> None:
+    """Raise ConfigError naming the key of the first non-finite number in ``cfg`` (dataclasses, mappings,
+    lists), or one outside the range :data:`NUMBER_RULES` gives its key, or a λ beyond ±MAX_LAMBDA unless
+    ``cfg.allow_large_lambda``."""
+    large_ok = bool(getattr(cfg, "allow_large_lambda", False))
+
+    def check(key: str, name: str, value: Any) -> None:
+        if isinstance(value, bool) or value is None or isinstance(value, str):
+            return
+        if isinstance(value, (int, float)):
+            problem = None
+            if not math.isfinite(value):
+                problem = "must be a finite number"
+            elif name in NUMBER_RULES and not NUMBER_RULES[name][1](value):
+                problem = f"must be {NUMBER_RULES[name][0]}"
+            elif name in LAMBDA_KEYS and abs(value) > MAX_LAMBDA and not large_ok:
+                problem = f"|λ| > {MAX_LAMBDA:g}; set allow_large_lambda=true if you mean it"
+            if problem:
+                raise ConfigError(f"{key}={value!r}: {problem}")
+            return
+        if isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                check(f"{key}[{i}]", name, item)
+        elif dataclasses.is_dataclass(value):
+            for f in dataclasses.fields(value):
+                check(f"{key}.{f.name}" if key else f.name, f.name, getattr(value, f.name))
+        elif isinstance(value, Mapping):
+            for child, item in value.items():  # a per-task mapping of λ (``lam: {task: λ}``) keeps λ's rule
+                check(
+                    f"{key}.{child}" if key else str(child), name if name in LAMBDA_KEYS else str(child), item
+                )
+
+    check("", "", cfg)
+
+
 REPLACED_KEYS = ("kwargs",)
 
 
@@ -179,7 +256,10 @@ def load_config(
                 raise ConfigError(f"{path}: not a text file ({err})") from err
             if not isinstance(loaded, DictConfig):
                 raise ConfigError(f"{path}: the top level must be a mapping of keys, got a list")
-            cfg = _merge_replacing_kwargs(cfg, loaded)
+            try:
+                cfg = _merge_replacing_kwargs(cfg, loaded)
+            except (TypeError, ValueError) as err:  # e.g. a mapping given for a list
+                raise ConfigError(f"{path}: a value does not fit its key's type: {err}") from err
         if overrides:
             bad = [o for o in overrides if "=" not in o]
             if bad:
@@ -187,10 +267,15 @@ def load_config(
             where = f"{where} + overrides {overrides}"
             for item in overrides:  # ``encoder.kwargs={...}`` replaces; ``encoder.kwargs.x=1`` updates
                 key = item.split("=", 1)[0]
-                if key.rsplit(".", 1)[-1] in REPLACED_KEYS:
-                    cfg = _merge_replacing_kwargs(cfg, OmegaConf.from_dotlist([item]))
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+                update = OmegaConf.from_dotlist([item])
+                try:
+                    if key.rsplit(".", 1)[-1] in REPLACED_KEYS:
+                        cfg = _merge_replacing_kwargs(cfg, update)
+                    cfg = OmegaConf.merge(cfg, update)
+                except (TypeError, ValueError) as err:  # e.g. a mapping given for a list
+                    raise ConfigError(f"{where}: invalid value for key {key!r}: {err}") from err
         obj = OmegaConf.to_object(cfg)
+        check_numbers(obj)
         if hasattr(obj, "validate"):
             obj.validate()
         return obj

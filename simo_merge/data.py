@@ -17,6 +17,7 @@ tasks without an entry share the section's data set.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,61 @@ def task_data(cfg: DataConfig, task: str) -> DataConfig:
         if key in entry:
             entry[key] = {**getattr(cfg, key), **dict(entry[key] or {})}
     return replace(cfg, **entry, tasks=[task], per_task={})
+
+
+#: the arguments :func:`build_split` gives a data set itself (never through ``options``)
+_SET_BY_LOADER = ("root", "split", "tasks", "transform", "size", "num_samples", "seed", "cache_dir")
+
+
+def _sections(cfg: DataConfig) -> list[tuple[str, DataConfig]]:
+    """(key, section) of the data sets a config reads: each ``per_task`` entry, else the shared section
+    (with ``per_task`` given, which tasks the shared one serves is known only once the pool is read)."""
+    if not cfg.per_task:
+        return [("data", cfg)]
+    return [(f"data.per_task.{t}", task_data(cfg, t)) for t in cfg.per_task]
+
+
+def check_data_config(cfg: DataConfig) -> None:
+    """A ConfigError naming the key, at start: an unknown data set, one that reads files without a
+    ``root``, or ``options`` its constructor does not take (the shared section and every per_task entry)."""
+    from simo_merge.config import ConfigError
+
+    for key, section in _sections(cfg):
+        if section.name not in DATASETS:
+            raise ConfigError(
+                f"{key}.name: unknown data set {section.name!r}; known: {', '.join(DATASETS.names())}"
+            )
+        params = inspect.signature(DATASETS.get(section.name)).parameters
+        root = params.get("root")
+        if section.root is None and root is not None and root.default is inspect.Parameter.empty:
+            raise ConfigError(f"{key}.root: data set {section.name!r} reads files; give {key}.root=DIR")
+        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            accepted = [n for n in params if n not in _SET_BY_LOADER]
+            unknown = [k for k in section.options if k not in accepted]
+            if unknown:
+                raise ConfigError(
+                    f"{key}.options: data set {section.name!r} takes no option(s) {unknown}; "
+                    f"accepted: {accepted}"
+                )
+
+
+def check_image_size(cfg: DataConfig, encoder: Mapping[str, Any], where: str) -> None:
+    """A ConfigError naming ``data.size`` when the encoder's ``kwargs`` (``where`` names them) fix an input
+    size it differs from (``img_size``) or a patch size it is no multiple of (``patch_size``)."""
+    from simo_merge.config import ConfigError
+
+    kwargs = dict(encoder.get("kwargs") or {})
+    img, patch = kwargs.get("img_size"), kwargs.get("patch_size")
+    for key, section in _sections(cfg):
+        size = [int(v) for v in section.size]
+        if img is not None and not kwargs.get("dynamic_img_size"):
+            want = [int(img)] * 2 if isinstance(img, int) else [int(v) for v in img]
+            if size != want:
+                raise ConfigError(f"{key}.size={size}: the encoder takes {want} images ({where}.img_size)")
+        elif isinstance(patch, int) and any(v % patch for v in size):
+            raise ConfigError(
+                f"{key}.size={size}: not a multiple of the encoder's patch size {patch} ({where}.patch_size)"
+            )
 
 
 def task_groups(cfg: DataConfig, tasks: list[str]) -> list[tuple[DataConfig, list[str]]]:

@@ -3,11 +3,14 @@
 An interrupted run therefore never leaves a truncated file at the destination. Temporary files are
 named ``.<target>.<pid>.<random>.tmp``; the next write of the same target removes those whose process
 is gone (a ``kill -9`` leaves them behind). Written files get the normal mode ``0o666 & ~umask``
-(``mkstemp`` alone would leave them ``0600``).
+(``mkstemp`` alone would leave them ``0600``). A full disk, reported by the OS (``ENOSPC``) or by a writer
+library in its own words (safetensors' ``No space left on device``), becomes one :class:`DiskFullError`
+naming the target; the temporary file is removed as on any failure.
 """
 
 from __future__ import annotations
 
+import errno
 import glob
 import json
 import os
@@ -16,6 +19,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+
+class DiskFullError(OSError):
+    """No space was left while writing a file; the message names the file (nothing was left behind)."""
+
+
+def _disk_full(err: BaseException) -> bool:
+    return (isinstance(err, OSError) and err.errno == errno.ENOSPC) or "No space left on device" in str(err)
 
 
 def default_file_mode() -> int:
@@ -62,6 +73,19 @@ def atomic_path(path: str | os.PathLike, publish: bool = True) -> Iterator[Path]
     writes to a scratch folder that is then removed, so every rank runs the same code and only one
     publishes."""
     path = Path(path)
+    try:
+        with _temporary(path, publish) as tmp:
+            yield tmp
+    except Exception as err:
+        if _disk_full(err):
+            raise DiskFullError(
+                f"{path}: no space left on the device while writing it (nothing written)"
+            ) from None
+        raise
+
+
+@contextmanager
+def _temporary(path: Path, publish: bool) -> Iterator[Path]:
     if not publish:
         with tempfile.TemporaryDirectory(prefix="simo_merge_rank_") as scratch:
             yield Path(scratch) / path.name

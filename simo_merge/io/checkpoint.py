@@ -160,7 +160,22 @@ def load_state(path: str | os.PathLike, allow_pickle: bool = False) -> StateDict
             raise CheckpointError(str(err2)) from err2
     except (RuntimeError, EOFError) as err:
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({err})") from err
-    return _extract_state(obj, path)
+    state = _extract_state(obj, path)
+    _refuse_expanded_views(state, path)
+    return state
+
+
+def _refuse_expanded_views(state: Mapping[str, Tensor], path: Path) -> None:
+    """A pickled tensor may be a view with more elements than its file stores (stride 0: a 2.8 MB file
+    can describe a 40 GB tensor); the first operation that materialises it would allocate all of that.
+    Refused before any use, naming the key."""
+    for key, t in state.items():
+        stored = t.untyped_storage().nbytes() // max(t.element_size(), 1)
+        if t.numel() > stored:
+            raise CheckpointError(
+                f"{path}: key {key!r} of shape {tuple(t.shape)} (stride {t.stride()}) is a view of only "
+                f"{stored} stored value(s); expanded views are not loaded"
+            )
 
 
 def state_hash(state: Mapping[str, Tensor]) -> str:

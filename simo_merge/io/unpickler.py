@@ -3,17 +3,20 @@
 Pickled whole modules (task_vectors' ``ImageEncoder``, ``torch.save(model)``) name classes and functions
 that plain unpickling would import and call. Here a global resolves to a real object only when its exact
 ``(module, name)`` pair is on :data:`ALLOWED`: torch's tensor rebuild functions, dtypes,
-``collections.OrderedDict`` and inert builtins. Dotted names (protocol 4's ``'os.system'`` reached
+``collections.OrderedDict`` and inert builtins (wrapped so that no call builds more than the pickle
+itself holds: ``bytes(2**31)`` is refused). Dotted names (protocol 4's ``'os.system'`` reached
 through an allowed module) are refused outright. Every other global, torch.nn module classes included,
 becomes a :class:`StandIn` subclass that only records what it was given, so no foreign constructor or
-function ever runs and no source tree of the pickling project is needed.
+function ever runs and no source tree of the pickling project is needed. BUILD (``__setstate__``) is
+accepted only on those stand-ins: a pickle may not set attributes of anything else, such as an allowed
+torch function's ``__defaults__``, which would change every later load in the process.
 """
 
 from __future__ import annotations
 
-import builtins
 import os
 import pickle
+import tarfile
 import types
 import warnings
 import zipfile
@@ -94,12 +97,36 @@ def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
     return text.encode("latin1")
 
 
+_SCALARS = (str, bytes, int, float, complex, bool, type(None))
+
+
+def _bounded(kind: type) -> Any:
+    """``kind(*args)`` for arguments the pickle already holds, so the result is no larger than they are:
+    scalar types take scalars only (``str(nested list)`` could grow exponentially), ``bytes`` takes no
+    size (``bytes(2**31)`` would allocate it), keyword arguments are refused."""
+
+    def build(*args: Any, **kwargs: Any) -> Any:
+        scalar = kind in _SCALARS or kind is slice
+        for arg in (*args, *kwargs.values()):  # no repr of the arguments: it could be huge
+            if (
+                kwargs
+                or (scalar and not isinstance(arg, _SCALARS))
+                or (kind is bytes and isinstance(arg, int))
+            ):
+                kinds = ", ".join(type(a).__name__ for a in args)
+                raise pickle.UnpicklingError(
+                    f"refused builtins.{kind.__name__}({kinds}): not a copy of pickled data"
+                )
+        return kind(*args)
+
+    build.__name__ = build.__qualname__ = kind.__name__
+    return build
+
+
 def _allowed() -> dict[tuple[str, str], Any]:
     allowed: dict[tuple[str, str], Any] = {("collections", "OrderedDict"): OrderedDict}
-    for name in ("set", "frozenset", "list", "dict", "tuple", "int", "float", "bool", "str", "bytes"):
-        allowed[("builtins", name)] = getattr(builtins, name)
-    allowed[("builtins", "complex")] = complex
-    allowed[("builtins", "slice")] = slice
+    for kind in (set, frozenset, list, dict, tuple, int, float, bool, str, bytes, complex, slice):
+        allowed[("builtins", kind.__name__)] = _bounded(kind)
     allowed[("_codecs", "encode")] = _latin1_encode
     rebuild = ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_parameter", "_rebuild_parameter_with_state")
     for name in rebuild:
@@ -126,8 +153,22 @@ ALLOWED: dict[tuple[str, str], Any] = _allowed()
 _PY2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """Resolves only :data:`ALLOWED` pairs; refuses dotted names; everything else is a :class:`StandIn`."""
+class RestrictedUnpickler(pickle._Unpickler):
+    """Resolves only :data:`ALLOWED` pairs; refuses dotted names; everything else is a :class:`StandIn`;
+    BUILD only on :class:`StandIn` instances (the pure-Python unpickler, whose opcodes can be overridden)."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def load_build(self) -> None:
+        target = self.stack[-2] if len(self.stack) > 1 else None
+        if not isinstance(target, StandIn):
+            raise pickle.UnpicklingError(
+                f"refused BUILD (set state) on a {type(target).__name__}: only pickled objects' stand-ins "
+                "take state"
+            )
+        super().load_build()
+
+    dispatch[pickle.BUILD[0]] = load_build
 
     def find_class(self, module: str, name: str) -> Any:
         if not isinstance(module, str) or not isinstance(name, str):
@@ -169,12 +210,20 @@ def refuse_torchscript(path: Path) -> None:
 
 
 def restricted_torch_load(path: str | os.PathLike) -> Any:
-    """``torch.load`` of ``path`` with :class:`RestrictedUnpickler`; TorchScript archives are refused.
+    """``torch.load`` of ``path`` with :class:`RestrictedUnpickler`; TorchScript archives are refused, and
+    so are legacy tar files (torch < 0.4): torch extracts their members to disk, where a FIFO member
+    hangs the load and a symlink member is followed out of the archive.
 
     Raises :class:`UnsafePickleError` naming the file for anything unreadable or refused.
     """
     path = Path(path)
+    if not path.is_file():
+        raise UnsafePickleError(f"{path}: not a regular file")
     refuse_torchscript(path)
+    if not zipfile.is_zipfile(path) and tarfile.is_tarfile(path):
+        raise UnsafePickleError(
+            f"{path}: a legacy tar-format torch file (torch < 0.4); not loaded: re-save it with torch.save"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=False, pickle_module=restricted_pickle)
     except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError, ValueError) as err:

@@ -4,7 +4,6 @@ training, with the key and value named (a typo in the last realigner must not co
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -45,12 +44,14 @@ def check_demo_realign(rc: Any, full: bool) -> list[tuple[str, Any]]:
 
 
 def check_data(cfg: Any, roles: Iterable[str]) -> None:
-    """Splits the job reads exist; a training split holds at least one batch."""
+    """The data set and its options exist (:func:`~simo_merge.data.check_data_config`), the splits the job
+    reads exist, a training split holds at least one batch."""
+    from simo_merge.data import check_data_config
+
+    check_data_config(cfg)
     for role in roles:
         if role not in cfg.splits:
             raise ConfigError(f"data.splits has no {role!r} entry: {dict(cfg.splits)}")
-    if cfg.batch_size < 1:
-        raise ConfigError(f"data.batch_size must be >= 1, got {cfg.batch_size}")
     train = cfg.num_samples.get("train") if cfg.name == "synthetic_scenes" else None
     if train is not None and train < cfg.batch_size:
         raise ConfigError(
@@ -76,17 +77,13 @@ def check_selection(data: Any) -> None:
 def check_demo_config(cfg: Any) -> set[str]:
     """Every check :class:`simo_merge.jobs.demo.DemoConfig` needs before its run starts; the objectives
     of the realigners it trains (whose inputs the caller checks)."""
+    from simo_merge.data import check_image_size
     from simo_merge.merging import MERGE_METHODS
 
     rc, sweep = cfg.realign, cfg.merge
     specs = check_method_list("merge.methods", sweep.entries(cfg.full))
-    if not sweep.lam_grid:
+    if not sweep.lam_grid:  # its values are checked at load (config.check_numbers)
         raise ConfigError("merge.lam_grid: empty; λ is chosen on val from this grid")
-    bad = [v for v in sweep.lam_grid if not math.isfinite(v)]
-    if bad:
-        raise ConfigError(f"merge.lam_grid: {bad[0]} is not a finite number")
-    if sweep.batch_size < 1:
-        raise ConfigError(f"merge.batch_size must be >= 1, got {sweep.batch_size}")
     targets = check_demo_realign(rc, cfg.full)
     facts = [MERGE_METHODS.facts(spec.name) for spec in specs]
     rows = [f["label"] for f in facts if not f.get("per_task")]  # the rows with one merged encoder
@@ -99,5 +96,6 @@ def check_demo_config(cfg: Any) -> set[str]:
     probe = {sweep.split} if any(f["needs_data"] for f in facts) else set()
     check_data(cfg.data, {"train", "val", "test", rc.split, rc.label_split} | probe)
     check_selection(cfg.data)
+    check_image_size(cfg.data, {"kwargs": cfg.encoder.kwargs}, "encoder.kwargs")
     trained = [rc.settings()] + [settings for _, settings in targets]
     return {settings.config(r).objective for settings in trained for r in settings.names()}

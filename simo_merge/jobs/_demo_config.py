@@ -143,6 +143,9 @@ class DemoConfig:
     # the preset of a null merge.methods / realign.apply_to: true also the data-dependent and the newer
     # data-free merges, and realigners on AdaMerging-LW and (deep, taps) on the data-free rows
     full: bool = False
+    allow_large_lambda: bool = (
+        False  # a merge coefficient |λ| > 10 is refused unless set (config.check_numbers)
+    )
     output_dir: str = "runs/demo"
     seed: int = 0
     threads: int = 2

@@ -14,7 +14,7 @@ import torch
 
 from simo_merge.affinity.transfer import SIMO_LAMBDAS
 from simo_merge.config import EncoderConfig, PoolConfig
-from simo_merge.data import DataConfig, build_task_splits, data_read
+from simo_merge.data import DataConfig, build_task_splits, check_data_config, data_read
 from simo_merge.pool.spec import load_job_pool, pool_kind
 from simo_merge.runtime import RuntimeConfig, on_rank_zero
 from simo_merge.taskpool import TaskPool
@@ -31,6 +31,9 @@ class AffinityJobConfig:
     # λ sweeps: the SIMO paper's grid [0, 0.25, 0.5, 0.75, 1] by default (finer: np.linspace(0, 1.5, 16))
     transfer_lambdas: list[float] = field(default_factory=lambda: list(SIMO_LAMBDAS))
     select_lambdas: list[float] = field(default_factory=lambda: list(SIMO_LAMBDAS))
+    allow_large_lambda: bool = (
+        False  # a merge coefficient |λ| > 10 is refused unless set (config.check_numbers)
+    )
     output_dir: str = "runs/affinity"
     seed: int = 0
     threads: int = 2
@@ -39,6 +42,7 @@ class AffinityJobConfig:
 
     def validate(self) -> None:
         pool_kind(self.pool)
+        check_data_config(self.data)
 
 
 Config = AffinityJobConfig

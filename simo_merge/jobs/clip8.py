@@ -111,6 +111,9 @@ class Clip8Config:
     num_workers: int = 0
     seed: int = 0
     output_dir: str = "runs/clip8"
+    allow_large_lambda: bool = (
+        False  # a merge coefficient |λ| > 10 is refused unless set (config.check_numbers)
+    )
     progress: bool = True
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # device, processes, precision
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from simo_merge.config import ConfigError, EncoderConfig, PoolConfig
-from simo_merge.data import DataConfig, build_task_splits, data_read
+from simo_merge.data import DataConfig, build_task_splits, check_data_config, data_read
 from simo_merge.io.atomic import write_json
 from simo_merge.io.checkpoint import load_state, read_sidecar
 from simo_merge.io.outputs import check_output_file
@@ -43,6 +43,7 @@ class EvaluateConfig:
 
     def validate(self) -> None:
         pool_kind(self.pool)
+        check_data_config(self.data)
         files = self.checkpoints()
         if self.adapters and len(files) != 1:
             raise ConfigError(

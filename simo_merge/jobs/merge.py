@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from simo_merge.config import ConfigError, EncoderConfig, PoolConfig, to_yaml
-from simo_merge.data import DataConfig, build_task_splits, data_read
+from simo_merge.data import DataConfig, build_task_splits, check_data_config, data_read
 from simo_merge.io.atomic import write_json, write_text
 from simo_merge.io.checkpoint import save_state
 from simo_merge.merging import MERGE_METHODS
-from simo_merge.merging.api import check_hyperparameters, resolved_merge_parameters
+from simo_merge.merging.api import resolved_merge_parameters
 from simo_merge.merging.spec import MethodSpec
 from simo_merge.metrics.selection import criterion
 from simo_merge.pool.spec import apply_normalisation, describe, pool_kind, resolve_pool
@@ -46,13 +46,25 @@ class MergeJobConfig:
     seed: int = 0
     progress: bool = True
     output_dir: str = "runs/merge"
+    allow_large_lambda: bool = (
+        False  # a merge coefficient |λ| > 10 is refused unless set (config.check_numbers)
+    )
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # device, processes, precision
 
     def validate(self) -> None:
         pool_kind(self.pool)
+        if self.data is not None:
+            check_data_config(self.data)
+        try:
+            self.method.check("method")
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+        if self.method.grid is not None:
+            self.check_grid()
+
+    def check_grid(self) -> None:
+        """``method.grid``: a sweepable scale not also fixed in params, judged on labelled held-out data."""
         grid = self.method.grid
-        if grid is None:
-            return
         try:
             scale = sweep_scale(self.method.name)
         except ValueError as err:
@@ -88,8 +100,7 @@ def output_folder(cfg: MergeJobConfig) -> tuple[str, str]:
 def run(cfg: MergeJobConfig) -> dict[str, Any]:
     """Merge the pool with ``cfg.method``; data-dependent methods read ``cfg.data``'s ``split`` inputs."""
     start = time.perf_counter()
-    fn = MERGE_METHODS.get(cfg.method.name)
-    check_hyperparameters(fn, cfg.method.params, f"method {cfg.method.name!r}")
+    cfg.validate()
     needs_data = MERGE_METHODS.facts(cfg.method.name)["needs_data"]
     if needs_data and cfg.data is None:
         raise ConfigError(

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from simo_merge.config import ConfigError, EncoderConfig, PoolConfig
-from simo_merge.data import DataConfig, build_task_splits, data_label
+from simo_merge.data import DataConfig, build_task_splits, check_data_config, data_label
 from simo_merge.features.cache import FeatureCache
 from simo_merge.features.inputs import split_inputs
 from simo_merge.io.atomic import write_json, write_text
@@ -66,6 +66,9 @@ class RealignJobConfig:
     bias: bool = False  # representation bias of merged and realigned vs the experts (+ bias.png)
     tsne: bool = False  # t-SNE of last-block features before/after (tsne.png); minutes on a real pool
     seed: int = 0
+    allow_large_lambda: bool = (
+        False  # a merge coefficient |λ| > 10 is refused unless set (config.check_numbers)
+    )
     progress: bool = True
     threads: int = 2
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # device, processes, precision
@@ -94,6 +97,7 @@ class RealignJobConfig:
             except ValueError as err:
                 raise ConfigError(str(err)) from err
         pool_kind(self.pool)
+        check_data_config(self.data)
         self.training_inputs()
 
     def training_inputs(self) -> InputsChoice:

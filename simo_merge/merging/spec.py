@@ -70,6 +70,11 @@ class MethodSpec:
             if name not in TV_TRANSFORMS:
                 known = ", ".join(TV_TRANSFORMS.names())
                 raise ValueError(f"{key}.transforms: unknown transform {name!r}; known: {known}")
+            if args is not None and not isinstance(args, Mapping):
+                raise ValueError(
+                    f"{key}.transforms.{name}={args!r}: a transform takes a mapping of its parameters "
+                    f"({key}.transforms.{name}={{...}}) or null"
+                )
             check_values(TV_TRANSFORMS.get(name), dict(args or {}), f"{key}.transforms.{name}")
         if self.grid is not None:
             bad = [v for v in self.grid if not isinstance(v, (int, float)) or not math.isfinite(v)]

@@ -88,11 +88,11 @@ class ExpertPool:
     def __post_init__(self) -> None:
         if not self.experts:
             raise ValueError("an expert pool needs at least one expert")
+        for task, state in self.experts.items():  # keys and shapes first: they cost no tensor pass
+            validate_expert(self.base, state, task, self.sources.get(task, "<in memory>"))
         check_finite(self.base, f"θ0 ({self.sources.get('base', '<in memory>')})")
         for task, state in self.experts.items():
-            source = self.sources.get(task, "<in memory>")
-            validate_expert(self.base, state, task, source)
-            check_finite(state, f"expert {task!r} ({source})")
+            check_finite(state, f"expert {task!r} ({self.sources.get(task, '<in memory>')})")
         for task, state in self.heads.items():
             check_finite(state, f"head {task!r}")
 

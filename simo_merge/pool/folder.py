@@ -1,7 +1,9 @@
 """A pool on disk: ``theta0.safetensors``, ``<task>.safetensors`` (encoder) and ``<task>_head.safetensors``.
 
 Each head's sidecar carries its config, so :func:`load_pool_dir` rebuilds heads without any code
-knowledge of how they were trained. Every file is written with the atomic safetensors writer.
+knowledge of how they were trained. Every file is written with the atomic safetensors writer, and every
+read checks each file's header (task, role) and content hash, so a tampered, swapped or copied file stops
+the run naming it.
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ from torch import Tensor
 
 from simo_merge.heads import TaskHead, head_from_config
 from simo_merge.io.checkpoint import load_state, read_sidecar, save_state
+from simo_merge.io.provenance import checked_state
 from simo_merge.pool.expert_pool import ExpertPool
 from simo_merge.runtime import on_rank_zero
+
+EXPERT_ROLE, HEAD_ROLE = "expert encoder", "expert head"
 
 
 def save_expert(
@@ -32,13 +37,13 @@ def save_expert(
     save_state(
         pool_dir / f"{task}.safetensors",
         encoder_state,
-        {"task": task, "role": "expert encoder", **meta},
+        {"task": task, "role": EXPERT_ROLE, **meta},
         on_rank_zero(),
     )
     save_state(
         pool_dir / f"{task}_head.safetensors",
         head.state_dict(),
-        {"head": head.config(), "task": task, "role": "expert head", **meta},
+        {"head": head.config(), "task": task, "role": HEAD_ROLE, **meta},
         on_rank_zero(),
     )
 
@@ -62,11 +67,14 @@ def load_pool_dir(pool_dir: str | os.PathLike, tasks: list[str] | None = None) -
         tasks = sorted(p.name[: -len("_head.safetensors")] for p in pool_dir.glob("*_head.safetensors"))
     if not tasks:
         raise FileNotFoundError(f"{pool_dir}: no <task>_head.safetensors files")
-    pool = ExpertPool.from_files(
-        pool_dir / "theta0.safetensors",
-        {t: pool_dir / f"{t}.safetensors" for t in tasks},
-        {t: pool_dir / f"{t}_head.safetensors" for t in tasks},
-        encoder_config=read_sidecar(pool_dir / "theta0.safetensors").get("encoder", {}),
+    base = pool_dir / "theta0.safetensors"
+    experts = {t: pool_dir / f"{t}.safetensors" for t in tasks}
+    heads = {t: pool_dir / f"{t}_head.safetensors" for t in tasks}
+    return ExpertPool(
+        checked_state(base, {"task": None}),  # θ0 belongs to no task
+        {t: checked_state(p, {"task": t, "role": EXPERT_ROLE}) for t, p in experts.items()},
+        {t: checked_state(p, {"task": t, "role": HEAD_ROLE}) for t, p in heads.items()},
+        {t: read_sidecar(p)["head"] for t, p in heads.items()},
+        {"base": str(base), **{t: str(p) for t, p in experts.items()}},
+        read_sidecar(base).get("encoder", {}),
     )
-    pool.head_configs = {t: read_sidecar(pool_dir / f"{t}_head.safetensors")["head"] for t in tasks}
-    return pool

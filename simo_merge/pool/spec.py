@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from simo_merge.config import ConfigError, EncoderConfig, PoolConfig, pool_kind
+from simo_merge.data import check_image_size
 from simo_merge.io.checkpoint import load_state, read_sidecar
 from simo_merge.pool.expert_pool import ExpertPool
 from simo_merge.protocols import get_protocol
@@ -246,4 +247,5 @@ def load_job_pool(cfg: Any) -> ExpertPool:
     ``data.tasks``, else all of the pool's), with heads and an encoder config to rebuild models whose
     input normalisation is ``data.protocol``'s."""
     pool = resolve_pool(cfg.pool, cfg.encoder, cfg.data.tasks, need_heads=True, need_encoder=True)
+    check_image_size(cfg.data, pool.encoder_config, f"the pool's encoder kwargs ({pool.sources.get('base')})")
     return apply_normalisation(pool, cfg.data.protocol)

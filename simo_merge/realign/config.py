@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from simo_merge.config import check_numbers
+
 OBJECTIVES = ("unsupervised", "supervised")
 SCHEDULES = ("reference", "joint")
 OPTIMIZERS = ("adam", "adamw")
@@ -109,14 +111,7 @@ class RealignConfig:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
-        if not 0 <= self.warmup < 1:
-            raise ValueError(f"warmup must be in [0, 1) (a fraction of the steps), got {self.warmup}")
-        if self.clip_grad is not None and not self.clip_grad > 0:
-            raise ValueError(f"clip_grad must be > 0 or None, got {self.clip_grad}")
-        if self.epochs is not None and not self.epochs > 0:
-            raise ValueError(f"epochs must be > 0 or None, got {self.epochs}")
-        if self.batches_per_task < 1:
-            raise ValueError(f"batches_per_task must be >= 1, got {self.batches_per_task}")
+        check_numbers(self)  # finite, in the range NUMBER_RULES gives each field (warmup, lr, rank, ...)
         if self.online and self.schedule == "reference":
             raise ValueError("online=true draws each input once in one joint pass; use schedule=joint")
         if self.objective not in OBJECTIVES:
@@ -125,13 +120,6 @@ class RealignConfig:
             raise ValueError(f"match must be 'features', 'outputs' or 'both', got {self.match!r}")
         if self.token_reduce not in (None, "none", "mean"):
             raise ValueError(f"token_reduce must be 'none' or 'mean', got {self.token_reduce!r}")
-        if not 0 < self.fraction <= 1:
-            raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
-        if self.rank < 1 or self.steps < 0 or self.batch_size < 1:
-            raise ValueError(
-                f"rank, batch_size must be >= 1 and steps >= 0 (got {self.rank}, {self.batch_size}, "
-                f"{self.steps})"
-            )
 
 
 #: RealignConfig fields a job sets itself (per run), never from a config's realignment settings

@@ -35,7 +35,7 @@ from simo_merge.io.checkpoint import header_meta, load_state, save_state
 from simo_merge.io.provenance import all_verified, verified_state
 from simo_merge.model import MultiTaskModel
 from simo_merge.pool.expert_pool import ExpertPool
-from simo_merge.pool.folder import load_head, load_pool_dir, save_expert
+from simo_merge.pool.folder import EXPERT_ROLE, HEAD_ROLE, load_head, load_pool_dir, save_expert
 from simo_merge.protocols import get_protocol
 from simo_merge.runtime import current, on_rank_zero
 from simo_merge.seeding import stage_seed
@@ -280,13 +280,19 @@ class CachedTraining(ModelFactory):
         """θ0: from ``encoder.checkpoint``/``encoder.pretrained`` when given, else pretrained here."""
         path = self.pool_dir / "theta0.safetensors"
         key = self.theta0_key()
-        cached = verified_state(path, key)
+        cached = verified_state(path, key, self.theta0_role())
         if current().everywhere(cached is not None):  # decided together: no rank trains θ0 alone
             return cached
         weights = self.cfg.encoder.weights()
         if weights:
             return self.given_theta0(path, key, weights)
         return self.pretrained_theta0(path, key)
+
+    def theta0_role(self) -> str:
+        """The role θ0's file records: where its weights came from."""
+        if self.cfg.encoder.weights() or self.cfg.pretrain.steps > 0:
+            return "pretrained θ0"
+        return "initialised θ0 (pretrain.steps=0)"
 
     def pretrained_theta0(self, path: Path, key: str) -> dict[str, torch.Tensor]:
         """θ0 pretrained here by masked reconstruction (or, with ``pretrain.steps=0``, the initialised
@@ -296,9 +302,8 @@ class CachedTraining(ModelFactory):
         p = self.cfg.pretrain
         curve = pretraining_curve(self.cfg, self.data, encoder)
         state = encoder.model_state()
-        role = "pretrained θ0" if p.steps > 0 else "initialised θ0 (pretrain.steps=0)"
         source = {"kind": "masked reconstruction", "steps": p.steps}
-        meta = {"key": key, "role": role, "encoder": self.encoder_record(), "source": source}
+        meta = {"key": key, "role": self.theta0_role(), "encoder": self.encoder_record(), "source": source}
         save_state(path, state, {**meta, "loss_first_last": loss_first_last(curve)}, on_rank_zero())
         self.timings["pretrain"] = time.perf_counter() - start
         seconds, encoder_cfg = self.timings["pretrain"], self.cfg.encoder
@@ -317,7 +322,7 @@ class CachedTraining(ModelFactory):
         )
         source = encoder.source.as_dict()
         state = encoder.model_state()
-        meta = {"key": key, "role": "pretrained θ0", "encoder": self.encoder_record(), "source": source}
+        meta = {"key": key, "role": self.theta0_role(), "encoder": self.encoder_record(), "source": source}
         save_state(path, state, meta, on_rank_zero())
         self.say(
             f"θ0 from {source['kind']} {source['file']} (sha256 {source['sha256'][:12]}); "
@@ -340,7 +345,10 @@ class CachedTraining(ModelFactory):
         base_hash = self.theta0_hash()  # an expert is reused only if it was trained from this very θ0
         c, recipe = self.cfg, self.recipe("expert")
         for i, task in enumerate(self.data.specs):
-            files = [self.pool_dir / f"{task}.safetensors", self.pool_dir / f"{task}_head.safetensors"]
+            files = {
+                self.pool_dir / f"{task}.safetensors": EXPERT_ROLE,
+                self.pool_dir / f"{task}_head.safetensors": HEAD_ROLE,
+            }
             data = task_data(c.data, task) if task in c.data.per_task else c.data  # what it reads
             key = config_key(self.theta0_key(), data, c.head, recipe, c.seed, task, base_hash)
             if not current().everywhere(all_verified(files, key)):  # every rank trains, or none
@@ -375,9 +383,12 @@ class CachedTraining(ModelFactory):
         recipe = self.recipe("mtl")
         key = config_key(self.theta0_key(), c.data, c.head, recipe, c.seed, self.theta0_hash())
         enc_path = mtl_dir / "encoder.safetensors"
-        head_paths = [mtl_dir / f"{t}_head.safetensors" for t in self.data.specs]
         encoder = self.new_encoder()
-        if current().everywhere(all_verified([*head_paths, enc_path], key)):
+        files = {
+            **{mtl_dir / f"{t}_head.safetensors": f"MTL head {t}" for t in self.data.specs},
+            enc_path: "MTL encoder",
+        }
+        if current().everywhere(all_verified(files, key)):
             encoder.load_model_state(load_state(enc_path))
             heads = {t: load_head(mtl_dir / f"{t}_head.safetensors") for t in self.data.specs}
             return MultiTaskModel(encoder, heads).eval()

@@ -86,12 +86,30 @@ def test_encoder_kwargs_given_as_a_mapping_replace_the_defaults(tmp_path):
     from simo_merge.jobs.demo import DemoConfig
 
     path = tmp_path / "dino.yaml"
-    path.write_text("encoder: {arch: vit_small_patch14_dinov2, kwargs: {img_size: [28, 42]}}\n")
+    path.write_text(
+        "encoder: {arch: vit_small_patch14_dinov2, kwargs: {img_size: [28, 42]}}\ndata: {size: [28, 42]}\n"
+    )
     assert load_config(DemoConfig, path).encoder.kwargs == {"img_size": [28, 42]}
-    assert load_config(DemoConfig, None, ["encoder.kwargs={img_size: 28}"]).encoder.kwargs == {"img_size": 28}
-    dotted = load_config(DemoConfig, None, ["encoder.kwargs.img_size=32"]).encoder.kwargs
+    given = ["encoder.kwargs={img_size: 28}", "data.size=[28,28]"]
+    assert load_config(DemoConfig, None, given).encoder.kwargs == {"img_size": 28}
+    dotted = load_config(DemoConfig, None, ["encoder.kwargs.img_size=32", "data.size=[32,32]"]).encoder.kwargs
     assert dotted == {"img_size": 32, "patch_size": 8, "depth": 6, "embed_dim": 96, "num_heads": 3}
     assert load_config(DemoConfig, path, ["encoder.kwargs.depth=2"]).encoder.kwargs == {
         "img_size": [28, 42],
         "depth": 2,
     }
+
+
+@pytest.mark.parametrize("given", [[], ["--config", "demo"]])
+@pytest.mark.parametrize("shadow", ["file", "folder"])
+def test_builtin_config_names_are_not_shadowed_by_the_working_directory(
+    tmp_path, monkeypatch, capsys, given, shadow
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").write_text("foo: 1\n") if shadow == "file" else (tmp_path / "demo").mkdir()
+    assert main(["train-experts", *given, "bogus=1"]) == 2
+    err = capsys.readouterr().err
+    assert "configs/demo.yaml + overrides" in err and "key 'bogus'" in err, err
+    if shadow == "file":  # the file is used when named as a path
+        assert main(["train-experts", "--config", "./demo", "bogus=1"]) == 2
+        assert "error: demo: invalid config at key 'foo'" in capsys.readouterr().err

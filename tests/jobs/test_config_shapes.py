@@ -101,7 +101,7 @@ def test_a_per_task_row_has_no_merged_encoder_to_realign():
 def test_data_dependent_inputs_are_merge_split_and_batch_size():
     cfg = load_config(DemoConfig, None, ["merge.split=val", "merge.batch_size=4"])
     assert (cfg.merge.split, cfg.merge.batch_size) == ("val", 4)
-    with pytest.raises(ConfigError, match="merge.batch_size must be >= 1"):
+    with pytest.raises(ConfigError, match="merge.batch_size=0: must be >= 1"):
         load_config(DemoConfig, None, ["merge.batch_size=0"])
     # the split is checked only when a method reads it
     load_config(DemoConfig, None, ["merge.split=nope"])

@@ -185,7 +185,8 @@ def test_unpickler_refuses_dotted_names_and_returns_only_listed_callables():
         assert issubclass(got, StandIn) and got.pickled_class == f"{module}.{name}"
     assert issubclass(find("torch.nn.modules.linear", "Linear"), StandIn)  # modules become stand-ins
     assert find("torch._utils", "_rebuild_tensor_v2") is torch._utils._rebuild_tensor_v2
-    assert find("__builtin__", "set") is set and find("collections", "OrderedDict").__name__ == "OrderedDict"
+    assert find("__builtin__", "set")([1, 1]) == {1}
+    assert find("collections", "OrderedDict").__name__ == "OrderedDict"
     callables = {k for k, v in ALLOWED.items() if callable(v)}
     assert all(k[0] in ("builtins", "collections", "_codecs", "torch._utils", "torch") for k in callables)
     assert ("torch", "load") not in ALLOWED and ("builtins", "getattr") not in ALLOWED
@@ -304,7 +305,7 @@ def test_cli_merge_with_nan_lambda_fails_and_writes_nothing(tmp_path, capsys):
         f"output_dir={tmp_path / 'out'}",
     ]
     assert main(args) == 2
-    assert "method 'task_arithmetic': lam=nan must be finite" in capsys.readouterr().err
+    assert "method.params.lam=nan: must be a finite number" in capsys.readouterr().err
     assert not (tmp_path / "out" / "merged.safetensors").exists()
     assert main(args[:-2] + ["method.params.lam=abc", args[-1]]) == 2
     assert "lam='abc' must be a number" in capsys.readouterr().err
@@ -543,6 +544,20 @@ def test_crash_in_a_fresh_folder_does_not_leave_the_pool_stuck(tmp_path, monkeyp
 
 
 @pytest.mark.slow
+def test_an_expert_swapped_with_its_head_is_recomputed(tmp_path, clean_runs):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(clean_runs["root"] / "A", out)
+    pool = out / "experts"
+    (pool / "semseg.safetensors").rename(pool / "swap.tmp")
+    (pool / "semseg_head.safetensors").rename(pool / "semseg.safetensors")
+    (pool / "swap.tmp").rename(pool / "semseg_head.safetensors")
+    assert _demo(out).experts().tasks == ["semseg", "depth"]  # same key, wrong role: retrained
+    assert _same_states(_pool_states(pool), clean_runs["A"])
+
+
+@pytest.mark.slow
 def test_crash_between_tensors_and_sidecar_or_a_swapped_file_is_recomputed(tmp_path, monkeypatch, clean_runs):
     from safetensors.torch import save_file
 
@@ -614,7 +629,7 @@ def test_yaml_syntax_errors_and_non_mappings_name_the_file(tmp_path, capsys):
     [
         ("merge.methods=[task_arithmetic,tiez]", "merge.methods: unknown merge method 'tiez'"),
         ("merge.lam_grid=[]", "merge.lam_grid: empty"),
-        ("merge.lam_grid=[0.3,.nan]", "merge.lam_grid: nan is not a finite number"),
+        ("merge.lam_grid=[0.3,.nan]", r"merge.lam_grid\[1\]=nan: must be a finite number"),
         (
             "merge.methods=[{name: ties, params: {k: abc}}]",
             r"merge.methods\[0\].params.ties: k='abc' must be a",
@@ -623,7 +638,7 @@ def test_yaml_syntax_errors_and_non_mappings_name_the_file(tmp_path, capsys):
         ("realign.realigners=[surgery,deeep]", "realign.realigners: unknown realigner 'deeep'"),
         ("realign.apply_to=[TA,WAT]", r"realign.apply_to names \['WAT'\]"),
         ("realign.params.objective=supervisd", "objective must be one of"),
-        ("realign.params.rank=0", "realign: rank, batch_size must be >= 1"),
+        ("realign.params.rank=0", "realign.params.rank=0: must be >= 1"),
         ("data.num_samples={train: 4, val: 8, test: 8}", "data.num_samples.train=4 < data.batch_size=8"),
         ("full=true", None),  # valid: the full demo's preset passes
     ],
@@ -665,7 +680,7 @@ def test_realign_and_bench_names_and_values_fail_at_load(tmp_path):
 
     with pytest.raises(ConfigError, match="realign.realigners: unknown realigner 'deeep'"):
         load_config(RealignJobConfig, None, ["realign.realigners=[deeep]"])
-    with pytest.raises(ConfigError, match="method.params.task_arithmetic: lam=nan must be finite"):
+    with pytest.raises(ConfigError, match="method.params.lam=nan: must be a finite number"):
         load_config(RealignJobConfig, None, ["method.params.lam=.nan"])
     with pytest.raises(ConfigError, match="method.name: unknown merge method 'tsk'"):
         load_config(RealignJobConfig, None, ["method.name=tsk"])

@@ -9,7 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from simo_merge.config import EncoderConfig, load_config
+from simo_merge.config import ConfigError, EncoderConfig, load_config
 from simo_merge.configs import builtin_config
 from simo_merge.data import build_split
 from simo_merge.encoders import build_encoder
@@ -40,7 +40,9 @@ def load_simo_config(name: str, tmp_path: Path, *overrides: str) -> DemoConfig:
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_config_loads_with_the_papers_settings(name: str, tmp_path: Path) -> None:
-    cfg = load_simo_config(name, tmp_path)
+    with pytest.raises(ConfigError, match=r"data.root: data set '\w+' reads files; give data.root=DIR"):
+        load_simo_config(name, tmp_path)  # root: null ("set me") is refused at load
+    cfg = load_simo_config(name, tmp_path, "data.root=/data")
     assert cfg.encoder.library == "timm" and cfg.encoder.arch == "vit_base_patch14_dinov2.lvd142m"
     h, w = cfg.data.size
     assert h % 14 == 0 and w % 14 == 0 and cfg.encoder.kwargs["img_size"] == [h, w]

@@ -267,10 +267,12 @@ def test_encoder_kwargs_given_whole_replace_the_defaults(tmp_path):
 
     demo_default = load_config(DemoConfig).encoder.kwargs
     assert demo_default["patch_size"] == 8 and demo_default["depth"] == 6
-    cfg = load_config(DemoConfig, None, [f"encoder.arch={DINO_S}", "encoder.kwargs={img_size: 224}"])
+    given = [f"encoder.arch={DINO_S}", "encoder.kwargs={img_size: 224}", "data.size=[224,224]"]
+    cfg = load_config(DemoConfig, None, given)
     assert cfg.encoder.kwargs == {"img_size": 224}  # no patch_size 8 / depth 6 from the demo's tiny ViT
     yaml = tmp_path / "dino.yaml"
     yaml.write_text(f"encoder: {{arch: {DINO_S}, kwargs: {{img_size: [288, 384]}}, pretrained: 'true'}}\n")
+    yaml.write_text(yaml.read_text() + "data: {size: [288, 384]}\n")
     cfg = load_config(DemoConfig, yaml, ["encoder.kwargs.dynamic_img_pad=false"])
     assert cfg.encoder.kwargs == {"img_size": [288, 384], "dynamic_img_pad": False}
     assert cfg.encoder.weights() == {"pretrained": True}

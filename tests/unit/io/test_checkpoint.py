@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import pytest
 import torch
 
@@ -67,3 +69,42 @@ def test_bad_files_are_named(tmp_path):
         load_state(tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="safetensors"):
         save_state(tmp_path / "m.pt", {"a": torch.ones(1)})
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        lambda: checkpoint.SafetensorError(
+            "Error while serializing: IoError(Os { code: 28, kind: StorageFull, "
+            'message: "No space left on device" })'
+        ),
+        lambda: OSError(errno.ENOSPC, "No space left on device"),
+    ],
+)
+def test_a_full_disk_is_one_error_naming_the_file_and_leaves_nothing(tmp_path, monkeypatch, error):
+    from simo_merge.io.atomic import DiskFullError
+
+    def full_disk(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"partial")
+        raise error()
+
+    monkeypatch.setattr(checkpoint, "save_file", full_disk)
+    with pytest.raises(DiskFullError, match=r"m.safetensors: no space left on the device") as info:
+        save_state(tmp_path / "m.safetensors", {"a": torch.ones(2)})
+    assert isinstance(info.value, OSError) and "\n" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("allow_pickle", [False, True])
+def test_expanded_views_are_refused_before_anything_materialises_them(tmp_path, allow_pickle):
+    # 1 stored value described as 10^10 (40 GB once materialised)
+    torch.save({"ok": torch.ones(3), "w": torch.zeros(1).expand(100_000, 100_000)}, tmp_path / "big.pt")
+    assert (tmp_path / "big.pt").stat().st_size < 10_000
+    with pytest.raises(
+        CheckpointError, match=r"big.pt: key 'w' of shape \(100000, 100000\) .* 1 stored value"
+    ):
+        load_state(tmp_path / "big.pt", allow_pickle=allow_pickle)
+    ids = torch.arange(5).expand((1, -1))  # an expanded buffer with as many values as it stores loads
+    torch.save({"position_ids": ids}, tmp_path / "ids.pt")
+    assert torch.equal(load_state(tmp_path / "ids.pt", allow_pickle=allow_pickle)["position_ids"], ids)

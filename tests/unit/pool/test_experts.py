@@ -60,3 +60,12 @@ def test_subset_keeps_only_named_tasks():
     assert pool.subset(["c", "a"]).tasks == ["c", "a"]
     with pytest.raises(KeyError, match="not in the pool"):
         pool.subset(["z"])
+
+
+def test_keys_and_shapes_are_checked_before_any_value_is_read():
+    base = base_state()
+    base["w"] = torch.full_like(base["w"], float("nan"))  # a value pass over θ0 would fail first
+    bad = base_state()
+    bad["w"] = torch.zeros(1).expand(4096, 4096)  # 1 stored value, 16M once materialised
+    with pytest.raises(ExpertMismatchError, match=r"shape \(4096, 4096\)"):
+        ExpertPool(base, {"a": bad})

@@ -134,3 +134,21 @@ def test_recipe_defaults_live_with_their_config_and_each_phase_has_its_lr(tiny_t
     )
     finetune(tiny_timm, {"depth": head}, [], recipe, desc="x", progress=False)
     assert seen == [("x: probe", [1e-2]), ("x: fine-tune", [4e-5, 2e-3])]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_evaluation_refuses_non_finite_images_naming_the_sample(tiny_timm, value):
+    specs = {"depth": regression("depth")}
+    model = MultiTaskModel(tiny_timm, {"depth": build_head("linear", specs["depth"], tiny_timm, (32, 32))})
+    images, depth = _toy_batches(10)
+    samples = [
+        {"image": images[i], "depth": depth[i], "depth_mask": torch.ones(32, 32, dtype=torch.bool)}
+        for i in range(10)
+    ]
+    samples[6]["image"] = samples[6]["image"].clone()
+    samples[6]["image"][1, 2, 3] = value
+    with pytest.raises(ValueError, match=r"test: the image of data set index 6 holds 1 NaN/Inf pixel value"):
+        evaluate(model, DataLoader(samples, batch_size=4), specs, desc="test", progress=False)
+    batches = list(DataLoader(samples, batch_size=4))  # a plain iterable: the batch and position
+    with pytest.raises(ValueError, match=r"eval: the image of sample 2 of batch 1 holds 1 NaN/Inf"):
+        evaluate(model, batches, specs, progress=False)

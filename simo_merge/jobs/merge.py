@@ -69,8 +69,6 @@ class MergeJobConfig:
             scale = sweep_scale(self.method.name)
         except ValueError as err:
             raise ConfigError(f"method.grid={grid}: {err}") from err
-        if not grid:
-            raise ConfigError(f"method.grid=[]: give the values of {scale} to choose from")
         if scale in self.method.params:
             raise ConfigError(
                 f"method.grid={grid} and method.params.{scale}={self.method.params[scale]}: give one "

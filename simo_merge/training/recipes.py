@@ -9,6 +9,7 @@ stage never shifts the random draws of the next. ``simo-merge demo`` and ``train
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -240,6 +241,16 @@ class ModelFactory:
         )
 
 
+def save_mtl(mtl_dir: Path, model: MultiTaskModel, key: str) -> None:
+    """The MTL baseline's heads, then its encoder (written last, it commits the stage; every file is
+    verified on reuse anyway), each with its config ``key`` and role."""
+    for t, head in model.heads.items():
+        meta = {"head": head.config(), "key": key, "role": f"MTL head {t}"}
+        save_state(mtl_dir / f"{t}_head.safetensors", head.state_dict(), meta, on_rank_zero())
+    meta = {"key": key, "role": "MTL encoder"}
+    save_state(mtl_dir / "encoder.safetensors", model.encoder.model_state(), meta, on_rank_zero())
+
+
 def pretraining_curve(cfg: TrainingSections, data: DemoData, encoder: Encoder) -> list[float]:
     """Pretrain ``encoder`` by masked reconstruction as ``cfg.pretrain`` says (nothing at ``steps=0``);
     the loss per step."""
@@ -263,18 +274,16 @@ class CachedTraining(ModelFactory):
         self.pool_dir = out / "experts"
         self.log: list[str] = []
         self.timings: dict[str, float] = {}
-        self._theta0_key: str | None = None
 
     def say(self, text: str) -> None:
         """Print ``text`` now and keep it for the report."""
         print(text, flush=True)
         self.log.append(text)
 
+    @functools.cache  # noqa: B019  (one per run: the instance lives as long as the run)
     def theta0_key(self) -> str:
         """What θ0 depends on (:func:`theta0_key`), computed once."""
-        if self._theta0_key is None:
-            self._theta0_key = theta0_key(self.cfg)
-        return self._theta0_key
+        return theta0_key(self.cfg)
 
     def theta0(self) -> dict[str, torch.Tensor]:
         """θ0: from ``encoder.checkpoint``/``encoder.pretrained`` when given, else pretrained here."""
@@ -398,11 +407,7 @@ class CachedTraining(ModelFactory):
         loader = self.data.train_loader(stage_seed(c.seed, "mtl"))
         self.say(describe_recipe(c, "mtl"))
         model, curve = finetune(encoder, heads, loader, recipe, desc="MTL", progress=c.progress)
-        for t, head in model.heads.items():
-            meta = {"head": head.config(), "key": key, "role": f"MTL head {t}"}
-            save_state(mtl_dir / f"{t}_head.safetensors", head.state_dict(), meta, on_rank_zero())
-        # the encoder, written last, commits the stage (every file is verified on reuse anyway)
-        save_state(enc_path, encoder.model_state(), {"key": key, "role": "MTL encoder"}, on_rank_zero())
+        save_mtl(mtl_dir, model, key)
         self.timings["mtl"] = time.perf_counter() - start
         self.say(f"trained the MTL baseline (loss {loss_span(curve)}) in {self.timings['mtl']:.0f}s")
         return model

@@ -223,7 +223,7 @@ def test_merge_job_method_is_a_method_spec():
     refused = [
         (["pool.kind=toy", "method.grid=[0.3]", "split=val"], "judged on labelled data; give a data section"),
         ([*toy, "method.grid=[0.3]"], "split=test would choose lam on the evaluated split"),
-        ([*toy, "method.grid=[]", "split=val"], r"method.grid=\[\]: give the values of lam"),
+        ([*toy, "method.grid=[]", "split=val"], r"method.grid: \[\] must be a non-empty list of finite numbers"),
         ([*toy, "method.grid=[0.3]", "method.params.lam=0.4", "split=val"], "give one"),
         ([*toy, "method.name=weight_average", "method.grid=[0.3]", "split=val"], "no sweepable scale"),
     ]
@@ -304,7 +304,7 @@ def test_the_protocol_is_data_protocol_and_reaches_the_dataset(tmp_path):
     are errors naming the key; datasets with protocol-specific splits receive it."""
     from simo_merge.data import build_split
 
-    cfg = load_config(DemoConfig, None, ["data.name=nyuv2", "data.protocol=simo"])
+    cfg = load_config(DemoConfig, None, ["data.name=nyuv2", f"data.root={tmp_path}", "data.protocol=simo"])
     assert cfg.data.protocol == "simo"
     # protocol=simo chooses λ against the SIMO code's constants, which the generated scenes lack
     with pytest.raises(

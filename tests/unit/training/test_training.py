@@ -117,7 +117,7 @@ def test_recipe_defaults_live_with_their_config_and_each_phase_has_its_lr(tiny_t
     line = describe_recipe(given, "expert")
     assert "encoder lr 3e-05" in line and "real-backbone recipe (θ0 from encoder.checkpoint)" in line
     assert "expert.{finetune_steps: 7} set" in line
-    with pytest.raises(ConfigError, match="expert: FinetuneRecipe: learning rates must be > 0"):
+    with pytest.raises(ConfigError, match=r"expert\.lr_encoder=0\.0: must be > 0"):
         load_config(DemoConfig, None, ["expert.lr_encoder=0"])
     with pytest.raises(ValueError, match="lr_encoder"):
         FinetuneRecipe(lr_encoder=0.0)

@@ -237,7 +237,19 @@ def main(argv: list[str] | None = None) -> int:
     ) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"simo-merge {args.command}: error: {message}", file=sys.stderr)
+        _leave_process_group()
         return 2
+
+
+def _leave_process_group() -> None:
+    """After an error on several processes, tear down this rank's process group so that the backend's
+    threads end before the interpreter does (gloo may otherwise abort the exit: "terminate called without
+    an active exception", exit code -6 instead of 2)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        with contextlib.suppress(Exception):  # a peer already gone: nothing left to tear down with it
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -43,15 +43,20 @@ def delta_header(delta_metrics: str) -> str:
     return f"ΔMTL ({delta_metrics} metrics) % ↑"
 
 
+def norm_header(delta_metrics: str) -> str:
+    """The NormPerf column's title: ``"NormPerf % ↑"`` over all metrics, else naming the set."""
+    return "NormPerf % ↑" if delta_metrics == "all" else f"NormPerf ({delta_metrics} metrics) % ↑"
+
+
 def summarize(
     rows: Mapping[str, Results], baseline: str, delta_metrics: str = "all"
 ) -> dict[str, dict[str, float]]:
-    """Per row: mean normalised performance (%) and ΔMTL (%) against the ``baseline`` row, ΔMTL over
+    """Per row: mean normalised performance (%) and ΔMTL (%) against the ``baseline`` row, both over
     ``delta_metrics`` (``"all"`` metrics of each task or its ``"primary"`` one, :func:`delta_mtl`)."""
     base = rows[baseline]
     out = {}
     for name, results in rows.items():
-        norm = normalized_performance(results, base)
+        norm = normalized_performance(results, base, metrics=delta_metrics)
         out[name] = {
             "norm_perf": norm["mean"],
             **{f"norm_{t}": norm[t] for t in results},
@@ -72,7 +77,7 @@ def markdown_table(
     columns = [(t, m) for t, metrics in first.items() for m in metrics]
     extra_cols = sorted({k for e in (extra or {}).values() for k in e})
     header = ["model"] + [metric_header(t, m) for t, m in columns]
-    header += ["NormPerf % ↑", delta_header(delta_metrics)] + extra_cols
+    header += [norm_header(delta_metrics), delta_header(delta_metrics)] + extra_cols
     body = []
     for name, results in rows.items():
         cells = [name]

@@ -62,6 +62,10 @@ class MergeSweepConfig:
         return method_specs(self.entries(full), "merge.methods")
 
 
+#: realignment steps of a demo row when neither ``realign.params`` nor the recipe (its epochs) sets a length
+DEMO_REALIGN_STEPS = 100
+
+
 @dataclass
 class DemoRealignConfig:
     """Realigners (the keys of :class:`RealignSettings`: ``realigners`` + shared ``params``) stacked on
@@ -75,7 +79,7 @@ class DemoRealignConfig:
     (the papers' unsupervised recipe) or "simo" (the SIMO paper's supervised recipe on label_split)."""
 
     realigners: list[Any] = field(default_factory=lambda: ["surgery", "deep", "shared-deep", "taps", "heads"])
-    params: dict[str, Any] = field(default_factory=lambda: {"steps": 100, "rank": 16})
+    params: dict[str, Any] = field(default_factory=lambda: {"rank": 16})  # length: DEMO_REALIGN_STEPS
     apply_to: list[Any] | None = None
     split: str = "val"
     test_time: bool = False  # unsupervised realigners train on the unlabelled test inputs (the papers)

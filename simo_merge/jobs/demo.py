@@ -20,7 +20,7 @@ import torch
 
 from simo_merge.config import ConfigError, to_yaml
 from simo_merge.io.atomic import write_json, write_text
-from simo_merge.jobs._demo_config import DemoConfig
+from simo_merge.jobs._demo_config import DEMO_REALIGN_STEPS, DemoConfig
 from simo_merge.merging import MERGE_METHODS
 from simo_merge.merging.spec import MethodSpec
 from simo_merge.metrics.selection import SELECTION_LABELS, Criterion, criterion
@@ -266,7 +266,7 @@ class RealignedRows:
         """The resolved training config of ``realigner`` on the merged row ``name`` (its own seed)."""
         cfg = self.demo.cfg
         seed = stage_seed(cfg.seed, "realign", f"{name}+{realigner}") % (2**31)
-        return settings.config(realigner, seed=seed, progress=cfg.progress)
+        return settings.config(realigner, {"steps": DEMO_REALIGN_STEPS}, seed=seed, progress=cfg.progress)
 
     def row(self, name: str, realigner: str, bias_before: float, settings: RealignSettings) -> Rows:
         """Train ``realigner`` on the merged row ``name`` and evaluate it: the row ``name+realigner``."""

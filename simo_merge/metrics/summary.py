@@ -142,17 +142,23 @@ def normalized_performance(
     results: Results,
     baselines: Results,
     higher_is_better: Mapping[str, bool] | None = None,
+    metrics: str = "all",
 ) -> dict[str, float]:
     """Per-task normalised performance (%) of ``results`` relative to ``baselines``, plus their mean.
 
-    For each task, the mean over its metrics of ``M / M_b`` (higher is better) or ``M_b / M`` (lower is
-    better), × 100: 100 means on par with the baseline, above 100 better. The returned dict has one entry
-    per task of ``results`` and an extra ``"mean"`` entry, the unweighted mean over tasks (so no task may
-    be named ``"mean"``). Raises KeyError naming a task/metric missing from ``baselines`` and ValueError
-    for a zero lower-is-better result (ratio undefined).
+    For each task, the mean over its metrics (``"all"``, or its ``"primary"`` one as :func:`delta_mtl`)
+    of ``M / M_b`` (higher is better) or ``M_b / M`` (lower is better), × 100: 100 means on par with the
+    baseline, above 100 better. The returned dict has one entry per task of ``results`` and an extra
+    ``"mean"`` entry, the unweighted mean over tasks (so no task may be named ``"mean"``). Raises KeyError
+    naming a task/metric missing from ``baselines`` and ValueError for a zero lower-is-better result
+    (ratio undefined).
     """
     if "mean" in results:
         raise ValueError("a task named 'mean' clashes with the 'mean' summary key of normalized_performance")
+    if metrics not in CHOICES["delta_metrics"]:
+        raise ValueError(f"metrics must be one of {CHOICES['delta_metrics']}, got {metrics!r}")
+    if metrics == "primary":
+        results = primary_only(results)
     out: dict[str, float] = {}
     for task, rows in _pairs(results, baselines, higher_is_better).items():
         ratios = []

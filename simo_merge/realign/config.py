@@ -17,6 +17,8 @@ OBJECTIVES = ("unsupervised", "supervised")
 SCHEDULES = ("reference", "joint")
 OPTIMIZERS = ("adam", "adamw")
 LR_SCHEDULES = ("constant", "onecycle")
+#: realignment length when neither the user (``steps`` / ``epochs``) nor the recipe (``epochs``) sets one
+DEFAULT_STEPS = 500
 #: the RealignConfig fields a recipe gives a value to; left None (unset) they take the recipe's
 RECIPE_FIELDS = (
     "objective", "train_heads", "optimizer", "weight_decay", "lr", "lr_schedule", "warmup", "clip_grad",
@@ -67,7 +69,7 @@ class RealignConfig:
     realigner: str = "surgery"
     objective: str | None = None  # None: the recipe's, else "unsupervised"
     rank: int = 16
-    steps: int = 500
+    steps: int | None = None  # None: the recipe's length (its epochs), else DEFAULT_STEPS
     lr: float | None = None
     batch_size: int = 16
     token_reduce: str | None = None  # None: the realigner's default ("mean" for deep, else per token)
@@ -94,7 +96,11 @@ class RealignConfig:
         if self.recipe not in RECIPES:
             raise ValueError(f"recipe must be one of {tuple(RECIPES)}, got {self.recipe!r}")
         recipe = {"objective": "unsupervised", **RECIPES[self.recipe]}
+        if self.steps is not None:  # a length the user gave in steps: the recipe's epochs do not replace it
+            recipe.pop("epochs")
         updates = {name: value for name, value in recipe.items() if getattr(self, name) is None}
+        if self.steps is None:
+            updates["steps"] = DEFAULT_STEPS
         return dataclasses.replace(self, **updates)
 
     def validate(self) -> None:
@@ -211,6 +217,8 @@ class RealignSettings:
         recipe = RECIPES.get(given.get("recipe", "surgery"), {})
         below = {"objective": REALIGNERS.facts(realigner)["objective"], **(defaults or {})}
         job = {k: v for k, v in below.items() if k not in recipe and k not in given}
+        if recipe.get("epochs") is not None:  # a recipe that counts epochs: a job's default steps yield
+            job.pop("steps", None)
         return RealignConfig(realigner=realigner, **job, **given).resolved()
 
     def check(self, key: str, realigners_key: str | None = None, params_key: str | None = None) -> None:

@@ -91,3 +91,20 @@ def test_tables_name_the_delta_metric_set() -> None:
     default = markdown_table(rows, summarize(rows, "Individual"))
     assert "ΔMTL (all metrics) % ↑" in default
     assert summarize(rows, "Individual")["TA"]["delta_mtl"] == pytest.approx(delta_mtl(ROW, BASE))
+
+
+def test_normperf_over_primary_metrics_ignores_a_zero_secondary_baseline() -> None:
+    """NormPerf follows the protocol's metric set like ΔMTL: over primary metrics a secondary metric whose
+    baseline is 0 (``within_11.25`` of a weak expert) neither divides by zero nor counts."""
+    from simo_merge.metrics.summary import normalized_performance
+    from simo_merge.report import summarize
+
+    base = {"normal": {"mean_angle": 40.0, "within_11.25": 0.0}, "semseg": {"miou": 20.0, "pixel_acc": 50.0}}
+    run = {"normal": {"mean_angle": 50.0, "within_11.25": 3.0}, "semseg": {"miou": 30.0, "pixel_acc": 40.0}}
+    primary = normalized_performance(run, base, metrics="primary")
+    assert primary == pytest.approx({"normal": 80.0, "semseg": 150.0, "mean": 115.0})
+    with pytest.raises(ValueError, match=r"\['within_11.25'\] must be finite and non-zero"):
+        normalized_performance(run, base)  # every metric: the zero baseline is refused
+    table = summarize({"Individual": base, "TA": run}, "Individual", "primary")
+    assert table["TA"]["norm_perf"] == pytest.approx(115.0)
+    assert table["TA"]["delta_mtl"] == pytest.approx(100 * ((40 - 50) / 40 + (30 - 20) / 20) / 2)

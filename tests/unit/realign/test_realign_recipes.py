@@ -20,7 +20,7 @@ from simo_merge.encoders import build_encoder
 from simo_merge.features.inputs import RealignInputs
 from simo_merge.features.sampling import IndexSampler
 from simo_merge.heads import build_head
-from simo_merge.realign.config import RealignSettings
+from simo_merge.realign.config import DEFAULT_STEPS, RealignSettings
 from simo_merge.realign.io import load_realigned, save_realigned
 from simo_merge.realign.train import RealignConfig, Realignment, realign
 from simo_merge.tasks import normals, regression, segmentation
@@ -206,10 +206,21 @@ def test_resolved_never_replaces_a_value_the_user_set(given):
     assert {k: getattr(cfg, k) for k in want} == want
 
 
+def test_a_length_the_user_gives_in_steps_is_not_replaced_by_the_recipes_epochs():
+    mine = RealignSettings(["surgery"], {"recipe": "simo", "steps": 3}).config("surgery")
+    assert (mine.steps, mine.epochs) == (3, None)  # counted in steps, as asked
+    theirs = RealignSettings(["surgery"], {"recipe": "simo"}).config("surgery")
+    assert theirs.epochs == 1.0  # the notebook's one epoch
+    assert RealignConfig().resolved().steps == DEFAULT_STEPS  # surgery counts steps
+    both = RealignConfig(recipe="simo", steps=3, epochs=2.0).resolved()
+    assert (both.steps, both.epochs) == (3, 2.0)  # both given: epochs decides, as documented
+
+
 def test_job_defaults_sit_below_the_recipe_and_the_user():
     settings = RealignSettings(["surgery"], {"recipe": "simo", "lr": None})
     cfg = settings.config("surgery", {"objective": "unsupervised", "steps": 7})
-    assert (cfg.objective, cfg.lr, cfg.steps) == ("supervised", 1e-5, 7)  # None given: unset
+    assert (cfg.objective, cfg.lr) == ("supervised", 1e-5)  # None given: unset
+    assert cfg.epochs == 1.0  # a job's default length yields to the recipe's one epoch
     mine = RealignSettings(["surgery"], {"recipe": "simo", "objective": "unsupervised"})
     assert mine.config("surgery", {"objective": "supervised"}).objective == "unsupervised"
     assert RealignSettings(["heads"]).config("heads").objective == "supervised"

@@ -20,13 +20,16 @@ The three loss curves must agree up to float rounding (same batches, same initia
 updates); the script reports the final losses, their relative difference, and the largest difference
 between our cached and uncached curves (``tests/jobs/test_realign_speed_script.py`` checks it). By default
 the number of iterations draws each input about once per task (``ceil(inputs / (2 · batch))``), as a
-full-test-split run does. Targets (ours ≥ 3× faster than the reference for surgery and deep at a final
-loss within 2%) are printed, never asserted.
+full-test-split run does.
+
+Targets (issue 28, printed, never asserted): ours ≥ 3× faster than the reference for surgery and ≥ 1.8×
+for deep, at a final loss within 2%. Both loops need every input's expert forward once per task (the
+reference per step, ours once into the cache); the table also shows the speed-up of the training alone
+(both times less that expert-forward cost, measured as our cache build), where the difference lies: the
+reference's backward also forms the merged weights' gradients.
 
 The pool needs no training: θ0 is a seeded random-init ViT, each "expert" is θ0 plus seeded Gaussian
-noise scaled by each tensor's std, each head is a seeded linear head. The two loss curves must agree up
-to float rounding (the script reports the largest difference; ``tests/jobs/test_realign_speed_script.py``
-checks it). Targets from the issue (≥ 20× for surgery, ≥ 2× for deep) are printed, never asserted.
+noise scaled by each tensor's std, each head is a seeded linear head.
 
 Run as a script it sets ``OMP_WAIT_POLICY=PASSIVE`` unless the environment already sets it: on a small
 shared machine (2 cores, other jobs running) spinning OpenMP workers made a 2-thread forward pass 7-30×
@@ -70,7 +73,7 @@ DEFAULT_REALIGNERS = ("surgery", "deep", "taps", "shared-deep", "heads")
 #: realigners the released reference code implements (the reference loop runs for these)
 REFERENCE_REALIGNERS = ("surgery", "deep")
 #: speed-up targets over the reference loop from the issue (printed, not asserted); loss within 2%
-TARGETS = {"surgery": 3.0, "deep": 3.0}
+TARGETS = {"surgery": 3.0, "deep": 1.8}
 LOSS_TOLERANCE = 0.02
 TASK_SPECS: tuple[TaskSpec, ...] = (segmentation("semseg", 6), regression("depth"), normals())
 
@@ -308,12 +311,13 @@ def time_reference(setup: Setup, realigner: str, args: argparse.Namespace) -> di
 
 
 def warm_up(setup: Setup, args: argparse.Namespace) -> None:
-    """One untimed forward/backward so that lazy initialisation does not land in the first timing."""
-    encoder = setup.make_encoder()
-    encoder.load_model_state(setup.merged_state)
-    x = setup.inputs.sources[TASK_SPECS[0].name].images(torch.arange(min(args.batch_size, args.num_inputs)))
-    out = encoder(x, taps=[encoder.depth - 1])
-    (out.taps[encoder.depth - 1].mean() + out.features.mean()).backward()
+    """One untimed iteration of each loop (ours and the reference, every realigner asked), so that lazy
+    imports and initialisation land in no timing."""
+    short = argparse.Namespace(**{**vars(args), "steps": 1})
+    for realigner in args.realigners:
+        time_run(setup, realigner, short, use_cache=True)
+        if realigner in REFERENCE_REALIGNERS:
+            time_reference(setup, realigner, short)
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -400,6 +404,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 "uncached_s": uncached["wall_s"],
                 "speedup": None if reference is None else reference["wall_s"] / cached["wall_s"],
                 "speedup_uncached": uncached["wall_s"] / cached["wall_s"],
+                # both loops less the experts' forwards (our cache build; the reference does as many)
+                "speedup_training": None
+                if reference is None
+                else (reference["wall_s"] - cached["cache_build_s"])
+                / max(cached["wall_s"] - cached["cache_build_s"], 1e-9),
                 "target": TARGETS.get(realigner),
                 "final_loss_reference": ref_loss,
                 "final_loss_cached": cached["curve"][-1],
@@ -416,8 +425,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print()
     print(format_table(rows))
     print(
-        "speed-up = reference s / ours s at equal updates; targets from the issue: surgery and deep ≥ 3x "
-        "with the final loss within 2% (ok: met, !!: missed; not asserted)"
+        "speed-up = reference s / ours s at equal updates; targets (issue 28): surgery ≥ 3x, deep ≥ 1.8x "
+        "with the final loss within 2% (ok: met, !!: missed; not asserted)\n"
+        + "; ".join(
+            f"{r['realigner']}: training alone {r['speedup_training']:.1f}x"
+            for r in rows
+            if r.get("speedup_training") is not None
+        )
+        + " (both loops less the experts' forwards, which each needs once per input and task)"
     )
     print(f"load average (1 min) {load_start:.2f} at start, {os.getloadavg()[0]:.2f} at end")
     result = {

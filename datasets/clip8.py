@@ -513,7 +513,7 @@ def train_val_split(n: int, name: str) -> tuple[np.ndarray, np.ndarray]:
     0.1), 5000)``."""
     val_size = min(int(n * VAL_FRACTION), MAX_VAL)
     if not 0 < val_size < n:
-        raise ValueError(f"{name}: {n} training images leave no {name} val split (10 % of them, at least 1)")
+        raise ValueError(f"{name}: {n} training images leave no val split (10 % of them, at least 1)")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(VAL_SEED)).numpy()
     return perm[: n - val_size], perm[n - val_size :]
 

@@ -56,7 +56,8 @@ def _rows(task: str, source: str) -> range:
 
 def _save(path: Path, image: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(path)
+    jpeg = {"quality": 100, "subsampling": 0} if path.suffix == ".jpg" else {}  # near-lossless JPEG
+    Image.fromarray(image).save(path, **jpeg)
 
 
 # ------------------------------------------------------------------------------------------- writers

@@ -325,6 +325,8 @@ class FER2013(_AuthorsSplits):
                 raise KeyError(f"fer2013: {path} lacks column(s) {sorted(missing)}")
             col = {h: header.index(h) for h in ("emotion", "pixels", "Usage")}
             for lineno, row in enumerate(reader, 2):
+                if len(row) != len(header):
+                    raise ValueError(f"fer2013: {path}:{lineno}: {len(row)} fields, expected {len(header)}")
                 if row[col["Usage"]].strip() not in self.usages[source]:
                     continue
                 pixels = np.array(row[col["pixels"]].split(), dtype=np.uint8)

@@ -254,6 +254,10 @@ def test_fer2013_test_set_is_public_and_private_test(data, tmp_path):
     ds = build_dataset("fer2013", root=tmp_path, split="test", image_size=None)
     assert ds.targets == [0, 1, 0, 1]
     np.testing.assert_allclose(_image(ds, 3), _expected("fer2013", "test", 3), atol=1e-3)
+    with open(tmp_path / "fer2013" / "icml_face_data.csv", "a") as f:
+        f.write("3,Training\n")
+    with pytest.raises(ValueError, match=r"icml_face_data\.csv:16: 2 fields, expected 3"):
+        build_dataset("fer2013", root=tmp_path, split="test")
 
 
 def test_errors_name_the_file(data, tmp_path):

@@ -36,7 +36,7 @@ torchvision's dataset classes:
   ``split_train_into_train_val``: ``torch.utils.data.random_split`` of ``dtd/train`` in ImageFolder order
   into ``[n - v, v]``, ``v = min(int(n * 0.1), 5000)``, ``torch.Generator().manual_seed(0)``) and
   fine-tunes on the rest. So here ``test`` = the ``val`` folder (the archive's ``test<p>.txt``), ``val``
-  = DTDVal's held-out part and ``train`` = DTDVal's train part (:func:`dtd_val_split`), in both layouts.
+  = DTDVal's held-out part and ``train`` = DTDVal's train part (:func:`train_val_split`), in both layouts.
   ``archive_split="official"`` reads each ``<split><p>.txt`` as it is instead; a folder layout with a
   ``dtd/test`` folder is read folder by folder as named.
 - ``sun397``: ``sun397/{train,val[,test]}/<folder>/`` where ``<folder>`` is the image's directory in the
@@ -81,6 +81,18 @@ from simo_merge.datasets.transforms import resolve_tasks
 from simo_merge.tasks import TaskSpec
 
 CLIP8_TASKS: tuple[str, ...] = ("sun397", "cars", "resisc45", "eurosat", "svhn", "gtsrb", "mnist", "dtd")
+#: The 14- and 20-task benchmarks of the TALL masks / Consensus authors, in their order
+#: (nik-dim/tall_masks ``src/utils/variables_and_paths.py`` ``ALL_DATASETS[:14]`` / ``[:20]``, commit
+#: d10af8b21383322367fb35474bd9cd0f9ebe9ecf); each name is the authors' dataset name in lower case. Their
+#: first eight are :data:`CLIP8_TASKS` in another order; the loaders of the twelve others are in
+#: :mod:`simo_merge.datasets.clip_extra`.
+CLIP14_TASKS: tuple[str, ...] = (
+    "cars", "dtd", "eurosat", "gtsrb", "mnist", "resisc45", "svhn", "sun397",
+    "stl10", "oxfordiiitpet", "flowers102", "cifar100", "pcam", "fer2013",
+)  # fmt: skip
+CLIP20_TASKS: tuple[str, ...] = CLIP14_TASKS + (
+    "cifar10", "food101", "fashionmnist", "renderedsst2", "emnist", "kmnist",
+)  # fmt: skip
 IMG_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 DIGIT_CLASSNAMES: tuple[str, ...] = tuple(str(i) for i in range(10))
 
@@ -490,18 +502,19 @@ DTD_ARCHIVE_SPLITS: dict[str, dict[str, tuple[str, ...]]] = {
     "official": {"train": ("train",), "val": ("val",), "test": ("test",)},
 }
 #: task_vectors ``get_dataset`` defaults for a ``<Dataset>Val`` split: ``val_fraction``, ``max_val_samples``,
-#: and ``split_train_into_train_val``'s ``seed``
-DTD_VAL_FRACTION, DTD_MAX_VAL, DTD_VAL_SEED = 0.1, 5000, 0
+#: and ``split_train_into_train_val``'s ``seed`` (the same in nik-dim/tall_masks ``src/datasets/registry.py``)
+VAL_FRACTION, MAX_VAL, VAL_SEED = 0.1, 5000, 0
 
 
-def dtd_val_split(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """DTDVal's ``(train, val)`` indices into the ``n`` images of task_vectors' ``dtd/train`` (ImageFolder
-    order), each in ``random_split``'s order: ``perm = randperm(n, manual_seed(0))``, ``train = perm[:n -
-    v]``, ``val = perm[n - v:]`` with ``v = min(int(n * 0.1), 5000)``."""
-    val_size = min(int(n * DTD_VAL_FRACTION), DTD_MAX_VAL)
+def train_val_split(n: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """``<Dataset>Val``'s ``(train, val)`` indices into the ``n`` samples of ``name``'s training set (in the
+    order its torchvision / task_vectors loader lists them), each in ``random_split``'s order: ``perm =
+    randperm(n, manual_seed(0))``, ``train = perm[:n - v]``, ``val = perm[n - v:]`` with ``v = min(int(n *
+    0.1), 5000)``."""
+    val_size = min(int(n * VAL_FRACTION), MAX_VAL)
     if not 0 < val_size < n:
-        raise ValueError(f"dtd: {n} training images leave no DTDVal split (10 % of them, at least 1)")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(DTD_VAL_SEED)).numpy()
+        raise ValueError(f"{name}: {n} training images leave no val split (10 % of them, at least 1)")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(VAL_SEED)).numpy()
     return perm[: n - val_size], perm[n - val_size :]
 
 
@@ -531,7 +544,7 @@ class DTD(_FileListDataset):
         if any((base / s).is_dir() for s in SPLITS):  # task_vectors' train/ + val/ (its test set)
             self._image_folder(base, _underscores, "val" if split == "test" else "train")
             if split != "test":
-                self._keep(dtd_val_split(len(self._files))[split == "val"])
+                self._keep(train_val_split(len(self._files), "dtd")[split == "val"])
             return
         if not 1 <= partition <= 10:
             raise ValueError(f"dtd: partition must be in 1..10, got {partition}")
@@ -560,7 +573,7 @@ class DTD(_FileListDataset):
         self._files, self._labels = files, labels
         if archive_split == "task_vectors" and split != "test":  # dtd/train in ImageFolder order, then DTDVal
             order = sorted(range(len(files)), key=lambda i: (labels[i], files[i].name))
-            self._keep(np.asarray(order)[dtd_val_split(len(files))[split == "val"]])
+            self._keep(np.asarray(order)[train_val_split(len(files), "dtd")[split == "val"]])
 
 
 def _dtd_listed(
@@ -701,6 +714,8 @@ class StanfordCars(_FileListDataset):
 
 __all__ = [
     "CLIP8_TASKS",
+    "CLIP14_TASKS",
+    "CLIP20_TASKS",
     "DTD",
     "EUROSAT_CLASSNAMES",
     "GTSRB",
@@ -714,4 +729,5 @@ __all__ = [
     "StanfordCars",
     "clip_preprocess",
     "read_idx",
+    "train_val_split",
 ]

@@ -1,4 +1,4 @@
-"""Class names and zero-shot prompt templates for the eight-task CLIP merging benchmark.
+"""Class names and zero-shot prompt templates for the 8-, 14- and 20-task CLIP merging benchmarks.
 
 The eight datasets (SUN397, Cars, RESISC45, EuroSAT, SVHN, GTSRB, MNIST, DTD) are those of
 Ilharco et al., "Editing Models with Task Arithmetic" (ICLR 2023). Facts recorded here:
@@ -12,6 +12,13 @@ Ilharco et al., "Editing Models with Task Arithmetic" (ICLR 2023). Facts recorde
   FusionBench (``tanganke/fusion_bench``, ``fusion_bench/tasks/clip_classification/*.py``), whose
   Hugging Face copies of these datasets use the same label ids.
 
+The twelve datasets the 14- and 20-task benchmarks add (STL10, OxfordIIITPet, Flowers102, CIFAR100, PCAM,
+FER2013, CIFAR10, Food101, FashionMNIST, RenderedSST2, EMNIST, KMNIST): templates from the TALL masks
+authors' ``src/datasets/templates.py`` and class names from their ``src/datasets/<name>.py``
+(nik-dim/tall_masks, commit d10af8b21383322367fb35474bd9cd0f9ebe9ecf), which take the torchvision
+dataset's ``classes`` where they list none (CIFAR100's and Food101's keep their underscores,
+OxfordIIITPet's are title-cased).
+
 Templates are ``str.format`` patterns with one ``{}`` for the class name. Dataset keys use the
 task_vectors spelling (``head_<Dataset>.pt`` / ``<Dataset>/finetuned.pt`` directory names).
 """
@@ -24,7 +31,13 @@ def _lines(block: str) -> tuple[str, ...]:
     return tuple(line.strip() for line in block.strip().splitlines() if line.strip())
 
 
-DATASETS: tuple[str, ...] = ("SUN397", "Cars", "RESISC45", "EuroSAT", "SVHN", "GTSRB", "MNIST", "DTD")
+#: the eight of task_vectors, then the twelve the 14- and 20-task benchmarks add, in the TALL masks
+#: authors' order (``src/utils/variables_and_paths.py`` ``ALL_DATASETS``)
+DATASETS: tuple[str, ...] = (
+    "SUN397", "Cars", "RESISC45", "EuroSAT", "SVHN", "GTSRB", "MNIST", "DTD",
+    "STL10", "OxfordIIITPet", "Flowers102", "CIFAR100", "PCAM", "FER2013",
+    "CIFAR10", "Food101", "FashionMNIST", "RenderedSST2", "EMNIST", "KMNIST",
+)  # fmt: skip
 
 _DIGITS = tuple(str(i) for i in range(10))
 
@@ -796,6 +809,379 @@ _DTD = _lines(
     """
 )
 
+_FLOWERS102 = _lines(
+    """
+    pink primrose
+    hard-leaved pocket orchid
+    canterbury bells
+    sweet pea
+    english marigold
+    tiger lily
+    moon orchid
+    bird of paradise
+    monkshood
+    globe thistle
+    snapdragon
+    colt's foot
+    king protea
+    spear thistle
+    yellow iris
+    globe flower
+    purple coneflower
+    peruvian lily
+    balloon flower
+    giant white arum lily
+    fire lily
+    pincushion flower
+    fritillary
+    red ginger
+    grape hyacinth
+    corn poppy
+    prince of wales feathers
+    stemless gentian
+    artichoke
+    sweet william
+    carnation
+    garden phlox
+    love in the mist
+    mexican aster
+    alpine sea holly
+    ruby-lipped cattleya
+    cape flower
+    great masterwort
+    siam tulip
+    lenten rose
+    barbeton daisy
+    daffodil
+    sword lily
+    poinsettia
+    bolero deep blue
+    wallflower
+    marigold
+    buttercup
+    oxeye daisy
+    common dandelion
+    petunia
+    wild pansy
+    primula
+    sunflower
+    pelargonium
+    bishop of llandaff
+    gaura
+    geranium
+    orange dahlia
+    pink and yellow dahlia
+    cautleya spicata
+    japanese anemone
+    black-eyed susan
+    silverbush
+    californian poppy
+    osteospermum
+    spring crocus
+    bearded iris
+    windflower
+    tree poppy
+    gazania
+    azalea
+    water lily
+    rose
+    thorn apple
+    morning glory
+    passion flower
+    lotus
+    toad lily
+    anthurium
+    frangipani
+    clematis
+    hibiscus
+    columbine
+    desert-rose
+    tree mallow
+    magnolia
+    cyclamen
+    watercress
+    canna lily
+    hippeastrum
+    bee balm
+    air plant
+    foxglove
+    bougainvillea
+    camellia
+    mallow
+    mexican petunia
+    bromelia
+    blanket flower
+    trumpet creeper
+    blackberry lily
+    """
+)
+
+_FOOD101 = _lines(
+    """
+    apple_pie
+    baby_back_ribs
+    baklava
+    beef_carpaccio
+    beef_tartare
+    beet_salad
+    beignets
+    bibimbap
+    bread_pudding
+    breakfast_burrito
+    bruschetta
+    caesar_salad
+    cannoli
+    caprese_salad
+    carrot_cake
+    ceviche
+    cheese_plate
+    cheesecake
+    chicken_curry
+    chicken_quesadilla
+    chicken_wings
+    chocolate_cake
+    chocolate_mousse
+    churros
+    clam_chowder
+    club_sandwich
+    crab_cakes
+    creme_brulee
+    croque_madame
+    cup_cakes
+    deviled_eggs
+    donuts
+    dumplings
+    edamame
+    eggs_benedict
+    escargots
+    falafel
+    filet_mignon
+    fish_and_chips
+    foie_gras
+    french_fries
+    french_onion_soup
+    french_toast
+    fried_calamari
+    fried_rice
+    frozen_yogurt
+    garlic_bread
+    gnocchi
+    greek_salad
+    grilled_cheese_sandwich
+    grilled_salmon
+    guacamole
+    gyoza
+    hamburger
+    hot_and_sour_soup
+    hot_dog
+    huevos_rancheros
+    hummus
+    ice_cream
+    lasagna
+    lobster_bisque
+    lobster_roll_sandwich
+    macaroni_and_cheese
+    macarons
+    miso_soup
+    mussels
+    nachos
+    omelette
+    onion_rings
+    oysters
+    pad_thai
+    paella
+    pancakes
+    panna_cotta
+    peking_duck
+    pho
+    pizza
+    pork_chop
+    poutine
+    prime_rib
+    pulled_pork_sandwich
+    ramen
+    ravioli
+    red_velvet_cake
+    risotto
+    samosa
+    sashimi
+    scallops
+    seaweed_salad
+    shrimp_and_grits
+    spaghetti_bolognese
+    spaghetti_carbonara
+    spring_rolls
+    steak
+    strawberry_shortcake
+    sushi
+    tacos
+    takoyaki
+    tiramisu
+    tuna_tartare
+    waffles
+    """
+)
+
+_CIFAR100 = _lines(
+    """
+    apple
+    aquarium_fish
+    baby
+    bear
+    beaver
+    bed
+    bee
+    beetle
+    bicycle
+    bottle
+    bowl
+    boy
+    bridge
+    bus
+    butterfly
+    camel
+    can
+    castle
+    caterpillar
+    cattle
+    chair
+    chimpanzee
+    clock
+    cloud
+    cockroach
+    couch
+    crab
+    crocodile
+    cup
+    dinosaur
+    dolphin
+    elephant
+    flatfish
+    forest
+    fox
+    girl
+    hamster
+    house
+    kangaroo
+    keyboard
+    lamp
+    lawn_mower
+    leopard
+    lion
+    lizard
+    lobster
+    man
+    maple_tree
+    motorcycle
+    mountain
+    mouse
+    mushroom
+    oak_tree
+    orange
+    orchid
+    otter
+    palm_tree
+    pear
+    pickup_truck
+    pine_tree
+    plain
+    plate
+    poppy
+    porcupine
+    possum
+    rabbit
+    raccoon
+    ray
+    road
+    rocket
+    rose
+    sea
+    seal
+    shark
+    shrew
+    skunk
+    skyscraper
+    snail
+    snake
+    spider
+    squirrel
+    streetcar
+    sunflower
+    sweet_pepper
+    table
+    tank
+    telephone
+    television
+    tiger
+    tractor
+    train
+    trout
+    tulip
+    turtle
+    wardrobe
+    whale
+    willow_tree
+    wolf
+    woman
+    worm
+    """
+)
+
+_OXFORDIIITPET = _lines(
+    """
+    Abyssinian
+    American Bulldog
+    American Pit Bull Terrier
+    Basset Hound
+    Beagle
+    Bengal
+    Birman
+    Bombay
+    Boxer
+    British Shorthair
+    Chihuahua
+    Egyptian Mau
+    English Cocker Spaniel
+    English Setter
+    German Shorthaired
+    Great Pyrenees
+    Havanese
+    Japanese Chin
+    Keeshond
+    Leonberger
+    Maine Coon
+    Miniature Pinscher
+    Newfoundland
+    Persian
+    Pomeranian
+    Pug
+    Ragdoll
+    Russian Blue
+    Saint Bernard
+    Samoyed
+    Scottish Terrier
+    Shiba Inu
+    Siamese
+    Sphynx
+    Staffordshire Bull Terrier
+    Wheaten Terrier
+    Yorkshire Terrier
+    """
+)
+
+#: FER2013's classes as the authors list them (``src/datasets/fer2013.py``): synonyms per emotion. Their
+#: templates are f-strings applied to each list, so the prompts their heads hold read
+#: ``"a photo of a ['happy', 'smiling'] looking face."``; :data:`CLASSNAMES` keeps that text.
+FER2013_SYNONYMS: tuple[tuple[str, ...], ...] = (
+    ("angry",),
+    ("disgusted",),
+    ("fearful",),
+    ("happy", "smiling"),
+    ("sad", "depressed"),
+    ("surprised", "shocked", "spooked"),
+    ("neutral", "bored"),
+)
+
 #: dataset -> class names in label-id order
 CLASSNAMES: dict[str, tuple[str, ...]] = {
     "SUN397": _SUN397,
@@ -806,7 +1192,22 @@ CLASSNAMES: dict[str, tuple[str, ...]] = {
     "GTSRB": _GTSRB,
     "MNIST": _DIGITS,
     "DTD": _DTD,
-}
+    "STL10": ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"),
+    "OxfordIIITPet": _OXFORDIIITPET,
+    "Flowers102": _FLOWERS102,
+    "CIFAR100": _CIFAR100,
+    "PCAM": ("lymph node", "lymph node containing metastatic tumor tissue"),
+    "FER2013": tuple(str(list(names)) for names in FER2013_SYNONYMS),
+    "CIFAR10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+    "Food101": _FOOD101,
+    "FashionMNIST": (
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    ),
+    "RenderedSST2": ("negative", "positive"),
+    "EMNIST": _DIGITS,
+    "KMNIST": ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+}  # fmt: skip
 
 _SATELLITE = tuple(
     f"{kind} {what} of {article}{{}}."
@@ -818,6 +1219,23 @@ _SATELLITE = tuple(
         ("aerial", "photo"),
         ("satellite", "view"),
         ("aerial", "view"),
+    )
+)
+
+#: CIFAR10's and CIFAR100's 18 templates (the same list in the authors' ``templates.py``)
+_CIFAR = tuple(
+    f"a {kind}photo of {article} {size}{{}}."
+    for article in ("a", "the")
+    for kind, size in (
+        ("", ""),
+        ("blurry ", ""),
+        ("black and white ", ""),
+        ("low contrast ", ""),
+        ("high contrast ", ""),
+        ("bad ", ""),
+        ("good ", ""),
+        ("", "small "),
+        ("", "big "),
     )
 )
 
@@ -852,6 +1270,25 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
         for article in ("a", "the")
         for noun in ("texture", "pattern", "thing", "object")
     ),
+    "STL10": ("a photo of a {}.", "a photo of the {}."),
+    "OxfordIIITPet": ("a photo of a {}, a type of pet.",),
+    "Flowers102": ("a photo of a {}, a type of flower.",),
+    "CIFAR100": _CIFAR,
+    "PCAM": ("this is a photo of {}",),
+    "FER2013": (
+        "a photo of a {} looking face.",
+        "a photo of a face showing the emotion: {}.",
+        "a photo of a face looking {}.",
+        "a face that looks {}.",
+        "they look {}.",
+        "look at how {} they are.",
+    ),
+    "CIFAR10": _CIFAR,
+    "Food101": ("a photo of {}, a type of food.",),
+    "FashionMNIST": ("a photo of a {}.", "a photo of the {}."),
+    "RenderedSST2": ("a {} review of a movie.",),
+    "EMNIST": ('a photo of the digit character: "{}".',),
+    "KMNIST": ("a photo of the character {}.",),
 }
 
 #: expected number of classes per dataset (a guard against a mangled table)
@@ -864,6 +1301,18 @@ NUM_CLASSES: dict[str, int] = {
     "GTSRB": 43,
     "MNIST": 10,
     "DTD": 47,
+    "STL10": 10,
+    "OxfordIIITPet": 37,
+    "Flowers102": 102,
+    "CIFAR100": 100,
+    "PCAM": 2,
+    "FER2013": 7,
+    "CIFAR10": 10,
+    "Food101": 101,
+    "FashionMNIST": 10,
+    "RenderedSST2": 2,
+    "EMNIST": 10,
+    "KMNIST": 10,
 }
 
 _ALIASES = {name.lower(): name for name in DATASETS} | {"stanfordcars": "Cars", "stanford_cars": "Cars"}

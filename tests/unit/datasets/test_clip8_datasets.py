@@ -185,7 +185,7 @@ def test_dtd_both_layouts(tmp_path):
     _folder_split(tmp_path / "a" / "dtd", "val", {"zigzagged": 2})
     ds = build_dataset("dtd", root=tmp_path / "a", split="test")  # task_vectors' test set: the val folder
     assert ds.classnames == ["banded", "zigzagged"] and _labels(ds) == [1, 1]
-    with pytest.raises(ValueError, match="2 training images leave no DTDVal split"):
+    with pytest.raises(ValueError, match="dtd: 2 training images leave no val split"):
         build_dataset("dtd", root=tmp_path / "a", split="val")
     _folder_split(tmp_path / "a" / "dtd", "test", {"banded": 3})  # a folder per split: read as named
     assert _labels(build_dataset("dtd", root=tmp_path / "a", split="val")) == [1, 1]

@@ -81,6 +81,15 @@ from simo_merge.datasets.transforms import resolve_tasks
 from simo_merge.tasks import TaskSpec
 
 CLIP8_TASKS: tuple[str, ...] = ("sun397", "cars", "resisc45", "eurosat", "svhn", "gtsrb", "mnist", "dtd")
+#: the 14- and 20-task benchmarks in the TALL masks authors' order: ``ALL_DATASETS[:14]`` / ``[:20]`` of
+#: nik-dim/tall_masks ``src/utils/variables_and_paths.py`` (commit d10af8b21383322367fb35474bd9cd0f9ebe9ecf)
+CLIP14_TASKS: tuple[str, ...] = (
+    "cars", "dtd", "eurosat", "gtsrb", "mnist", "resisc45", "svhn", "sun397",
+    "stl10", "oxfordiiitpet", "flowers102", "cifar100", "pcam", "fer2013",
+)  # fmt: skip
+CLIP20_TASKS: tuple[str, ...] = CLIP14_TASKS + (
+    "cifar10", "food101", "fashionmnist", "renderedsst2", "emnist", "kmnist",
+)  # fmt: skip
 IMG_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 DIGIT_CLASSNAMES: tuple[str, ...] = tuple(str(i) for i in range(10))
 
@@ -701,6 +710,8 @@ class StanfordCars(_FileListDataset):
 
 __all__ = [
     "CLIP8_TASKS",
+    "CLIP14_TASKS",
+    "CLIP20_TASKS",
     "DTD",
     "EUROSAT_CLASSNAMES",
     "GTSRB",

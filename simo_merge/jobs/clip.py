@@ -35,7 +35,7 @@ Checkpoint layouts under ``checkpoints`` (``layout=auto`` picks the first that m
   ``<model>/<Dataset>Val/nonlinear_finetuned.pt`` (ImageEncoder state dicts, read with
   ``weights_only=True``), θ0 ``<model>/<Dataset>Val/nonlinear_zeroshot.pt`` (the same file in every
   folder; the first task's is read), heads ``<model>/head_<Dataset>Val.pt`` (pickled modules, as
-  task_vectors'; ``allow_pickle=true``, else computed from text).
+  task_vectors'; ``allow_pickle=true``; a missing one is computed from text).
 - ``open_clip``: ``<model>/zeroshot.safetensors`` and ``<model>/<Dataset>.safetensors`` (whole open_clip
   CLIP states, visual-only states or HF CLIP vision states), heads ``<model>/head_<Dataset>.safetensors``
   (``weight`` [C, D] already times the logit scale, optional ``bias`` [C]).

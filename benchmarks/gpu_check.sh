@@ -15,7 +15,7 @@
 # at ViT-B/16 and demo scale, every command once on cuda at tiny settings (train-experts -> merge ->
 # realign -> evaluate -> affinity on a 2-block ViT at 32 px: the commands' device paths, not their
 # speed), TIES / TSV-M / Iso-CTS of 8 ViT-B/16-sized experts on the GPU (benchmarks/merge_methods.py),
-# bench clip8 on its stand-in at ViT-B/32 and 224 px, then the demo at GPU scale (configs/demo_gpu.yaml).
+# bench clip on its stand-in at ViT-B/32 and 224 px, then the demo at GPU scale (configs/demo_gpu.yaml).
 # Each step has its own limit and the check a deadline (BUDGET seconds from the start, install included;
 # default 470), so it ends inside 8 minutes; a step with no time left is reported as skipped. Ends with
 # one table: step, rc, seconds, figure (the last output line holding the step's number), and exits 1
@@ -134,9 +134,9 @@ step "evaluate tiny (cuda)" 20 '.' "$PY" -m simo_merge.cli evaluate pool.dir="$T
   checkpoint="$TINY/merge/merged.safetensors" "${DATA[@]}" "${CUDA[@]}" output="$TINY/evaluate/metrics.json"
 step "affinity tiny (cuda)" 40 '.' "$PY" -m simo_merge.cli affinity pool.dir="$TINY/experts" "${DATA[@]}" \
   "${CUDA[@]}" transfer_lambdas=[0.0,1.0] select_lambdas=[0.5,1.0] output_dir="$TINY/affinity"
-# bench clip8 on its stand-in at full size: open_clip ViT-B/32 (random θ0, experts θ0 + noise, centroid
+# bench clip on its stand-in at full size: open_clip ViT-B/32 (random θ0, experts θ0 + noise, centroid
 # heads) at 224 px; the test suite's fixture writers make the data and task_vectors folders
-step "clip8 ViT-B/32 stand-in folders" 60 '^clip8 stand-in' "$PY" - "$TINY/clip8" <<'PYFIX'
+step "clip ViT-B/32 stand-in folders (8 tasks)" 60 '^clip stand-in' "$PY" - "$TINY/clip8" <<'PYFIX'
 import sys
 from pathlib import Path
 
@@ -145,10 +145,10 @@ from tests.helpers.clip8_fixture import write_clip8_data, write_task_vectors
 root = Path(sys.argv[1])
 write_clip8_data(root / "data")
 text = write_task_vectors(root / "ckpt", root / "data", arch="ViT-B-32", image_size=224)
-print("clip8 stand-in folders:", root, text)
+print("clip stand-in folders:", root, text)
 PYFIX
-step "bench clip8 ViT-B/32 224 px (cuda)" 90 '.' "$PY" -m simo_merge.cli bench clip8 \
-  --config configs/clip8_standin.yaml --checkpoints "$TINY/clip8/ckpt" --data "$TINY/clip8/data" \
+step "bench clip tasks=8 ViT-B/32 224 px (cuda)" 90 '.' "$PY" -m simo_merge.cli bench clip \
+  --config configs/clip_standin.yaml --checkpoints "$TINY/clip8/ckpt" --data "$TINY/clip8/data" \
   model=ViT-B-32 image_size=224 text_checkpoint="$TINY/clip8/ckpt/clip_text.safetensors" "${CUDA[@]}" \
   output_dir="$TINY/clip8/run"
 step "demo at GPU scale" 200 '.' "$PY" -m simo_merge.cli demo --config demo_gpu progress=false \

@@ -1,13 +1,15 @@
-"""Wall time and peak memory of the data-free merges on ViT-B/16-shaped experts (CPU or GPU), beside TIES.
+"""Wall time and peak memory of the data-free merges on ViT-B/16- or B/32-shaped experts (CPU or GPU).
 
-θ0 is a seeded random state dict with timm ``vit_base_patch16_224``'s encoder shapes (patch embedding,
-class token, position embedding, ``--blocks`` of its 12 blocks, final norm; width 768, MLP 3072); each
-of the ``--tasks`` experts is θ0 plus seeded N(0, 0.01²) noise. Each method runs in its own child
-process (same seeds) so that its peak memory is its own: the child builds the pool, resets the kernel's
-peak-RSS counter (``/proc/self/clear_refs``), times ``merge(pool, method)`` and reports the peak RSS above
-the pool (the merged output included). The SVD merges cost the same per block, so the time for all 12
-blocks is estimated as measured × (parameters of 12 blocks / parameters measured); that column is an
-estimate, labelled as such, and only shown when ``--blocks`` < 12. ``--device cuda`` runs the merges
+θ0 is a seeded random state dict with ``--shapes``' encoder shapes: ``vit_b16`` (default) timm
+``vit_base_patch16_224`` (patch embedding, class token, position embedding, ``--blocks`` of its 12 blocks,
+final norm; width 768, MLP 3072), ``vit_b32`` open_clip ``ViT-B-32``'s visual tower, the CLIP benchmarks'
+experts (32 px patches, 50 tokens, ``--blocks`` of its 12 resblocks, ln_pre/ln_post and the 768 -> 512
+projection); each of the ``--tasks`` experts is θ0 plus seeded N(0, 0.01²) noise. Each method runs in its
+own child process (same seeds) so that its peak memory is its own: the child builds the pool, resets the
+kernel's peak-RSS counter (``/proc/self/clear_refs``), times ``merge(pool, method)`` and reports the peak
+RSS above the pool (the merged output included). The SVD merges cost the same per block, so the time for
+all 12 blocks is estimated as measured × (parameters of 12 blocks / parameters measured); that column is
+an estimate, labelled as such, and only shown when ``--blocks`` < 12. ``--device cuda`` runs the merges
 there (keywise methods one key group at a time, the SVD merges' SVDs on it; the pool stays on the CPU, as
 the CLI's ``merge ... runtime.accelerator=cuda`` does) and adds the device's peak allocated memory.
 
@@ -16,6 +18,7 @@ workers slow SVDs several-fold) unless the environment sets it.
 
     python benchmarks/merge_methods.py --blocks 1 --tasks 8 --threads 2   # --blocks 12: full size
     python benchmarks/merge_methods.py --blocks 12 --methods ties tsv_m iso_cts --device cuda
+    python benchmarks/merge_methods.py --shapes vit_b32 --tasks 20 --blocks 1 --methods tsv_m iso_cts
 """
 
 from __future__ import annotations
@@ -62,15 +65,44 @@ def vit_b16_shapes(blocks: int) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def num_params(blocks: int) -> int:
-    return sum(torch.Size(s).numel() for s in vit_b16_shapes(blocks).values())
+CLIP_PATCH, CLIP_TOKENS, CLIP_EMBED = 32, 50, 512
 
 
-def random_pool(blocks: int, tasks: int, seed: int = 0):
+def vit_b32_shapes(blocks: int) -> dict[str, tuple[int, ...]]:
+    """open_clip ViT-B-32 visual-tower shapes (``model.visual.state_dict()``) with ``blocks`` resblocks."""
+    shapes: dict[str, tuple[int, ...]] = {
+        "class_embedding": (WIDTH,),
+        "positional_embedding": (CLIP_TOKENS, WIDTH),
+        "conv1.weight": (WIDTH, 3, CLIP_PATCH, CLIP_PATCH),
+        "ln_pre.weight": (WIDTH,), "ln_pre.bias": (WIDTH,),
+    }  # fmt: skip
+    for i in range(blocks):
+        p = f"transformer.resblocks.{i}."
+        shapes |= {
+            p + "ln_1.weight": (WIDTH,), p + "ln_1.bias": (WIDTH,),
+            p + "attn.in_proj_weight": (3 * WIDTH, WIDTH), p + "attn.in_proj_bias": (3 * WIDTH,),
+            p + "attn.out_proj.weight": (WIDTH, WIDTH), p + "attn.out_proj.bias": (WIDTH,),
+            p + "ln_2.weight": (WIDTH,), p + "ln_2.bias": (WIDTH,),
+            p + "mlp.c_fc.weight": (MLP, WIDTH), p + "mlp.c_fc.bias": (MLP,),
+            p + "mlp.c_proj.weight": (WIDTH, MLP), p + "mlp.c_proj.bias": (WIDTH,),
+        }  # fmt: skip
+    shapes |= {"ln_post.weight": (WIDTH,), "ln_post.bias": (WIDTH,), "proj": (WIDTH, CLIP_EMBED)}
+    return shapes
+
+
+#: ``--shapes`` -> (label, shapes with ``blocks`` blocks)
+SHAPES = {"vit_b16": ("ViT-B/16", vit_b16_shapes), "vit_b32": ("CLIP ViT-B/32", vit_b32_shapes)}
+
+
+def num_params(blocks: int, shapes: str = "vit_b16") -> int:
+    return sum(torch.Size(s).numel() for s in SHAPES[shapes][1](blocks).values())
+
+
+def random_pool(blocks: int, tasks: int, seed: int = 0, shapes: str = "vit_b16"):
     from simo_merge.pool.expert_pool import ExpertPool
 
     gen = torch.Generator().manual_seed(seed)
-    base = {k: torch.randn(s, generator=gen) * 0.02 for k, s in vit_b16_shapes(blocks).items()}
+    base = {k: torch.randn(s, generator=gen) * 0.02 for k, s in SHAPES[shapes][1](blocks).items()}
     experts = {}
     for t in range(tasks):
         experts[f"task{t}"] = {k: v + 0.01 * torch.randn(v.shape, generator=gen) for k, v in base.items()}
@@ -95,7 +127,13 @@ def _write_pool(pool, folder: Path) -> tuple[Path, dict[str, Path]]:
 
 
 def run_one(
-    method: str, blocks: int, tasks: int, threads: int, files: Path | None = None, device: str = "cpu"
+    method: str,
+    blocks: int,
+    tasks: int,
+    threads: int,
+    files: Path | None = None,
+    device: str = "cpu",
+    shapes: str = "vit_b16",
 ) -> dict:
     """Build the pool, then time one merge on ``device`` and measure its peak RSS above the pool (this
     process). With ``files`` (a scratch folder) the pool is written there first and the timing includes
@@ -104,7 +142,7 @@ def run_one(
     from simo_merge.pool.expert_pool import ExpertPool
 
     torch.set_num_threads(threads)
-    pool = random_pool(blocks, tasks)
+    pool = random_pool(blocks, tasks, shapes=shapes)
     if files is not None:
         base_path, expert_paths = _write_pool(pool, files)
         del pool
@@ -135,7 +173,8 @@ def run_one(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
-    parser.add_argument("--blocks", type=int, default=1, help="ViT-B/16 blocks to generate (full: 12)")
+    parser.add_argument("--blocks", type=int, default=1, help="transformer blocks to generate (full: 12)")
+    parser.add_argument("--shapes", choices=sorted(SHAPES), default="vit_b16", help="the experts' shapes")
     parser.add_argument("--tasks", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None)
@@ -145,12 +184,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        result = run_one(args.worker, args.blocks, args.tasks, args.threads, args.scratch, args.device)
+        result = run_one(
+            args.worker, args.blocks, args.tasks, args.threads, args.scratch, args.device, args.shapes
+        )
         print(json.dumps(result))
         return 0
-    measured, full = num_params(args.blocks), num_params(FULL_DEPTH)
+    measured, full = num_params(args.blocks, args.shapes), num_params(FULL_DEPTH, args.shapes)
     print(
-        f"{args.tasks} experts, ViT-B/16 shapes with {args.blocks}/{FULL_DEPTH} blocks "
+        f"{args.tasks} experts, {SHAPES[args.shapes][0]} shapes with {args.blocks}/{FULL_DEPTH} blocks "
         f"({measured / 1e6:.1f}M of {full / 1e6:.1f}M parameters per model), on {args.device}, "
         f"{args.threads} threads, "
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, torch {torch.__version__}"
@@ -159,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     for method in args.methods:
         cmd = [sys.executable, __file__, "--worker", method, "--blocks", str(args.blocks)]
         cmd += ["--tasks", str(args.tasks), "--threads", str(args.threads), "--device", args.device]
+        cmd += ["--shapes", args.shapes]
         with tempfile.TemporaryDirectory() as scratch:
             if args.from_files:
                 cmd += ["--scratch", scratch]
@@ -186,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{r['method']}: peak {args.device} memory allocated {r['device_peak_mib']:.0f} MiB")
     print(f"(each worker's RSS with the pool: {pool_mib:.0f} MiB; peak = VmHWM after merge − VmRSS before)")
     if args.json:
-        payload = {"blocks": args.blocks, "tasks": args.tasks, "threads": args.threads, "results": results}
+        payload = {"blocks": args.blocks, "tasks": args.tasks, "threads": args.threads, "shapes": args.shapes}
+        payload["results"] = results
         args.json.write_text(json.dumps(payload, indent=2))
     return 0
 

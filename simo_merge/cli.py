@@ -119,10 +119,10 @@ JOBS: dict[str, Job] = {
     ),
 }
 BENCHES: dict[str, Job] = {  # ``bench <suite>``
-    "clip8": Job(
-        "simo_merge.jobs.clip8",
-        "eight-task CLIP classification, papers' table",
-        "YAML file or built-in config name (e.g. clip8, clip8_standin)",
+    "clip": Job(
+        "simo_merge.jobs.clip",
+        "8/14/20-task CLIP classification (tasks=8|14|20 or a list), papers' tables",
+        "YAML file or built-in config name (e.g. clip, clip_standin)",
         "e.g. methods=[task_arithmetic,ties,adamerging] realign.realigners=[surgery,deep]",
         # rows evaluated on rank shards, realigners' tables shared; rank 0 decides reuse, writes
         multi_process=True,
@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help=f"benchmarks ({suites})")
     p.add_argument("suite", choices=sorted(BENCHES))
     p.add_argument("--config", help="; ".join(job.config_help for job in BENCHES.values()))
-    from simo_merge.jobs.clip8 import FLAGS
+    from simo_merge.jobs.clip import FLAGS
 
     for flag, (_, flag_help) in FLAGS.items():
         p.add_argument(flag, help=flag_help)
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     from simo_merge.pool import ExpertMismatchError
 
     parser = build_parser()
-    # key=value overrides may follow options (``bench clip8 --model M methods=[...]``): collect them too
+    # key=value overrides may follow options (``bench clip --model M methods=[...]``): collect them too
     args, extra = parser.parse_known_args(argv)
     unknown = [a for a in extra if "=" not in a or a.startswith("-")]
     if unknown:

@@ -41,7 +41,7 @@ from simo_merge.training.eval_cache import EvaluationCache
 @dataclass
 class RealignJobConfig:
     """A realignment run of one realigner on a merged encoder. ``realign`` is the realignment section of
-    every job (:class:`RealignSettings`, as in the demo and ``bench clip8``): ``realigners`` (here the
+    every job (:class:`RealignSettings`, as in the demo and ``bench clip``): ``realigners`` (here the
     one trained: a name or ``{name: ..., params: {...}}``) and the RealignConfig fields ``params``
     (``realign.params.rank=16 realign.params.steps=500``); the objective is unsupervised unless set."""
 

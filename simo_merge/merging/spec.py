@@ -1,7 +1,7 @@
 """The one config shape of "which merge method, with which parameters": :class:`MethodSpec`.
 
-Every job reads it: ``merge``/``realign``'s ``method:`` section is one spec; the demo's and clip8's method
-lists are lists of them, where a bare name stands for ``{name: <name>}``::
+Every job reads it: ``merge``/``realign``'s ``method:`` section is one spec; the demo's and ``bench clip``'s
+method lists are lists of them, where a bare name stands for ``{name: <name>}``::
 
     methods: [weight_average, {name: ties, params: {k: 20}}, {name: lines, grid: [0.5, 1.0]}]
 """

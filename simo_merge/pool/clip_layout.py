@@ -1,6 +1,6 @@
-"""Reading the CLIP checkpoints of the eight-task merging benchmark into open_clip visual-tower states.
+"""Reading the CLIP checkpoints of the 8/14/20-task merging benchmarks into open_clip visual-tower states.
 
-Three published layouts:
+Four published layouts:
 
 (a) open_clip state dicts (``.pt``/``.bin``/``.safetensors``, whole CLIP or visual tower only):
     :func:`load_open_clip_visual_state` returns the visual tower's state (``visual.`` prefix stripped).
@@ -13,6 +13,13 @@ Three published layouts:
     (torch.nn's, that project's ``src.*``, open_clip's, ...) becomes a :class:`StandIn` that only records
     its pickled state, so neither that source tree nor a matching open_clip version is needed and no
     foreign constructor or function runs.
+(b') the TALL masks layout (``nik-dim/tall_masks``, whose released checkpoints for the 20 tasks TSV-M and
+    Iso-C/CTS reuse): ``<root>/<model>/<Dataset>Val/nonlinear_finetuned.pt`` and
+    ``<root>/<model>/<Dataset>Val/nonlinear_zeroshot.pt`` (their ``get_finetuned_path`` /
+    ``get_zeroshot_path``, ``src/utils/variables_and_paths.py`` at commit d10af8b2): ``ImageEncoder``
+    *state dicts* (``model.visual.*`` keys), read with ``weights_only=True``; heads
+    ``<root>/<model>/head_<Dataset>Val.pt`` are pickled ``ClassificationHead`` modules as in (b). Their
+    ``ImageEncoder`` is open_clip's ``pretrained="openai"`` model, which is always QuickGELU.
 (c) Hugging Face ``CLIPVisionModel`` (+ ``visual_projection``) states, the format FusionBench
     publishes: converted by :func:`simo_merge.encoders.convert_clip.hf_clip_vision_to_open_clip`, a pure
     key/shape conversion that lives with the encoders (as do the open_clip key facts of (a)). Note that
@@ -222,6 +229,26 @@ def open_clip_candidates(root: str | os.PathLike, model: str, dataset: str) -> d
     }
 
 
+def tall_masks_candidates(root: str | os.PathLike, model: str, dataset: str) -> dict[str, list[Path]]:
+    """The same roles under the TALL masks layout: ``<model>/<Dataset>Val/nonlinear_zeroshot.pt``,
+    ``<model>/<Dataset>Val/nonlinear_finetuned.pt`` and ``<model>/head_<Dataset>Val.pt``."""
+    base = Path(root) / model
+    folder = base / f"{dataset}Val"
+    return {
+        "zeroshot": [folder / "nonlinear_zeroshot.pt"],
+        "finetuned": [folder / "nonlinear_finetuned.pt"],
+        "head": [base / f"head_{dataset}Val.pt"],
+    }
+
+
+#: layout -> where its files are
+CANDIDATES = {
+    "task_vectors": task_vectors_candidates,
+    "tall_masks": tall_masks_candidates,
+    "open_clip": open_clip_candidates,
+}
+
+
 def task_vectors_paths(root: str | os.PathLike, model: str, dataset: str) -> dict[str, Path]:
     """``{"zeroshot", "finetuned", "head"}`` paths of ``dataset`` under the task_vectors layout; raises
     FileNotFoundError naming every path tried when one is missing."""
@@ -231,13 +258,13 @@ def task_vectors_paths(root: str | os.PathLike, model: str, dataset: str) -> dic
     }
 
 
-# ----------------------------------------------------------------------------- the eight-task pool
+# ----------------------------------------------------------------------------- the benchmark's pool
 
 HeadWeights = tuple[Tensor, Tensor | None]
 
 
 @dataclass
-class Clip8Checkpoints:
+class ClipCheckpoints:
     """θ0, the experts, the heads loaded from files (``None`` where absent) and the layout used."""
 
     layout: str
@@ -250,20 +277,26 @@ class Clip8Checkpoints:
 
 
 def detect_layout(root: str | os.PathLike, model: str, tasks: list[str]) -> str:
-    """``task_vectors`` when ``<model>/zeroshot.pt`` and a ``finetuned.pt`` exist, ``open_clip`` when
-    ``<model>/zeroshot.safetensors`` exists; FileNotFoundError naming both otherwise."""
+    """``task_vectors`` when ``<model>/zeroshot.pt`` and a ``finetuned.pt`` exist, ``tall_masks`` when a
+    task's ``<model>/<Dataset>Val/nonlinear_finetuned.pt`` exists, ``open_clip`` when
+    ``<model>/zeroshot.safetensors`` exists; FileNotFoundError naming all three otherwise."""
     base = Path(root) / model
-    if (base / "zeroshot.pt").is_file() and any(
-        p.is_file()
-        for t in tasks
-        for p in task_vectors_candidates(root, model, canonical_dataset(t))["finetuned"]
-    ):
+
+    def found(layout: str, role: str) -> bool:
+        return any(
+            p.is_file() for t in tasks for p in CANDIDATES[layout](root, model, canonical_dataset(t))[role]
+        )
+
+    if (base / "zeroshot.pt").is_file() and found("task_vectors", "finetuned"):
         return "task_vectors"
+    if found("tall_masks", "finetuned"):
+        return "tall_masks"
     if (base / "zeroshot.safetensors").is_file():
         return "open_clip"
     raise FileNotFoundError(
-        f"no CLIP checkpoints found: neither {base / 'zeroshot.pt'} + <Dataset>/finetuned.pt (task_vectors) "
-        f"nor {base / 'zeroshot.safetensors'} (open_clip layout)"
+        f"no CLIP checkpoints found: neither {base / 'zeroshot.pt'} + <Dataset>/finetuned.pt (task_vectors), "
+        f"{base}/<Dataset>Val/nonlinear_finetuned.pt (tall_masks) nor {base / 'zeroshot.safetensors'} "
+        "(open_clip layout)"
     )
 
 
@@ -275,38 +308,47 @@ def load_open_clip_head(path: str | os.PathLike) -> HeadWeights:
     return state["weight"], state.get("bias")
 
 
-def load_clip8_checkpoints(
+def load_clip_checkpoints(
     root: str | os.PathLike, model: str, tasks: list[str], layout: str = "auto", allow_pickle: bool = False
-) -> Clip8Checkpoints:
-    """θ0, every expert of ``tasks`` and the head files present under ``root/model``, from either layout
+) -> ClipCheckpoints:
+    """θ0, every expert of ``tasks`` and the head files present under ``root/model``, from any layout
     (``auto``: :func:`detect_layout`); a missing head comes back as None (to be computed from text)."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"checkpoints folder {root} does not exist")
     layout = detect_layout(root, model, tasks) if layout == "auto" else layout
+    if layout not in CANDIDATES:
+        raise ValueError(f"layout must be one of {sorted(CANDIDATES)} or auto, got {layout!r}")
     pickles = layout == "task_vectors"
-    where = "task_vectors" if pickles else "open_clip"
-    candidates = task_vectors_candidates if pickles else open_clip_candidates
+    candidates = CANDIDATES[layout]
 
     def encoder(path: Path) -> tuple[StateDict, str | None]:
         if pickles:
             return load_task_vectors_encoder_and_activation(path, allow_pickle=allow_pickle)
         state = load_state(path, allow_pickle=allow_pickle)
+        if layout == "tall_masks":  # open_clip's "openai" model: QuickGELU whatever the state says
+            return visual_from_clip_state(state, str(path)), "quick_gelu"
         return visual_from_clip_state(state, str(path)), clip_activation(state, path)
 
-    zs = first_existing(candidates(root, model, "")["zeroshot"], f"{where} zeroshot checkpoint")
+    # θ0: one file (task_vectors, open_clip) or the same file in every task's folder (tall_masks)
+    zs_paths = list(
+        dict.fromkeys(p for t in tasks for p in candidates(root, model, canonical_dataset(t))["zeroshot"])
+    )
+    zs = first_existing(zs_paths, f"{layout} zeroshot checkpoint")
     base, activation = encoder(zs)
-    out = Clip8Checkpoints(layout, base, {}, {}, {}, activation)
+    out = ClipCheckpoints(layout, base, {}, {}, {}, activation)
     for t in tasks:
         paths = candidates(root, model, canonical_dataset(t))
-        what = f"task_vectors finetuned checkpoint of {t}" if pickles else f"open_clip checkpoint of {t}"
-        ft = first_existing(paths["finetuned"], what)
+        ft = first_existing(paths["finetuned"], f"{layout} finetuned checkpoint of {t}")
         out.experts[t], act = encoder(ft)
         if activation is not None and act is not None and act != activation:
             raise ValueError(f"{ft} uses {act} but {zs} uses {activation}: not one architecture")
         activation = out.activation = activation or act
         head = first_existing(paths["head"], "", required=False)
-        read_head = (lambda p: load_task_vectors_head(p, allow_pickle)) if pickles else load_open_clip_head
+        pickled_heads = layout != "open_clip"
+        read_head = (
+            (lambda p: load_task_vectors_head(p, allow_pickle)) if pickled_heads else load_open_clip_head
+        )
         out.head_weights[t] = None if head is None else read_head(head)
         out.sources[t] = str(ft)
     out.sources["base"] = str(zs)

@@ -19,8 +19,8 @@ from simo_merge.datasets import build_dataset
 from simo_merge.datasets.clip8 import CLIP8_TASKS
 from simo_merge.encoders import build_encoder
 from simo_merge.encoders.open_clip_vit import register_small_configs
-from simo_merge.jobs import clip8 as clip_bench
-from simo_merge.jobs.clip8 import Clip8Config
+from simo_merge.jobs import clip as clip_bench
+from simo_merge.jobs.clip import ClipConfig
 from simo_merge.taskpool import TaskPool
 from tests.helpers import REPO
 from tests.helpers.idx_files import write_idx
@@ -111,11 +111,11 @@ def tv_classes() -> tuple[type, type]:
 
 
 @torch.no_grad()
-def _centroid_head(visual_state: dict, data: Path, task: str, arch: str, image_size: int) -> torch.Tensor:
+def centroid_head(visual_state: dict, data: Path, task: str, arch: str, image_size: int) -> torch.Tensor:
     """Class-mean features of the expert on its test images (x100), absent classes pushed away."""
     enc = build_encoder("open_clip", arch).eval()
     enc.load_model_state(visual_state)
-    split = clip_bench.split_of(Clip8Config(), task)
+    split = clip_bench.split_of(ClipConfig(), task)
     ds = build_dataset(task, root=data, split=split, image_size=image_size)
     feats = F.normalize(enc(torch.stack([ds[i]["image"] for i in range(len(ds))])).features, dim=-1)
     labels = torch.tensor(ds.targets)
@@ -161,7 +161,7 @@ def write_task_vectors(
             torch.save(image_encoder(clip), base / NAMES[t] / "finetuned.pt")
             if t != skip_head:
                 torch.save(
-                    head_cls(_centroid_head(state, data, t, arch, image_size)), base / f"head_{NAMES[t]}.pt"
+                    head_cls(centroid_head(state, data, t, arch, image_size)), base / f"head_{NAMES[t]}.pt"
                 )
     finally:
         del sys.modules["src.modeling"], sys.modules["src"]
@@ -175,7 +175,7 @@ def overrides(root: Path, text: Path, out: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-STANDIN = REPO / "configs" / "clip8_standin.yaml"
+STANDIN = REPO / "configs" / "clip_standin.yaml"
 
 
 def record_models(monkeypatch) -> tuple[list, list]:

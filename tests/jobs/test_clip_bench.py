@@ -19,9 +19,9 @@ from simo_merge.datasets.clip8 import CLIP8_TASKS
 from simo_merge.encoders import build_encoder
 from simo_merge.encoders.open_clip_vit import register_small_configs
 from simo_merge.io.checkpoint import CheckpointError
-from simo_merge.jobs import clip8 as clip_bench
-from simo_merge.jobs.clip8 import Clip8Config, row_keys
-from simo_merge.jobs.clip8 import run as run_clip8
+from simo_merge.jobs import clip as clip_bench
+from simo_merge.jobs.clip import ClipConfig, row_keys
+from simo_merge.jobs.clip import run as run_clip
 from simo_merge.realign.config import RealignSettings
 from simo_merge.taskpool import TaskPool
 from tests.helpers.clip8_fixture import ARCH, NAMES, STANDIN, record_models, tv_classes
@@ -33,14 +33,14 @@ from tests.helpers.clip8_fixture import overrides as _overrides
 def test_end_to_end_tables_and_resume(fixture_dirs, tmp_path, monkeypatch):
     root, text = fixture_dirs
     out = tmp_path / "run"
-    cfg = load_config(Clip8Config, STANDIN, _overrides(root, text, out))
+    cfg = load_config(ClipConfig, STANDIN, _overrides(root, text, out))
     assert cfg.model == ARCH and cfg.methods == ["task_arithmetic", "ties"]
     assert cfg.realign == RealignSettings(["surgery"], {"steps": 3, "batch_size": 4})
     from simo_merge.pool.clip_layout import detect_layout
 
-    assert detect_layout(root / "ckpt", ARCH, cfg.datasets) == "task_vectors"
+    assert detect_layout(root / "ckpt", ARCH, cfg.task_list()) == "task_vectors"
     states, realigned = record_models(monkeypatch)
-    result = run_clip8(cfg)
+    result = run_clip(cfg)
     # the models evaluated: θ0, the eight experts in order, θ0 + 0.3 Σ τt (task arithmetic), then TIES
     from simo_merge.pool.clip_layout import load_task_vectors_encoder
 
@@ -104,12 +104,12 @@ def test_end_to_end_tables_and_resume(fixture_dirs, tmp_path, monkeypatch):
         "evaluate_model",
         lambda self, m, tasks=None, desc="": calls.append(desc) or real(self, m, tasks, desc),
     )
-    again = run_clip8(load_config(Clip8Config, STANDIN, _overrides(root, text, out, "progress=false")))
+    again = run_clip(load_config(ClipConfig, STANDIN, _overrides(root, text, out, "progress=false")))
     assert calls == [] and again["computed"] == [] and again["rows"] == result["rows"]
     # a changed ties λ recomputes ties and ties+surgery only; a deleted row file is recomputed
     (out / "rows" / "Pretrained.json").unlink()
     ties = "methods=[task_arithmetic, {name: ties, params: {lam: 1.0}}]"
-    third = run_clip8(load_config(Clip8Config, STANDIN, _overrides(root, text, out, ties)))
+    third = run_clip(load_config(ClipConfig, STANDIN, _overrides(root, text, out, ties)))
     assert third["computed"] == ["Pretrained", "ties", "ties+surgery"]
     assert calls == ["Pretrained", "ties", "ties+surgery"]
     assert third["rows"]["Pretrained"] == result["rows"]["Pretrained"]
@@ -126,11 +126,11 @@ def test_open_clip_layout_text_heads_and_errors(fixture_dirs, tmp_path):
     visual = {k[len("visual.") :]: v for k, v in whole.items() if k.startswith("visual.")}
     save_file({k: (v + 0.01).contiguous() for k, v in visual.items()}, str(ckpt / "MNIST.safetensors"))
     save_file(visual, str(ckpt / "SVHN.safetensors"))
-    cfg = Clip8Config(
+    cfg = ClipConfig(
         model=ARCH,
         checkpoints=str(tmp_path / "oc"),
         data=str(root / "data"),
-        datasets=["mnist", "svhn"],
+        tasks=["mnist", "svhn"],
         methods=[
             "task_arithmetic",
             {"name": "adamerging", "params": {"steps": 2}},
@@ -141,7 +141,7 @@ def test_open_clip_layout_text_heads_and_errors(fixture_dirs, tmp_path):
         output_dir=str(tmp_path / "out"),
         progress=False,
     )
-    result = run_clip8(cfg)  # heads from the whole-CLIP zeroshot file's text tower
+    result = run_clip(cfg)  # heads from the whole-CLIP zeroshot file's text tower
     assert result["layout"] == "open_clip"
     methods = ["task_arithmetic", "adamerging", "fisher", "regmean"]
     assert list(result["rows"]) == ["Pretrained", "Individual", *methods]
@@ -151,11 +151,11 @@ def test_open_clip_layout_text_heads_and_errors(fixture_dirs, tmp_path):
     assert set(rows["task_arithmetic"]["accuracy"]) == {"mnist", "svhn"}
 
     real = load_config(
-        Clip8Config,
-        STANDIN.parent / "clip8.yaml",
+        ClipConfig,
+        STANDIN.parent / "clip.yaml",
         ["methods=[ties,adamerging]", "realign.realigners=[surgery]"],
     )
-    assert (real.model, real.datasets, real.methods, real.realign) == (
+    assert (real.model, real.task_list(), real.methods, real.realign) == (
         "ViT-B-32",
         list(CLIP8_TASKS),
         ["ties", "adamerging"],
@@ -163,22 +163,22 @@ def test_open_clip_layout_text_heads_and_errors(fixture_dirs, tmp_path):
     )
     assert real.test_splits == {"sun397": "val"} and not real.allow_pickle
     with pytest.raises(ConfigError, match="unknown merge method 'nope'"):
-        load_config(Clip8Config, None, ["checkpoints=a", "data=b", "methods=[nope]"])
-    with pytest.raises(ConfigError, match="datasets: unknown"):
-        load_config(Clip8Config, None, ["checkpoints=a", "data=b", "datasets=[imagenet]"])
+        load_config(ClipConfig, None, ["checkpoints=a", "data=b", "methods=[nope]"])
+    with pytest.raises(ConfigError, match="tasks: unknown"):
+        load_config(ClipConfig, None, ["checkpoints=a", "data=b", "tasks=[imagenet]"])
     with pytest.raises(ConfigError, match="checkpoints: set"):
-        run_clip8(Clip8Config(data="x"))
+        run_clip(ClipConfig(data="x"))
     with pytest.raises(FileNotFoundError, match="zeroshot.safetensors"):
-        run_clip8(Clip8Config(model="ViT-B-32", checkpoints=str(tmp_path / "oc"), data=str(root / "data")))
-    bad = Clip8Config(**{**cfg.__dict__, "checkpoints": str(root / "ckpt"), "datasets": ["dtd"]})
+        run_clip(ClipConfig(model="ViT-B-32", checkpoints=str(tmp_path / "oc"), data=str(root / "data")))
+    bad = ClipConfig(**{**cfg.__dict__, "checkpoints": str(root / "ckpt"), "tasks": ["dtd"]})
     with pytest.raises(CheckpointError, match="allow_pickle"):
-        run_clip8(bad)  # task_vectors pickles need allow_pickle
+        run_clip(bad)  # task_vectors pickles need allow_pickle
     bad.allow_pickle = True
     with pytest.raises(FileNotFoundError, match="text_checkpoint"):
-        run_clip8(bad)  # no head_DTD.pt and task_vectors' zeroshot.pt has no text tower
+        run_clip(bad)  # no head_DTD.pt and task_vectors' zeroshot.pt has no text tower
     assert (
         row_keys(cfg)["Pretrained"]
-        != row_keys(Clip8Config(**{**cfg.__dict__, "image_size": 64}))["Pretrained"]
+        != row_keys(ClipConfig(**{**cfg.__dict__, "image_size": 64}))["Pretrained"]
     )
     assert not math.isnan(rows["Individual"]["avg"])
 
@@ -191,7 +191,7 @@ def test_bench_command_on_the_standin(fixture_dirs, tmp_path, capsys):
     code = main(
         [
             "bench",
-            "clip8",
+            "clip",
             "--config",
             str(STANDIN),
             "--checkpoints",
@@ -210,7 +210,7 @@ def test_bench_command_on_the_standin(fixture_dirs, tmp_path, capsys):
     for name in ("results.md", "results.csv", "results.json", "results.png"):
         assert (out / name).is_file(), name
     assert (
-        main(["bench", "clip8", "--config", str(STANDIN), "--data", str(root / "data"), f"output_dir={out}"])
+        main(["bench", "clip", "--config", str(STANDIN), "--data", str(root / "data"), f"output_dir={out}"])
         == 2
     )
     assert "checkpoints" in capsys.readouterr().err
@@ -251,8 +251,8 @@ def test_task_vectors_row_builds_a_quickgelu_model(fixture_dirs, tmp_path):
     )
     assert gelu == "gelu"  # the GELU fixture pool is told apart
 
-    cfg = Clip8Config(
-        model=ARCH, checkpoints=str(ckpt_root), data=str(data_root / "data"), datasets=["mnist"],
+    cfg = ClipConfig(
+        model=ARCH, checkpoints=str(ckpt_root), data=str(data_root / "data"), tasks=["mnist"],
         allow_pickle=True, image_size=32, methods=[], output_dir=str(tmp_path / "out"), progress=False,
     )  # fmt: skip
     ckpt = clip_bench.load_checkpoints(cfg)
@@ -271,9 +271,9 @@ def test_task_vectors_row_builds_a_quickgelu_model(fixture_dirs, tmp_path):
         gelu_enc.load_model_state(ckpt.base)
         assert not torch.allclose(gelu_enc(x).features, reference, atol=1e-3)  # what GELU computed before
     # the checkpoint folder name and the architecture are separate settings
-    named = Clip8Config(**{**cfg.__dict__, "arch": "ViT-B-32-quickgelu", "model": "ViT-B-32"})
+    named = ClipConfig(**{**cfg.__dict__, "arch": "ViT-B-32-quickgelu", "model": "ViT-B-32"})
     assert clip_bench.resolve_architecture(named) == ("ViT-B-32-quickgelu", True)
-    assert clip_bench.resolve_architecture(Clip8Config(model="ViT-B-32")) == ("ViT-B-32", False)
+    assert clip_bench.resolve_architecture(ClipConfig(model="ViT-B-32")) == ("ViT-B-32", False)
     assert row_keys(cfg, ckpt)["Pretrained"] != row_keys(cfg)["Pretrained"]  # GELU rows are not reused
     with pytest.raises(ConfigError, match=r"zeroshot\.pt.*QuickGELU"):
-        clip_bench.resolve_architecture(Clip8Config(**{**cfg.__dict__, "quick_gelu": False}), ckpt)
+        clip_bench.resolve_architecture(ClipConfig(**{**cfg.__dict__, "quick_gelu": False}), ckpt)

@@ -1,4 +1,4 @@
-"""``bench clip8`` rows for the newer data-free merges, + deep and + taps, and the per-task TALL row."""
+"""``bench clip`` rows for the newer data-free merges, + deep and + taps, and the per-task TALL row."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import torch
 
 from simo_merge.config import load_config
 from simo_merge.datasets.clip8 import CLIP8_TASKS
-from simo_merge.jobs import clip8 as clip_bench
-from simo_merge.jobs.clip8 import Clip8Config, row_keys
-from simo_merge.jobs.clip8 import run as run_clip8
+from simo_merge.jobs import clip as clip_bench
+from simo_merge.jobs.clip import ClipConfig, row_keys
+from simo_merge.jobs.clip import run as run_clip
 from simo_merge.merging import merge
 from tests.helpers.clip8_fixture import STANDIN, record_models
 from tests.helpers.clip8_fixture import overrides as _overrides
@@ -17,12 +17,12 @@ from tests.helpers.clip8_fixture import overrides as _overrides
 def test_data_free_rows_with_deep_and_taps(fixture_dirs, tmp_path, monkeypatch):  # noqa: F811
     root, text = fixture_dirs
     extra = ["methods=[{name: iso_cts, params: {lam: 1.5}}, tall_masks]", "realign.realigners=[deep,taps]"]
-    cfg = load_config(Clip8Config, STANDIN, _overrides(root, text, tmp_path / "run", *extra))
+    cfg = load_config(ClipConfig, STANDIN, _overrides(root, text, tmp_path / "run", *extra))
     assert list(row_keys(cfg)) == [
         "Pretrained", "Individual", "iso_cts", "iso_cts+deep", "iso_cts+taps", "tall_masks",
     ]  # fmt: skip
     states, realigned = record_models(monkeypatch)
-    result = run_clip8(cfg)
+    result = run_clip(cfg)
     assert list(result["rows"]) == list(row_keys(cfg))
     assert [r for _, r in realigned] == ["deep", "taps"]
     # models evaluated: θ0, 8 experts, Iso-CTS (λ = 1.5 from its params), then one TALL model per task

@@ -1,4 +1,4 @@
-"""``bench clip8``'s unlabelled inputs are streamed: only the seeded subset's items are read, when drawn,
+"""``bench clip``'s unlabelled inputs are streamed: only the seeded subset's items are read, when drawn,
 and data-dependent merges and realigners compute what they did on the stacked subset."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import torch
 
 from simo_merge.config import ConfigError, load_config
 from simo_merge.features.inputs import RealignInputs
-from simo_merge.jobs import clip8 as clip_bench
-from simo_merge.jobs.clip8 import Clip8Config
+from simo_merge.jobs import clip as clip_bench
+from simo_merge.jobs.clip import ClipConfig
 from simo_merge.merging.spec import MethodSpec
 from simo_merge.taskpool import merge, realigned
 from tests.helpers.clip8_fixture import STANDIN
@@ -32,8 +32,8 @@ class Counting(torch.utils.data.Dataset):
 
 def test_only_the_sampled_items_are_read_and_rows_equal_the_stacked_subset(fixture_dirs, tmp_path):  # noqa: F811
     root, text = fixture_dirs
-    extra = ["datasets=[mnist,svhn]", "max_unlabelled=3", "realign.params={steps: 2, batch_size: 2}"]
-    cfg = load_config(Clip8Config, STANDIN, _overrides(root, text, tmp_path / "run", *extra))
+    extra = ["tasks=[mnist,svhn]", "max_unlabelled=3", "realign.params={steps: 2, batch_size: 2}"]
+    cfg = load_config(ClipConfig, STANDIN, _overrides(root, text, tmp_path / "run", *extra))
     taskpool = clip_bench.build_taskpool(cfg, clip_bench.load_checkpoints(cfg))
     taskpool.splits = [(Counting(ds), tasks) for ds, tasks in taskpool.splits]
     sets = {tasks[0]: ds for ds, tasks in taskpool.splits}
@@ -62,11 +62,11 @@ def test_only_the_sampled_items_are_read_and_rows_equal_the_stacked_subset(fixtu
 
 def test_max_unlabelled_null_is_the_whole_test_split(fixture_dirs, tmp_path):  # noqa: F811
     root, text = fixture_dirs
-    over = _overrides(root, text, tmp_path / "run", "datasets=[mnist]")
-    cfg = load_config(Clip8Config, STANDIN, [*over, "max_unlabelled=null"])
+    over = _overrides(root, text, tmp_path / "run", "tasks=[mnist]")
+    cfg = load_config(ClipConfig, STANDIN, [*over, "max_unlabelled=null"])
     assert cfg.max_unlabelled is None
     taskpool = clip_bench.build_taskpool(cfg, clip_bench.load_checkpoints(cfg))
     ((dataset, _),) = taskpool.splits
     assert taskpool.probe_inputs(cfg.max_unlabelled).num_inputs("mnist") == len(dataset)
     with pytest.raises(ConfigError, match="max_unlabelled"):
-        load_config(Clip8Config, STANDIN, [*over, "max_unlabelled=0"])
+        load_config(ClipConfig, STANDIN, [*over, "max_unlabelled=0"])

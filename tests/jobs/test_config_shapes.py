@@ -1,5 +1,5 @@
 """One config shape for "merge method + params" (MethodSpec), one for realignment settings
-(RealignSettings: ``realign: {realigners, params}`` in the demo, the realign job and bench clip8), one
+(RealignSettings: ``realign: {realigners, params}`` in the demo, the realign job and bench clip), one
 way to name a pool folder (``pool.dir``); the older keys are unknown keys, and bad names / values name
 their key."""
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from simo_merge.config import ConfigError, load_config
-from simo_merge.jobs.clip8 import DEFAULT_REALIGN_STEPS, Clip8Config, method_params, realign_config, row_keys
+from simo_merge.jobs.clip import DEFAULT_REALIGN_STEPS, ClipConfig, method_params, realign_config, row_keys
 from simo_merge.jobs.demo import DemoConfig
 from simo_merge.jobs.merge import MergeJobConfig
 from simo_merge.jobs.realign import RealignJobConfig
@@ -133,9 +133,10 @@ def test_shipped_demo_config_runs_the_basic_rows_with_its_realigners():
         (DemoConfig, "realign.steps=2", "realign.steps"),
         (DemoConfig, "realign.objectives={heads: supervised}", "realign.objectives"),
         (DemoConfig, "realign.recipes={surgery: simo}", "realign.recipes"),
-        (Clip8Config, "method_params={ties: {k: 10}}", "method_params"),
-        (Clip8Config, "realign_steps=3", "realign_steps"),
-        (Clip8Config, "realign_params={steps: 3}", "realign_params"),
+        (ClipConfig, "method_params={ties: {k: 10}}", "method_params"),
+        (ClipConfig, "realign_steps=3", "realign_steps"),
+        (ClipConfig, "realign_params={steps: 3}", "realign_params"),
+        (ClipConfig, "datasets=[mnist]", "datasets"),  # tasks=[...] (or 8 | 14 | 20) replaced it
         (RealignJobConfig, "realigner=deep", "realigner"),
         (RealignJobConfig, "rank=4", "rank"),
         (MergeJobConfig, "pool_dir=runs/demo/experts", "pool_dir"),
@@ -146,10 +147,10 @@ def test_older_keys_are_unknown_keys(schema, override, key):
         load_config(schema, None, [override])
 
 
-def test_clip8_methods_and_realign_section():
+def test_clip_bench_methods_and_realign_section():
     common = ["checkpoints=/c", "data=/d"]
     cfg = load_config(
-        Clip8Config,
+        ClipConfig,
         None,
         [*common, "methods=[task_arithmetic, {name: ties, params: {k: 10}}]", "realign.realigners=[surgery]"],
     )
@@ -164,7 +165,7 @@ def test_clip8_methods_and_realign_section():
     ]
     # the default number of steps written out is the same row: resumed runs keep their rows
     same = load_config(
-        Clip8Config,
+        ClipConfig,
         None,
         [
             *common,
@@ -173,9 +174,7 @@ def test_clip8_methods_and_realign_section():
         ],
     )
     assert row_keys(same) == keys
-    fewer = load_config(
-        Clip8Config, None, [*common, "realign.realigners=[surgery]", "realign.params.steps=3"]
-    )
+    fewer = load_config(ClipConfig, None, [*common, "realign.realigners=[surgery]", "realign.params.steps=3"])
     assert (
         realign_config(fewer, "surgery").steps == 3
         and row_keys(fewer)["ties+surgery"] != keys["ties+surgery"]
@@ -275,14 +274,14 @@ def test_bad_method_or_setting_names_its_key(override, message):
         load_config(DemoConfig, None, [override])
 
 
-def test_clip8_bad_names_name_their_key():
+def test_clip_bench_bad_names_name_their_key():
     common = ["checkpoints=/c", "data=/d"]
     with pytest.raises(ConfigError, match=r"methods\[1\].params.ties: unknown hyper-parameter\(s\) \['q'\]"):
-        load_config(Clip8Config, None, [*common, "methods=[task_arithmetic, {name: ties, params: {q: 1}}]"])
+        load_config(ClipConfig, None, [*common, "methods=[task_arithmetic, {name: ties, params: {q: 1}}]"])
     with pytest.raises(ConfigError, match="realign.realigners: unknown realigner 'srgery'"):
-        load_config(Clip8Config, None, [*common, "realign.realigners=[srgery]"])
+        load_config(ClipConfig, None, [*common, "realign.realigners=[srgery]"])
     with pytest.raises(ConfigError, match=r"realign.params: unknown realignment setting\(s\) \['seed'\]"):
-        load_config(Clip8Config, None, [*common, "realign.realigners=[surgery]", "realign.params={seed: 1}"])
+        load_config(ClipConfig, None, [*common, "realign.realigners=[surgery]", "realign.params={seed: 1}"])
 
 
 def test_library_shapes_from_python():

@@ -675,7 +675,7 @@ def test_demo_checks_its_data_dependent_names(tmp_path):
 
 def test_realign_and_bench_names_and_values_fail_at_load(tmp_path):
     from simo_merge.config import ConfigError, load_config
-    from simo_merge.jobs.clip8 import Clip8Config
+    from simo_merge.jobs.clip import ClipConfig
     from simo_merge.jobs.realign import RealignJobConfig
 
     with pytest.raises(ConfigError, match="realign.realigners: unknown realigner 'deeep'"):
@@ -687,7 +687,7 @@ def test_realign_and_bench_names_and_values_fail_at_load(tmp_path):
     # with a checkpoint nothing is merged, so the method name is not checked
     load_config(RealignJobConfig, None, ["method.name=tsk", "checkpoint=m.safetensors", "pool.dir=p"])
     with pytest.raises(ConfigError, match=r"methods\[0\].params.ties: lam=\[1, 2\] must be a number"):
-        load_config(Clip8Config, None, ["methods=[{name: ties, params: {lam: [1, 2]}}]"])
+        load_config(ClipConfig, None, ["methods=[{name: ties, params: {lam: [1, 2]}}]"])
 
 
 def test_an_empty_training_loader_is_an_error_not_a_hang():

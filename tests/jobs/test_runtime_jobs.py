@@ -1,4 +1,4 @@
-"""``demo``, ``bench clip8`` and ``affinity`` on 2 gloo CPU processes against one process.
+"""``demo``, ``bench clip`` and ``affinity`` on 2 gloo CPU processes against one process.
 
 Each several-process run is a subprocess (Fabric's launcher re-runs the command line) with a timeout, so
 a rank left alone in a collective fails the test instead of hanging it. Reuse of cached models and rows
@@ -117,7 +117,7 @@ def test_affinity_on_two_processes_equals_one(demo_two, tmp_path):
     assert tree(tmp_path / "one") == tree(tmp_path / "two")
 
 
-# ----------------------------------------------------------------------------------------- clip8
+# ------------------------------------------------------------------------------------ bench clip
 @pytest.fixture(scope="module")
 def clip8_dirs(tmp_path_factory):
     from tests.helpers.clip8_fixture import write_clip8_data, write_task_vectors
@@ -128,11 +128,11 @@ def clip8_dirs(tmp_path_factory):
     return root, write_task_vectors(root / "ckpt", root / "data")
 
 
-def test_clip8_on_two_processes_equals_one_and_resumes_together(clip8_dirs, tmp_path):
+def test_clip_bench_on_two_processes_equals_one_and_resumes_together(clip8_dirs, tmp_path):
     from tests.helpers.clip8_fixture import STANDIN
 
     root, text = clip8_dirs
-    args = ["bench", "clip8", "--config", str(STANDIN), "--checkpoints", str(root / "ckpt")]
+    args = ["bench", "clip", "--config", str(STANDIN), "--checkpoints", str(root / "ckpt")]
     args += ["--data", str(root / "data"), f"text_checkpoint={text}", "methods=[task_arithmetic]"]
     assert main([*args, f"output_dir={tmp_path / 'one'}", "runtime.accelerator=cpu"]) == 0
     two = tmp_path / "two"

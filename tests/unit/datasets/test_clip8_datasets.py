@@ -263,7 +263,7 @@ def test_dtd_val_is_task_vectors_dtdval_in_both_layouts(tmp_path):
 
 def test_dtd_archive_splits_are_task_vectors_folders(tmp_path):
     """task_vectors' dtd/val (its test set) = the archive's test1.txt; dtd/train = train1 + val1."""
-    from simo_merge.jobs.clip8 import DEFAULT_TEST_SPLITS
+    from simo_merge.jobs.clip import DEFAULT_TEST_SPLITS
 
     arch = tmp_path / "dtd"
     parts = {"train": [f"banded/banded_{i:04d}.jpg" for i in range(6)] + ["woven/woven_0001.jpg"],

@@ -19,7 +19,7 @@ from simo_merge.encoders import build_encoder
 from simo_merge.encoders.convert_clip import OPENAI_STATE_MARKERS, clip_activation
 from simo_merge.encoders.open_clip_vit import register_small_configs
 from simo_merge.io.checkpoint import CheckpointError
-from simo_merge.pool.clip_layout import load_clip8_checkpoints
+from simo_merge.pool.clip_layout import load_clip_checkpoints
 
 ARCH = "ViT-Tiny-8"
 
@@ -95,16 +95,16 @@ def test_hugging_face_config_names_the_activation(quick, tmp_path):
 
 
 def test_clip8_open_clip_layout_reads_the_activation(quick, tmp_path):
-    from simo_merge.jobs.clip8 import Clip8Config, resolve_architecture
+    from simo_merge.jobs.clip import ClipConfig, resolve_architecture
 
     _, state, markers = quick
     base = tmp_path / "ckpt" / ARCH
     base.mkdir(parents=True)
     save_file({**state, **markers}, str(base / "zeroshot.safetensors"))
     save_file(state, str(base / "MNIST.safetensors"))
-    ckpt = load_clip8_checkpoints(tmp_path / "ckpt", ARCH, ["mnist"])
+    ckpt = load_clip_checkpoints(tmp_path / "ckpt", ARCH, ["mnist"])
     assert ckpt.layout == "open_clip" and ckpt.activation == "quick_gelu"
-    cfg = Clip8Config(checkpoints=str(tmp_path / "ckpt"), data="d", model=ARCH, datasets=["mnist"])
+    cfg = ClipConfig(checkpoints=str(tmp_path / "ckpt"), data="d", model=ARCH, tasks=["mnist"])
     assert resolve_architecture(cfg, ckpt) == (ARCH, True)  # was (ARCH, False): GELU on QuickGELU weights
     save_file(state, str(base / "zeroshot.safetensors"))
-    assert load_clip8_checkpoints(tmp_path / "ckpt", ARCH, ["mnist"]).activation is None
+    assert load_clip_checkpoints(tmp_path / "ckpt", ARCH, ["mnist"]).activation is None

@@ -1,4 +1,4 @@
-"""The accuracy tables of ``bench clip8`` (simo_merge.report), pinned to the text the bench has always
+"""The accuracy tables of ``bench clip`` (simo_merge.report), pinned to the text the bench has always
 written, and the shared markdown rows of the metric tables."""
 
 from __future__ import annotations

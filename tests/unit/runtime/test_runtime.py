@@ -143,7 +143,7 @@ def test_single_process_commands_refuse_several_processes_before_spawning(capsys
     code = cli.main(["demo", "runtime.accelerator=cpu", "runtime.devices=2", "output_dir=/nonexistent/x"])
     err = capsys.readouterr().err
     assert code == 2 and "runtime.devices=2" in err and "demo runs in one process" in err
-    others = "merge, train-experts, realign, affinity, evaluate, bench clip8"
+    others = "merge, train-experts, realign, affinity, evaluate, bench clip"
     assert err.rstrip().endswith(f"supported by: {others}")
     assert err.count("error") == 1  # refused before a second process was launched
 

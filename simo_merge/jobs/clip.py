@@ -1,8 +1,12 @@
-"""The eight-task CLIP merging benchmark (Task Arithmetic / TIES / AdaMerging papers' table), end to end.
+"""The 8-, 14- and 20-task CLIP merging benchmarks (Task Arithmetic / TIES / AdaMerging papers' eight
+tasks; TALL masks / Consensus, TSV-M, Iso-C/CTS, LiNeS' 14 and 20), end to end.
 
-``run(cfg)`` loads θ0 (the zero-shot visual tower) and the eight fine-tuned visual towers, the
-zero-shot heads, the eight test sets, and evaluates rows × [SUN397, Cars, RESISC45, EuroSAT, SVHN, GTSRB,
-MNIST, DTD, Avg.] top-1 accuracy (%):
+``tasks`` picks the tasks: ``8`` (:data:`CLIP8_TASKS`: SUN397, Cars, RESISC45, EuroSAT, SVHN, GTSRB, MNIST,
+DTD, task_vectors' order), ``14`` or ``20`` (:data:`CLIP14_TASKS` / :data:`CLIP20_TASKS`, the TALL masks
+authors' order: the eight + STL10, OxfordIIITPet, Flowers102, CIFAR100, PCAM, FER2013, then CIFAR10,
+Food101, FashionMNIST, RenderedSST2, EMNIST, KMNIST), or an explicit list of those names.
+``run(cfg)`` loads θ0 (the zero-shot visual tower) and the fine-tuned visual towers, the zero-shot heads,
+the test sets, and evaluates rows × [tasks..., Avg.] top-1 accuracy (%):
 
 - ``Pretrained``: θ0 with each task's zero-shot head;
 - ``Individual``: each expert θt on its own task (the normalisation reference);
@@ -27,6 +31,11 @@ Checkpoint layouts under ``checkpoints`` (``layout=auto`` picks the first that m
 - ``task_vectors`` (mlfoundations/task_vectors): ``<model>/zeroshot.pt``,
   ``<model>/<Dataset>[Val]/finetuned.pt``, ``<model>/head_<Dataset>[Val].pt``; pickled modules, read
   only with ``allow_pickle=true``.
+- ``tall_masks`` (nik-dim/tall_masks, the released 20-task checkpoints, also used by TSV-M and Iso-C/CTS):
+  ``<model>/<Dataset>Val/nonlinear_finetuned.pt`` (ImageEncoder state dicts, read with
+  ``weights_only=True``), θ0 ``<model>/<Dataset>Val/nonlinear_zeroshot.pt`` (the same file in every
+  folder; the first task's is read), heads ``<model>/head_<Dataset>Val.pt`` (pickled modules, as
+  task_vectors'; ``allow_pickle=true``; a missing one is computed from text).
 - ``open_clip``: ``<model>/zeroshot.safetensors`` and ``<model>/<Dataset>.safetensors`` (whole open_clip
   CLIP states, visual-only states or HF CLIP vision states), heads ``<model>/head_<Dataset>.safetensors``
   (``weight`` [C, D] already times the logit scale, optional ``bias`` [C]).
@@ -56,14 +65,14 @@ from typing import Any
 
 from simo_merge.config import ConfigError
 from simo_merge.datasets import build_dataset
-from simo_merge.datasets.clip8 import CLIP8_TASKS
+from simo_merge.datasets.clip8 import CLIP8_TASKS, CLIP14_TASKS, CLIP20_TASKS
 from simo_merge.datasets.clip_templates import canonical_dataset
 from simo_merge.encoders import build_encoder
 from simo_merge.heads.zeroshot import zeroshot_heads
 from simo_merge.io.atomic import write_json, write_text
 from simo_merge.merging import MERGE_METHODS
 from simo_merge.merging.spec import MethodSpec, method_specs
-from simo_merge.pool.clip_layout import Clip8Checkpoints, detect_layout, load_clip8_checkpoints
+from simo_merge.pool.clip_layout import ClipCheckpoints, detect_layout, load_clip_checkpoints
 from simo_merge.pool.expert_pool import ExpertPool
 from simo_merge.progress import progress_bar
 from simo_merge.realign.config import RealignSettings
@@ -72,7 +81,9 @@ from simo_merge.report import accuracy_tables, average_chart, json_safe
 from simo_merge.runtime import RuntimeConfig, current, on_rank_zero
 from simo_merge.taskpool import INDIVIDUAL, TaskPool, accuracy_rows, merge, realigned
 
-LAYOUTS = ("auto", "task_vectors", "open_clip")
+LAYOUTS = ("auto", "task_vectors", "tall_masks", "open_clip")
+#: ``tasks: 8|14|20`` -> the task list
+TASK_SETS: dict[int, tuple[str, ...]] = {8: CLIP8_TASKS, 14: CLIP14_TASKS, 20: CLIP20_TASKS}
 #: hyper-parameter defaults of the CLIP tables (Task Arithmetic: λ=0.3; TIES: top-20%, disjoint sum,
 #: λ=0.3, as the AdaMerging / Surgery code runs it: ``ties_merging(..., merge_func="dis-sum")``)
 DEFAULT_METHOD_PARAMS: dict[str, dict[str, Any]] = {
@@ -87,16 +98,16 @@ DEFAULT_REALIGN_STEPS = 500
 
 
 @dataclass
-class Clip8Config:
-    """``simo-merge bench clip8``: where the checkpoints and data are, which rows to compute."""
+class ClipConfig:
+    """``simo-merge bench clip``: where the checkpoints and data are, which tasks and rows to compute."""
 
     model: str = "ViT-B-32"  # the checkpoint folder name <checkpoints>/<model>/
     arch: str | None = None  # open_clip architecture; None: ``model`` (e.g. ViT-B-32-quickgelu for ViT-B-32)
     quick_gelu: bool | None = None  # None: detected from task_vectors pickles, else from the arch name
     checkpoints: str | None = None
     data: str | None = None
-    datasets: list[str] = field(default_factory=lambda: list(CLIP8_TASKS))
-    layout: str = "auto"  # auto | task_vectors | open_clip
+    tasks: Any = 8  # 8 | 14 | 20 (TASK_SETS) or a list of task names (of CLIP20_TASKS)
+    layout: str = "auto"  # auto | task_vectors | tall_masks | open_clip
     allow_pickle: bool = False  # task_vectors pickles need it (trusted files only)
     text_checkpoint: str | None = None  # whole open_clip CLIP state for heads computed from text
     image_size: int | None = None  # None: the model's input size
@@ -110,7 +121,7 @@ class Clip8Config:
     batch_size: int = 128
     num_workers: int = 0
     seed: int = 0
-    output_dir: str = "runs/clip8"
+    output_dir: str = "runs/clip"
     allow_large_lambda: bool = (
         False  # a merge coefficient |λ| > 10 is refused unless set (config.check_numbers)
     )
@@ -121,19 +132,15 @@ class Clip8Config:
         """Check values (run :meth:`require_paths` too before running: folders may be set later)."""
         if self.layout not in LAYOUTS:
             raise ConfigError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
-        if not self.datasets:
-            raise ConfigError("datasets: empty list")
-        unknown = [d for d in self.datasets if d not in CLIP8_TASKS]
-        if unknown:
-            raise ConfigError(f"datasets: unknown {unknown}; known: {list(CLIP8_TASKS)}")
-        if len(set(self.datasets)) != len(self.datasets):
-            raise ConfigError(f"datasets: duplicates in {self.datasets}")
+        self.task_list()
         from simo_merge.jobs._checks import check_method_list
 
         specs = check_method_list("methods", self.methods)
         for i, spec in enumerate(specs):
             if spec.transforms or spec.grid is not None:
-                raise ConfigError(f"methods[{i}]: clip8 takes a method's name and params, no transforms/grid")
+                raise ConfigError(
+                    f"methods[{i}]: bench clip takes a method's name and params, no transforms/grid"
+                )
         try:
             self.realign.check("realign")
         except ValueError as err:
@@ -143,6 +150,26 @@ class Clip8Config:
             raise ConfigError(
                 f"max_unlabelled, batch_size must be >= 1 (got {self.max_unlabelled}, {self.batch_size})"
             )
+
+    def task_list(self) -> list[str]:
+        """The tasks ``tasks`` names, in order (ConfigError naming the value when it names none)."""
+        given = self.tasks
+        if isinstance(given, int) and not isinstance(given, bool):
+            if given not in TASK_SETS:
+                raise ConfigError(
+                    f"tasks: {given} is not a task count; use 8, 14, 20 or a list of task names"
+                )
+            return list(TASK_SETS[given])
+        if not isinstance(given, (list, tuple)) or not all(isinstance(t, str) for t in given):
+            raise ConfigError(f"tasks: 8, 14, 20 or a list of task names, got {given!r}")
+        if not given:
+            raise ConfigError("tasks: empty list")
+        unknown = [t for t in given if t not in CLIP20_TASKS]
+        if unknown:
+            raise ConfigError(f"tasks: unknown {unknown}; known: {list(CLIP20_TASKS)}")
+        if len(set(given)) != len(given):
+            raise ConfigError(f"tasks: duplicates in {list(given)}")
+        return list(given)
 
     def specs(self) -> list[MethodSpec]:
         """The methods as specs."""
@@ -157,7 +184,7 @@ class Clip8Config:
 
 
 # ----------------------------------------------------------------------------------------- checkpoints
-def resolve_architecture(cfg: Clip8Config, ckpt: Clip8Checkpoints | None = None) -> tuple[str, bool]:
+def resolve_architecture(cfg: ClipConfig, ckpt: ClipCheckpoints | None = None) -> tuple[str, bool]:
     """The open_clip architecture to build and whether it uses QuickGELU.
 
     ``cfg.arch`` (default ``cfg.model``, the checkpoint folder name) is the architecture; QuickGELU is
@@ -186,14 +213,14 @@ def _open_clip_kwargs(quick_gelu: bool) -> dict[str, Any]:
     return {"force_quick_gelu": True} if quick_gelu else {}
 
 
-def load_checkpoints(cfg: Clip8Config) -> Clip8Checkpoints:
-    """θ0, every expert of ``cfg.datasets`` and the head files present, from either layout."""
-    return load_clip8_checkpoints(cfg.checkpoints, cfg.model, cfg.datasets, cfg.layout, cfg.allow_pickle)
+def load_checkpoints(cfg: ClipConfig) -> ClipCheckpoints:
+    """θ0, every expert of the tasks and the head files present, from any layout."""
+    return load_clip_checkpoints(cfg.checkpoints, cfg.model, cfg.task_list(), cfg.layout, cfg.allow_pickle)
 
 
-def build_taskpool(cfg: Clip8Config, ckpt: Clip8Checkpoints) -> TaskPool:
+def build_taskpool(cfg: ClipConfig, ckpt: ClipCheckpoints) -> TaskPool:
     """The pool, its test sets (one per task) and the heads (from files, else from text) checked against
-    them; unlabelled inputs are a seeded subset of each test set (named ``clip8-<model>``)."""
+    them; unlabelled inputs are a seeded subset of each test set (named ``clip<T>-<model>``)."""
     arch, quick = resolve_architecture(cfg, ckpt)
     kwargs = _open_clip_kwargs(quick)
 
@@ -202,9 +229,8 @@ def build_taskpool(cfg: Clip8Config, ckpt: Clip8Checkpoints) -> TaskPool:
 
     probe = make_encoder()
     size = cfg.image_size or int(tuple(probe.model.image_size)[0])
-    datasets = {
-        t: build_dataset(t, root=cfg.data, split=split_of(cfg, t), image_size=size) for t in cfg.datasets
-    }
+    tasks = cfg.task_list()
+    datasets = {t: build_dataset(t, root=cfg.data, split=split_of(cfg, t), image_size=size) for t in tasks}
     text = cfg.text_checkpoint
     if text is None and ckpt.layout == "open_clip":
         text = ckpt.sources["base"]
@@ -220,13 +246,13 @@ def build_taskpool(cfg: Clip8Config, ckpt: Clip8Checkpoints) -> TaskPool:
             )
     return TaskPool(
         ExpertPool(ckpt.base, ckpt.experts, sources=ckpt.sources),
-        [(datasets[t], [t]) for t in cfg.datasets],
+        [(datasets[t], [t]) for t in tasks],
         heads=heads,
         make_encoder=make_encoder,
         batch_size=cfg.batch_size,
         num_workers=cfg.num_workers,
         seed=cfg.seed,
-        name=f"clip8-{cfg.model}",
+        name=f"clip{len(tasks)}-{cfg.model}",
         progress=cfg.progress,
     )
 
@@ -236,9 +262,10 @@ def _config_hash(parts: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def row_keys(cfg: Clip8Config, ckpt: Clip8Checkpoints | None = None) -> dict[str, str]:
+def row_keys(cfg: ClipConfig, ckpt: ClipCheckpoints | None = None) -> dict[str, str]:
     """Row name -> hash of the config that determines that row (for resuming)."""
     arch, quick = resolve_architecture(cfg, ckpt)
+    tasks = cfg.task_list()
     common = {
         "model": cfg.model,
         "arch": arch,
@@ -248,8 +275,8 @@ def row_keys(cfg: Clip8Config, ckpt: Clip8Checkpoints | None = None) -> dict[str
         "layout": cfg.layout,
         "text_checkpoint": cfg.text_checkpoint,
         "image_size": cfg.image_size,
-        "test_splits": {t: split_of(cfg, t) for t in cfg.datasets},
-        "datasets": list(cfg.datasets),
+        "test_splits": {t: split_of(cfg, t) for t in tasks},
+        "datasets": tasks,  # (the key's name kept: rows stored before ``tasks`` replaced it stay valid)
     }
     unlabelled = {"max_unlabelled": cfg.max_unlabelled, "seed": cfg.seed}
     keys = {PRETRAINED: _config_hash({**common, "row": PRETRAINED})}
@@ -267,7 +294,7 @@ def row_keys(cfg: Clip8Config, ckpt: Clip8Checkpoints | None = None) -> dict[str
     return keys
 
 
-def method_params(cfg: Clip8Config, method: str) -> dict[str, Any]:
+def method_params(cfg: ClipConfig, method: str) -> dict[str, Any]:
     """The papers' defaults for ``method`` updated with its entry's params in ``cfg.methods``."""
     given = next((spec.params for spec in cfg.specs() if spec.name == method), {})
     return {**DEFAULT_METHOD_PARAMS.get(method, {}), **given}
@@ -278,12 +305,12 @@ def accuracy(results: dict[str, dict[str, float]]) -> dict[str, float]:
     return {t: float(metrics["accuracy"]) for t, metrics in results.items()}
 
 
-def split_of(cfg: Clip8Config, task: str) -> str:
+def split_of(cfg: ClipConfig, task: str) -> str:
     """The split evaluated as ``task``'s test set (task_vectors: ``val`` for SUN397)."""
     return cfg.test_splits.get(task, "test")
 
 
-def realign_config(cfg: Clip8Config, realigner: str) -> RealignConfig:
+def realign_config(cfg: ClipConfig, realigner: str) -> RealignConfig:
     """The realignment run of row ``<method>+<realigner>``: on unlabelled inputs, so unsupervised unless
     asked, for ``DEFAULT_REALIGN_STEPS`` steps unless ``realign.params`` (or the realigner's own params)
     set ``steps``."""
@@ -307,23 +334,24 @@ def stored_rows(rows_dir: Path, keys: dict[str, str]) -> dict[str, dict[str, flo
     return current().broadcast(found, 0)
 
 
-Config = Clip8Config
+Config = ClipConfig
 DEFAULT_CONFIG = None
-FLAGS = {  # command-line flags of ``bench clip8`` -> config keys
+FLAGS = {  # command-line flags of ``bench clip`` -> config keys
     "--model": ("model", "open_clip architecture, e.g. ViT-B-32, ViT-B-16, ViT-L-14"),
     "--checkpoints": (
         "checkpoints",
-        "folder with <model>/zeroshot.pt and <model>/<Dataset>/finetuned.pt (or .safetensors)",
+        "folder with <model>/zeroshot.pt and <model>/<Dataset>/finetuned.pt (task_vectors), "
+        "<model>/<Dataset>Val/nonlinear_finetuned.pt (tall_masks) or .safetensors (open_clip)",
     ),
-    "--data": ("data", "folder with the eight datasets in their on-disk layouts"),
+    "--data": ("data", "folder with the tasks' datasets in their on-disk layouts"),
 }
 
 
-def output_folder(cfg: Clip8Config) -> tuple[str, str]:
+def output_folder(cfg: ClipConfig) -> tuple[str, str]:
     return cfg.output_dir, "output_dir"
 
 
-def run(cfg: Clip8Config) -> dict:
+def run(cfg: ClipConfig) -> dict:
     """Compute (or reuse) every row, write ``results.{md,csv,json,png}`` to ``output_dir``, return the
     results dict (``rows``: name -> accuracy/avg/normalized/normalized_avg; ``computed``/``reused`` rows)."""
     cfg.validate()
@@ -346,7 +374,7 @@ def run(cfg: Clip8Config) -> dict:
         computed.append(name)
 
     show = cfg.progress and on_rank_zero()
-    bar = progress_bar(list(keys), "clip8 rows", show=show)
+    bar = progress_bar(list(keys), "clip rows", show=show)
     raw.update(stored_rows(rows_dir, keys))
     if PRETRAINED not in raw:
         store(PRETRAINED, accuracy(taskpool.evaluate(ckpt.base, desc=PRETRAINED)))
@@ -382,17 +410,15 @@ def run(cfg: Clip8Config) -> dict:
     return result
 
 
-def write_results(
-    cfg: Clip8Config, ckpt: Clip8Checkpoints, rows: dict[str, dict], computed: list[str]
-) -> dict:
+def write_results(cfg: ClipConfig, ckpt: ClipCheckpoints, rows: dict[str, dict], computed: list[str]) -> dict:
     """Write ``results.{md,csv,json,png}`` of the summarised ``rows``, print the tables, return the
     results dict."""
     out = Path(cfg.output_dir)
-    tasks = list(cfg.datasets)
+    tasks = cfg.task_list()
     arch, quick = resolve_architecture(cfg, ckpt)
     md, table_csv = accuracy_tables(rows, tasks, [canonical_dataset(t) for t in tasks])
     header = (
-        f"# CLIP eight-task merging benchmark ({cfg.model}; open_clip {arch}"
+        f"# CLIP {len(tasks)}-task merging benchmark ({cfg.model}; open_clip {arch}"
         f"{', QuickGELU' if quick else ''})\n\n"
         f"checkpoints: `{cfg.checkpoints}` ({ckpt.layout} layout); data: `{cfg.data}`; "
         f"test splits: {', '.join(f'{canonical_dataset(t)}={split_of(cfg, t)}' for t in tasks)}\n\n"
@@ -416,7 +442,7 @@ def write_results(
         {n: r["avg"] for n, r in rows.items()},
         out / "results.png",
         "average accuracy (%)",
-        "CLIP eight-task benchmark",
+        f"CLIP {len(tasks)}-task benchmark",
     )
     print(md)
     return result
@@ -424,8 +450,9 @@ def write_results(
 
 __all__ = [
     "DEFAULT_METHOD_PARAMS",
-    "Clip8Checkpoints",
-    "Clip8Config",
+    "TASK_SETS",
+    "ClipCheckpoints",
+    "ClipConfig",
     "build_taskpool",
     "detect_layout",
     "load_checkpoints",

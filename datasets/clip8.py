@@ -298,19 +298,23 @@ class ClassificationDataset(Dataset):
         return f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, n={len(self)})"
 
 
+def load_image_file(path: Path, name: str) -> Image.Image:
+    """The image at ``path``, read in full (the file closed); a missing file names data set ``name``."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{name}: image file {path} not found") from None
+
+
 class _FileListDataset(ClassificationDataset):
     """Samples are image files with labels."""
 
     _files: list[Path]
 
     def _load_image(self, index: int) -> Image.Image:
-        path = self._files[index]
-        try:
-            with Image.open(path) as im:
-                im.load()
-                return im
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{self.name}: image file {path} not found") from None
+        return load_image_file(self._files[index], self.name)
 
     def _dataset_folder(self, dirname: str) -> Path:
         """``root/dirname``, which must exist (the error names it)."""

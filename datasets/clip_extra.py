@@ -71,6 +71,7 @@ from PIL import Image
 from simo_merge.datasets import DATASETS
 from simo_merge.datasets.clip8 import (
     ClassificationDataset,
+    load_image_file,
     read_idx,
     train_val_split,
 )
@@ -114,13 +115,7 @@ class _AuthorsFiles(_AuthorsSplits):
     _files: list[Path]
 
     def _load_row(self, row: int) -> Image.Image:
-        path = self._files[row]
-        try:
-            with Image.open(path) as im:
-                im.load()
-                return im
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{self.name}: image file {path} not found") from None
+        return load_image_file(self._files[row], self.name)
 
 
 def _first_existing(candidates: Sequence[Path], what: str, name: str) -> Path:

@@ -6,10 +6,8 @@ from __future__ import annotations
 import io
 import json
 import pickle
-import struct
 import sys
 import types
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -17,46 +15,9 @@ import torch
 
 from simo_merge.config import PoolConfig
 from simo_merge.io.checkpoint import CheckpointError, load_state
+from tests.helpers.pickle_payloads import call, global_ref, protocol4, torch_zip, value
 
 # ------------------------------------------------------------------- a tiny protocol-4 pickle writer
-
-
-def _text(s: str) -> bytes:
-    raw = s.encode()
-    return pickle.BINUNICODE + struct.pack("<I", len(raw)) + raw
-
-
-def _value(v) -> bytes:
-    """Opcodes pushing ``v`` (None, bool, int, str, bytes, tuple, dict of str -> value)."""
-    if v is None:
-        return pickle.NONE
-    if isinstance(v, bool):
-        return pickle.NEWTRUE if v else pickle.NEWFALSE
-    if isinstance(v, int):
-        return pickle.BININT + struct.pack("<i", v)
-    if isinstance(v, str):
-        return _text(v)
-    if isinstance(v, bytes):
-        return pickle.BINBYTES + struct.pack("<I", len(v)) + v
-    if isinstance(v, tuple):
-        return pickle.MARK + b"".join(_value(x) for x in v) + pickle.TUPLE
-    if isinstance(v, dict):
-        items = b"".join(_value(k) + _value(x) for k, x in v.items())
-        return pickle.EMPTY_DICT + (pickle.MARK + items + pickle.SETITEMS if v else b"")
-    raise TypeError(type(v))
-
-
-def _global(module: str, name: str) -> bytes:
-    """STACK_GLOBAL: protocol 4 lets ``name`` be dotted; stock unpickling walks it attribute by attribute."""
-    return _text(module) + _text(name) + pickle.STACK_GLOBAL
-
-
-def _call(func: bytes, *args) -> bytes:
-    return func + _value(tuple(args)) + pickle.REDUCE
-
-
-def _pickle(body: bytes) -> bytes:
-    return pickle.PROTO + bytes([4]) + body + pickle.STOP
 
 
 def _code_args(code: types.CodeType) -> tuple:
@@ -77,29 +38,21 @@ def payloads(marker: Path) -> dict[str, bytes]:
     code_args = _code_args(func.__code__)
 
     def via_function(code_type: bytes) -> bytes:
-        code = _call(code_type, *code_args)
-        function = _global("types", "FunctionType") + pickle.MARK + code + _value({}) + pickle.TUPLE
-        return _pickle(function + pickle.REDUCE + _value(()) + pickle.REDUCE)
+        code = call(code_type, *code_args)
+        function = global_ref("types", "FunctionType") + pickle.MARK + code + value({}) + pickle.TUPLE
+        return protocol4(function + pickle.REDUCE + value(()) + pickle.REDUCE)
 
     return {
-        "os.system": _pickle(_call(_global("os", "system"), sh)),
-        "builtins.eval": _pickle(_call(_global("builtins", "eval"), py)),
-        "functional->torch.os.system": _pickle(_call(_global("torch.nn.functional", "torch.os.system"), sh)),
-        "dataclasses->builtins.eval": _pickle(_call(_global("dataclasses", "builtins.eval"), py)),
-        "torch->_classes...CodeType": via_function(_global("torch", "_classes.types.CodeType")),
-        "types.CodeType": via_function(_global("types", "CodeType")),
-        "torch.load->eval": _pickle(_call(_global("torch.serialization", "pickle.loads"), b"")),
+        "os.system": protocol4(call(global_ref("os", "system"), sh)),
+        "builtins.eval": protocol4(call(global_ref("builtins", "eval"), py)),
+        "functional->torch.os.system": protocol4(
+            call(global_ref("torch.nn.functional", "torch.os.system"), sh)
+        ),
+        "dataclasses->builtins.eval": protocol4(call(global_ref("dataclasses", "builtins.eval"), py)),
+        "torch->_classes...CodeType": via_function(global_ref("torch", "_classes.types.CodeType")),
+        "types.CodeType": via_function(global_ref("types", "CodeType")),
+        "torch.load->eval": protocol4(call(global_ref("torch.serialization", "pickle.loads"), b"")),
     }
-
-
-def _in_torch_zip(payload: bytes, path: Path) -> None:
-    """A real torch zip archive whose ``data.pkl`` is ``payload``."""
-    buf = io.BytesIO()
-    torch.save({"w": torch.ones(2)}, buf)
-    src = zipfile.ZipFile(io.BytesIO(buf.getvalue()))
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as out:
-        for name in src.namelist():
-            out.writestr(name, payload if name.endswith("data.pkl") else src.read(name))
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +74,7 @@ def payload_files(tmp_path_factory):
             if kind == "raw":
                 path.write_bytes(data)
             else:
-                _in_torch_zip(data, path)
+                torch_zip(data, path)
             files[(name, kind)] = path
     return marker, files
 

@@ -3,38 +3,24 @@ shapes (the CLIP benchmarks' experts), and the flag reaches the worker that merg
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 
 import open_clip
 import torch
 
-from tests.helpers import REPO
-
-SCRIPT = REPO / "benchmarks" / "merge_methods.py"
-
-
-def load_script():
-    name = "merge_methods_script"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+from tests.helpers.scripts import load_benchmark
 
 
 def test_vit_b32_shapes_are_open_clip_vit_b32():
-    script = load_script()
+    script = load_benchmark("merge_methods.py")
     clip = open_clip.create_model("ViT-B-32", pretrained=None, device="meta")  # shapes only, no memory
     assert {k: tuple(v.shape) for k, v in clip.visual.state_dict().items()} == script.vit_b32_shapes(12)
     assert round(script.num_params(12, "vit_b32") / 1e6, 1) == 87.8
 
 
 def test_shapes_flag_reaches_the_worker(tmp_path, capsys):
-    script = load_script()
+    script = load_benchmark("merge_methods.py")
     out = tmp_path / "r.json"
     args = ["--shapes", "vit_b32", "--tasks", "3", "--blocks", "1", "--methods", "task_arithmetic"]
     assert script.main([*args, "--threads", "1", "--json", str(out)]) == 0

@@ -6,29 +6,13 @@ of the released code), not a timing test.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 
 import pytest
 import torch
 
-from tests.helpers import REPO
-
-SCRIPT = REPO / "benchmarks" / "realign_speed.py"
-
-
-def load_script():
-    """Import the script (not a package) by path; registered first, as its dataclass needs."""
-    name = "realign_speed_script"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
+from tests.helpers.scripts import load_benchmark
 
 TINY = [
     "--depth", "2", "--width", "32", "--image-size", "32", "--num-inputs", "16",
@@ -40,7 +24,9 @@ def test_cached_and_uncached_runs_agree(tmp_path, capsys):
     out = tmp_path / "speed.json"
     threads = torch.get_num_threads()
     try:  # one thread: a busy 2-core machine makes 2 spinning OpenMP workers very slow
-        result = load_script().main([*TINY, "--realigners", "surgery", "deep", "taps", "--json", str(out)])
+        result = load_benchmark("realign_speed.py").main(
+            [*TINY, "--realigners", "surgery", "deep", "taps", "--json", str(out)]
+        )
     finally:
         torch.set_num_threads(threads)
     saved = json.loads(out.read_text())
@@ -81,7 +67,7 @@ def test_cached_and_uncached_runs_agree(tmp_path, capsys):
 
 
 def test_bad_arguments_are_named(capsys):
-    script = load_script()
+    script = load_benchmark("realign_speed.py")
     with pytest.raises(SystemExit):
         script.parse_args(["--realigners", "surgery", "nonsense"])
     assert "nonsense" in capsys.readouterr().err

@@ -7,7 +7,6 @@ import io
 import pickle
 import struct
 import tarfile
-import zipfile
 
 import pytest
 import torch
@@ -15,34 +14,20 @@ import torch
 from simo_merge.io import unpickler
 from simo_merge.io.checkpoint import CheckpointError, load_state
 from simo_merge.io.unpickler import UnsafePickleError, restricted_torch_load
+from tests.helpers.pickle_payloads import global_ref, protocol4, text, torch_zip
+
+
+def torch_zip_body(body: bytes, path):
+    """A real torch zip archive whose data.pkl runs the opcodes ``body`` (leaving one object)."""
+    return torch_zip(protocol4(body), path)
+
 
 pytestmark = pytest.mark.filterwarnings("ignore:Detected pickle protocol 4 in the checkpoint:UserWarning")
 
 
-def _text(s: str) -> bytes:
-    raw = s.encode()
-    return pickle.BINUNICODE + struct.pack("<I", len(raw)) + raw
-
-
-def _global(module: str, name: str) -> bytes:
-    return _text(module) + _text(name) + pickle.STACK_GLOBAL
-
-
-def _torch_zip(body: bytes, path):
-    """A real torch zip archive whose data.pkl runs the opcodes ``body`` (leaving one object)."""
-    payload = pickle.PROTO + bytes([4]) + body + pickle.STOP
-    buf = io.BytesIO()
-    torch.save({"w": torch.ones(2)}, buf)
-    src = zipfile.ZipFile(io.BytesIO(buf.getvalue()))
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as out:
-        for name in src.namelist():
-            out.writestr(name, payload if name.endswith("data.pkl") else src.read(name))
-    return path
-
-
 def _build(target: bytes, attribute: str, value: str) -> bytes:
     """``target`` BUILD with slot state {attribute: (value,)}: stock unpickling setattr()s it."""
-    slots = pickle.EMPTY_DICT + _text(attribute) + pickle.MARK + _text(value) + pickle.TUPLE + pickle.SETITEM
+    slots = pickle.EMPTY_DICT + text(attribute) + pickle.MARK + text(value) + pickle.TUPLE + pickle.SETITEM
     return target + pickle.NONE + slots + pickle.TUPLE2 + pickle.BUILD
 
 
@@ -60,8 +45,8 @@ def _build(target: bytes, attribute: str, value: str) -> bytes:
 )
 def test_build_on_an_allowed_object_is_refused_and_changes_nothing(tmp_path, target, get):
     before = get()
-    body = _build(_global(*target), "__defaults__", "x") + pickle.POP + pickle.EMPTY_DICT
-    path = _torch_zip(body, tmp_path / "build.pt")
+    body = _build(global_ref(*target), "__defaults__", "x") + pickle.POP + pickle.EMPTY_DICT
+    path = torch_zip_body(body, tmp_path / "build.pt")
     with pytest.raises(CheckpointError, match=r"build.pt: .*refused BUILD"):
         load_state(path, allow_pickle=True)
     assert get() == before  # stock unpickling would have set ("x",)
@@ -71,9 +56,9 @@ def test_build_on_an_allowed_object_is_refused_and_changes_nothing(tmp_path, tar
 
 
 def test_build_on_a_stand_in_class_is_refused(tmp_path):
-    body = _build(_global("os", "system"), "pickled_class", "x") + pickle.POP + pickle.EMPTY_DICT
+    body = _build(global_ref("os", "system"), "pickled_class", "x") + pickle.POP + pickle.EMPTY_DICT
     with pytest.raises(CheckpointError, match="refused BUILD"):
-        load_state(_torch_zip(body, tmp_path / "cls.pt"), allow_pickle=True)
+        load_state(torch_zip_body(body, tmp_path / "cls.pt"), allow_pickle=True)
     assert unpickler.standin_class("os", "system").pickled_class == "os.system"
 
 
@@ -87,10 +72,10 @@ def test_build_on_a_stand_in_class_is_refused(tmp_path):
 def test_builtins_only_copy_what_the_pickle_holds(tmp_path, call):
     outer, inner, size = call
     arg = (pickle.BININT + struct.pack("<i", size) + pickle.TUPLE1) if size else pickle.EMPTY_TUPLE
-    body = _global("builtins", outer) + _global("builtins", inner) + arg + pickle.REDUCE + pickle.TUPLE1
+    body = global_ref("builtins", outer) + global_ref("builtins", inner) + arg + pickle.REDUCE + pickle.TUPLE1
     body += pickle.REDUCE
     with pytest.raises(UnsafePickleError, match=r"sizes.pt: .*refused builtins\."):
-        restricted_torch_load(_torch_zip(body, tmp_path / "sizes.pt"))
+        restricted_torch_load(torch_zip_body(body, tmp_path / "sizes.pt"))
 
 
 def test_real_pickles_with_sets_bytes_and_modules_still_load(tmp_path):

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
-from torch.utils.data import DataLoader
 
 from simo_merge.affinity import run_affinity
 from simo_merge.cli import main
@@ -23,12 +22,11 @@ from simo_merge.features.inputs import RealignInputs
 from simo_merge.io.checkpoint import load_state, read_sidecar
 from simo_merge.merging import merge
 from simo_merge.metrics.summary import normalized_performance
-from simo_merge.model import MultiTaskModel
 from simo_merge.pool.folder import load_pool_dir
 from simo_merge.realign import REALIGNERS
 from simo_merge.realign.train import RealignConfig, realign
-from simo_merge.training.evaluate import evaluate
 from tests.helpers.idx_files import write_idx_classification
+from tests.helpers.siso_checks import accuracy, rows_accuracy, state_model
 
 pytestmark = pytest.mark.slow  # train-experts, merge, realign, evaluate and affinity end to end
 
@@ -86,27 +84,8 @@ def task_sets(roots: dict[str, Path], split: str) -> dict:
     }
 
 
-def state_model(pool, state, tasks):
-    encoder = make_encoder()
-    encoder.load_model_state(state)
-    return MultiTaskModel(encoder, pool.subset(tasks).frozen_heads()).eval()
-
-
-def accuracy(model, sets: dict, tasks: list[str]) -> dict[str, float]:
-    """The Python API's accuracy of ``model`` on each task's own data set."""
-    out = {}
-    for t in tasks:
-        spec = sets[t].task_specs[t]
-        out[t] = evaluate(model, DataLoader(sets[t], 64), {t: spec}, progress=False)[t]["accuracy"]
-    return out
-
-
 def individual(pool, sets: dict) -> dict[str, float]:
-    return {t: accuracy(state_model(pool, pool.experts[t], [t]), sets, [t])[t] for t in TASKS}
-
-
-def rows_accuracy(rows: dict, name: str) -> dict[str, float]:
-    return {t: rows[name][t]["accuracy"] for t in rows[name]}
+    return {t: accuracy(state_model(make_encoder, pool, pool.experts[t], [t]), sets, [t])[t] for t in TASKS}
 
 
 def test_classification_chain_from_the_cli(chain, capsys):
@@ -151,7 +130,11 @@ def test_classification_chain_from_the_cli(chain, capsys):
         kwargs = {"k": 20} if method == "ties" else {}
         scores = []
         for lam in GRID:
-            acc = accuracy(state_model(pool, merge(pool, method, lam=lam, **kwargs), TASKS), val_sets, TASKS)
+            acc = accuracy(
+                state_model(make_encoder, pool, merge(pool, method, lam=lam, **kwargs), TASKS),
+                val_sets,
+                TASKS,
+            )
             baseline = {t: {"accuracy": a} for t, a in val_individual.items()}
             scores.append(
                 normalized_performance({t: {"accuracy": a} for t, a in acc.items()}, baseline)["mean"]
@@ -213,7 +196,7 @@ def test_classification_chain_from_the_cli(chain, capsys):
     assert read_sidecar(run / "adapters.safetensors")["merged"] == "task_arithmetic {'lam': 0.3}"
     result = json.loads((run / "metrics.json").read_text())
     default_ta = merge(pool, "task_arithmetic")  # λ = the function's default, as `merge` uses it
-    want = accuracy(state_model(pool, default_ta, TASKS), test_sets, TASKS)
+    want = accuracy(state_model(make_encoder, pool, default_ta, TASKS), test_sets, TASKS)
     assert rows_accuracy(result["rows"], "task_arithmetic") == pytest.approx(want, abs=1e-6)
     assert {"training surgery (steps=1)"} <= set(result["phase_seconds"])
 
@@ -224,7 +207,7 @@ def test_classification_chain_from_the_cli(chain, capsys):
     evaluated = json.loads(report.read_text())
     assert list(evaluated["rows"]) == ["Individual", "task_arithmetic", "ties"]
     for method, path in merged_paths.items():
-        want = accuracy(state_model(pool, load_state(path), TASKS), test_sets, TASKS)
+        want = accuracy(state_model(make_encoder, pool, load_state(path), TASKS), test_sets, TASKS)
         assert rows_accuracy(evaluated["rows"], method) == pytest.approx(want, abs=1e-6), method
     assert evaluated["rows_of"] == {m: str(p) for m, p in merged_paths.items()}
     assert evaluated["data"]["digits"] == {"dataset": "idx", "root": str(roots["digits"]), "split": "test"}
@@ -238,7 +221,8 @@ def test_classification_chain_from_the_cli(chain, capsys):
         def evaluate_state(state, tasks=None):
             names = list(tasks or TASKS)
             return {
-                t: {"accuracy": a} for t, a in accuracy(state_model(pool, state, names), sets, names).items()
+                t: {"accuracy": a}
+                for t, a in accuracy(state_model(make_encoder, pool, state, names), sets, names).items()
             }
 
         return evaluate_state

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
 
 from simo_merge.affinity import run_affinity
 from simo_merge.cli import main
@@ -21,12 +20,11 @@ from simo_merge.heads.zeroshot import zeroshot_head_from_weights
 from simo_merge.io.checkpoint import load_state, read_sidecar, save_state
 from simo_merge.merging import merge
 from simo_merge.merging.data import MergeData
-from simo_merge.model import MultiTaskModel
 from simo_merge.pool.folder import load_pool_dir, save_expert
 from simo_merge.realign import REALIGNERS
 from simo_merge.realign.diagnostics import representation_bias
 from simo_merge.realign.train import RealignConfig, realign
-from simo_merge.training.evaluate import evaluate
+from tests.helpers.siso_checks import accuracy, rows_accuracy, state_model
 
 pytestmark = pytest.mark.slow  # merge, realign and evaluate from the CLI, end to end
 
@@ -94,26 +92,6 @@ def task_sets(roots: dict[str, Path], split: str) -> dict:
     return {t: build_dataset(t, root=roots[t], split=split, image_size=32) for t in TASKS}
 
 
-def accuracy(model, sets: dict, tasks: list[str]) -> dict[str, float]:
-    """The Python API's accuracy of ``model`` on each task's own data set."""
-    out = {}
-    for t in tasks:
-        spec = sets[t].task_specs[t]
-        out[t] = evaluate(model, DataLoader(sets[t], 64), {t: spec}, progress=False)[t]["accuracy"]
-    return out
-
-
-def state_model(pool, state, tasks):
-    encoder = make_encoder()
-    encoder.load_model_state(state)
-    heads = pool.subset(tasks).frozen_heads()
-    return MultiTaskModel(encoder, heads).eval()
-
-
-def rows_accuracy(rows: dict, name: str) -> dict[str, float]:
-    return {t: rows[name][t]["accuracy"] for t in rows[name]}
-
-
 def test_siso_pool_end_to_end_from_the_cli(setup, capsys):
     base_dir, roots, pool_dir, data = setup
     out = base_dir / "runs"
@@ -158,7 +136,9 @@ def test_siso_pool_end_to_end_from_the_cli(setup, capsys):
     assert not all(torch.allclose(got[k], other_merge[k], rtol=0, atol=1e-6) for k in expected)
 
     # realign with every realigner, each task's unlabelled inputs from its own data set (val)
-    individual = {t: accuracy(state_model(pool, pool.experts[t], [t]), test_sets, [t])[t] for t in TASKS}
+    individual = {
+        t: accuracy(state_model(make_encoder, pool, pool.experts[t], [t]), test_sets, [t])[t] for t in TASKS
+    }
     realigners = REALIGNERS.names()
     assert {"surgery", "deep", "shared-deep", "taps", "heads"} <= set(realigners)
     for r in realigners:
@@ -184,10 +164,10 @@ def test_siso_pool_end_to_end_from_the_cli(setup, capsys):
         ), r
         assert rows_accuracy(result["rows"], "Individual") == pytest.approx(individual, abs=1e-6)
         assert rows_accuracy(result["rows"], "task_arithmetic") == pytest.approx(
-            accuracy(state_model(pool, merged, TASKS), test_sets, TASKS), abs=1e-6
+            accuracy(state_model(make_encoder, pool, merged, TASKS), test_sets, TASKS), abs=1e-6
         )
         test_images = {t: torch.stack([s[i]["image"] for i in range(len(s))]) for t, s in test_sets.items()}
-        experts = {t: state_model(pool, pool.experts[t], [t]).encoder for t in TASKS}
+        experts = {t: state_model(make_encoder, pool, pool.experts[t], [t]).encoder for t in TASKS}
         bias = representation_bias(model, experts, test_images)
         for t in TASKS:
             assert result["bias_after"][t] == pytest.approx(bias[t], rel=1e-4), r
@@ -220,7 +200,7 @@ def test_siso_pool_end_to_end_from_the_cli(setup, capsys):
         return lambda state, tasks=None: {
             t: {"accuracy": a}
             for t, a in accuracy(
-                state_model(pool, state, list(tasks or TASKS)), sets, list(tasks or TASKS)
+                state_model(make_encoder, pool, state, list(tasks or TASKS)), sets, list(tasks or TASKS)
             ).items()
         }
 

@@ -7,6 +7,13 @@ from typing import Any
 
 import torch
 
+#: a one-block timm ViT at 32 px: the encoder of the small pools the job tests write
+TINY_ENCODER: dict[str, Any] = {
+    "library": "timm",
+    "arch": "vit_tiny_patch16_224",
+    "kwargs": {"img_size": 32, "patch_size": 8, "depth": 1, "embed_dim": 16, "num_heads": 2},
+}
+
 
 def perturbed(state: dict[str, torch.Tensor], seed: int, scale: float = 0.05) -> dict[str, torch.Tensor]:
     """``state`` with ``scale`` x N(0, 1) noise (generator seeded with ``seed``) on every float tensor."""

@@ -8,18 +8,12 @@ import pytest
 from simo_merge.cli import main
 from simo_merge.config import ConfigError, load_config
 from simo_merge.realign.config import RealignConfig
-from tests.helpers.toy_states import write_dense_pool
-
-ENCODER = {
-    "library": "timm",
-    "arch": "vit_tiny_patch16_224",
-    "kwargs": {"img_size": 32, "patch_size": 8, "depth": 1, "embed_dim": 16, "num_heads": 2},
-}
+from tests.helpers.toy_states import TINY_ENCODER, write_dense_pool
 
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory):
-    return write_dense_pool(tmp_path_factory.mktemp("pool"), ENCODER, ["semseg", "depth"], 0.05)
+    return write_dense_pool(tmp_path_factory.mktemp("pool"), TINY_ENCODER, ["semseg", "depth"], 0.05)
 
 
 CASES = [

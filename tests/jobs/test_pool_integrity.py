@@ -13,18 +13,12 @@ from safetensors.torch import save_file
 from simo_merge.cli import main
 from simo_merge.io.checkpoint import HEADER_KEY, CheckpointError, header_meta, load_state
 from simo_merge.pool.folder import load_pool_dir
-from tests.helpers.toy_states import write_dense_pool
-
-ENCODER = {
-    "library": "timm",
-    "arch": "vit_tiny_patch16_224",
-    "kwargs": {"img_size": 32, "patch_size": 8, "depth": 1, "embed_dim": 16, "num_heads": 2},
-}
+from tests.helpers.toy_states import TINY_ENCODER, write_dense_pool
 
 
 @pytest.fixture(scope="module")
 def clean_pool(tmp_path_factory):
-    return write_dense_pool(tmp_path_factory.mktemp("pool"), ENCODER, ["semseg", "depth"], 0.05)
+    return write_dense_pool(tmp_path_factory.mktemp("pool"), TINY_ENCODER, ["semseg", "depth"], 0.05)
 
 
 def _rewrite(path, state, meta):

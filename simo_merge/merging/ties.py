@@ -94,17 +94,13 @@ def _count(mask: Tensor) -> Tensor:
 
 def _elected_zero(trimmed: Tensor, majority_sign: float, merge_func: str) -> Tensor:
     """Merged values of entries whose trimmed values sum to exactly 0: the elected sign is the majority
-    sign; a majority of exactly 0 leaves it 0, which the reference's ``where(sign > 0, x > 0, x < 0)``
-    reads as "the negative values agree"."""
-    if majority_sign == 0:
-        agree = trimmed < 0
-        if merge_func == "max":
-            return torch.zeros(trimmed.shape[1:], dtype=trimmed.dtype)
-        total = (trimmed * agree).sum(0)
-        return total if merge_func == "sum" else total / _count(agree).clamp(min=1)
-    return disjoint_merge(
-        trimmed, torch.full(trimmed.shape[1:], majority_sign, dtype=trimmed.dtype), merge_func
-    )
+    sign. A majority of exactly 0 leaves it 0, which the reference's ``where(sign > 0, x > 0, x < 0)``
+    reads as "the negative values agree" (their mean or sum, as an elected -1 gives them) and its
+    ``"max"`` multiplies by: 0."""
+    if majority_sign == 0 and merge_func == "max":
+        return torch.zeros(trimmed.shape[1:], dtype=trimmed.dtype)
+    elected = torch.full(trimmed.shape[1:], majority_sign or -1.0, dtype=trimmed.dtype)
+    return disjoint_merge(trimmed, elected, merge_func)
 
 
 @MERGE_METHODS.register("ties", label="TIES", scale="lam")

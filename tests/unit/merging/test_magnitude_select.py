@@ -75,3 +75,15 @@ def test_ties_threshold_keeps_the_reference_mask() -> None:
         expected = flat.abs() >= kth
         threshold = magnitude_threshold(tv, k)
         assert torch.equal(flat.abs() >= threshold, expected)
+
+
+@pytest.mark.parametrize(("merge_func", "expected"), [("mean", -1.0), ("sum", -1.0), ("max", 0.0)])
+def test_ties_with_a_majority_of_exactly_zero_reads_the_negative_values(merge_func, expected) -> None:
+    """Every entry's trimmed values sum to 0 and so do the elected signs: the reference's
+    ``where(sign > 0, x > 0, x < 0)`` then keeps the negative values, and ``"max"`` multiplies by 0."""
+    from simo_merge.merging.ties import ties
+
+    base = {"w": torch.zeros(2)}
+    taus = {"a": {"w": torch.tensor([1.0, -1.0])}, "b": {"w": torch.tensor([-1.0, 1.0])}}
+    merged = ties(base, taus, k=100, lam=1.0, merge_func=merge_func)
+    assert torch.equal(merged["w"], torch.full((2,), expected))
